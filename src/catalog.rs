@@ -1,0 +1,263 @@
+//! Products: the record, its validation, and the in-memory item table.
+//!
+//! "Here is a product id, give me the product": the catalog maps external string ids to dense
+//! internal ids ([`ItemId`]) and keeps the committed records in memory for filters, features and
+//! result rendering. The records themselves live in the store (see `store`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Limits;
+use crate::error::{Error, Result};
+
+/// Dense internal item id, assigned once per external id and never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ItemId(pub u32);
+
+/// A product in the catalog.
+///
+/// `category` is a path such as `shoes/running`; `/` and `>` both separate levels.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    /// External id, 1..=`Limits::max_id_bytes` bytes, no control characters.
+    pub id: String,
+    /// Title, indexed for search.
+    pub title: String,
+    /// Description, indexed for search.
+    pub description: String,
+    /// Brand; also linked as a knowledge-graph entity.
+    pub brand: String,
+    /// Category path; every level is linked as a knowledge-graph entity.
+    pub category: String,
+    /// Price, finite and not negative, when known.
+    pub price: Option<f64>,
+    /// Free attributes (`color = red`), filterable by equality.
+    pub attributes: BTreeMap<String, String>,
+    /// Embedding of the engine's dimension, finite and not all zero.
+    pub embedding: Option<Vec<f32>>,
+}
+
+impl Product {
+    /// A product with only an id; fill the rest with the builder methods.
+    pub fn new(id: impl Into<String>) -> Self {
+        Product {
+            id: id.into(),
+            ..Product::default()
+        }
+    }
+
+    /// Sets the title.
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.title = title.into();
+        self
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Sets the brand.
+    pub fn brand(mut self, brand: impl Into<String>) -> Self {
+        self.brand = brand.into();
+        self
+    }
+
+    /// Sets the category path.
+    pub fn category(mut self, category: impl Into<String>) -> Self {
+        self.category = category.into();
+        self
+    }
+
+    /// Sets the price.
+    pub fn price(mut self, price: f64) -> Self {
+        self.price = Some(price);
+        self
+    }
+
+    /// Adds an attribute.
+    pub fn attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the embedding.
+    pub fn embedding(mut self, embedding: Vec<f32>) -> Self {
+        self.embedding = Some(embedding);
+        self
+    }
+
+    /// The category path's levels, cleaned: `"Shoes > Running"` gives `["Shoes", "Running"]`.
+    pub fn category_levels(&self) -> Vec<&str> {
+        category_levels(&self.category)
+    }
+
+    /// Checks every field against `limits` and the engine's vector dimension, and normalises
+    /// the category path. Nothing is stored by this call.
+    pub(crate) fn validate(&mut self, limits: &Limits, dim: usize) -> Result<()> {
+        validate_id("product.id", &self.id, limits)?;
+        for (field, text) in [
+            ("product.title", &self.title),
+            ("product.description", &self.description),
+            ("product.brand", &self.brand),
+            ("product.category", &self.category),
+        ] {
+            if text.len() > limits.max_text_bytes {
+                return Err(Error::LimitExceeded {
+                    what: field,
+                    got: text.len(),
+                    limit: limits.max_text_bytes,
+                });
+            }
+        }
+        if let Some(price) = self.price {
+            if !price.is_finite() || price < 0.0 {
+                return Err(Error::invalid(
+                    "product.price",
+                    format!("{price} is not a finite, non-negative number"),
+                ));
+            }
+        }
+        if self.attributes.len() > limits.max_attributes {
+            return Err(Error::LimitExceeded {
+                what: "product.attributes",
+                got: self.attributes.len(),
+                limit: limits.max_attributes,
+            });
+        }
+        for (k, v) in &self.attributes {
+            if k.is_empty() || k.len() > limits.max_id_bytes || k.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "product.attributes",
+                    format!("attribute name {k:?} must be 1..={} bytes without control characters", limits.max_id_bytes),
+                ));
+            }
+            if v.len() > limits.max_text_bytes {
+                return Err(Error::LimitExceeded {
+                    what: "product.attributes value",
+                    got: v.len(),
+                    limit: limits.max_text_bytes,
+                });
+            }
+        }
+        if let Some(v) = &self.embedding {
+            validate_vector(v, dim)?;
+        }
+        self.category = category_levels(&self.category).join("/");
+        Ok(())
+    }
+}
+
+/// Splits a category path on `/` or `>` and drops empty levels.
+pub(crate) fn category_levels(path: &str) -> Vec<&str> {
+    path.split(['/', '>'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Every ancestor of a normalised category path, shortest first: `a/b` gives `a`, `a/b`.
+pub(crate) fn category_ancestors(path: &str) -> Vec<String> {
+    let levels = category_levels(path);
+    (1..=levels.len()).map(|n| levels[..n].join("/")).collect()
+}
+
+/// Checks an external id (product, user or entity).
+pub(crate) fn validate_id(field: &'static str, id: &str, limits: &Limits) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if id.len() > limits.max_id_bytes {
+        return Err(Error::LimitExceeded {
+            what: field,
+            got: id.len(),
+            limit: limits.max_id_bytes,
+        });
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a vector: right dimension, every component finite, not all zero.
+pub(crate) fn validate_vector(v: &[f32], dim: usize) -> Result<()> {
+    if v.len() != dim {
+        return Err(Error::DimensionMismatch {
+            expected: dim,
+            got: v.len(),
+        });
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::invalid(
+            "vector",
+            format!("component {i} is {} (NaN or infinite)", v[i]),
+        ));
+    }
+    if v.iter().all(|x| *x == 0.0) {
+        return Err(Error::invalid("vector", "all components are zero"));
+    }
+    Ok(())
+}
+
+/// The committed products by internal id, shared read-only with queries.
+///
+/// Records are held without their embeddings (those live in the vector index).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ItemTable {
+    /// `items[iid]` is the live product, or `None` when deleted.
+    pub items: Vec<Option<Arc<Product>>>,
+    /// External id -> internal id, for every id ever seen (deleted ones included).
+    pub ids: std::collections::HashMap<String, ItemId>,
+    /// Internal id -> external id, deleted ones included.
+    pub names: Vec<String>,
+    /// Number of live products.
+    pub live: usize,
+}
+
+impl ItemTable {
+    pub fn get(&self, iid: ItemId) -> Option<&Arc<Product>> {
+        self.items.get(iid.0 as usize).and_then(Option::as_ref)
+    }
+
+    pub fn lookup(&self, id: &str) -> Option<ItemId> {
+        self.ids.get(id).copied()
+    }
+
+    /// The external id of an internal id, deleted items included.
+    pub fn name(&self, iid: ItemId) -> Option<&str> {
+        self.names.get(iid.0 as usize).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    pub fn live_iid(&self, id: &str) -> Option<ItemId> {
+        self.lookup(id).filter(|iid| self.get(*iid).is_some())
+    }
+
+    pub fn set(&mut self, iid: ItemId, id: &str, product: Option<Arc<Product>>) {
+        let i = iid.0 as usize;
+        if self.items.len() <= i {
+            self.items.resize(i + 1, None);
+            self.names.resize(i + 1, String::new());
+        }
+        if self.names[i].is_empty() {
+            self.names[i] = id.to_string();
+        }
+        let was = self.items[i].is_some();
+        let now = product.is_some();
+        self.items[i] = product;
+        self.ids.insert(id.to_string(), iid);
+        match (was, now) {
+            (false, true) => self.live += 1,
+            (true, false) => self.live = self.live.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// The number of internal ids ever assigned.
+    pub fn capacity(&self) -> usize {
+        self.items.len()
+    }
+}

@@ -1,0 +1,916 @@
+//! `Engine`: open/create a database directory, the writer, commit and recovery.
+//!
+//! Directory layout:
+//!
+//! ```text
+//! DIR/LOCK          advisory lock: one writing process per directory
+//! DIR/config.json   settings that fix the format (dimension, metric, analyzer)
+//! DIR/store/        sled: the source of truth (products, events, graph, change log)
+//! DIR/text/         tantivy: derived BM25 index, commit payload = applied sequence
+//! DIR/vectors/      hnsw_rs snapshots: MANIFEST + gen-NNNNNN/ directories
+//! DIR/models/       trained models (checksummed files)
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{validate_id, validate_vector, ItemId, ItemTable, Product};
+use crate::config::{Config, HnswParams, Limits, Metric, StoredConfig};
+use crate::error::{Error, Result};
+use crate::events::{self, Event, StoredEvent, UserId};
+use crate::filter::Filter;
+use crate::graph::{self, Dictionary};
+use crate::store::{self, be_u32, be_u64, key, Store};
+use crate::text::{TextIndex, TextQuery};
+use crate::vector::{Allowed, LoadOutcome, VectorIndex};
+use crate::writer::Op;
+
+/// A product as stored in the catalog.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredProduct {
+    pub iid: u32,
+    pub seq: u64,
+    pub product: Product,
+}
+
+/// Builder for [`Engine`] with documented defaults (see [`Config`]).
+#[derive(Clone, Debug, Default)]
+pub struct EngineBuilder {
+    config: Config,
+    explicit_dim: bool,
+    explicit_metric: bool,
+}
+
+impl EngineBuilder {
+    /// Vector dimension (default 64). Fixed when the directory is created; reopening with a
+    /// different value is [`Error::ConfigMismatch`]. Left unset, an existing directory's value
+    /// is used.
+    pub fn dim(mut self, dim: usize) -> Self {
+        self.config.dim = dim;
+        self.explicit_dim = true;
+        self
+    }
+
+    /// Vector metric (default cosine); fixed like the dimension.
+    pub fn metric(mut self, metric: Metric) -> Self {
+        self.config.metric = metric;
+        self.explicit_metric = true;
+        self
+    }
+
+    /// Input limits (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// HNSW parameters (default [`HnswParams::default`]).
+    pub fn hnsw(mut self, params: HnswParams) -> Self {
+        self.config.hnsw = params;
+        self
+    }
+
+    /// Whether `commit` fsyncs (default true).
+    pub fn durable_commits(mut self, durable: bool) -> Self {
+        self.config.durable_commits = durable;
+        self
+    }
+
+    /// Opens the database in `dir`, creating it when absent, and recovers derived indexes.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process has it open, [`Error::ConfigMismatch`] when a
+    /// persisted setting differs, [`Error::Io`] and [`Error::Corrupt`] for damaged stores.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<Engine> {
+        Engine::open_with(dir.as_ref(), self)
+    }
+}
+
+/// What `open` found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Product changes replayed into the text index.
+    pub text_replayed: usize,
+    /// The text index was rebuilt from the catalog (new, damaged, or behind a compacted log).
+    pub text_rebuilt: bool,
+    /// Product changes replayed into the vector index.
+    pub vector_replayed: usize,
+    /// The vector index was rebuilt from the catalog's vectors.
+    pub vector_rebuilt: bool,
+    /// The vector snapshot failed its checksum (and was rebuilt).
+    pub vector_snapshot_damaged: bool,
+}
+
+/// Counts and sizes, for `SHOW STATS` and tests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Last committed sequence number.
+    pub seq: u64,
+    /// Live products in the catalog.
+    pub products: usize,
+    /// Documents in the text index.
+    pub text_docs: u64,
+    /// Live vectors in the vector index.
+    pub vectors: usize,
+    /// Graph nodes including tombstones.
+    pub vector_slots: usize,
+    /// Stored events.
+    pub events: u64,
+    /// Users with at least one event.
+    pub users: usize,
+    /// Knowledge-graph entities.
+    pub entities: usize,
+    /// Knowledge-graph relation types.
+    pub relations: usize,
+    /// Bytes used by the store.
+    pub store_bytes: u64,
+    /// Bytes used by the text index.
+    pub text_bytes: u64,
+}
+
+/// A scored item returned by a single channel search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// External product id.
+    pub id: String,
+    /// Channel score, larger is better.
+    pub score: f32,
+}
+
+/// Result of appending events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Events staged.
+    pub staged: usize,
+}
+
+/// Result of a commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The last sequence number now durable.
+    pub seq: u64,
+    /// Operations applied by this commit.
+    pub ops: usize,
+    /// Events that were already stored (exact duplicates) and so added nothing.
+    pub duplicate_events: usize,
+}
+
+#[derive(Default)]
+struct Pending {
+    ops: Vec<Op>,
+    /// Ids that will be live after the pending ops (for validating events).
+    upserted: HashSet<String>,
+    deleted: HashSet<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct UserTable {
+    pub ids: HashMap<String, UserId>,
+    pub names: Vec<Option<String>>,
+}
+
+impl UserTable {
+    pub fn get(&self, name: &str) -> Option<UserId> {
+        self.ids.get(name).copied()
+    }
+}
+
+/// The database. Share it as `Arc<Engine>`: reads take `&self` and run concurrently with the
+/// one writer; writes are staged and become visible together at [`Engine::commit`].
+pub struct Engine {
+    dir: PathBuf,
+    config: Config,
+    _lock: File,
+    pub(crate) store: Store,
+    pub(crate) text: TextIndex,
+    pub(crate) vectors: VectorIndex,
+    pub(crate) items: RwLock<ItemTable>,
+    pub(crate) users: RwLock<UserTable>,
+    pub(crate) kg: RwLock<Dictionary>,
+    pending: Mutex<Pending>,
+    /// Serialises commits (the pending buffer lock is released while a commit runs so that
+    /// staging does not wait on I/O).
+    commit_lock: Mutex<()>,
+    seq: AtomicU64,
+    events: AtomicU64,
+    recovery: Recovery,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// Opens (or creates) a database with default settings. See [`Engine::builder`].
+    ///
+    /// # Errors
+    /// As [`EngineBuilder::open`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Engine> {
+        EngineBuilder::default().open(dir)
+    }
+
+    /// A builder to set the dimension, metric, limits and index parameters.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    fn open_with(dir: &Path, b: EngineBuilder) -> Result<Engine> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        fs2::FileExt::try_lock_exclusive(&lock).map_err(|_| Error::Locked(dir.to_path_buf()))?;
+
+        let mut config = b.config.clone();
+        let requested = StoredConfig::from_config(&config);
+        let cfg_path = dir.join("config.json");
+        match StoredConfig::load(&cfg_path)? {
+            Some(stored) => {
+                stored.check(&requested, b.explicit_dim, b.explicit_metric)?;
+                config.dim = stored.dim;
+                config.metric = stored.metric;
+            }
+            None => {
+                if config.dim == 0 || config.dim > 65_536 {
+                    return Err(Error::invalid("config.dim", format!("{} is not in 1..=65536", config.dim)));
+                }
+                requested.save(&cfg_path)?;
+            }
+        }
+
+        let store = Store::open(&dir.join("store"))?;
+        let seq = store.meta_u64("seq")?;
+        let events = store.meta_u64("events")?;
+
+        // Catalog -> in-memory item table.
+        let mut items = ItemTable::default();
+        for r in store.scan(&[store::ITEM_ID]) {
+            let (k, v) = r?;
+            if let Some(iid) = be_u32(&k, 1) {
+                let id = String::from_utf8_lossy(&v).into_owned();
+                items.set(ItemId(iid), &id, None);
+            }
+        }
+        let (vectors, vec_applied, outcome) = VectorIndex::open(&dir.join("vectors"), config.dim, config.metric, &config.hnsw)?;
+        let mut with_vectors: Vec<(ItemId, Vec<f32>)> = Vec::new();
+        for r in store.scan(&[store::PRODUCT]) {
+            let (k, v) = r?;
+            let sp: StoredProduct = crate::codec::decode(&v, "store: product record")?;
+            let id = String::from_utf8_lossy(&k[1..]).into_owned();
+            let mut p = sp.product;
+            if let Some(e) = p.embedding.take() {
+                vectors.set_raw(ItemId(sp.iid), &e);
+                with_vectors.push((ItemId(sp.iid), e));
+            }
+            items.set(ItemId(sp.iid), &id, Some(Arc::new(p)));
+        }
+
+        let mut users = UserTable::default();
+        for r in store.scan(&[store::USER]) {
+            let (k, v) = r?;
+            if let Some(uid) = be_u32(&v, 0) {
+                let name = String::from_utf8_lossy(&k[1..]).into_owned();
+                let i = uid as usize;
+                if users.names.len() <= i {
+                    users.names.resize(i + 1, None);
+                }
+                users.names[i] = Some(name.clone());
+                users.ids.insert(name, UserId(uid));
+            }
+        }
+        let kg = Dictionary::load(&store)?;
+
+        // Text index: open, or rebuild when damaged.
+        let text_dir = dir.join("text");
+        let (text, text_applied, text_damaged) = match TextIndex::open(&text_dir) {
+            Ok((t, a)) => (t, a, false),
+            Err(Error::Locked(p)) => return Err(Error::Locked(p)),
+            Err(_) => {
+                std::fs::remove_dir_all(&text_dir).map_err(|e| Error::io(&text_dir, e))?;
+                let (t, _) = TextIndex::open(&text_dir)?;
+                (t, 0, true)
+            }
+        };
+
+        let mut engine = Engine {
+            dir: dir.to_path_buf(),
+            config,
+            _lock: lock,
+            store,
+            text,
+            vectors,
+            items: RwLock::new(items),
+            users: RwLock::new(users),
+            kg: RwLock::new(kg),
+            pending: Mutex::new(Pending::default()),
+            commit_lock: Mutex::new(()),
+            seq: AtomicU64::new(seq),
+            events: AtomicU64::new(events),
+            recovery: Recovery::default(),
+        };
+        engine.recover_text(text_applied, text_damaged)?;
+        engine.recover_vectors(vec_applied, outcome, with_vectors)?;
+        Ok(engine)
+    }
+
+    /// Product ids changed after `after`, in sequence order (deduplicated, last change wins).
+    fn changes_after(&self, after: u64) -> Result<Vec<String>> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let from = key(store::CHANGE, &[&(after + 1).to_be_bytes()]);
+        let mut all = Vec::new();
+        for r in self.store.range_from(&[store::CHANGE], from) {
+            let (_, v) = r?;
+            all.push(String::from_utf8_lossy(&v).into_owned());
+        }
+        for id in all.into_iter().rev() {
+            if seen.insert(id.clone()) {
+                out.push(id);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The oldest sequence still in the change log (0 when empty).
+    fn oldest_change(&self) -> Result<u64> {
+        match self.store.scan(&[store::CHANGE]).next() {
+            Some(r) => Ok(be_u64(&r?.0, 1).unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+
+    fn recover_text(&mut self, applied: u64, damaged: bool) -> Result<()> {
+        let seq = self.seq.load(Ordering::SeqCst);
+        let oldest = self.oldest_change()?;
+        // A full rebuild when the index is new/damaged, ahead of the store, or behind the
+        // compacted part of the change log.
+        let must_rebuild = damaged
+            || applied > seq
+            || (applied < seq && applied == 0 && self.items.read().live > 0)
+            || (oldest > 0 && applied + 1 < oldest);
+        if must_rebuild {
+            self.text.clear()?;
+            let items = self.items.read();
+            for (i, p) in items.items.iter().enumerate() {
+                if let Some(p) = p {
+                    self.text.upsert(ItemId(i as u32), p)?;
+                }
+            }
+            drop(items);
+            self.text.commit(seq)?;
+            self.recovery.text_rebuilt = true;
+        } else if applied < seq {
+            let changed = self.changes_after(applied)?;
+            let items = self.items.read();
+            for id in &changed {
+                if let Some(iid) = items.lookup(id) {
+                    match items.get(iid) {
+                        Some(p) => self.text.upsert(iid, p)?,
+                        None => self.text.delete(iid),
+                    }
+                }
+            }
+            drop(items);
+            self.text.commit(seq)?;
+            self.recovery.text_replayed = changed.len();
+        }
+        Ok(())
+    }
+
+    fn recover_vectors(&mut self, applied: u64, outcome: LoadOutcome, all: Vec<(ItemId, Vec<f32>)>) -> Result<()> {
+        let seq = self.seq.load(Ordering::SeqCst);
+        let oldest = self.oldest_change()?;
+        self.recovery.vector_snapshot_damaged = outcome == LoadOutcome::Damaged;
+        let must_rebuild = outcome != LoadOutcome::Loaded || applied > seq || (oldest > 0 && applied + 1 < oldest);
+        if must_rebuild {
+            if !all.is_empty() || outcome == LoadOutcome::Damaged {
+                self.vectors.rebuild(&all);
+                self.vectors.snapshot(seq)?;
+                self.recovery.vector_rebuilt = true;
+            }
+        } else if applied < seq {
+            let changed = self.changes_after(applied)?;
+            let mut upserts = Vec::new();
+            for id in &changed {
+                let iid = self.items.read().lookup(id);
+                if let Some(iid) = iid {
+                    match self.stored_product(id)?.and_then(|p| p.embedding) {
+                        Some(v) => upserts.push((iid, v)),
+                        None => self.vectors.remove(iid),
+                    }
+                }
+            }
+            let refs: Vec<(ItemId, &[f32])> = upserts.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+            self.vectors.upsert(&refs);
+            self.recovery.vector_replayed = changed.len();
+        }
+        Ok(())
+    }
+
+    /// What `open` repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The database directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The last committed sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    fn stored_product(&self, id: &str) -> Result<Option<Product>> {
+        match self.store.get(&key(store::PRODUCT, &[id.as_bytes()]))? {
+            Some(v) => Ok(Some(crate::codec::decode::<StoredProduct>(&v, "store: product record")?.product)),
+            None => Ok(None),
+        }
+    }
+
+    // ---------------------------------------------------------------- writes (staged)
+
+    /// Stages an insert or replacement of a product; visible after [`commit`](Self::commit).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`], [`Error::LimitExceeded`] or [`Error::DimensionMismatch`]; nothing is
+    /// staged then.
+    pub fn upsert_product(&self, product: Product) -> Result<()> {
+        self.upsert_products(vec![product])
+    }
+
+    /// Stages a batch of products. The batch is all-or-nothing: if any product is invalid,
+    /// the error names it and none is staged.
+    ///
+    /// # Errors
+    /// As [`upsert_product`](Self::upsert_product), plus [`Error::Invalid`] for an id repeated
+    /// inside the batch.
+    pub fn upsert_products(&self, mut products: Vec<Product>) -> Result<()> {
+        let mut seen = HashSet::new();
+        for (i, p) in products.iter_mut().enumerate() {
+            p.validate(&self.config.limits, self.config.dim).map_err(|e| match e {
+                Error::Invalid { field, reason } => Error::Invalid {
+                    field,
+                    reason: format!("batch row {i}: {reason}"),
+                },
+                other => other,
+            })?;
+            if !seen.insert(p.id.clone()) {
+                return Err(Error::invalid("product.id", format!("{:?} appears twice in the batch", p.id)));
+            }
+        }
+        let mut pending = self.pending.lock();
+        for p in products {
+            pending.deleted.remove(&p.id);
+            pending.upserted.insert(p.id.clone());
+            pending.ops.push(Op::Upsert(Box::new(p)));
+        }
+        Ok(())
+    }
+
+    /// Stages a delete. Deleting an absent product is [`Error::UnknownItem`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownItem`].
+    pub fn delete_product(&self, id: &str) -> Result<()> {
+        let mut pending = self.pending.lock();
+        let live = (self.items.read().live_iid(id).is_some() && !pending.deleted.contains(id)) || pending.upserted.contains(id);
+        if !live {
+            return Err(Error::UnknownItem(id.to_string()));
+        }
+        pending.upserted.remove(id);
+        pending.deleted.insert(id.to_string());
+        pending.ops.push(Op::Delete(id.to_string()));
+        Ok(())
+    }
+
+    /// Stages one event. See [`append_events`](Self::append_events).
+    ///
+    /// # Errors
+    /// As [`append_events`](Self::append_events).
+    pub fn append_event(&self, event: Event) -> Result<Appended> {
+        self.append_events(vec![event])
+    }
+
+    /// Stages a batch of events, all-or-nothing.
+    ///
+    /// Rules: the item must be in the catalog (or staged); the timestamp must be in
+    /// `0..=now + Limits::max_future_secs`; an event equal to a stored one in user, item,
+    /// kind and timestamp is a duplicate and stores nothing (a rating's value is replaced).
+    ///
+    /// # Errors
+    /// [`Error::UnknownItem`], [`Error::Invalid`], [`Error::LimitExceeded`].
+    pub fn append_events(&self, events: Vec<Event>) -> Result<Appended> {
+        let now = now_secs();
+        let mut pending = self.pending.lock();
+        {
+            let items = self.items.read();
+            for (i, e) in events.iter().enumerate() {
+                e.validate(&self.config.limits, now).map_err(|err| match err {
+                    Error::Invalid { field, reason } => Error::Invalid {
+                        field,
+                        reason: format!("batch row {i}: {reason}"),
+                    },
+                    other => other,
+                })?;
+                let live = (items.live_iid(&e.item).is_some() && !pending.deleted.contains(&e.item))
+                    || pending.upserted.contains(&e.item);
+                if !live {
+                    return Err(Error::UnknownItem(e.item.clone()));
+                }
+            }
+        }
+        let n = events.len();
+        if n > 0 {
+            pending.ops.push(Op::Events(events));
+        }
+        Ok(Appended { staged: n })
+    }
+
+    /// Stages removal of every event and trace of a user (their id leaves the store at this
+    /// commit; models forget them at the next training).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a malformed id.
+    pub fn forget_user(&self, user: &str) -> Result<()> {
+        validate_id("user", user, &self.config.limits)?;
+        let mut pending = self.pending.lock();
+        for op in pending.ops.iter_mut() {
+            if let Op::Events(evs) = op {
+                evs.retain(|e| e.user != user);
+            }
+        }
+        pending.ops.push(Op::Forget(user.to_string()));
+        Ok(())
+    }
+
+    /// Stages knowledge-graph triples `(head entity, relation, tail entity)`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for empty or overlong names.
+    pub fn add_triples(&self, triples: Vec<(String, String, String)>) -> Result<()> {
+        for (h, r, t) in &triples {
+            validate_id("triple.head", h, &self.config.limits)?;
+            validate_id("triple.relation", r, &self.config.limits)?;
+            validate_id("triple.tail", t, &self.config.limits)?;
+        }
+        self.pending.lock().ops.push(Op::Triples(triples));
+        Ok(())
+    }
+
+    /// Stages links from products to knowledge-graph entities (relation `link`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownItem`] for a product not in the catalog.
+    pub fn link_items(&self, links: Vec<(String, String)>) -> Result<()> {
+        let pending = self.pending.lock();
+        let items = self.items.read();
+        for (item, entity) in &links {
+            if items.live_iid(item).is_none() && !pending.upserted.contains(item) {
+                return Err(Error::UnknownItem(item.clone()));
+            }
+            validate_id("link.entity", entity, &self.config.limits)?;
+        }
+        drop(items);
+        drop(pending);
+        self.pending.lock().ops.push(Op::Links(links));
+        Ok(())
+    }
+
+    /// Drops every staged, uncommitted write.
+    pub fn rollback(&self) {
+        *self.pending.lock() = Pending::default();
+    }
+
+    /// Number of staged operations.
+    pub fn pending_ops(&self) -> usize {
+        self.pending.lock().ops.len()
+    }
+
+    /// Makes every staged write durable and visible, atomically in the store, then in the
+    /// text and vector indexes. When this returns `Ok`, the writes survive a crash.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Backend`] when a store fails; the store is then unchanged.
+    pub fn commit(&self) -> Result<Committed> {
+        let _commit = self.commit_lock.lock();
+        let pending = std::mem::take(&mut *self.pending.lock());
+        if pending.ops.is_empty() {
+            return Ok(Committed {
+                seq: self.seq(),
+                ..Committed::default()
+            });
+        }
+        crate::writer::commit(self, pending.ops)
+    }
+
+    pub(crate) fn publish(&self, seq: u64, events_delta: i64) {
+        self.seq.store(seq, Ordering::SeqCst);
+        let cur = self.events.load(Ordering::SeqCst) as i64;
+        self.events.store((cur + events_delta).max(0) as u64, Ordering::SeqCst);
+    }
+
+    pub(crate) fn events_count(&self) -> u64 {
+        self.events.load(Ordering::SeqCst)
+    }
+
+    /// Writes a vector snapshot now (also done automatically every
+    /// `HnswParams::snapshot_every` changes), so the next open loads instead of replaying.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the snapshot cannot be written; the previous one stays valid.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _commit = self.commit_lock.lock();
+        self.vectors.snapshot(self.seq())?;
+        crate::writer::compact_changes(self)
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// The committed product with this id, embedding included.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the record cannot be decoded.
+    pub fn get_product(&self, id: &str) -> Result<Option<Product>> {
+        self.stored_product(id)
+    }
+
+    /// Number of live products.
+    pub fn product_count(&self) -> usize {
+        self.items.read().live
+    }
+
+    /// Every live product id, in internal id order.
+    pub fn product_ids(&self) -> Vec<String> {
+        let items = self.items.read();
+        let mut by_iid: Vec<(u32, &String)> = items
+            .ids
+            .iter()
+            .filter(|(_, iid)| items.get(**iid).is_some())
+            .map(|(id, iid)| (iid.0, id))
+            .collect();
+        by_iid.sort();
+        by_iid.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    pub(crate) fn external_id(&self, iid: ItemId) -> Option<String> {
+        self.items.read().get(iid).map(|p| p.id.clone())
+    }
+
+    pub(crate) fn check_k(&self, k: usize) -> Result<()> {
+        if k == 0 || k > self.config.limits.max_k {
+            return Err(Error::LimitExceeded {
+                what: "k",
+                got: k,
+                limit: self.config.limits.max_k,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_query_text(&self, text: &str) -> Result<()> {
+        let l = &self.config.limits;
+        if text.len() > l.max_query_bytes {
+            return Err(Error::LimitExceeded {
+                what: "query text bytes",
+                got: text.len(),
+                limit: l.max_query_bytes,
+            });
+        }
+        let terms = crate::text::analyze(text).len();
+        if terms > l.max_query_terms {
+            return Err(Error::LimitExceeded {
+                what: "query terms",
+                got: terms,
+                limit: l.max_query_terms,
+            });
+        }
+        Ok(())
+    }
+
+    /// BM25 search over title, description, brand and category, with a filter applied inside
+    /// the search. The text channel alone; [`Engine::query`] fuses every channel.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for k outside 1..=`max_k` or an overlong query,
+    /// [`Error::Invalid`] for a bad filter.
+    pub fn search_text(&self, text: &str, filter: &Filter, k: usize) -> Result<Vec<Scored>> {
+        self.check_k(k)?;
+        self.check_query_text(text)?;
+        filter.validate(&self.config.limits)?;
+        let hits = self.text.search(&TextQuery {
+            text,
+            filter,
+            limit: k,
+            title_boost: 0.0,
+            fuzzy: false,
+        })?;
+        Ok(self.name_hits(hits.into_iter().map(|h| (h.item, h.score))))
+    }
+
+    pub(crate) fn name_hits(&self, hits: impl Iterator<Item = (ItemId, f32)>) -> Vec<Scored> {
+        let items = self.items.read();
+        hits.filter_map(|(iid, score)| items.get(iid).map(|p| Scored { id: p.id.clone(), score }))
+            .collect()
+    }
+
+    /// Nearest products to a vector under the engine's metric, with a filter applied during
+    /// the graph walk (or an exact scan of the allowed items when few pass).
+    ///
+    /// # Errors
+    /// [`Error::DimensionMismatch`], [`Error::Invalid`] for NaN/inf/zero vectors or a bad
+    /// filter, [`Error::LimitExceeded`] for k.
+    pub fn search_vector(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<Scored>> {
+        let hits = self.vector_hits(vector, filter, k)?;
+        Ok(self.name_hits(hits.into_iter()))
+    }
+
+    pub(crate) fn vector_hits(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<(ItemId, f32)>> {
+        self.check_k(k)?;
+        validate_vector(vector, self.config.dim)?;
+        filter.validate(&self.config.limits)?;
+        let hits = if filter.is_all() {
+            self.vectors.search(vector, k, Allowed::All)
+        } else {
+            let items = self.items.read();
+            let allowed: Vec<ItemId> = items
+                .items
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.as_ref().is_some_and(|p| filter.matches(p)))
+                .map(|(i, _)| ItemId(i as u32))
+                .collect();
+            let fraction = allowed.len() as f64 / items.live.max(1) as f64;
+            if fraction < self.config.hnsw.exact_scan_below {
+                drop(items);
+                self.vectors.search(vector, k, Allowed::Exact(&allowed))
+            } else {
+                let pred = |iid: ItemId| items.get(iid).is_some_and(|p| filter.matches(p));
+                self.vectors.search(vector, k, Allowed::Predicate(&pred))
+            }
+        };
+        Ok(hits.into_iter().map(|h| (h.item, h.score)).collect())
+    }
+
+    /// Exact nearest neighbours over every vector (no graph): the reference for ANN recall.
+    ///
+    /// # Errors
+    /// As [`search_vector`](Self::search_vector).
+    pub fn search_vector_exact(&self, vector: &[f32], k: usize) -> Result<Vec<Scored>> {
+        self.check_k(k)?;
+        validate_vector(vector, self.config.dim)?;
+        let hits = self.vectors.search_exact(vector, k);
+        Ok(self.name_hits(hits.into_iter().map(|h| (h.item, h.score))))
+    }
+
+    /// A user's events in time order (oldest first); the last `limit` when given.
+    ///
+    /// # Errors
+    /// [`Error::UnknownUser`] when the user has no events.
+    pub fn user_history(&self, user: &str, limit: Option<usize>) -> Result<Vec<Event>> {
+        let uid = self.users.read().get(user).ok_or_else(|| Error::UnknownUser(user.to_string()))?;
+        let evs = self.user_events(uid, limit)?;
+        let items = self.items.read();
+        Ok(evs
+            .into_iter()
+            .map(|e| Event {
+                user: user.to_string(),
+                item: items.name(e.item).unwrap_or_default().to_string(),
+                kind: e.kind,
+                ts: e.ts,
+            })
+            .collect())
+    }
+
+    /// The stored events of a user, oldest first; the most recent `limit` when given.
+    pub(crate) fn user_events(&self, uid: UserId, limit: Option<usize>) -> Result<Vec<StoredEvent>> {
+        let prefix = key(store::EVENT, &[&uid.0.to_be_bytes()]);
+        let mut out = Vec::new();
+        let iter = self.store.scan(&prefix).rev();
+        for r in iter {
+            let (k, v) = r?;
+            if let Some(e) = events::decode_user_event(&k, &v) {
+                out.push(e);
+            }
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Every stored event, grouped by user in time order (for training and export).
+    pub(crate) fn all_events(&self) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(self.events_count() as usize);
+        for r in self.store.scan(&[store::EVENT]) {
+            let (k, v) = r?;
+            if let Some(e) = events::decode_user_event(&k, &v) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Users who interacted with an item and when, oldest first (the per-item index).
+    ///
+    /// # Errors
+    /// [`Error::UnknownItem`].
+    pub fn item_events(&self, item: &str) -> Result<Vec<(String, i64)>> {
+        let iid = self.items.read().live_iid(item).ok_or_else(|| Error::UnknownItem(item.to_string()))?;
+        let prefix = key(store::ITEM_EVENT, &[&iid.0.to_be_bytes()]);
+        let users = self.users.read();
+        let mut out = Vec::new();
+        for r in self.store.scan(&prefix) {
+            let (k, _) = r?;
+            if let Some((_, ts, uid, _)) = events::decode_item_key(&k) {
+                if let Some(Some(name)) = users.names.get(uid.0 as usize) {
+                    out.push((name.clone(), ts));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Knowledge-graph neighbours of an entity: `(relation, entity)`, outgoing edges first,
+    /// then incoming ones with the relation prefixed by `~`. Products are `item:<id>`.
+    /// `relation` keeps only edges of that relation.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown entity.
+    pub fn neighbors(&self, entity: &str, relation: Option<&str>) -> Result<Vec<(String, String)>> {
+        let kg = self.kg.read();
+        let eid = *kg
+            .entity_ids
+            .get(entity)
+            .ok_or_else(|| Error::invalid("entity", format!("{entity:?} is not in the graph")))?;
+        let mut out = Vec::new();
+        for (outgoing, mark) in [(true, ""), (false, "~")] {
+            for (rel, other) in graph::edges(&self.store, eid, outgoing)? {
+                let shown = format!("{mark}{}", kg.relations.get(rel as usize).map_or("", String::as_str));
+                if relation.is_none_or(|r| r == shown) {
+                    let oname = kg.entities.get(other as usize).cloned().unwrap_or_default();
+                    out.push((shown, oname));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts and sizes of every store.
+    pub fn stats(&self) -> Stats {
+        let kg = self.kg.read();
+        Stats {
+            seq: self.seq(),
+            products: self.product_count(),
+            text_docs: self.text.num_docs(),
+            vectors: self.vectors.len(),
+            vector_slots: self.vectors.slots(),
+            events: self.events_count(),
+            users: self.users.read().ids.len(),
+            entities: kg.entities.len(),
+            relations: kg.relations.len(),
+            store_bytes: self.store.size_on_disk(),
+            text_bytes: self.text.size_on_disk(),
+        }
+    }
+
+    /// HNSW parameters in force.
+    pub fn hnsw_params(&self) -> &HnswParams {
+        &self.config.hnsw
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Best effort: a snapshot makes the next open fast. Durability never depends on it.
+        if self.vectors.pending_changes() > 0 {
+            let _ = self.vectors.snapshot(self.seq());
+        }
+        let _ = self.store.flush();
+    }
+}

@@ -1,0 +1,154 @@
+//! The one public error type.
+//!
+//! Variants are split by who is at fault: the caller (`Invalid*`, `Unknown*`, limits), the
+//! data on disk (`Corrupt`, `ConfigMismatch`), or the environment (`Io`, `Locked`).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in shopdb.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A product, event or query field failed validation; nothing was stored.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Which input field was rejected (e.g. `product.id`, `event.ts`).
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A vector has the wrong number of components.
+    #[error("vector dimension mismatch: expected {expected}, got {got}")]
+    DimensionMismatch {
+        /// The dimension the engine was created with.
+        expected: usize,
+        /// The dimension that was passed.
+        got: usize,
+    },
+    /// The item id is not in the catalog.
+    #[error("unknown item: {0:?}")]
+    UnknownItem(String),
+    /// The user id has no events.
+    #[error("unknown user: {0:?}")]
+    UnknownUser(String),
+    /// An input is over one of the engine's limits (checked before any work is done).
+    #[error("limit exceeded: {what} is {got}, the limit is {limit}")]
+    LimitExceeded {
+        /// What was measured (e.g. `query text bytes`).
+        what: &'static str,
+        /// The value passed.
+        got: usize,
+        /// The largest accepted value.
+        limit: usize,
+    },
+    /// A row of an imported file could not be read.
+    #[error("{path}:{line}: {reason}")]
+    BadRow {
+        /// The file being imported.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What was wrong with the row.
+        reason: String,
+    },
+    /// Another process holds the write lock on this database directory.
+    #[error("database {0} is locked by another process")]
+    Locked(PathBuf),
+    /// A setting that fixes the on-disk format differs from the one stored in the directory.
+    #[error("setting {setting} is {stored} in the database but {requested} was requested")]
+    ConfigMismatch {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value stored beside the data.
+        stored: String,
+        /// The value the caller asked for.
+        requested: String,
+    },
+    /// A file failed its checksum or could not be decoded.
+    #[error("corrupt file {path}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+    /// A path given to an import or load statement is outside the allowed directories.
+    #[error("path {0} is outside the allowed directories")]
+    PathNotAllowed(PathBuf),
+    /// The operation needs a trained model that does not exist yet.
+    #[error("no trained model: {0}")]
+    NotTrained(&'static str),
+    /// A statement of the query language could not be parsed or planned.
+    #[error("{0}")]
+    Syntax(String),
+    /// An operating-system I/O error.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An error reported by one of the storage backends.
+    #[error("{backend} error: {message}")]
+    Backend {
+        /// `sled`, `tantivy` or `hnsw`.
+        backend: &'static str,
+        /// The backend's message.
+        message: String,
+    },
+}
+
+/// `Result` with shopdb's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn backend(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Error::Backend {
+            backend,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(source) => Error::Io {
+                path: PathBuf::from("store"),
+                source,
+            },
+            sled::Error::Corruption { at, .. } => {
+                Error::corrupt("store", format!("sled corruption at {at:?}"))
+            }
+            other => Error::backend("sled", other),
+        }
+    }
+}
+
+impl From<tantivy::TantivyError> for Error {
+    fn from(e: tantivy::TantivyError) -> Self {
+        Error::backend("tantivy", e)
+    }
+}

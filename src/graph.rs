@@ -1,0 +1,138 @@
+//! The knowledge graph: entities, typed relations and edges.
+//!
+//! "Here is an entity, give me its neighbours." Every product is an entity named `item:<id>`,
+//! linked automatically to `brand:<brand>` (relation `brand`) and to each level of its category
+//! path `category:<path>` (relation `category`). External triples (e.g. Freebase for MovieLens)
+//! and item-to-entity links are imported beside them. Names and ids are kept in memory; edges
+//! live in the store under both directions.
+
+use std::collections::HashMap;
+
+use crate::catalog::{category_ancestors, Product};
+use crate::error::Result;
+use crate::store::{be_u32, key, Batch, Store, EDGE, EDGE_REV, ENTITY, ENTITY_ID, RELATION, RELATION_ID};
+
+/// Relation from a product to its brand.
+pub const REL_BRAND: &str = "brand";
+/// Relation from a product to each level of its category.
+pub const REL_CATEGORY: &str = "category";
+/// Relation from a product to an external entity given by a link file.
+pub const REL_LINK: &str = "link";
+
+/// Entity name of a product.
+pub fn item_entity(id: &str) -> String {
+    format!("item:{id}")
+}
+
+/// The automatic edges of a product: `(relation, tail entity)`.
+pub(crate) fn product_edges(p: &Product) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !p.brand.trim().is_empty() {
+        out.push((REL_BRAND, format!("brand:{}", p.brand.trim().to_lowercase())));
+    }
+    for c in category_ancestors(&p.category) {
+        out.push((REL_CATEGORY, format!("category:{c}")));
+    }
+    out
+}
+
+/// Entity and relation dictionaries (in memory, mirrored in the store).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dictionary {
+    pub entities: Vec<String>,
+    pub entity_ids: HashMap<String, u32>,
+    pub relations: Vec<String>,
+    pub relation_ids: HashMap<String, u16>,
+}
+
+impl Dictionary {
+    pub fn load(store: &Store) -> Result<Dictionary> {
+        let mut d = Dictionary::default();
+        let mut ents: Vec<(u32, String)> = Vec::new();
+        for r in store.scan(&[ENTITY_ID]) {
+            let (k, v) = r?;
+            if let Some(id) = be_u32(&k, 1) {
+                ents.push((id, String::from_utf8_lossy(&v).into_owned()));
+            }
+        }
+        ents.sort();
+        for (id, name) in ents {
+            if id as usize == d.entities.len() {
+                d.entity_ids.insert(name.clone(), id);
+                d.entities.push(name);
+            }
+        }
+        let mut rels: Vec<(u16, String)> = Vec::new();
+        for r in store.scan(&[RELATION_ID]) {
+            let (k, v) = r?;
+            if k.len() == 3 {
+                rels.push((u16::from_be_bytes([k[1], k[2]]), String::from_utf8_lossy(&v).into_owned()));
+            }
+        }
+        rels.sort();
+        for (id, name) in rels {
+            if id as usize == d.relations.len() {
+                d.relation_ids.insert(name.clone(), id);
+                d.relations.push(name);
+            }
+        }
+        Ok(d)
+    }
+
+    /// The id of an entity, allocating it (and staging its records) when new.
+    pub fn entity(&mut self, name: &str, batch: &mut Batch) -> u32 {
+        if let Some(id) = self.entity_ids.get(name) {
+            return *id;
+        }
+        let id = self.entities.len() as u32;
+        self.entities.push(name.to_string());
+        self.entity_ids.insert(name.to_string(), id);
+        batch.put(key(ENTITY, &[name.as_bytes()]), id.to_be_bytes().to_vec());
+        batch.put(key(ENTITY_ID, &[&id.to_be_bytes()]), name.as_bytes().to_vec());
+        id
+    }
+
+    /// The id of a relation, allocating it when new. `None` past 65,535 relations.
+    pub fn relation(&mut self, name: &str, batch: &mut Batch) -> Option<u16> {
+        if let Some(id) = self.relation_ids.get(name) {
+            return Some(*id);
+        }
+        let id = u16::try_from(self.relations.len()).ok()?;
+        self.relations.push(name.to_string());
+        self.relation_ids.insert(name.to_string(), id);
+        batch.put(key(RELATION, &[name.as_bytes()]), id.to_be_bytes().to_vec());
+        batch.put(key(RELATION_ID, &[&id.to_be_bytes()]), name.as_bytes().to_vec());
+        Some(id)
+    }
+}
+
+/// Stages an edge in both directions.
+pub(crate) fn put_edge(batch: &mut Batch, head: u32, rel: u16, tail: u32) {
+    batch.put(edge_key(EDGE, head, rel, tail), Vec::new());
+    batch.put(edge_key(EDGE_REV, tail, rel, head), Vec::new());
+}
+
+/// Stages removal of an edge in both directions.
+pub(crate) fn remove_edge(batch: &mut Batch, head: u32, rel: u16, tail: u32) {
+    batch.remove(edge_key(EDGE, head, rel, tail));
+    batch.remove(edge_key(EDGE_REV, tail, rel, head));
+}
+
+fn edge_key(prefix: u8, a: u32, rel: u16, b: u32) -> Vec<u8> {
+    key(prefix, &[&a.to_be_bytes(), &rel.to_be_bytes(), &b.to_be_bytes()])
+}
+
+/// Edges leaving (`outgoing`) or entering an entity: `(relation id, other entity id)`.
+pub(crate) fn edges(store: &Store, entity: u32, outgoing: bool) -> Result<Vec<(u16, u32)>> {
+    let prefix = key(if outgoing { EDGE } else { EDGE_REV }, &[&entity.to_be_bytes()]);
+    let mut out = Vec::new();
+    for r in store.scan(&prefix) {
+        let (k, _) = r?;
+        if k.len() == 11 {
+            if let Some(other) = be_u32(&k, 7) {
+                out.push((u16::from_be_bytes([k[5], k[6]]), other));
+            }
+        }
+    }
+    Ok(out)
+}

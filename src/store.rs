@@ -1,0 +1,160 @@
+//! The source of truth: one sled tree holding every record under a one-byte key prefix.
+//!
+//! "Here is a key family, give me its records." Keeping every family in one tree means one
+//! `apply_batch` commits products, events, graph edges and the sequence counter atomically.
+//!
+//! Key families (integers big-endian so byte order is numeric order):
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `M` | meta name | meta value (counters, `u64` LE) |
+//! | `P` | product id | `StoredProduct` (bincode) |
+//! | `I` | item iid `u32` | product id (kept after delete: ids are never reused) |
+//! | `C` | seq `u64` | product id whose record changed (replayed into text and vector indexes) |
+//! | `U` | user id | uid `u32` |
+//! | `V` | uid `u32` | user id |
+//! | `E` | uid, ts, iid, kind | seq `u64` + value `f32` (per-user history in time order) |
+//! | `X` | iid, ts, uid, kind | empty (per-item index) |
+//! | `N` / `n` | entity name / eid `u32` | eid / entity name |
+//! | `R` / `r` | relation name / rid `u16` | rid / relation name |
+//! | `T` / `t` | head, rid, tail / tail, rid, head | empty (edges, both directions) |
+//! | `L` | product id + 0 + eid | empty (external item-to-entity links) |
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+pub(crate) const META: u8 = b'M';
+pub(crate) const PRODUCT: u8 = b'P';
+pub(crate) const ITEM_ID: u8 = b'I';
+pub(crate) const CHANGE: u8 = b'C';
+pub(crate) const USER: u8 = b'U';
+pub(crate) const USER_ID: u8 = b'V';
+pub(crate) const EVENT: u8 = b'E';
+pub(crate) const ITEM_EVENT: u8 = b'X';
+pub(crate) const ENTITY: u8 = b'N';
+pub(crate) const ENTITY_ID: u8 = b'n';
+pub(crate) const RELATION: u8 = b'R';
+pub(crate) const RELATION_ID: u8 = b'r';
+pub(crate) const EDGE: u8 = b'T';
+pub(crate) const EDGE_REV: u8 = b't';
+pub(crate) const LINK: u8 = b'L';
+
+/// Builds a key from a prefix and parts.
+pub(crate) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut k = Vec::with_capacity(len);
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// Reads a big-endian `u32` at `at`, if the slice is long enough.
+pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)?.try_into().ok().map(u32::from_be_bytes)
+}
+
+/// Reads a big-endian `u64` at `at`, if the slice is long enough.
+pub(crate) fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8)?.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// The store. Cloning is cheap (sled handles are reference counted).
+#[derive(Clone)]
+pub(crate) struct Store {
+    db: sled::Db,
+}
+
+/// A set of writes applied atomically by [`Store::apply`].
+#[derive(Default)]
+pub(crate) struct Batch {
+    inner: sled::Batch,
+    pub len: usize,
+}
+
+impl Batch {
+    pub fn put(&mut self, key: Vec<u8>, value: impl Into<Vec<u8>>) {
+        self.inner.insert(key, value.into());
+        self.len += 1;
+    }
+
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.inner.remove(key);
+        self.len += 1;
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(256 << 20)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(source) if source.kind() == std::io::ErrorKind::WouldBlock => {
+                    Error::Locked(path.to_path_buf())
+                }
+                other => Error::from(other),
+            })?;
+        Ok(Store { db })
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        Ok(self.db.get(key)?)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.db.contains_key(key)?)
+    }
+
+    /// Every `(key, value)` under a prefix, in key order.
+    pub fn scan(&self, prefix: &[u8]) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec)>> {
+        self.db.scan_prefix(prefix).map(|r| r.map_err(Error::from))
+    }
+
+    /// Every `(key, value)` with `from <= key` under `prefix`.
+    pub fn range_from(
+        &self,
+        prefix: &[u8],
+        from: Vec<u8>,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> {
+        let prefix = prefix.to_vec();
+        self.db
+            .range(from..)
+            .take_while(move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true))
+            .map(|r| r.map_err(Error::from))
+    }
+
+    pub fn apply(&self, batch: Batch) -> Result<()> {
+        Ok(self.db.apply_batch(batch.inner)?)
+    }
+
+    /// Makes every applied batch durable (fsync).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn meta_u64(&self, name: &str) -> Result<u64> {
+        Ok(self
+            .get(&key(META, &[name.as_bytes()]))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0))
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Encodes a meta counter value.
+pub(crate) fn meta_value(v: u64) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
+/// Key of a meta counter.
+pub(crate) fn meta_key(name: &str) -> Vec<u8> {
+    key(META, &[name.as_bytes()])
+}

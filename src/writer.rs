@@ -1,0 +1,300 @@
+//! The commit protocol: staged operations -> one atomic store batch -> fsync -> derived indexes.
+//!
+//! 1. Every operation gets the next sequence number; records, the change-log entry (`C`) and
+//!    the counters go into one sled batch, applied atomically.
+//! 2. `flush()` makes it durable: this is the acknowledgement point.
+//! 3. The in-memory tables, the text index (commit payload = sequence) and the vector index
+//!    are updated. A crash here loses nothing: `open` replays the change log above each
+//!    index's recorded sequence.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::catalog::{ItemId, Product};
+use crate::engine::{Committed, Engine, StoredProduct};
+use crate::error::{Error, Result};
+use crate::events::{self, Event, UserId};
+use crate::graph::{self, item_entity, product_edges, Dictionary, REL_LINK};
+use crate::store::{self, be_u64, key, meta_key, meta_value, Batch};
+
+/// A staged write.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    Upsert(Box<Product>),
+    Delete(String),
+    Events(Vec<Event>),
+    Forget(String),
+    Triples(Vec<(String, String, String)>),
+    Links(Vec<(String, String)>),
+}
+
+/// What the derived indexes must do once the store batch is durable.
+enum Derived {
+    Upsert(ItemId, Arc<Product>, Option<Vec<f32>>),
+    Delete(ItemId, String),
+}
+
+fn relation(kg: &mut Dictionary, name: &str, batch: &mut Batch) -> Result<u16> {
+    kg.relation(name, batch)
+        .ok_or_else(|| Error::invalid("relation", "more than 65,535 relation types"))
+}
+
+fn edges_of(kg: &mut Dictionary, p: &Product, batch: &mut Batch) -> Result<Vec<(u16, u32)>> {
+    let mut out = Vec::new();
+    for (rel, tail) in product_edges(p) {
+        let r = relation(kg, rel, batch)?;
+        out.push((r, kg.entity(&tail, batch)));
+    }
+    Ok(out)
+}
+
+/// Applies `ops` (called with the engine's commit lock held).
+pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
+    let n_ops = ops.len();
+    let mut seq = engine.seq();
+    let mut batch = Batch::default();
+    let mut derived: Vec<Derived> = Vec::new();
+    let mut new_users: HashMap<String, UserId> = HashMap::new();
+    let mut forgotten: Vec<UserId> = Vec::new();
+    let mut events_delta: i64 = 0;
+    let mut duplicate_events = 0usize;
+
+    let result = (|| -> Result<()> {
+        let items = engine.items.read();
+        let users = engine.users.read();
+        let mut kg = engine.kg.write();
+        let mut next_item = items.capacity() as u32;
+        let mut next_user = users.names.len() as u32;
+        let mut new_items: HashMap<String, ItemId> = HashMap::new();
+        // Latest state of products touched in this commit.
+        let mut current: HashMap<String, Option<Arc<Product>>> = HashMap::new();
+        let mut batch_event_keys: HashSet<Vec<u8>> = HashSet::new();
+
+        for op in ops {
+            match op {
+                Op::Upsert(p) => {
+                    seq += 1;
+                    let p = *p;
+                    let iid = match items.lookup(&p.id).or_else(|| new_items.get(&p.id).copied()) {
+                        Some(iid) => iid,
+                        None => {
+                            let iid = ItemId(next_item);
+                            next_item += 1;
+                            new_items.insert(p.id.clone(), iid);
+                            batch.put(key(store::ITEM_ID, &[&iid.0.to_be_bytes()]), p.id.as_bytes().to_vec());
+                            iid
+                        }
+                    };
+                    let old = match current.get(&p.id) {
+                        Some(state) => state.clone(),
+                        None => items.get(iid).cloned(),
+                    };
+                    let head = kg.entity(&item_entity(&p.id), &mut batch);
+                    if let Some(old) = &old {
+                        for (r, t) in edges_of(&mut kg, old, &mut batch)? {
+                            graph::remove_edge(&mut batch, head, r, t);
+                        }
+                    }
+                    for (r, t) in edges_of(&mut kg, &p, &mut batch)? {
+                        graph::put_edge(&mut batch, head, r, t);
+                    }
+                    let record = StoredProduct { iid: iid.0, seq, product: p };
+                    batch.put(key(store::PRODUCT, &[record.product.id.as_bytes()]), crate::codec::encode(&record)?);
+                    batch.put(key(store::CHANGE, &[&seq.to_be_bytes()]), record.product.id.as_bytes().to_vec());
+                    let mut p = record.product;
+                    let embedding = p.embedding.take();
+                    let arc = Arc::new(p);
+                    current.insert(arc.id.clone(), Some(arc.clone()));
+                    derived.push(Derived::Upsert(iid, arc, embedding));
+                }
+                Op::Delete(id) => {
+                    seq += 1;
+                    let Some(iid) = items.lookup(&id).or_else(|| new_items.get(&id).copied()) else {
+                        continue;
+                    };
+                    let old = match current.get(&id) {
+                        Some(state) => state.clone(),
+                        None => items.get(iid).cloned(),
+                    };
+                    if let Some(old) = &old {
+                        let head = kg.entity(&item_entity(&id), &mut batch);
+                        for (r, t) in edges_of(&mut kg, old, &mut batch)? {
+                            graph::remove_edge(&mut batch, head, r, t);
+                        }
+                    }
+                    batch.remove(key(store::PRODUCT, &[id.as_bytes()]));
+                    batch.put(key(store::CHANGE, &[&seq.to_be_bytes()]), id.as_bytes().to_vec());
+                    current.insert(id.clone(), None);
+                    derived.push(Derived::Delete(iid, id));
+                }
+                Op::Events(evs) => {
+                    for e in evs {
+                        seq += 1;
+                        let uid = match users.get(&e.user).or_else(|| new_users.get(&e.user).copied()) {
+                            Some(u) if !forgotten.contains(&u) => u,
+                            _ => {
+                                let uid = UserId(next_user);
+                                next_user += 1;
+                                new_users.insert(e.user.clone(), uid);
+                                batch.put(key(store::USER, &[e.user.as_bytes()]), uid.0.to_be_bytes().to_vec());
+                                batch.put(key(store::USER_ID, &[&uid.0.to_be_bytes()]), e.user.as_bytes().to_vec());
+                                uid
+                            }
+                        };
+                        let Some(iid) = items.lookup(&e.item).or_else(|| new_items.get(&e.item).copied()) else {
+                            return Err(Error::UnknownItem(e.item));
+                        };
+                        let ukey = events::user_key(uid, e.ts, iid, e.kind);
+                        if batch_event_keys.contains(&ukey) || engine.store.contains(&ukey)? {
+                            duplicate_events += 1;
+                        } else {
+                            events_delta += 1;
+                        }
+                        batch_event_keys.insert(ukey.clone());
+                        batch.put(ukey, events::event_value(seq, e.kind));
+                        batch.put(events::item_key(iid, e.ts, uid, e.kind), Vec::new());
+                    }
+                }
+                Op::Forget(user) => {
+                    seq += 1;
+                    if let Some(uid) = users.get(&user) {
+                        let prefix = key(store::EVENT, &[&uid.0.to_be_bytes()]);
+                        for r in engine.store.scan(&prefix) {
+                            let (k, v) = r?;
+                            if let Some(ev) = events::decode_user_event(&k, &v) {
+                                batch.remove(k.to_vec());
+                                batch.remove(events::item_key(ev.item, ev.ts, ev.user, ev.kind));
+                                events_delta -= 1;
+                            }
+                        }
+                        batch.remove(key(store::USER_ID, &[&uid.0.to_be_bytes()]));
+                        forgotten.push(uid);
+                    }
+                    if let Some(uid) = new_users.remove(&user) {
+                        batch.remove(key(store::USER_ID, &[&uid.0.to_be_bytes()]));
+                        forgotten.push(uid);
+                    }
+                    batch.remove(key(store::USER, &[user.as_bytes()]));
+                }
+                Op::Triples(triples) => {
+                    for (h, r, t) in triples {
+                        seq += 1;
+                        let head = kg.entity(&h, &mut batch);
+                        let rel = relation(&mut kg, &r, &mut batch)?;
+                        let tail = kg.entity(&t, &mut batch);
+                        graph::put_edge(&mut batch, head, rel, tail);
+                    }
+                }
+                Op::Links(links) => {
+                    for (item, entity) in links {
+                        seq += 1;
+                        let head = kg.entity(&item_entity(&item), &mut batch);
+                        let rel = relation(&mut kg, REL_LINK, &mut batch)?;
+                        let tail = kg.entity(&entity, &mut batch);
+                        graph::put_edge(&mut batch, head, rel, tail);
+                    }
+                }
+            }
+        }
+        let events_now = (engine.events_count() as i64 + events_delta).max(0) as u64;
+        batch.put(meta_key("seq"), meta_value(seq));
+        batch.put(meta_key("events"), meta_value(events_now));
+        engine.store.apply(std::mem::take(&mut batch))?;
+        if engine.config().durable_commits {
+            engine.store.flush()?;
+        }
+        Ok(())
+    })();
+
+    if let Err(e) = result {
+        // The dictionary may hold names allocated for the failed batch: reload it.
+        if let Ok(d) = Dictionary::load(&engine.store) {
+            *engine.kg.write() = d;
+        }
+        return Err(e);
+    }
+
+    // Durable from here on. Publish to the in-memory tables, then the derived indexes.
+    {
+        let mut items = engine.items.write();
+        for d in &derived {
+            match d {
+                Derived::Upsert(iid, p, _) => items.set(*iid, &p.id, Some(p.clone())),
+                Derived::Delete(iid, id) => items.set(*iid, id, None),
+            }
+        }
+    }
+    {
+        let mut users = engine.users.write();
+        for uid in &forgotten {
+            if let Some(slot) = users.names.get_mut(uid.0 as usize) {
+                if let Some(name) = slot.take() {
+                    users.ids.remove(&name);
+                }
+            }
+        }
+        for (name, uid) in new_users {
+            let i = uid.0 as usize;
+            if users.names.len() <= i {
+                users.names.resize(i + 1, None);
+            }
+            users.names[i] = Some(name.clone());
+            users.ids.insert(name, uid);
+        }
+    }
+    let mut vec_upserts: Vec<(ItemId, Vec<f32>)> = Vec::new();
+    let mut text_changed = false;
+    for d in derived {
+        text_changed = true;
+        match d {
+            Derived::Upsert(iid, p, emb) => {
+                engine.text.upsert(iid, &p)?;
+                match emb {
+                    Some(v) => vec_upserts.push((iid, v)),
+                    None => {
+                        vec_upserts.retain(|(i, _)| *i != iid);
+                        engine.vectors.remove(iid);
+                    }
+                }
+            }
+            Derived::Delete(iid, _) => {
+                engine.text.delete(iid);
+                vec_upserts.retain(|(i, _)| *i != iid);
+                engine.vectors.remove(iid);
+            }
+        }
+    }
+    if text_changed {
+        engine.text.commit(seq)?;
+    }
+    let refs: Vec<(ItemId, &[f32])> = vec_upserts.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    engine.vectors.upsert(&refs);
+    engine.publish(seq, events_delta);
+    if engine.vectors.pending_changes() >= engine.config().hnsw.snapshot_every {
+        engine.vectors.snapshot(seq)?;
+        compact_changes(engine)?;
+    }
+    Ok(Committed {
+        seq,
+        ops: n_ops,
+        duplicate_events,
+    })
+}
+
+/// Drops change-log entries that every derived index has applied (the text index applies
+/// each commit; the vector index up to its snapshot).
+pub(crate) fn compact_changes(engine: &Engine) -> Result<()> {
+    let upto = engine.vectors.snapshot_seq().min(engine.seq());
+    let mut batch = Batch::default();
+    for r in engine.store.scan(&[store::CHANGE]) {
+        let (k, _) = r?;
+        match be_u64(&k, 1) {
+            Some(s) if s <= upto => batch.remove(k.to_vec()),
+            _ => break,
+        }
+    }
+    if batch.len > 0 {
+        engine.store.apply(batch)?;
+    }
+    Ok(())
+}

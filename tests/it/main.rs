@@ -1,0 +1,8 @@
+//! Integration tests: one binary, one module per concern.
+
+mod bad_input;
+mod crash;
+mod damaged;
+mod storage;
+mod support;
+mod text_lang;
