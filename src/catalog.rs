@@ -132,7 +132,10 @@ impl Product {
             if k.is_empty() || k.len() > limits.max_id_bytes || k.chars().any(char::is_control) {
                 return Err(Error::invalid(
                     "product.attributes",
-                    format!("attribute name {k:?} must be 1..={} bytes without control characters", limits.max_id_bytes),
+                    format!(
+                        "attribute name {k:?} must be 1..={} bytes without control characters",
+                        limits.max_id_bytes
+                    ),
                 ));
             }
             if v.len() > limits.max_text_bytes {
@@ -229,7 +232,10 @@ impl ItemTable {
 
     /// The external id of an internal id, deleted items included.
     pub fn name(&self, iid: ItemId) -> Option<&str> {
-        self.names.get(iid.0 as usize).map(String::as_str).filter(|s| !s.is_empty())
+        self.names
+            .get(iid.0 as usize)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     pub fn live_iid(&self, id: &str) -> Option<ItemId> {

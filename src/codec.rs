@@ -32,7 +32,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T>
 }
 
 /// Encodes a value into a checksummed envelope: magic, version, CRC-32, length, payload.
-pub(crate) fn encode_file<T: Serialize>(magic: &[u8; 4], version: u32, value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode_file<T: Serialize>(
+    magic: &[u8; 4],
+    version: u32,
+    value: &T,
+) -> Result<Vec<u8>> {
     let payload = encode(value)?;
     let mut out = Vec::with_capacity(payload.len() + 20);
     out.extend_from_slice(magic);
@@ -51,7 +55,10 @@ pub(crate) fn decode_file<T: DeserializeOwned>(
     path: &std::path::Path,
 ) -> Result<T> {
     if bytes.len() < 20 {
-        return Err(Error::corrupt(path, format!("{} bytes is shorter than the header", bytes.len())));
+        return Err(Error::corrupt(
+            path,
+            format!("{} bytes is shorter than the header", bytes.len()),
+        ));
     }
     if &bytes[..4] != magic {
         return Err(Error::corrupt(path, "bad magic number"));

@@ -178,7 +178,12 @@ impl StoredConfig {
     ///
     /// `explicit_dim`/`explicit_metric` say whether the caller set them; unset values adopt
     /// the stored ones.
-    pub fn check(&self, requested: &StoredConfig, explicit_dim: bool, explicit_metric: bool) -> Result<()> {
+    pub fn check(
+        &self,
+        requested: &StoredConfig,
+        explicit_dim: bool,
+        explicit_metric: bool,
+    ) -> Result<()> {
         if self.format_version != requested.format_version {
             return Err(Error::ConfigMismatch {
                 setting: "format_version",

@@ -105,6 +105,9 @@ pub struct Recovery {
     pub vector_rebuilt: bool,
     /// The vector snapshot failed its checksum (and was rebuilt).
     pub vector_snapshot_damaged: bool,
+    /// The stored model generation could not be loaded (the engine serves without models
+    /// until the next training); the reason.
+    pub model_error: Option<String>,
 }
 
 /// Counts and sizes, for `SHOW STATS` and tests.
@@ -200,6 +203,12 @@ pub struct Engine {
     seq: AtomicU64,
     events: AtomicU64,
     recovery: Recovery,
+    /// The model generation serving queries, if any.
+    pub(crate) models: RwLock<Option<Arc<crate::train::ModelSet>>>,
+    /// One training at a time.
+    pub(crate) training_lock: Mutex<()>,
+    /// Bumped by every commit and every new model generation (cache keys include it).
+    pub(crate) generation: AtomicU64,
 }
 
 fn now_secs() -> i64 {
@@ -245,7 +254,10 @@ impl Engine {
             }
             None => {
                 if config.dim == 0 || config.dim > 65_536 {
-                    return Err(Error::invalid("config.dim", format!("{} is not in 1..=65536", config.dim)));
+                    return Err(Error::invalid(
+                        "config.dim",
+                        format!("{} is not in 1..=65536", config.dim),
+                    ));
                 }
                 requested.save(&cfg_path)?;
             }
@@ -264,7 +276,12 @@ impl Engine {
                 items.set(ItemId(iid), &id, None);
             }
         }
-        let (vectors, vec_applied, outcome) = VectorIndex::open(&dir.join("vectors"), config.dim, config.metric, &config.hnsw)?;
+        let (vectors, vec_applied, outcome) = VectorIndex::open(
+            &dir.join("vectors"),
+            config.dim,
+            config.metric,
+            &config.hnsw,
+        )?;
         let mut with_vectors: Vec<(ItemId, Vec<f32>)> = Vec::new();
         for r in store.scan(&[store::PRODUCT]) {
             let (k, v) = r?;
@@ -320,7 +337,14 @@ impl Engine {
             seq: AtomicU64::new(seq),
             events: AtomicU64::new(events),
             recovery: Recovery::default(),
+            models: RwLock::new(None),
+            training_lock: Mutex::new(()),
+            generation: AtomicU64::new(0),
         };
+        match crate::train::load(dir) {
+            Ok(m) => *engine.models.write() = m.map(Arc::new),
+            Err(e) => engine.recovery.model_error = Some(e.to_string()),
+        }
         engine.recover_text(text_applied, text_damaged)?;
         engine.recover_vectors(vec_applied, outcome, with_vectors)?;
         Ok(engine)
@@ -391,11 +415,17 @@ impl Engine {
         Ok(())
     }
 
-    fn recover_vectors(&mut self, applied: u64, outcome: LoadOutcome, all: Vec<(ItemId, Vec<f32>)>) -> Result<()> {
+    fn recover_vectors(
+        &mut self,
+        applied: u64,
+        outcome: LoadOutcome,
+        all: Vec<(ItemId, Vec<f32>)>,
+    ) -> Result<()> {
         let seq = self.seq.load(Ordering::SeqCst);
         let oldest = self.oldest_change()?;
         self.recovery.vector_snapshot_damaged = outcome == LoadOutcome::Damaged;
-        let must_rebuild = outcome != LoadOutcome::Loaded || applied > seq || (oldest > 0 && applied + 1 < oldest);
+        let must_rebuild =
+            outcome != LoadOutcome::Loaded || applied > seq || (oldest > 0 && applied + 1 < oldest);
         if must_rebuild {
             if !all.is_empty() || outcome == LoadOutcome::Damaged {
                 self.vectors.rebuild(&all);
@@ -414,7 +444,8 @@ impl Engine {
                     }
                 }
             }
-            let refs: Vec<(ItemId, &[f32])> = upserts.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+            let refs: Vec<(ItemId, &[f32])> =
+                upserts.iter().map(|(i, v)| (*i, v.as_slice())).collect();
             self.vectors.upsert(&refs);
             self.recovery.vector_replayed = changed.len();
         }
@@ -441,13 +472,11 @@ impl Engine {
         self.seq.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.config.limits
-    }
-
     fn stored_product(&self, id: &str) -> Result<Option<Product>> {
         match self.store.get(&key(store::PRODUCT, &[id.as_bytes()]))? {
-            Some(v) => Ok(Some(crate::codec::decode::<StoredProduct>(&v, "store: product record")?.product)),
+            Some(v) => Ok(Some(
+                crate::codec::decode::<StoredProduct>(&v, "store: product record")?.product,
+            )),
             None => Ok(None),
         }
     }
@@ -472,15 +501,19 @@ impl Engine {
     pub fn upsert_products(&self, mut products: Vec<Product>) -> Result<()> {
         let mut seen = HashSet::new();
         for (i, p) in products.iter_mut().enumerate() {
-            p.validate(&self.config.limits, self.config.dim).map_err(|e| match e {
-                Error::Invalid { field, reason } => Error::Invalid {
-                    field,
-                    reason: format!("batch row {i}: {reason}"),
-                },
-                other => other,
-            })?;
+            p.validate(&self.config.limits, self.config.dim)
+                .map_err(|e| match e {
+                    Error::Invalid { field, reason } => Error::Invalid {
+                        field,
+                        reason: format!("batch row {i}: {reason}"),
+                    },
+                    other => other,
+                })?;
             if !seen.insert(p.id.clone()) {
-                return Err(Error::invalid("product.id", format!("{:?} appears twice in the batch", p.id)));
+                return Err(Error::invalid(
+                    "product.id",
+                    format!("{:?} appears twice in the batch", p.id),
+                ));
             }
         }
         let mut pending = self.pending.lock();
@@ -498,7 +531,8 @@ impl Engine {
     /// [`Error::UnknownItem`].
     pub fn delete_product(&self, id: &str) -> Result<()> {
         let mut pending = self.pending.lock();
-        let live = (self.items.read().live_iid(id).is_some() && !pending.deleted.contains(id)) || pending.upserted.contains(id);
+        let live = (self.items.read().live_iid(id).is_some() && !pending.deleted.contains(id))
+            || pending.upserted.contains(id);
         if !live {
             return Err(Error::UnknownItem(id.to_string()));
         }
@@ -530,14 +564,16 @@ impl Engine {
         {
             let items = self.items.read();
             for (i, e) in events.iter().enumerate() {
-                e.validate(&self.config.limits, now).map_err(|err| match err {
-                    Error::Invalid { field, reason } => Error::Invalid {
-                        field,
-                        reason: format!("batch row {i}: {reason}"),
-                    },
-                    other => other,
-                })?;
-                let live = (items.live_iid(&e.item).is_some() && !pending.deleted.contains(&e.item))
+                e.validate(&self.config.limits, now)
+                    .map_err(|err| match err {
+                        Error::Invalid { field, reason } => Error::Invalid {
+                            field,
+                            reason: format!("batch row {i}: {reason}"),
+                        },
+                        other => other,
+                    })?;
+                let live = (items.live_iid(&e.item).is_some()
+                    && !pending.deleted.contains(&e.item))
                     || pending.upserted.contains(&e.item);
                 if !live {
                     return Err(Error::UnknownItem(e.item.clone()));
@@ -628,10 +664,53 @@ impl Engine {
         crate::writer::commit(self, pending.ops)
     }
 
+    /// Trains every model from the interaction log and swaps the new generation in. Readers
+    /// keep using the previous generation until the swap.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the log is unusable for a model, [`Error::Io`] when the model
+    /// file cannot be written (the previous generation keeps serving).
+    pub fn train(&self, options: &crate::train::TrainOptions) -> Result<crate::train::TrainReport> {
+        crate::train::train(self, options)
+    }
+
+    /// Offline evaluation: splits the log, fits each model on the training part, and scores
+    /// the held-out part by full ranking over every item the user has not seen.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unusable split or log.
+    pub fn evaluate(
+        &self,
+        options: &crate::train::EvalOptions,
+    ) -> Result<crate::train::EvalReport> {
+        crate::train::evaluate(self, options)
+    }
+
+    /// The one call: fused search and recommendation. See [`Query`](crate::Query).
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for k, candidate counts or query text over the limits,
+    /// [`Error::Invalid`] / [`Error::DimensionMismatch`] for a bad vector or filter,
+    /// [`Error::UnknownItem`] for an unknown `similar_to` item.
+    pub fn query(&self, query: &crate::query::Query) -> Result<Vec<crate::query::Hit>> {
+        crate::query::run(self, query)
+    }
+
+    /// The model generation serving queries (0 when never trained).
+    pub fn model_generation(&self) -> u64 {
+        self.models.read().as_ref().map_or(0, |m| m.generation)
+    }
+
+    pub(crate) fn on_new_models(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub(crate) fn publish(&self, seq: u64, events_delta: i64) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.seq.store(seq, Ordering::SeqCst);
         let cur = self.events.load(Ordering::SeqCst) as i64;
-        self.events.store((cur + events_delta).max(0) as u64, Ordering::SeqCst);
+        self.events
+            .store((cur + events_delta).max(0) as u64, Ordering::SeqCst);
     }
 
     pub(crate) fn events_count(&self) -> u64 {
@@ -675,10 +754,6 @@ impl Engine {
             .collect();
         by_iid.sort();
         by_iid.into_iter().map(|(_, id)| id.clone()).collect()
-    }
-
-    pub(crate) fn external_id(&self, iid: ItemId) -> Option<String> {
-        self.items.read().get(iid).map(|p| p.id.clone())
     }
 
     pub(crate) fn check_k(&self, k: usize) -> Result<()> {
@@ -734,8 +809,13 @@ impl Engine {
 
     pub(crate) fn name_hits(&self, hits: impl Iterator<Item = (ItemId, f32)>) -> Vec<Scored> {
         let items = self.items.read();
-        hits.filter_map(|(iid, score)| items.get(iid).map(|p| Scored { id: p.id.clone(), score }))
-            .collect()
+        hits.filter_map(|(iid, score)| {
+            items.get(iid).map(|p| Scored {
+                id: p.id.clone(),
+                score,
+            })
+        })
+        .collect()
     }
 
     /// Nearest products to a vector under the engine's metric, with a filter applied during
@@ -749,7 +829,12 @@ impl Engine {
         Ok(self.name_hits(hits.into_iter()))
     }
 
-    pub(crate) fn vector_hits(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<(ItemId, f32)>> {
+    pub(crate) fn vector_hits(
+        &self,
+        vector: &[f32],
+        filter: &Filter,
+        k: usize,
+    ) -> Result<Vec<(ItemId, f32)>> {
         self.check_k(k)?;
         validate_vector(vector, self.config.dim)?;
         filter.validate(&self.config.limits)?;
@@ -792,7 +877,11 @@ impl Engine {
     /// # Errors
     /// [`Error::UnknownUser`] when the user has no events.
     pub fn user_history(&self, user: &str, limit: Option<usize>) -> Result<Vec<Event>> {
-        let uid = self.users.read().get(user).ok_or_else(|| Error::UnknownUser(user.to_string()))?;
+        let uid = self
+            .users
+            .read()
+            .get(user)
+            .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
         let evs = self.user_events(uid, limit)?;
         let items = self.items.read();
         Ok(evs
@@ -807,7 +896,11 @@ impl Engine {
     }
 
     /// The stored events of a user, oldest first; the most recent `limit` when given.
-    pub(crate) fn user_events(&self, uid: UserId, limit: Option<usize>) -> Result<Vec<StoredEvent>> {
+    pub(crate) fn user_events(
+        &self,
+        uid: UserId,
+        limit: Option<usize>,
+    ) -> Result<Vec<StoredEvent>> {
         let prefix = key(store::EVENT, &[&uid.0.to_be_bytes()]);
         let mut out = Vec::new();
         let iter = self.store.scan(&prefix).rev();
@@ -841,7 +934,11 @@ impl Engine {
     /// # Errors
     /// [`Error::UnknownItem`].
     pub fn item_events(&self, item: &str) -> Result<Vec<(String, i64)>> {
-        let iid = self.items.read().live_iid(item).ok_or_else(|| Error::UnknownItem(item.to_string()))?;
+        let iid = self
+            .items
+            .read()
+            .live_iid(item)
+            .ok_or_else(|| Error::UnknownItem(item.to_string()))?;
         let prefix = key(store::ITEM_EVENT, &[&iid.0.to_be_bytes()]);
         let users = self.users.read();
         let mut out = Vec::new();
@@ -871,7 +968,10 @@ impl Engine {
         let mut out = Vec::new();
         for (outgoing, mark) in [(true, ""), (false, "~")] {
             for (rel, other) in graph::edges(&self.store, eid, outgoing)? {
-                let shown = format!("{mark}{}", kg.relations.get(rel as usize).map_or("", String::as_str));
+                let shown = format!(
+                    "{mark}{}",
+                    kg.relations.get(rel as usize).map_or("", String::as_str)
+                );
                 if relation.is_none_or(|r| r == shown) {
                     let oname = kg.entities.get(other as usize).cloned().unwrap_or_default();
                     out.push((shown, oname));

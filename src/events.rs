@@ -49,7 +49,11 @@ impl EventKind {
             "click" => Some(EventKind::Click),
             "cart" | "add_to_cart" => Some(EventKind::Cart),
             "purchase" | "buy" => Some(EventKind::Purchase),
-            other => other.parse::<f32>().ok().filter(|v| v.is_finite()).map(EventKind::Rating),
+            other => other
+                .parse::<f32>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(EventKind::Rating),
         }
     }
 
@@ -113,11 +117,17 @@ impl Event {
         validate_id("event.item", &self.item, limits)?;
         if let EventKind::Rating(v) = self.kind {
             if !v.is_finite() {
-                return Err(Error::invalid("event.kind", format!("rating {v} is not finite")));
+                return Err(Error::invalid(
+                    "event.kind",
+                    format!("rating {v} is not finite"),
+                ));
             }
         }
         if self.ts < 0 {
-            return Err(Error::invalid("event.ts", format!("{} is before 1970", self.ts)));
+            return Err(Error::invalid(
+                "event.ts",
+                format!("{} is before 1970", self.ts),
+            ));
         }
         if self.ts > now.saturating_add(limits.max_future_secs) {
             return Err(Error::invalid(
@@ -146,7 +156,12 @@ pub(crate) struct StoredEvent {
 pub(crate) fn user_key(user: UserId, ts: i64, item: ItemId, kind: EventKind) -> Vec<u8> {
     key(
         EVENT,
-        &[&user.0.to_be_bytes(), &(ts as u64).to_be_bytes(), &item.0.to_be_bytes(), &[kind.code()]],
+        &[
+            &user.0.to_be_bytes(),
+            &(ts as u64).to_be_bytes(),
+            &item.0.to_be_bytes(),
+            &[kind.code()],
+        ],
     )
 }
 
@@ -154,7 +169,12 @@ pub(crate) fn user_key(user: UserId, ts: i64, item: ItemId, kind: EventKind) -> 
 pub(crate) fn item_key(item: ItemId, ts: i64, user: UserId, kind: EventKind) -> Vec<u8> {
     key(
         ITEM_EVENT,
-        &[&item.0.to_be_bytes(), &(ts as u64).to_be_bytes(), &user.0.to_be_bytes(), &[kind.code()]],
+        &[
+            &item.0.to_be_bytes(),
+            &(ts as u64).to_be_bytes(),
+            &user.0.to_be_bytes(),
+            &[kind.code()],
+        ],
     )
 }
 
@@ -177,7 +197,13 @@ pub(crate) fn decode_user_event(k: &[u8], v: &[u8]) -> Option<StoredEvent> {
     let seq = be_u64(v, 0)?;
     let value = f32::from_bits(be_u32(v, 8)?);
     let kind = EventKind::from_code(k[17], value)?;
-    Some(StoredEvent { user, item, kind, ts, seq })
+    Some(StoredEvent {
+        user,
+        item,
+        kind,
+        ts,
+        seq,
+    })
 }
 
 /// Decodes a per-item index key into `(item, ts, user, kind code)`.
@@ -185,5 +211,10 @@ pub(crate) fn decode_item_key(k: &[u8]) -> Option<(ItemId, i64, UserId, u8)> {
     if k.len() != 18 {
         return None;
     }
-    Some((ItemId(be_u32(k, 1)?), be_u64(k, 5)? as i64, UserId(be_u32(k, 13)?), k[17]))
+    Some((
+        ItemId(be_u32(k, 1)?),
+        be_u64(k, 5)? as i64,
+        UserId(be_u32(k, 13)?),
+        k[17],
+    ))
 }

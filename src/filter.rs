@@ -125,7 +125,10 @@ impl Filter {
                 Filter::Price { min, max } => {
                     for v in [min, max].into_iter().flatten() {
                         if !v.is_finite() {
-                            return Err(Error::invalid("filter.price", format!("{v} is not finite")));
+                            return Err(Error::invalid(
+                                "filter.price",
+                                format!("{v} is not finite"),
+                            ));
                         }
                     }
                     if let (Some(a), Some(b)) = (min, max) {
@@ -152,16 +155,16 @@ impl Filter {
     pub fn matches(&self, p: &Product) -> bool {
         match self {
             Filter::All => true,
-            Filter::Brand(b) => p.brand.eq_ignore_ascii_case(b) || p.brand.to_lowercase() == b.to_lowercase(),
+            Filter::Brand(b) => {
+                p.brand.eq_ignore_ascii_case(b) || p.brand.to_lowercase() == b.to_lowercase()
+            }
             Filter::Category(path) => {
                 let want = category_levels(path);
                 let have = category_levels(&p.category);
                 have.len() >= want.len() && have.iter().zip(&want).all(|(a, b)| a == b)
             }
             Filter::Price { min, max } => match p.price {
-                Some(price) => {
-                    min.is_none_or(|m| price >= m) && max.is_none_or(|m| price <= m)
-                }
+                Some(price) => min.is_none_or(|m| price >= m) && max.is_none_or(|m| price <= m),
                 None => false,
             },
             Filter::Attribute { key, value } => p.attributes.get(key) == Some(value),

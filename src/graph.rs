@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use crate::catalog::{category_ancestors, Product};
 use crate::error::Result;
-use crate::store::{be_u32, key, Batch, Store, EDGE, EDGE_REV, ENTITY, ENTITY_ID, RELATION, RELATION_ID};
+use crate::store::{
+    be_u32, key, Batch, Store, EDGE, EDGE_REV, ENTITY, ENTITY_ID, RELATION, RELATION_ID,
+};
 
 /// Relation from a product to its brand.
 pub const REL_BRAND: &str = "brand";
@@ -28,7 +30,10 @@ pub fn item_entity(id: &str) -> String {
 pub(crate) fn product_edges(p: &Product) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if !p.brand.trim().is_empty() {
-        out.push((REL_BRAND, format!("brand:{}", p.brand.trim().to_lowercase())));
+        out.push((
+            REL_BRAND,
+            format!("brand:{}", p.brand.trim().to_lowercase()),
+        ));
     }
     for c in category_ancestors(&p.category) {
         out.push((REL_CATEGORY, format!("category:{c}")));
@@ -66,7 +71,10 @@ impl Dictionary {
         for r in store.scan(&[RELATION_ID]) {
             let (k, v) = r?;
             if k.len() == 3 {
-                rels.push((u16::from_be_bytes([k[1], k[2]]), String::from_utf8_lossy(&v).into_owned()));
+                rels.push((
+                    u16::from_be_bytes([k[1], k[2]]),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ));
             }
         }
         rels.sort();
@@ -88,7 +96,10 @@ impl Dictionary {
         self.entities.push(name.to_string());
         self.entity_ids.insert(name.to_string(), id);
         batch.put(key(ENTITY, &[name.as_bytes()]), id.to_be_bytes().to_vec());
-        batch.put(key(ENTITY_ID, &[&id.to_be_bytes()]), name.as_bytes().to_vec());
+        batch.put(
+            key(ENTITY_ID, &[&id.to_be_bytes()]),
+            name.as_bytes().to_vec(),
+        );
         id
     }
 
@@ -101,7 +112,10 @@ impl Dictionary {
         self.relations.push(name.to_string());
         self.relation_ids.insert(name.to_string(), id);
         batch.put(key(RELATION, &[name.as_bytes()]), id.to_be_bytes().to_vec());
-        batch.put(key(RELATION_ID, &[&id.to_be_bytes()]), name.as_bytes().to_vec());
+        batch.put(
+            key(RELATION_ID, &[&id.to_be_bytes()]),
+            name.as_bytes().to_vec(),
+        );
         Some(id)
     }
 }
@@ -119,12 +133,18 @@ pub(crate) fn remove_edge(batch: &mut Batch, head: u32, rel: u16, tail: u32) {
 }
 
 fn edge_key(prefix: u8, a: u32, rel: u16, b: u32) -> Vec<u8> {
-    key(prefix, &[&a.to_be_bytes(), &rel.to_be_bytes(), &b.to_be_bytes()])
+    key(
+        prefix,
+        &[&a.to_be_bytes(), &rel.to_be_bytes(), &b.to_be_bytes()],
+    )
 }
 
 /// Edges leaving (`outgoing`) or entering an entity: `(relation id, other entity id)`.
 pub(crate) fn edges(store: &Store, entity: u32, outgoing: bool) -> Result<Vec<(u16, u32)>> {
-    let prefix = key(if outgoing { EDGE } else { EDGE_REV }, &[&entity.to_be_bytes()]);
+    let prefix = key(
+        if outgoing { EDGE } else { EDGE_REV },
+        &[&entity.to_be_bytes()],
+    );
     let mut out = Vec::new();
     for r in store.scan(&prefix) {
         let (k, _) = r?;

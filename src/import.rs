@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
+use crate::catalog::Product;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
-use crate::catalog::Product;
 
 /// Rows staged between commits during an import.
 const CHUNK: usize = 20_000;
@@ -69,7 +69,9 @@ fn json_text(v: &serde_json::Value) -> String {
 
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg:12} [{bar:30}] {percent:>3}% {per_sec} {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:12} [{bar:30}] {percent:>3}% {per_sec} {eta}")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
@@ -128,11 +130,20 @@ impl<T> Rows<T> {
 /// Reads lines as UTF-8; invalid UTF-8 is a bad row.
 fn lines(path: &Path) -> Result<impl Iterator<Item = (u64, std::io::Result<Vec<u8>>)>> {
     let reader = open(path)?;
-    Ok(reader.split(b'\n').enumerate().map(|(i, l)| (i as u64 + 1, l)))
+    Ok(reader
+        .split(b'\n')
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l)))
 }
 
 fn utf8(path: &Path, line: u64, bytes: Vec<u8>) -> Result<String> {
-    let mut s = String::from_utf8(bytes).map_err(|e| bad(path, line, format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
+    let mut s = String::from_utf8(bytes).map_err(|e| {
+        bad(
+            path,
+            line,
+            format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        )
+    })?;
     if s.ends_with('\r') {
         s.pop();
     }
@@ -176,7 +187,8 @@ pub fn products_jsonl(engine: &Engine, path: &Path, on_error: OnError) -> Result
                 return Ok(None);
             }
             let mut p = parse_product_line(&text).map_err(|e| bad(path, line, e))?;
-            p.validate(&limits, dim).map_err(|e| bad(path, line, e.to_string()))?;
+            p.validate(&limits, dim)
+                .map_err(|e| bad(path, line, e.to_string()))?;
             Ok(Some(p))
         });
         rows.push(parsed)?;
@@ -217,20 +229,35 @@ fn stage_products(engine: &Engine, products: Vec<Product>) -> Result<()> {
 /// # Errors
 /// [`Error::BadRow`] (abort mode), [`Error::Io`].
 pub fn events_csv(engine: &Engine, path: &Path, on_error: OnError) -> Result<ImportReport> {
-    let delimiter = if path.extension().is_some_and(|e| e == "tsv") { b'\t' } else { b',' };
+    let delimiter = if path.extension().is_some_and(|e| e == "tsv") {
+        b'\t'
+    } else {
+        b','
+    };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
         .from_reader(open(path)?);
-    let headers = reader.headers().map_err(|e| bad(path, 1, e.to_string()))?.clone();
-    let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.trim().to_ascii_lowercase().as_str()));
+    let headers = reader
+        .headers()
+        .map_err(|e| bad(path, 1, e.to_string()))?
+        .clone();
+    let col = |names: &[&str]| {
+        headers
+            .iter()
+            .position(|h| names.contains(&h.trim().to_ascii_lowercase().as_str()))
+    };
     let (Some(cu), Some(ci), Some(ck), Some(ct)) = (
         col(&["user", "user_id", "userid"]),
         col(&["item", "item_id", "itemid", "product", "product_id"]),
         col(&["kind", "event", "type", "rating"]),
         col(&["ts", "timestamp", "time"]),
     ) else {
-        return Err(bad(path, 1, "header must name user, item, kind and ts columns"));
+        return Err(bad(
+            path,
+            1,
+            "header must name user, item, kind and ts columns",
+        ));
     };
     let pb = bar(file_len(path), "events");
     let mut rows = Rows::new(on_error);
@@ -254,17 +281,27 @@ pub fn events_csv(engine: &Engine, path: &Path, on_error: OnError) -> Result<Imp
         pb.set_position(reader.position().byte());
         let parsed = (|| {
             let field = |i: usize| -> Result<String> {
-                let b = record.get(i).ok_or_else(|| bad(path, line, format!("missing column {}", i + 1)))?;
+                let b = record
+                    .get(i)
+                    .ok_or_else(|| bad(path, line, format!("missing column {}", i + 1)))?;
                 std::str::from_utf8(b)
                     .map(|s| s.trim().to_string())
                     .map_err(|_| bad(path, line, "invalid UTF-8"))
             };
             let kind_text = field(ck)?;
-            let kind = EventKind::parse(&kind_text).ok_or_else(|| bad(path, line, format!("unknown event kind {kind_text:?}")))?;
+            let kind = EventKind::parse(&kind_text)
+                .ok_or_else(|| bad(path, line, format!("unknown event kind {kind_text:?}")))?;
             let ts_text = field(ct)?;
-            let ts = ts_text.parse::<i64>().map_err(|_| bad(path, line, format!("timestamp {ts_text:?} is not an integer")))?;
+            let ts = ts_text.parse::<i64>().map_err(|_| {
+                bad(
+                    path,
+                    line,
+                    format!("timestamp {ts_text:?} is not an integer"),
+                )
+            })?;
             let e = Event::new(field(cu)?, field(ci)?, kind, ts);
-            e.validate(&limits, now).map_err(|err| bad(path, line, err.to_string()))?;
+            e.validate(&limits, now)
+                .map_err(|err| bad(path, line, err.to_string()))?;
             if !known.contains(&e.item) {
                 return Err(bad(path, line, format!("unknown item {:?}", e.item)));
             }
@@ -313,7 +350,11 @@ pub fn movielens(engine: &Engine, dir: &Path) -> Result<ImportReport> {
         }
         let f: Vec<&str> = text.split('|').collect();
         if f.len() < 5 + genres.len() {
-            return Err(bad(&item_path, line, format!("{} fields, expected {}", f.len(), 5 + genres.len())));
+            return Err(bad(
+                &item_path,
+                line,
+                format!("{} fields, expected {}", f.len(), 5 + genres.len()),
+            ));
         }
         let flags = &f[f.len() - genres.len()..];
         let item_genres: Vec<&str> = genres
@@ -324,7 +365,10 @@ pub fn movielens(engine: &Engine, dir: &Path) -> Result<ImportReport> {
             .collect();
         let mut p = Product::new(f[0])
             .title(f[1])
-            .category(format!("genre/{}", item_genres.first().copied().unwrap_or("unknown")))
+            .category(format!(
+                "genre/{}",
+                item_genres.first().copied().unwrap_or("unknown")
+            ))
             .description(item_genres.join(" "));
         if !f[2].is_empty() {
             p = p.attribute("released", f[2]);
@@ -346,11 +390,26 @@ pub fn movielens(engine: &Engine, dir: &Path) -> Result<ImportReport> {
         }
         let f: Vec<&str> = text.split('\t').collect();
         let (Some(u), Some(i), Some(r), Some(t)) = (f.first(), f.get(1), f.get(2), f.get(3)) else {
-            return Err(bad(&data_path, line, "expected user, item, rating, timestamp"));
+            return Err(bad(
+                &data_path,
+                line,
+                "expected user, item, rating, timestamp",
+            ));
         };
-        let rating: f32 = r.trim().parse().map_err(|_| bad(&data_path, line, "rating is not a number"))?;
-        let ts: i64 = t.trim().parse().map_err(|_| bad(&data_path, line, "timestamp is not an integer"))?;
-        events.push(Event::new(u.trim(), i.trim(), EventKind::Rating(rating), ts));
+        let rating: f32 = r
+            .trim()
+            .parse()
+            .map_err(|_| bad(&data_path, line, "rating is not a number"))?;
+        let ts: i64 = t
+            .trim()
+            .parse()
+            .map_err(|_| bad(&data_path, line, "timestamp is not an integer"))?;
+        events.push(Event::new(
+            u.trim(),
+            i.trim(),
+            EventKind::Rating(rating),
+            ts,
+        ));
     }
     let n_events = events.len();
     for chunk in events.chunks(CHUNK * 5) {

@@ -46,15 +46,22 @@
 mod catalog;
 mod codec;
 mod config;
+pub mod demo;
 mod engine;
 mod error;
+pub mod eval;
 mod events;
 mod filter;
 mod fsutil;
 mod graph;
 pub mod import;
+#[allow(missing_docs)]
+pub mod models;
+mod query;
+pub mod sql;
 mod store;
 mod text;
+mod train;
 mod vector;
 mod writer;
 
@@ -64,3 +71,8 @@ pub use engine::{Appended, Committed, Engine, EngineBuilder, Recovery, Scored, S
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::Filter;
+pub use query::{Channel, ChannelScore, Explanation, Fusion, Hit, Query};
+pub use train::{
+    Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, RatingWeight, SplitKind,
+    TrainOptions, TrainReport,
+};

@@ -18,7 +18,6 @@
 //! | `N` / `n` | entity name / eid `u32` | eid / entity name |
 //! | `R` / `r` | relation name / rid `u16` | rid / relation name |
 //! | `T` / `t` | head, rid, tail / tail, rid, head | empty (edges, both directions) |
-//! | `L` | product id + 0 + eid | empty (external item-to-entity links) |
 
 use std::path::Path;
 
@@ -38,7 +37,6 @@ pub(crate) const RELATION: u8 = b'R';
 pub(crate) const RELATION_ID: u8 = b'r';
 pub(crate) const EDGE: u8 = b'T';
 pub(crate) const EDGE_REV: u8 = b't';
-pub(crate) const LINK: u8 = b'L';
 
 /// Builds a key from a prefix and parts.
 pub(crate) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -110,7 +108,10 @@ impl Store {
     }
 
     /// Every `(key, value)` under a prefix, in key order.
-    pub fn scan(&self, prefix: &[u8]) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec)>> {
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+    ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec)>> {
         self.db.scan_prefix(prefix).map(|r| r.map_err(Error::from))
     }
 
@@ -123,7 +124,11 @@ impl Store {
         let prefix = prefix.to_vec();
         self.db
             .range(from..)
-            .take_while(move |r| r.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(true))
+            .take_while(move |r| {
+                r.as_ref()
+                    .map(|(k, _)| k.starts_with(&prefix))
+                    .unwrap_or(true)
+            })
             .map(|r| r.map_err(Error::from))
     }
 

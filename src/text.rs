@@ -72,7 +72,6 @@ pub(crate) struct TextQuery<'a> {
 }
 
 pub(crate) struct TextIndex {
-    index: Index,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     fields: Fields,
@@ -238,7 +237,8 @@ impl TextIndex {
         let (schema, fields) = schema();
         let mmap = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| Error::corrupt(dir, e.to_string()))?;
-        let index = Index::open_or_create(mmap, schema).map_err(|e| Error::corrupt(dir, e.to_string()))?;
+        let index =
+            Index::open_or_create(mmap, schema).map_err(|e| Error::corrupt(dir, e.to_string()))?;
         index.tokenizers().register(ANALYZER, analyzer());
         let applied = index
             .load_metas()
@@ -258,7 +258,6 @@ impl TextIndex {
             .try_into()?;
         Ok((
             TextIndex {
-                index,
                 reader,
                 writer: Mutex::new(writer),
                 fields,
@@ -347,7 +346,9 @@ impl TextIndex {
         match filter {
             Filter::All => Box::new(AllQuery),
             Filter::Brand(b) => term(f.brand, &b.to_lowercase()),
-            Filter::Category(c) => term(f.category, &category_ancestors(c).pop().unwrap_or_default()),
+            Filter::Category(c) => {
+                term(f.category, &category_ancestors(c).pop().unwrap_or_default())
+            }
             Filter::Price { min, max } => {
                 let bound = |v: &Option<f64>| match v {
                     Some(x) => Bound::Included(Term::from_field_f64(f.price, *x)),
@@ -364,14 +365,21 @@ impl TextIndex {
             }
             Filter::Attribute { key, value } => term(f.attr, &format!("{key}{ATTR_SEP}{value}")),
             Filter::And(v) => Box::new(BooleanQuery::new(
-                v.iter().map(|c| (Occur::Must, self.filter_query(c))).collect(),
+                v.iter()
+                    .map(|c| (Occur::Must, self.filter_query(c)))
+                    .collect(),
             )),
             Filter::Or(v) => {
                 if v.is_empty() {
-                    Box::new(BooleanQuery::new(vec![(Occur::MustNot, Box::new(AllQuery) as Box<dyn Query>)]))
+                    Box::new(BooleanQuery::new(vec![(
+                        Occur::MustNot,
+                        Box::new(AllQuery) as Box<dyn Query>,
+                    )]))
                 } else {
                     Box::new(BooleanQuery::new(
-                        v.iter().map(|c| (Occur::Should, self.filter_query(c))).collect(),
+                        v.iter()
+                            .map(|c| (Occur::Should, self.filter_query(c)))
+                            .collect(),
                     ))
                 }
             }
@@ -414,7 +422,11 @@ impl TextIndex {
                 should.push((
                     Occur::Should,
                     Box::new(tantivy::query::BoostQuery::new(
-                        Box::new(FuzzyTermQuery::new(Term::from_field_text(f.text, t), 1, true)),
+                        Box::new(FuzzyTermQuery::new(
+                            Term::from_field_text(f.text, t),
+                            1,
+                            true,
+                        )),
                         FUZZY_BOOST,
                     )),
                 ));
@@ -435,12 +447,6 @@ impl TextIndex {
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(q.limit).order_by_score())?;
         self.resolve(&searcher, top)
-    }
-
-    /// Counts the documents that pass a filter (used to choose exact scans over graph walks).
-    pub fn count(&self, filter: &Filter) -> Result<usize> {
-        let searcher = self.reader.searcher();
-        Ok(searcher.search(&self.filter_query(filter), &tantivy::collector::Count)?)
     }
 
     fn resolve(
@@ -464,4 +470,3 @@ impl TextIndex {
         Ok(out)
     }
 }
-

@@ -48,8 +48,20 @@ impl Graph {
     fn new(metric: Metric, p: &HnswParams, capacity: usize) -> Graph {
         let cap = capacity.max(1024);
         match metric {
-            Metric::L2 => Graph::L2(Hnsw::new(p.max_connections, cap, MAX_LAYERS, p.ef_construction, DistL2 {})),
-            _ => Graph::Dot(Hnsw::new(p.max_connections, cap, MAX_LAYERS, p.ef_construction, DistDot {})),
+            Metric::L2 => Graph::L2(Hnsw::new(
+                p.max_connections,
+                cap,
+                MAX_LAYERS,
+                p.ef_construction,
+                DistL2 {},
+            )),
+            _ => Graph::Dot(Hnsw::new(
+                p.max_connections,
+                cap,
+                MAX_LAYERS,
+                p.ef_construction,
+                DistDot {},
+            )),
         }
     }
 
@@ -169,7 +181,12 @@ pub(crate) enum LoadOutcome {
 impl VectorIndex {
     /// Opens the vector index in `dir`: loads the checksummed snapshot when it is intact.
     /// Returns the index, the log sequence it contains, and what happened.
-    pub fn open(dir: &Path, dim: usize, metric: Metric, params: &HnswParams) -> Result<(VectorIndex, u64, LoadOutcome)> {
+    pub fn open(
+        dir: &Path,
+        dim: usize,
+        metric: Metric,
+        params: &HnswParams,
+    ) -> Result<(VectorIndex, u64, LoadOutcome)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let fresh = || Inner {
             graph: Graph::new(metric, params, 0),
@@ -209,19 +226,31 @@ impl VectorIndex {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&mpath, e)),
         };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&mpath, e.to_string()))?;
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&mpath, e.to_string()))?;
         let gdir = dir.join(format!("gen-{:06}", m.generation));
         for f in &m.files {
             let path = gdir.join(&f.name);
             let data = fsutil::read(&path)?;
             if data.len() as u64 != f.len || fsutil::crc32(&data) != f.crc32 {
-                return Err(Error::corrupt(&path, "length or checksum differs from the manifest"));
+                return Err(Error::corrupt(
+                    &path,
+                    "length or checksum differs from the manifest",
+                ));
             }
         }
         let slots_path = gdir.join("slots.bin");
-        let slots: SlotFile = crate::codec::decode_file(SLOTS_MAGIC, SLOTS_VERSION, &fsutil::read(&slots_path)?, &slots_path)?;
+        let slots: SlotFile = crate::codec::decode_file(
+            SLOTS_MAGIC,
+            SLOTS_VERSION,
+            &fsutil::read(&slots_path)?,
+            &slots_path,
+        )?;
         if slots.dim != dim || slots.metric != metric {
-            return Err(Error::corrupt(&slots_path, "dimension or metric differs from the engine's"));
+            return Err(Error::corrupt(
+                &slots_path,
+                "dimension or metric differs from the engine's",
+            ));
         }
         if slots.slot_item.is_empty() {
             return Ok(None);
@@ -337,16 +366,14 @@ impl VectorIndex {
         self.inner.read().slot_item.len()
     }
 
-    /// Whether `item` has a live vector.
-    pub fn contains(&self, item: ItemId) -> bool {
-        let inner = self.inner.read();
-        inner.item_slot.get(item.0 as usize).is_some_and(|s| *s != NONE)
-    }
-
     /// The stored vector of an item (unit length under cosine).
     pub fn vector(&self, item: ItemId) -> Option<Vec<f32>> {
         let inner = self.inner.read();
-        if !inner.item_slot.get(item.0 as usize).is_some_and(|s| *s != NONE) {
+        if inner
+            .item_slot
+            .get(item.0 as usize)
+            .is_none_or(|s| *s == NONE)
+        {
             return None;
         }
         let at = item.0 as usize * self.dim;
@@ -355,7 +382,12 @@ impl VectorIndex {
 
     fn score(&self, q: &[f32], v: &[f32]) -> f32 {
         match self.metric {
-            Metric::L2 => -q.iter().zip(v).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt(),
+            Metric::L2 => -q
+                .iter()
+                .zip(v)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt(),
             _ => q.iter().zip(v).map(|(a, b)| a * b).sum(),
         }
     }
@@ -375,7 +407,12 @@ impl VectorIndex {
         let mut hits: Vec<VectorHit> = match allowed {
             Allowed::Exact(items) => items
                 .iter()
-                .filter_map(|it| live_vec(it.0).map(|v| VectorHit { item: *it, score: self.score(&q, v) }))
+                .filter_map(|it| {
+                    live_vec(it.0).map(|v| VectorHit {
+                        item: *it,
+                        score: self.score(&q, v),
+                    })
+                })
                 .collect(),
             Allowed::All | Allowed::Predicate(_) => {
                 let pred = match allowed {
@@ -402,7 +439,10 @@ impl VectorIndex {
                     .into_iter()
                     .filter_map(|slot| {
                         let item = *inner.slot_item.get(slot)?;
-                        live_vec(item).map(|v| VectorHit { item: ItemId(item), score: self.score(&q, v) })
+                        live_vec(item).map(|v| VectorHit {
+                            item: ItemId(item),
+                            score: self.score(&q, v),
+                        })
                     })
                     .collect()
             }
@@ -481,7 +521,8 @@ impl VectorIndex {
         };
         drop(inner);
         let bytes = crate::codec::encode_file(SLOTS_MAGIC, SLOTS_VERSION, &slots)?;
-        std::fs::write(gdir.join("slots.bin"), &bytes).map_err(|e| Error::io(gdir.join("slots.bin"), e))?;
+        std::fs::write(gdir.join("slots.bin"), &bytes)
+            .map_err(|e| Error::io(gdir.join("slots.bin"), e))?;
         names.push("slots.bin".to_string());
         let mut files = Vec::new();
         for name in names {
@@ -516,32 +557,6 @@ impl VectorIndex {
             }
         }
         Ok(())
-    }
-
-    /// Tombstone fraction of the graph.
-    pub fn tombstone_ratio(&self) -> f64 {
-        let inner = self.inner.read();
-        let slots = inner.slot_item.len();
-        if slots == 0 {
-            0.0
-        } else {
-            1.0 - inner.live as f64 / slots as f64
-        }
-    }
-
-    /// Every live item with its stored vector.
-    pub fn live_vectors(&self) -> Vec<(ItemId, Vec<f32>)> {
-        let inner = self.inner.read();
-        inner
-            .item_slot
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s != NONE)
-            .filter_map(|(i, _)| {
-                let at = i * self.dim;
-                inner.vectors.get(at..at + self.dim).map(|v| (ItemId(i as u32), v.to_vec()))
-            })
-            .collect()
     }
 }
 

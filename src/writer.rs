@@ -75,13 +75,19 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                 Op::Upsert(p) => {
                     seq += 1;
                     let p = *p;
-                    let iid = match items.lookup(&p.id).or_else(|| new_items.get(&p.id).copied()) {
+                    let iid = match items
+                        .lookup(&p.id)
+                        .or_else(|| new_items.get(&p.id).copied())
+                    {
                         Some(iid) => iid,
                         None => {
                             let iid = ItemId(next_item);
                             next_item += 1;
                             new_items.insert(p.id.clone(), iid);
-                            batch.put(key(store::ITEM_ID, &[&iid.0.to_be_bytes()]), p.id.as_bytes().to_vec());
+                            batch.put(
+                                key(store::ITEM_ID, &[&iid.0.to_be_bytes()]),
+                                p.id.as_bytes().to_vec(),
+                            );
                             iid
                         }
                     };
@@ -98,9 +104,19 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                     for (r, t) in edges_of(&mut kg, &p, &mut batch)? {
                         graph::put_edge(&mut batch, head, r, t);
                     }
-                    let record = StoredProduct { iid: iid.0, seq, product: p };
-                    batch.put(key(store::PRODUCT, &[record.product.id.as_bytes()]), crate::codec::encode(&record)?);
-                    batch.put(key(store::CHANGE, &[&seq.to_be_bytes()]), record.product.id.as_bytes().to_vec());
+                    let record = StoredProduct {
+                        iid: iid.0,
+                        seq,
+                        product: p,
+                    };
+                    batch.put(
+                        key(store::PRODUCT, &[record.product.id.as_bytes()]),
+                        crate::codec::encode(&record)?,
+                    );
+                    batch.put(
+                        key(store::CHANGE, &[&seq.to_be_bytes()]),
+                        record.product.id.as_bytes().to_vec(),
+                    );
                     let mut p = record.product;
                     let embedding = p.embedding.take();
                     let arc = Arc::new(p);
@@ -109,7 +125,8 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                 }
                 Op::Delete(id) => {
                     seq += 1;
-                    let Some(iid) = items.lookup(&id).or_else(|| new_items.get(&id).copied()) else {
+                    let Some(iid) = items.lookup(&id).or_else(|| new_items.get(&id).copied())
+                    else {
                         continue;
                     };
                     let old = match current.get(&id) {
@@ -123,25 +140,40 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                         }
                     }
                     batch.remove(key(store::PRODUCT, &[id.as_bytes()]));
-                    batch.put(key(store::CHANGE, &[&seq.to_be_bytes()]), id.as_bytes().to_vec());
+                    batch.put(
+                        key(store::CHANGE, &[&seq.to_be_bytes()]),
+                        id.as_bytes().to_vec(),
+                    );
                     current.insert(id.clone(), None);
                     derived.push(Derived::Delete(iid, id));
                 }
                 Op::Events(evs) => {
                     for e in evs {
                         seq += 1;
-                        let uid = match users.get(&e.user).or_else(|| new_users.get(&e.user).copied()) {
+                        let uid = match users
+                            .get(&e.user)
+                            .or_else(|| new_users.get(&e.user).copied())
+                        {
                             Some(u) if !forgotten.contains(&u) => u,
                             _ => {
                                 let uid = UserId(next_user);
                                 next_user += 1;
                                 new_users.insert(e.user.clone(), uid);
-                                batch.put(key(store::USER, &[e.user.as_bytes()]), uid.0.to_be_bytes().to_vec());
-                                batch.put(key(store::USER_ID, &[&uid.0.to_be_bytes()]), e.user.as_bytes().to_vec());
+                                batch.put(
+                                    key(store::USER, &[e.user.as_bytes()]),
+                                    uid.0.to_be_bytes().to_vec(),
+                                );
+                                batch.put(
+                                    key(store::USER_ID, &[&uid.0.to_be_bytes()]),
+                                    e.user.as_bytes().to_vec(),
+                                );
                                 uid
                             }
                         };
-                        let Some(iid) = items.lookup(&e.item).or_else(|| new_items.get(&e.item).copied()) else {
+                        let Some(iid) = items
+                            .lookup(&e.item)
+                            .or_else(|| new_items.get(&e.item).copied())
+                        else {
                             return Err(Error::UnknownItem(e.item));
                         };
                         let ukey = events::user_key(uid, e.ts, iid, e.kind);
@@ -267,7 +299,10 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
     if text_changed {
         engine.text.commit(seq)?;
     }
-    let refs: Vec<(ItemId, &[f32])> = vec_upserts.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+    let refs: Vec<(ItemId, &[f32])> = vec_upserts
+        .iter()
+        .map(|(i, v)| (*i, v.as_slice()))
+        .collect();
     engine.vectors.upsert(&refs);
     engine.publish(seq, events_delta);
     if engine.vectors.pending_changes() >= engine.config().hnsw.snapshot_every {

@@ -48,7 +48,14 @@ fn child_writer() {
         let batch: Vec<Product> = (i..i + n).map(product).collect();
         e.upsert_products(batch).unwrap();
         let events = (i..i + n)
-            .map(|j| Event::new(format!("u{}", j % 5), format!("p{j}"), EventKind::View, 1_600_000_000 + j as i64))
+            .map(|j| {
+                Event::new(
+                    format!("u{}", j % 5),
+                    format!("p{j}"),
+                    EventKind::View,
+                    1_600_000_000 + j as i64,
+                )
+            })
             .collect();
         e.append_events(events).unwrap();
         e.commit().unwrap();
@@ -61,14 +68,23 @@ fn child_writer() {
 
 #[test]
 fn kill_nine_loses_no_acknowledged_write() {
-    let cycles: usize = std::env::var("SHOPDB_CRASH_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let cycles: usize = std::env::var("SHOPDB_CRASH_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
     let dir = tempdir();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(42);
     let mut acked: Option<u64> = None;
     for cycle in 0..cycles {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash::child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash::child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("SHOPDB_CRASH_DIR", dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -78,7 +94,10 @@ fn kill_nine_loses_no_acknowledged_write() {
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("ACK ").and_then(|s| s.parse::<u64>().ok()) {
+                if let Some(n) = line
+                    .strip_prefix("ACK ")
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     let _ = tx.send(n);
                 }
             }
@@ -100,19 +119,49 @@ fn kill_nine_loses_no_acknowledged_write() {
         if let Some(max) = acked {
             for i in 0..=max {
                 let id = format!("p{i}");
-                assert!(e.get_product(&id).unwrap().is_some(), "cycle {cycle}: acknowledged {id} lost");
+                assert!(
+                    e.get_product(&id).unwrap().is_some(),
+                    "cycle {cycle}: acknowledged {id} lost"
+                );
                 let text = e.search_text(&format!("tok{i}"), &Filter::All, 1).unwrap();
-                assert_eq!(text.first().map(|h| h.id.as_str()), Some(id.as_str()), "cycle {cycle}: {id} not found by text");
+                assert_eq!(
+                    text.first().map(|h| h.id.as_str()),
+                    Some(id.as_str()),
+                    "cycle {cycle}: {id} not found by text"
+                );
                 let near = e.search_vector(&vector(i, DIM), &Filter::All, 3).unwrap();
-                assert!(near.iter().any(|h| h.id == id), "cycle {cycle}: {id} not found by vector");
+                assert!(
+                    near.iter().any(|h| h.id == id),
+                    "cycle {cycle}: {id} not found by vector"
+                );
             }
-            assert!(s.products as u64 > max, "cycle {cycle}: {} products, acked up to p{max}", s.products);
+            assert!(
+                s.products as u64 > max,
+                "cycle {cycle}: {} products, acked up to p{max}",
+                s.products
+            );
         }
-        assert_eq!(s.products as u64, s.text_docs, "cycle {cycle}: catalog and text disagree: {s:?}");
-        assert_eq!(s.products, s.vectors, "cycle {cycle}: catalog and vectors disagree: {s:?}");
-        assert_eq!(s.products as u64, s.events, "cycle {cycle}: one event per product: {s:?}");
+        assert_eq!(
+            s.products as u64, s.text_docs,
+            "cycle {cycle}: catalog and text disagree: {s:?}"
+        );
+        assert_eq!(
+            s.products, s.vectors,
+            "cycle {cycle}: catalog and vectors disagree: {s:?}"
+        );
+        assert_eq!(
+            s.products as u64, s.events,
+            "cycle {cycle}: one event per product: {s:?}"
+        );
         // One sequence number per product and per event: no gaps, nothing applied twice.
-        assert_eq!(s.seq, s.products as u64 + s.events, "cycle {cycle}: sequence gap: {s:?}");
+        assert_eq!(
+            s.seq,
+            s.products as u64 + s.events,
+            "cycle {cycle}: sequence gap: {s:?}"
+        );
     }
-    assert!(acked.is_some_and(|a| a > 10), "the child acknowledged too little to test anything: {acked:?}");
+    assert!(
+        acked.is_some_and(|a| a > 10),
+        "the child acknowledged too little to test anything: {acked:?}"
+    );
 }

@@ -8,6 +8,8 @@ use shopdb::{Engine, Filter};
 
 use crate::support::{products, tempdir, vector};
 
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -43,7 +45,10 @@ fn child_open() {
         Ok(e) => {
             for i in 0..60u64 {
                 let id = format!("p{i}");
-                assert_eq!(e.search_text(&format!("tok{i}"), &Filter::All, 1).unwrap()[0].id, id);
+                assert_eq!(
+                    e.search_text(&format!("tok{i}"), &Filter::All, 1).unwrap()[0].id,
+                    id
+                );
                 let near = e.search_vector(&vector(i, 8), &Filter::All, 3).unwrap();
                 assert!(near.iter().any(|h| h.id == id), "{id} not found by vector");
             }
@@ -73,16 +78,22 @@ fn damaged_files_rebuild_or_fail_typed() {
     for target in &targets {
         let rel = target.strip_prefix(pristine.path()).unwrap().to_path_buf();
         let len = std::fs::metadata(target).unwrap().len() as usize;
-        let damages: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        let damages: Vec<(&str, Damage)> = vec![
             ("empty", Box::new(|b: &mut Vec<u8>| b.clear())),
             ("1 byte", Box::new(|b: &mut Vec<u8>| b.truncate(1))),
             ("half", Box::new(move |b: &mut Vec<u8>| b.truncate(len / 2))),
-            ("minus 1", Box::new(move |b: &mut Vec<u8>| b.truncate(len.saturating_sub(1)))),
-            ("flipped", Box::new(move |b: &mut Vec<u8>| {
-                if let Some(x) = b.get_mut(len / 2) {
-                    *x ^= 0x5a;
-                }
-            })),
+            (
+                "minus 1",
+                Box::new(move |b: &mut Vec<u8>| b.truncate(len.saturating_sub(1))),
+            ),
+            (
+                "flipped",
+                Box::new(move |b: &mut Vec<u8>| {
+                    if let Some(x) = b.get_mut(len / 2) {
+                        *x ^= 0x5a;
+                    }
+                }),
+            ),
         ];
         for (name, damage) in &damages {
             let copy = tempdir();
@@ -92,7 +103,13 @@ fn damaged_files_rebuild_or_fail_typed() {
             damage(&mut bytes);
             std::fs::write(&path, &bytes).unwrap();
             let out = Command::new(&exe)
-                .args(["--ignored", "--exact", "damaged::child_open", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "damaged::child_open",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("SHOPDB_DAMAGED_DIR", copy.path())
                 .output()
                 .unwrap();

@@ -3,6 +3,8 @@
 mod bad_input;
 mod crash;
 mod damaged;
+mod models;
+mod query;
 mod storage;
 mod support;
 mod text_lang;

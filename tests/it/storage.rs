@@ -19,12 +19,20 @@ fn upsert_get_delete_and_reopen() {
         assert_eq!(p.title, "tok7 product number 7");
         assert_eq!(p.embedding.as_deref(), Some(vector(7, 8).as_slice()));
         e.delete_product("p7").unwrap();
-        e.upsert_product(Product::new("p8").title("renamed thing").embedding(vector(1000, 8))).unwrap();
+        e.upsert_product(
+            Product::new("p8")
+                .title("renamed thing")
+                .embedding(vector(1000, 8)),
+        )
+        .unwrap();
         e.commit().unwrap();
         assert!(e.get_product("p7").unwrap().is_none());
         assert!(e.search_text("tok7", &Filter::All, 5).unwrap().is_empty());
         assert!(e.search_text("tok8", &Filter::All, 5).unwrap().is_empty());
-        assert_eq!(e.search_text("renamed", &Filter::All, 5).unwrap()[0].id, "p8");
+        assert_eq!(
+            e.search_text("renamed", &Filter::All, 5).unwrap()[0].id,
+            "p8"
+        );
         let v = e.search_vector(&vector(1000, 8), &Filter::All, 1).unwrap();
         assert_eq!(v[0].id, "p8");
         // The old vector of p8 is a tombstone.
@@ -34,18 +42,46 @@ fn upsert_get_delete_and_reopen() {
     let e = open(dir.path());
     let s = e.stats();
     assert_eq!((s.products, s.text_docs as usize, s.vectors), (49, 49, 49));
-    assert_eq!(e.search_text("renamed", &Filter::All, 5).unwrap()[0].id, "p8");
-    assert_eq!(e.search_vector(&vector(1000, 8), &Filter::All, 1).unwrap()[0].id, "p8");
+    assert_eq!(
+        e.search_text("renamed", &Filter::All, 5).unwrap()[0].id,
+        "p8"
+    );
+    assert_eq!(
+        e.search_vector(&vector(1000, 8), &Filter::All, 1).unwrap()[0].id,
+        "p8"
+    );
 }
 
 #[test]
 fn config_is_persisted_and_checked() {
     let dir = tempdir();
-    drop(Engine::builder().dim(8).metric(Metric::L2).open(dir.path()).unwrap());
+    drop(
+        Engine::builder()
+            .dim(8)
+            .metric(Metric::L2)
+            .open(dir.path())
+            .unwrap(),
+    );
     let err = Engine::builder().dim(16).open(dir.path()).err().unwrap();
-    assert!(matches!(err, Error::ConfigMismatch { setting: "dim", .. }), "{err}");
-    let err = Engine::builder().metric(Metric::Cosine).open(dir.path()).err().unwrap();
-    assert!(matches!(err, Error::ConfigMismatch { setting: "metric", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ConfigMismatch { setting: "dim", .. }),
+        "{err}"
+    );
+    let err = Engine::builder()
+        .metric(Metric::Cosine)
+        .open(dir.path())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::ConfigMismatch {
+                setting: "metric",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // Unset settings adopt the stored ones.
     let e = Engine::open(dir.path()).unwrap();
     assert_eq!((e.config().dim, e.config().metric), (8, Metric::L2));
@@ -80,18 +116,32 @@ fn events_history_duplicates_and_forget() {
     assert_eq!(h[1].kind, EventKind::Rating(4.5));
     assert_eq!(e.user_history("alice", Some(1)).unwrap()[0].item, "p2");
     // The same event again stores nothing.
-    e.append_event(Event::new("alice", "p1", EventKind::View, 100)).unwrap();
+    e.append_event(Event::new("alice", "p1", EventKind::View, 100))
+        .unwrap();
     let c = e.commit().unwrap();
     assert_eq!(c.duplicate_events, 1);
     assert_eq!(e.stats().events, 4);
-    let users: Vec<String> = e.item_events("p1").unwrap().into_iter().map(|(u, _)| u).collect();
+    let users: Vec<String> = e
+        .item_events("p1")
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
     assert_eq!(users, vec!["alice", "bob"]);
     e.forget_user("alice").unwrap();
     e.commit().unwrap();
-    assert!(matches!(e.user_history("alice", None), Err(Error::UnknownUser(_))));
+    assert!(matches!(
+        e.user_history("alice", None),
+        Err(Error::UnknownUser(_))
+    ));
     assert_eq!(e.stats().events, 1);
     assert_eq!(e.stats().users, 1);
-    let users: Vec<String> = e.item_events("p1").unwrap().into_iter().map(|(u, _)| u).collect();
+    let users: Vec<String> = e
+        .item_events("p1")
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
     assert_eq!(users, vec!["bob"]);
 }
 
@@ -102,19 +152,35 @@ fn knowledge_graph_links_products_automatically() {
     e.upsert_products(products(6, 8)).unwrap();
     e.commit().unwrap();
     let n = e.neighbors("item:p0", None).unwrap();
-    assert!(n.contains(&("brand".to_string(), "brand:acme".to_string())), "{n:?}");
+    assert!(
+        n.contains(&("brand".to_string(), "brand:acme".to_string())),
+        "{n:?}"
+    );
     assert!(n.contains(&("category".to_string(), "category:shoes".to_string())));
     assert!(n.contains(&("category".to_string(), "category:shoes/running".to_string())));
     let of_brand = e.neighbors("brand:acme", Some("~brand")).unwrap();
     let ids: Vec<&str> = of_brand.iter().map(|(_, x)| x.as_str()).collect();
     assert_eq!(ids, vec!["item:p0", "item:p3"]);
     // A brand change moves the edge.
-    e.upsert_product(Product::new("p0").brand("Globex")).unwrap();
-    e.add_triples(vec![("brand:globex".into(), "founded_in".into(), "place:springfield".into())]).unwrap();
+    e.upsert_product(Product::new("p0").brand("Globex"))
+        .unwrap();
+    e.add_triples(vec![(
+        "brand:globex".into(),
+        "founded_in".into(),
+        "place:springfield".into(),
+    )])
+    .unwrap();
     e.link_items(vec![("p1".into(), "m.01".into())]).unwrap();
     e.commit().unwrap();
-    assert!(e.neighbors("brand:acme", Some("~brand")).unwrap().iter().all(|(_, x)| x != "item:p0"));
-    assert_eq!(e.neighbors("brand:globex", Some("founded_in")).unwrap()[0].1, "place:springfield");
+    assert!(e
+        .neighbors("brand:acme", Some("~brand"))
+        .unwrap()
+        .iter()
+        .all(|(_, x)| x != "item:p0"));
+    assert_eq!(
+        e.neighbors("brand:globex", Some("founded_in")).unwrap()[0].1,
+        "place:springfield"
+    );
     assert_eq!(e.neighbors("item:p1", Some("link")).unwrap()[0].1, "m.01");
 }
 
@@ -156,13 +222,27 @@ fn filters_hold_in_text_and_vector_channels() {
 fn metrics_cosine_dot_l2_find_the_nearest() {
     for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
         let dir = tempdir();
-        let e = Engine::builder().dim(8).metric(metric).open(dir.path()).unwrap();
+        let e = Engine::builder()
+            .dim(8)
+            .metric(metric)
+            .open(dir.path())
+            .unwrap();
         e.upsert_products(products(400, 8)).unwrap();
         e.commit().unwrap();
         for i in [3u64, 77, 201] {
             let q = vector(i, 8);
-            let ann: Vec<String> = e.search_vector(&q, &Filter::All, 10).unwrap().into_iter().map(|h| h.id).collect();
-            let exact: Vec<String> = e.search_vector_exact(&q, 10).unwrap().into_iter().map(|h| h.id).collect();
+            let ann: Vec<String> = e
+                .search_vector(&q, &Filter::All, 10)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.id)
+                .collect();
+            let exact: Vec<String> = e
+                .search_vector_exact(&q, 10)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.id)
+                .collect();
             let overlap = ann.iter().filter(|id| exact.contains(id)).count();
             assert!(overlap >= 9, "{metric:?}: ANN {ann:?} vs exact {exact:?}");
         }

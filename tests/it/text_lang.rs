@@ -21,13 +21,28 @@ fn chinese_words_find_longer_titles() {
     .unwrap();
     e.commit().unwrap();
     let found = ids(e.search_text("跑步鞋", &Filter::All, 10).unwrap());
-    assert!(found.contains(&"shoe".to_string()) && found.contains(&"mixed".to_string()), "{found:?}");
+    assert!(
+        found.contains(&"shoe".to_string()) && found.contains(&"mixed".to_string()),
+        "{found:?}"
+    );
     assert!(!found.contains(&"phone".to_string()));
-    assert_eq!(ids(e.search_text("手机", &Filter::All, 10).unwrap()), vec!["phone"]);
-    assert_eq!(ids(e.search_text("手提包", &Filter::All, 10).unwrap()), vec!["bag"]);
+    assert_eq!(
+        ids(e.search_text("手机", &Filter::All, 10).unwrap()),
+        vec!["phone"]
+    );
+    assert_eq!(
+        ids(e.search_text("手提包", &Filter::All, 10).unwrap()),
+        vec!["bag"]
+    );
     // Mixed Chinese/Latin queries match both scripts.
-    assert_eq!(ids(e.search_text("nike 跑步", &Filter::All, 10).unwrap())[0], "mixed");
-    assert_eq!(ids(e.search_text("ZOOM", &Filter::All, 10).unwrap()), vec!["mixed"]);
+    assert_eq!(
+        ids(e.search_text("nike 跑步", &Filter::All, 10).unwrap())[0],
+        "mixed"
+    );
+    assert_eq!(
+        ids(e.search_text("ZOOM", &Filter::All, 10).unwrap()),
+        vec!["mixed"]
+    );
 }
 
 #[test]
@@ -41,12 +56,21 @@ fn english_stemming_and_stop_words() {
     ])
     .unwrap();
     e.commit().unwrap();
-    assert_eq!(ids(e.search_text("runs", &Filter::All, 10).unwrap()), vec!["a"]);
-    assert_eq!(ids(e.search_text("shoe", &Filter::All, 10).unwrap()), vec!["a"]);
+    assert_eq!(
+        ids(e.search_text("runs", &Filter::All, 10).unwrap()),
+        vec!["a"]
+    );
+    assert_eq!(
+        ids(e.search_text("shoe", &Filter::All, 10).unwrap()),
+        vec!["a"]
+    );
     let chairs = ids(e.search_text("chair", &Filter::All, 10).unwrap());
     assert_eq!(chairs.len(), 2, "{chairs:?}");
     // Stop words alone match nothing.
-    assert!(e.search_text("the for that", &Filter::All, 10).unwrap().is_empty());
+    assert!(e
+        .search_text("the for that", &Filter::All, 10)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -58,7 +82,11 @@ fn real_chinese_reviews_segment() {
     };
     let dir = tempdir();
     let e = open(dir.path());
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).take(2000).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(2000)
+        .collect();
     let products: Vec<Product> = lines
         .iter()
         .enumerate()
@@ -69,5 +97,8 @@ fn real_chinese_reviews_segment() {
     let with_word = lines.iter().filter(|l| l.contains("质量")).count();
     let found = e.search_text("质量", &Filter::All, 1000).unwrap().len();
     // Segmentation can split a few lines differently, but the word must be found in most.
-    assert!(with_word > 10 && found * 10 >= with_word * 8, "{found} of {with_word}");
+    assert!(
+        with_word > 10 && found * 10 >= with_word * 8,
+        "{found} of {with_word}"
+    );
 }

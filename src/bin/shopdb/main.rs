@@ -1,1 +1,250 @@
-fn main(){}
+//! `shopdb`: the shell and the demo.
+//!
+//! ```text
+//! shopdb DIR                      interactive shell on the database in DIR (created if absent)
+//! shopdb DIR -c "SQL; SQL"        run statements and exit
+//! shopdb DIR script.sql           run a script (or -f script.sql); stdin when it is not a terminal
+//! shopdb demo [DIR] [--small]     generate the demo shop (default DIR demo.shopdb)
+//! ```
+//!
+//! The exit code is 0 when every statement succeeded, 1 when one failed (scripts stop at the
+//! first error) or the database could not be opened, 2 for bad arguments.
+
+mod shell;
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use shopdb::demo::{DemoOptions, DemoReport};
+use shopdb::sql::Session;
+use shopdb::Engine;
+
+use shell::{Mode, Runner};
+
+/// An embedded search-and-recommend database: SQL-like shell.
+#[derive(Parser, Debug)]
+#[command(name = "shopdb", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// The database directory (created when absent).
+    dir: Option<PathBuf>,
+
+    /// A script of statements separated by `;` to run instead of the shell.
+    script: Option<PathBuf>,
+
+    /// Run these statements and exit (repeatable; each may hold several statements).
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    commands: Vec<String>,
+
+    /// Run the statements in FILE and exit.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "script"
+    )]
+    file: Option<PathBuf>,
+
+    /// Print results as JSON, one document per statement and line.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+
+    /// Print results as CSV with a header line.
+    #[arg(long)]
+    csv: bool,
+
+    /// A directory IMPORT may read from (repeatable). Default: the current directory only.
+    #[arg(long = "allow-dir", value_name = "PATH")]
+    allow_dirs: Vec<PathBuf>,
+
+    /// Vector dimension when creating a new database (default 64; an existing database
+    /// keeps its own).
+    #[arg(long)]
+    dim: Option<usize>,
+
+    /// Print how long each statement took.
+    #[arg(long)]
+    timer: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate the demo shop: products in English and Chinese, users, a year of events,
+    /// trained models; then run a few example queries.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Where to create it. An existing demo database is only replaced with --force.
+    #[arg(default_value = "demo.shopdb")]
+    dir: PathBuf,
+
+    /// A small shop (300 products, 150 users, 6,000 events) for a quick look or tests.
+    #[arg(long)]
+    small: bool,
+
+    /// Replace DIR when it holds a shopdb database (any other existing directory is refused).
+    #[arg(long)]
+    force: bool,
+
+    /// Do not run the example queries at the end.
+    #[arg(long)]
+    no_examples: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Demo(args)) => demo(args),
+        None => match &cli.dir {
+            Some(dir) => run(&cli, dir),
+            None => {
+                Err("missing the database directory: shopdb DIR (see shopdb --help)".to_string())
+            }
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(dir: &Path, dim: Option<usize>) -> Result<Engine, String> {
+    let mut builder = Engine::builder();
+    if let Some(d) = dim {
+        builder = builder.dim(d);
+    }
+    builder
+        .open(dir)
+        .map_err(|e| format!("cannot open {}: {e}", dir.display()))
+}
+
+fn run(cli: &Cli, dir: &Path) -> Result<ExitCode, String> {
+    let engine = open(dir, cli.dim)?;
+    let mut session = Session::new(&engine);
+    if cli.allow_dirs.is_empty() {
+        let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+        session.allow_dir(&cwd).map_err(|e| e.to_string())?;
+    }
+    for d in &cli.allow_dirs {
+        session
+            .allow_dir(d)
+            .map_err(|e| format!("--allow-dir {}: {e}", d.display()))?;
+    }
+    let mode = if cli.json {
+        Mode::Json
+    } else if cli.csv {
+        Mode::Csv
+    } else {
+        Mode::Table
+    };
+    let mut runner = Runner::new(&session, mode, cli.timer);
+    let script = cli.script.as_ref().or(cli.file.as_ref());
+    if !cli.commands.is_empty() {
+        for c in &cli.commands {
+            if !runner.run_script(c, false) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = script {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        return Ok(if runner.run_script(&text, false) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    if !std::io::stdin().is_terminal() {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        return Ok(if runner.run_script(&text, false) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    shell::interactive(&mut runner, &engine, dir).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `dir` looks like a shopdb database (so that `--force` may remove it).
+fn is_database(dir: &Path) -> bool {
+    dir.join("config.json").is_file() && dir.join("store").is_dir()
+}
+
+fn demo(args: &DemoArgs) -> Result<ExitCode, String> {
+    let dir = &args.dir;
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            if !args.force {
+                return Err(format!(
+                    "{} already exists; pass --force to replace it, or open it with: shopdb {}",
+                    dir.display(),
+                    dir.display()
+                ));
+            }
+            if !is_database(dir) {
+                return Err(format!(
+                    "{} exists and is not a shopdb database; refusing to remove it",
+                    dir.display()
+                ));
+            }
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+        }
+    }
+    let options = DemoOptions {
+        progress: std::io::stderr().is_terminal(),
+        ..if args.small {
+            DemoOptions::small()
+        } else {
+            DemoOptions::default()
+        }
+    };
+    let started = Instant::now();
+    let engine = open(dir, Some(64))?;
+    let report = shopdb::demo::generate(&engine, &options).map_err(|e| format!("demo: {e}"))?;
+    print_report(&report, started.elapsed().as_secs_f64());
+    if !args.no_examples {
+        let session = Session::new(&engine);
+        let mut runner = Runner::new(&session, Mode::Table, false);
+        for sql in &report.examples {
+            println!("\nshopdb> {sql};");
+            if !runner.run_script(sql, false) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    println!("\nThe demo shop is ready: shopdb {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(r: &DemoReport, secs: f64) {
+    println!(
+        "Generated {} products, {} users and {} events in {secs:.1} s.",
+        r.products, r.users, r.events
+    );
+    for (phase, s) in &r.timings {
+        println!("  {phase:<20} {s:>7.2} s");
+    }
+    if let Some(t) = &r.trained {
+        print!("{t}");
+    }
+}

@@ -1,0 +1,778 @@
+//! The built-in demo shop: a deterministic, realistic catalog and interaction log.
+//!
+//! "Give me a shop to play with." [`generate`] fills an engine with a few thousand products
+//! (English and Chinese titles, brands, a two- and three-level category tree, prices,
+//! attributes, 64-d embeddings that reflect category and brand), a couple of thousand users
+//! with latent tastes (favourite categories, brands, a price band, a gender line), and a few
+//! hundred thousand view/click/cart/purchase events over the past year that follow those
+//! tastes. Then it trains the models, so every query of the language works on the result.
+//!
+//! Everything comes from one seed through a splitmix64 generator: the same options give
+//! the same shop (timestamps are relative to [`DemoOptions::end_ts`]).
+
+use std::time::Instant;
+
+use crate::catalog::Product;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::events::{Event, EventKind};
+use crate::train::{TrainOptions, TrainReport};
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Products. Default 3,000.
+    pub products: usize,
+    /// Users. Default 2,000.
+    pub users: usize,
+    /// Events, approximately (the funnel of the last session may overshoot a little).
+    /// Default 300,000.
+    pub events: usize,
+    /// Random seed. Default 2024.
+    pub seed: u64,
+    /// The newest event's bound, unix seconds; events fall in the year before it. Default:
+    /// the start of the current UTC day.
+    pub end_ts: Option<i64>,
+    /// Train the models at the end. Default true.
+    pub train: bool,
+    /// Show progress on stderr. Default false.
+    pub progress: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            products: 3_000,
+            users: 2_000,
+            events: 300_000,
+            seed: 2024,
+            end_ts: None,
+            train: true,
+            progress: false,
+        }
+    }
+}
+
+impl DemoOptions {
+    /// A small shop for tests: 300 products, 150 users, 6,000 events.
+    pub fn small() -> Self {
+        DemoOptions {
+            products: 300,
+            users: 150,
+            events: 6_000,
+            ..DemoOptions::default()
+        }
+    }
+}
+
+/// What [`generate`] made.
+#[derive(Clone, Debug)]
+pub struct DemoReport {
+    /// Products stored.
+    pub products: usize,
+    /// Users with events.
+    pub users: usize,
+    /// Events stored.
+    pub events: usize,
+    /// The training report, when trained.
+    pub trained: Option<TrainReport>,
+    /// Seconds per phase.
+    pub timings: Vec<(String, f64)>,
+    /// Example statements that show the shop off (run them with [`crate::sql::Session`]).
+    pub examples: Vec<String>,
+}
+
+/// splitmix64: tiny, fast and good enough for synthetic data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..n (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32).wrapping_mul(n as u64) >> 32) as usize
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.f64() < p
+    }
+
+    /// Standard normal (Box-Muller).
+    fn gauss(&mut self) -> f64 {
+        let u = self.f64().max(f64::MIN_POSITIVE);
+        let v = self.f64();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> Option<&'a T> {
+        if xs.is_empty() {
+            None
+        } else {
+            xs.get(self.below(xs.len()))
+        }
+    }
+
+    fn gauss_vec(&mut self, dim: usize, scale: f64) -> Vec<f64> {
+        (0..dim).map(|_| self.gauss() * scale).collect()
+    }
+}
+
+/// A leaf of the category tree.
+struct Leaf {
+    path: &'static str,
+    en: &'static str,
+    zh: &'static str,
+    /// Typical price of a mid-range brand.
+    price: f64,
+    /// Sold in men's / women's / kids' lines.
+    gendered: bool,
+}
+
+const fn leaf(
+    path: &'static str,
+    en: &'static str,
+    zh: &'static str,
+    price: f64,
+    gendered: bool,
+) -> Leaf {
+    Leaf {
+        path,
+        en,
+        zh,
+        price,
+        gendered,
+    }
+}
+
+const LEAVES: &[Leaf] = &[
+    leaf("shoes/running/road", "Running Shoe", "跑步鞋", 89.0, true),
+    leaf(
+        "shoes/running/trail",
+        "Trail Running Shoe",
+        "越野跑鞋",
+        119.0,
+        true,
+    ),
+    leaf("shoes/hiking", "Hiking Boot", "登山靴", 139.0, true),
+    leaf("shoes/sneakers", "Canvas Sneaker", "帆布鞋", 59.0, true),
+    leaf("shoes/formal", "Leather Oxford Shoe", "皮鞋", 149.0, true),
+    leaf("shoes/sandals", "Sandal", "凉鞋", 39.0, true),
+    leaf(
+        "clothing/tops/t-shirts",
+        "Cotton T-Shirt",
+        "纯棉T恤",
+        19.0,
+        true,
+    ),
+    leaf("clothing/tops/shirts", "Oxford Shirt", "衬衫", 45.0, true),
+    leaf(
+        "clothing/outerwear/rain-jackets",
+        "Rain Jacket",
+        "冲锋衣",
+        129.0,
+        true,
+    ),
+    leaf(
+        "clothing/outerwear/down-jackets",
+        "Down Jacket",
+        "羽绒服",
+        189.0,
+        true,
+    ),
+    leaf("clothing/bottoms/jeans", "Slim Jeans", "牛仔裤", 59.0, true),
+    leaf("clothing/dresses", "Summer Dress", "连衣裙", 69.0, false),
+    leaf("electronics/phones", "Smartphone", "智能手机", 599.0, false),
+    leaf(
+        "electronics/audio/headphones",
+        "Wireless Headphones",
+        "无线耳机",
+        129.0,
+        false,
+    ),
+    leaf(
+        "electronics/audio/speakers",
+        "Bluetooth Speaker",
+        "蓝牙音箱",
+        79.0,
+        false,
+    ),
+    leaf(
+        "electronics/computers/laptops",
+        "Laptop",
+        "笔记本电脑",
+        999.0,
+        false,
+    ),
+    leaf(
+        "electronics/computers/keyboards",
+        "Mechanical Keyboard",
+        "机械键盘",
+        89.0,
+        false,
+    ),
+    leaf(
+        "electronics/cameras",
+        "Mirrorless Camera",
+        "微单相机",
+        799.0,
+        false,
+    ),
+    leaf(
+        "electronics/wearables",
+        "Smart Watch",
+        "智能手表",
+        249.0,
+        false,
+    ),
+    leaf(
+        "home/kitchen/cookware",
+        "Nonstick Frying Pan",
+        "不粘锅",
+        39.0,
+        false,
+    ),
+    leaf(
+        "home/kitchen/appliances",
+        "Electric Kettle",
+        "电热水壶",
+        35.0,
+        false,
+    ),
+    leaf(
+        "home/kitchen/coffee",
+        "Espresso Machine",
+        "咖啡机",
+        299.0,
+        false,
+    ),
+    leaf("home/bedding", "Duvet Cover Set", "被套四件套", 59.0, false),
+    leaf("home/furniture", "Office Chair", "办公椅", 199.0, false),
+    leaf("home/lighting", "LED Desk Lamp", "LED台灯", 29.0, false),
+    leaf(
+        "beauty/skincare",
+        "Hydrating Face Cream",
+        "保湿面霜",
+        32.0,
+        false,
+    ),
+    leaf("beauty/makeup", "Matte Lipstick", "哑光口红", 22.0, false),
+    leaf("beauty/fragrance", "Eau de Parfum", "香水", 79.0, false),
+    leaf("sports/yoga", "Yoga Mat", "瑜伽垫", 29.0, false),
+    leaf("sports/cycling", "Cycling Helmet", "骑行头盔", 69.0, false),
+    leaf("sports/camping/tents", "Camping Tent", "帐篷", 159.0, false),
+    leaf(
+        "sports/camping/sleeping-bags",
+        "Sleeping Bag",
+        "睡袋",
+        89.0,
+        false,
+    ),
+    leaf(
+        "sports/fitness",
+        "Adjustable Dumbbell",
+        "可调哑铃",
+        119.0,
+        false,
+    ),
+    leaf("bags/backpacks", "Travel Backpack", "双肩背包", 79.0, false),
+    leaf(
+        "bags/handbags",
+        "Leather Handbag",
+        "真皮手提包",
+        149.0,
+        false,
+    ),
+    leaf("bags/luggage", "Carry-On Suitcase", "登机箱", 139.0, false),
+];
+
+/// Brands by top-level category, with a price tier (1.0 is mid-range).
+const BRANDS: &[(&str, &[(&str, f64)])] = &[
+    (
+        "shoes",
+        &[
+            ("Acme", 1.0),
+            ("Stride", 0.8),
+            ("Nimbus", 1.3),
+            ("Peakline", 1.5),
+            ("Koda", 0.7),
+        ],
+    ),
+    (
+        "clothing",
+        &[
+            ("Northwind", 1.2),
+            ("Urbana", 0.9),
+            ("Lumen", 1.0),
+            ("Maple", 0.8),
+            ("Sakura", 1.1),
+        ],
+    ),
+    (
+        "electronics",
+        &[
+            ("Voltix", 1.0),
+            ("Sonora", 1.2),
+            ("Pixelon", 1.1),
+            ("Zenbyte", 0.8),
+            ("Orion", 1.5),
+        ],
+    ),
+    (
+        "home",
+        &[
+            ("Hearth", 1.0),
+            ("Casa", 0.8),
+            ("Brio", 1.2),
+            ("Nordhaus", 1.4),
+        ],
+    ),
+    ("beauty", &[("Lotus", 1.0), ("Aurora", 1.3), ("Petal", 0.8)]),
+    (
+        "sports",
+        &[
+            ("Summit", 1.2),
+            ("Acme", 0.9),
+            ("Trailhead", 1.0),
+            ("Kinetic", 0.9),
+        ],
+    ),
+    ("bags", &[("Voyager", 1.1), ("Acme", 0.9), ("Atelier", 1.6)]),
+];
+
+const ADJECTIVES: &[(&str, &str)] = &[
+    ("Lightweight", "轻便"),
+    ("Waterproof", "防水"),
+    ("Classic", "经典"),
+    ("Breathable", "透气"),
+    ("Premium", "高端"),
+    ("Compact", "便携"),
+    ("Durable", "耐用"),
+    ("Eco", "环保"),
+    ("Pro", "专业"),
+    ("Soft", "柔软"),
+    ("Retro", "复古"),
+    ("Ultra-Thin", "超薄"),
+];
+
+const AUDIENCES: &[(&str, &str)] = &[
+    ("Men's", "男士"),
+    ("Women's", "女士"),
+    ("Kids'", "儿童"),
+    ("Unisex", "中性"),
+];
+
+const COLORS: &[(&str, &str)] = &[
+    ("black", "黑色"),
+    ("white", "白色"),
+    ("red", "红色"),
+    ("blue", "蓝色"),
+    ("green", "绿色"),
+    ("grey", "灰色"),
+    ("pink", "粉色"),
+    ("navy", "藏青色"),
+];
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// Events staged per commit: large enough that commits are few, small enough that one
+/// batch stays a few tens of MB.
+const EVENT_BATCH: usize = 50_000;
+
+/// Products staged per commit.
+const PRODUCT_BATCH: usize = 2_000;
+
+fn top_of(path: &str) -> &str {
+    path.split('/').next().unwrap_or(path)
+}
+
+fn brands_of(path: &str) -> &'static [(&'static str, f64)] {
+    let top = top_of(path);
+    BRANDS
+        .iter()
+        .find(|(t, _)| *t == top)
+        .map_or(&[], |(_, b)| *b)
+}
+
+/// A generated product with the hidden variables the users' behaviour depends on.
+struct Item {
+    leaf: usize,
+    brand: &'static str,
+    tier: f64,
+    audience: Option<usize>,
+    popularity: f64,
+}
+
+/// A user's hidden taste.
+struct Taste {
+    leaves: Vec<usize>,
+    brands: Vec<&'static str>,
+    tier: f64,
+    audience: Option<usize>,
+    activity: f64,
+}
+
+fn normalise(v: &[f64]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-9);
+    v.iter().map(|x| (x / norm) as f32).collect()
+}
+
+fn add(a: &mut [f64], b: &[f64]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+/// Cumulative weights for sampling by [`sample`].
+fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut acc = 0.0;
+    weights
+        .map(|w| {
+            acc += w.max(0.0);
+            acc
+        })
+        .collect()
+}
+
+fn sample(rng: &mut Rng, cum: &[f64]) -> usize {
+    let total = cum.last().copied().unwrap_or(0.0);
+    let x = rng.f64() * total;
+    cum.partition_point(|c| *c <= x)
+        .min(cum.len().saturating_sub(1))
+}
+
+fn round_price(p: f64) -> f64 {
+    if p < 5.0 {
+        (p * 100.0).round() / 100.0
+    } else {
+        p.floor() + 0.99
+    }
+}
+
+/// Fills `engine` with the demo shop and (by default) trains it. Meant for an empty
+/// database; existing products with the same ids (`p00001`, ...) are replaced.
+///
+/// # Errors
+/// The engine's errors while storing or training; what was committed before stays.
+pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
+    let mut timings = Vec::new();
+    let mut rng = Rng(options.seed);
+    let dim = engine.config().dim;
+    let progress = if options.progress {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+
+    // # The catalog
+    let t = Instant::now();
+    progress.set_message("generating the catalog");
+    let tops: Vec<&str> = BRANDS.iter().map(|(t, _)| *t).collect();
+    let top_centroids: Vec<Vec<f64>> = tops.iter().map(|_| rng.gauss_vec(dim, 1.0)).collect();
+    let leaf_offsets: Vec<Vec<f64>> = LEAVES.iter().map(|_| rng.gauss_vec(dim, 0.6)).collect();
+    let mut brand_names: Vec<&str> = BRANDS
+        .iter()
+        .flat_map(|(_, b)| b.iter().map(|(n, _)| *n))
+        .collect();
+    brand_names.sort_unstable();
+    brand_names.dedup();
+    let brand_offsets: Vec<Vec<f64>> = brand_names
+        .iter()
+        .map(|_| rng.gauss_vec(dim, 0.3))
+        .collect();
+    let adjective_offsets: Vec<Vec<f64>> =
+        ADJECTIVES.iter().map(|_| rng.gauss_vec(dim, 0.2)).collect();
+
+    let mut items: Vec<Item> = Vec::with_capacity(options.products);
+    let mut products: Vec<Product> = Vec::with_capacity(options.products);
+    for i in 0..options.products {
+        let li = rng.below(LEAVES.len());
+        let lf = &LEAVES[li];
+        let brands = brands_of(lf.path);
+        let (brand, tier) = rng.pick(brands).copied().unwrap_or(("Acme", 1.0));
+        let ai = rng.below(ADJECTIVES.len());
+        let (adj_en, adj_zh) = ADJECTIVES[ai];
+        let (color_en, color_zh) = rng.pick(COLORS).copied().unwrap_or(("black", "黑色"));
+        let audience = lf.gendered.then(|| rng.below(AUDIENCES.len()));
+        let (aud_en, aud_zh) = audience.map_or(("", ""), |a| AUDIENCES[a]);
+        let title = if aud_en.is_empty() {
+            format!("{brand} {adj_zh}{} {adj_en} {}", lf.zh, lf.en)
+        } else {
+            format!(
+                "{brand} {aud_zh}{adj_zh}{} {aud_en} {adj_en} {}",
+                lf.zh, lf.en
+            )
+        };
+        let description = format!(
+            "{adj_en} {} by {brand} in {color_en}. Free returns within 30 days. {color_zh}{}，{adj_zh}设计。",
+            lf.en.to_lowercase(),
+            lf.zh
+        );
+        let price = round_price(lf.price * tier * (rng.gauss() * 0.2).exp());
+        let ti = tops.iter().position(|t| *t == top_of(lf.path)).unwrap_or(0);
+        let bi = brand_names.iter().position(|b| *b == brand).unwrap_or(0);
+        let mut v = top_centroids[ti].clone();
+        add(&mut v, &leaf_offsets[li]);
+        add(&mut v, &brand_offsets[bi]);
+        add(&mut v, &adjective_offsets[ai]);
+        add(&mut v, &rng.gauss_vec(dim, 0.25));
+        let mut p = Product::new(format!("p{:05}", i + 1))
+            .title(title)
+            .description(description)
+            .brand(brand)
+            .category(lf.path)
+            .price(price)
+            .attribute("color", color_en)
+            .embedding(normalise(&v));
+        if let Some(a) = audience {
+            p = p.attribute("gender", ["men", "women", "kids", "unisex"][a]);
+        }
+        products.push(p);
+        items.push(Item {
+            leaf: li,
+            brand,
+            tier,
+            audience,
+            popularity: (rng.gauss() * 0.9).exp(),
+        });
+    }
+    timings.push(("catalog generated".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    progress.set_message(format!("storing {} products", products.len()));
+    let n_products = products.len();
+    let mut batch = Vec::with_capacity(PRODUCT_BATCH);
+    for p in products {
+        batch.push(p);
+        if batch.len() >= PRODUCT_BATCH {
+            engine.upsert_products(std::mem::take(&mut batch))?;
+            engine.commit()?;
+        }
+    }
+    engine.upsert_products(batch)?;
+    engine.commit()?;
+    timings.push(("products stored".to_string(), t.elapsed().as_secs_f64()));
+
+    // # Users and their events
+    let t = Instant::now();
+    progress.set_message("generating users and events");
+    let mut by_leaf: Vec<Vec<usize>> = vec![Vec::new(); LEAVES.len()];
+    for (i, it) in items.iter().enumerate() {
+        by_leaf[it.leaf].push(i);
+    }
+    let leaf_cum: Vec<Vec<f64>> = by_leaf
+        .iter()
+        .map(|ids| cumulative(ids.iter().map(|i| items[*i].popularity)))
+        .collect();
+    let stocked: Vec<usize> = (0..LEAVES.len())
+        .filter(|l| !by_leaf[*l].is_empty())
+        .collect();
+    let top_weights = cumulative(tops.iter().map(|t| match *t {
+        "clothing" | "electronics" => 3.0,
+        "shoes" | "home" => 2.5,
+        _ => 1.5,
+    }));
+    let mut tastes = Vec::with_capacity(options.users);
+    for _ in 0..options.users {
+        let mut fav_tops = vec![tops[sample(&mut rng, &top_weights)]];
+        if rng.chance(0.5) {
+            fav_tops.push(tops[sample(&mut rng, &top_weights)]);
+        }
+        let candidates: Vec<usize> = stocked
+            .iter()
+            .copied()
+            .filter(|l| fav_tops.contains(&top_of(LEAVES[*l].path)))
+            .collect();
+        let mut leaves = Vec::new();
+        for _ in 0..1 + rng.below(3) {
+            if let Some(l) = rng.pick(&candidates).or_else(|| rng.pick(&stocked)) {
+                if !leaves.contains(l) {
+                    leaves.push(*l);
+                }
+            }
+        }
+        let mut brands = Vec::new();
+        for top in &fav_tops {
+            if let Some((b, _)) = rng.pick(brands_of(top)) {
+                brands.push(*b);
+            }
+        }
+        tastes.push(Taste {
+            leaves,
+            brands,
+            tier: [0.75, 1.0, 1.0, 1.4][rng.below(4)],
+            audience: if rng.chance(0.8) {
+                Some(rng.below(2))
+            } else {
+                None
+            },
+            activity: (rng.gauss() * 0.8).exp(),
+        });
+    }
+    let end = options.end_ts.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+            .unwrap_or(0);
+        now - now.rem_euclid(SECONDS_PER_DAY)
+    });
+    let start = end - 365 * SECONDS_PER_DAY;
+    let total_activity: f64 = tastes.iter().map(|t| t.activity).sum::<f64>().max(1e-9);
+    let mut events: Vec<Event> = Vec::with_capacity(options.events + 64);
+    let mut most_active = (0usize, 0usize);
+    for (u, taste) in tastes.iter().enumerate() {
+        let user = format!("u{:04}", u + 1);
+        let budget =
+            ((options.events as f64 * taste.activity / total_activity).round() as usize).max(3);
+        if budget > most_active.1 {
+            most_active = (u, budget);
+        }
+        let mut made = 0;
+        while made < budget && !stocked.is_empty() {
+            let leaf = if rng.chance(0.75) && !taste.leaves.is_empty() {
+                taste.leaves[rng.below(taste.leaves.len())]
+            } else {
+                stocked[rng.below(stocked.len())]
+            };
+            let mut ts = start + (rng.f64() * (end - start - 3_600) as f64) as i64;
+            for _ in 0..1 + rng.below(3) {
+                // Sample a few items by popularity; the user goes for the one closest to
+                // their taste most of the time.
+                let mut best: Option<(usize, f64)> = None;
+                for _ in 0..6 {
+                    let i = by_leaf[leaf][sample(&mut rng, &leaf_cum[leaf])];
+                    let it = &items[i];
+                    let mut s = rng.f64() * 0.8;
+                    if taste.brands.contains(&it.brand) {
+                        s += 1.5;
+                    }
+                    s += 1.0 - (it.tier / taste.tier).ln().abs();
+                    if it.audience.is_some() && it.audience == taste.audience {
+                        s += 0.7;
+                    }
+                    if best.is_none_or(|(_, b)| s > b) {
+                        best = Some((i, s));
+                    }
+                }
+                let Some((i, _)) = best else { break };
+                let item = format!("p{:05}", i + 1);
+                let fan = taste.brands.contains(&items[i].brand);
+                let mut push = |kind: EventKind, ts: &mut i64, rng: &mut Rng| {
+                    *ts += 5 + rng.below(240) as i64;
+                    events.push(Event::new(user.clone(), item.clone(), kind, (*ts).min(end)));
+                };
+                push(EventKind::View, &mut ts, &mut rng);
+                made += 1;
+                if rng.chance(0.45) {
+                    push(EventKind::Click, &mut ts, &mut rng);
+                    made += 1;
+                    if rng.chance(if fan { 0.5 } else { 0.3 }) {
+                        push(EventKind::Cart, &mut ts, &mut rng);
+                        made += 1;
+                        if rng.chance(0.55) {
+                            push(EventKind::Purchase, &mut ts, &mut rng);
+                            made += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    timings.push(("events generated".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let n_events = events.len();
+    let mut stored = 0;
+    for chunk in events.chunks(EVENT_BATCH) {
+        progress.set_message(format!("storing events {stored}/{n_events}"));
+        engine.append_events(chunk.to_vec())?;
+        let c = engine.commit()?;
+        stored += chunk.len() - c.duplicate_events;
+    }
+    timings.push(("events stored".to_string(), t.elapsed().as_secs_f64()));
+
+    // # Training
+    let trained = if options.train {
+        let t = Instant::now();
+        progress.set_message("training");
+        let report = engine.train(&TrainOptions::default())?;
+        timings.push(("trained".to_string(), t.elapsed().as_secs_f64()));
+        Some(report)
+    } else {
+        None
+    };
+    progress.finish_and_clear();
+
+    // # Examples: a busy user and a popular product make good showcases.
+    let user = format!("u{:04}", most_active.0 + 1);
+    let popular = items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| LEAVES[it.leaf].path.starts_with("shoes/running"))
+        .max_by(|a, b| a.1.popularity.total_cmp(&b.1.popularity))
+        .or_else(|| {
+            items
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.popularity.total_cmp(&b.1.popularity))
+        })
+        .map_or(1, |(i, _)| i + 1);
+    let examples = vec![
+        "SELECT id, title, price, score FROM search('lightweight running shoes') LIMIT 5".to_string(),
+        "SELECT id, title, price, score FROM search('跑步鞋') LIMIT 5".to_string(),
+        "SELECT id, title, brand, price FROM search('waterproof jacket') WHERE price < 150 AND category = 'clothing' LIMIT 5"
+            .to_string(),
+        format!("SELECT id, title, category, score FROM recommend('{user}') LIMIT 5"),
+        format!("SELECT id, title, brand, score FROM similar('p{popular:05}') LIMIT 5"),
+        format!("EXPLAIN SELECT id, title, score FROM search('wireless headphones', user => '{user}') LIMIT 3"),
+        format!("SELECT item_id, kind, ts FROM events WHERE user_id = '{user}' ORDER BY ts DESC LIMIT 5"),
+    ];
+    Ok(DemoReport {
+        products: n_products,
+        users: engine.stats().users,
+        events: stored,
+        trained,
+        timings,
+        examples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix_is_deterministic_and_uniform_enough() {
+        let mut a = Rng(7);
+        let mut b = Rng(7);
+        let xs: Vec<u64> = (0..100).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..100).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        let mut r = Rng(1);
+        let mean = (0..10_000).map(|_| r.f64()).sum::<f64>() / 10_000.0;
+        assert!((mean - 0.5).abs() < 0.02, "{mean}");
+        let mut counts = [0usize; 4];
+        for _ in 0..4_000 {
+            counts[r.below(4)] += 1;
+        }
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn every_leaf_has_brands() {
+        for l in LEAVES {
+            assert!(!brands_of(l.path).is_empty(), "{}", l.path);
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Small dense kernels for the factor models: dot products and updates written so that the
+//! compiler vectorises them (eight independent accumulators), and a Cholesky solver for the
+//! small `dim x dim` systems of fold-in.
+
+use super::ModelError;
+
+/// Lanes of independent accumulators in the portable dot product.
+const LANES: usize = 8;
+
+/// The vector kernels of the factor models, implemented portably ([`Portable`]) and with
+/// AVX2 + FMA intrinsics ([`Avx2Fma`], x86-64 only, chosen at run time).
+pub(crate) trait Kernels: Copy + Send + Sync {
+    /// `sum a[k] * b[k]` over the common length.
+    fn dot(self, a: &[f32], b: &[f32]) -> f32;
+    /// `y += alpha * x` over the common length.
+    fn axpy(self, alpha: f32, x: &[f32], y: &mut [f32]);
+    /// `out = m * x` for a symmetric row-major `dim x dim` matrix `m`, computed as
+    /// `sum_k x[k] * m[k, :]` (vertical updates only, no horizontal reductions).
+    #[inline(always)]
+    fn symv(self, m: &[f32], x: &[f32], out: &mut [f32]) {
+        let dim = x.len();
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for (&xk, row) in x.iter().zip(m.chunks_exact(dim.max(1))) {
+            self.axpy(xk, row, out);
+        }
+    }
+}
+
+/// Portable kernels written for auto-vectorisation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Portable;
+
+impl Kernels for Portable {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
+    }
+
+    #[inline(always)]
+    fn axpy(self, alpha: f32, x: &[f32], y: &mut [f32]) {
+        for (yi, xi) in y.iter_mut().zip(x) {
+            *yi += alpha * xi;
+        }
+    }
+}
+
+/// `sum a[k] * b[k]` over the common length (portable).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    let q = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    s + ((q[0] + q[2]) + (q[1] + q[3]))
+}
+
+/// AVX2 + FMA kernels. The value is a proof that the CPU has both features: it can only be
+/// made by [`Avx2Fma::detect`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2Fma {
+    _proof: (),
+}
+
+impl Avx2Fma {
+    /// The kernels, if this CPU has AVX2 and FMA.
+    pub(crate) fn detect() -> Option<Avx2Fma> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(Avx2Fma { _proof: () });
+            }
+        }
+        None
+    }
+}
+
+impl Kernels for Avx2Fma {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: an `Avx2Fma` value exists only if AVX2 and FMA were detected.
+            unsafe { x86::dot(a, b) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            dot(a, b)
+        }
+    }
+
+    #[inline(always)]
+    fn axpy(self, alpha: f32, x: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: an `Avx2Fma` value exists only if AVX2 and FMA were detected.
+            unsafe { x86::axpy(alpha, x, y) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Portable.axpy(alpha, x, y)
+        }
+    }
+
+    #[inline(always)]
+    fn symv(self, m: &[f32], x: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: an `Avx2Fma` value exists only if AVX2 and FMA were detected.
+            unsafe { x86::symv(m, x, out) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Portable.symv(m, x, out)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! AVX2 + FMA intrinsics. Every load and store stays inside the slices: the vector loops
+    //! run while `i + 8 <= n` with `n` the common length, and the tails use checked indexing.
+
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm_add_ps,
+        _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps,
+    };
+
+    /// `sum a[k] * b[k]` over the common length.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut i = 0usize;
+        // SAFETY: loads read `[i, i + 8)` or `[i + 8, i + 16)` with the loop bounds keeping them
+        // below `n`, the length of both slices' common prefix.
+        let mut s = unsafe {
+            let mut acc0 = _mm256_setzero_ps();
+            let mut acc1 = _mm256_setzero_ps();
+            while i + 16 <= n {
+                acc0 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 8)),
+                    _mm256_loadu_ps(pb.add(i + 8)),
+                    acc1,
+                );
+                i += 16;
+            }
+            if i + 8 <= n {
+                acc0 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+                i += 8;
+            }
+            let acc = _mm256_add_ps(acc0, acc1);
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
+        };
+        for k in i..n {
+            s = a[k].mul_add(b[k], s);
+        }
+        s
+    }
+
+    /// `out = m * x` for a symmetric row-major `dim x dim` matrix (`dim = x.len()`), as
+    /// `sum_k x[k] * m[k, :]`, 32 output columns at a time held in registers. Falls back to
+    /// scalar code for shapes that do not match.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn symv(m: &[f32], x: &[f32], out: &mut [f32]) {
+        let dim = x.len();
+        if m.len() < dim * dim || out.len() < dim {
+            return;
+        }
+        let pm = m.as_ptr();
+        let po = out.as_mut_ptr();
+        let mut c = 0usize;
+        // SAFETY: row `k` of `m` spans `[k * dim, (k + 1) * dim)` inside `m` (checked above);
+        // loads read columns `[c, c + 32)` with `c + 32 <= dim`, stores write `out[c..c + 32]`
+        // with `dim <= out.len()`.
+        unsafe {
+            while c + 32 <= dim {
+                let mut a0 = _mm256_setzero_ps();
+                let mut a1 = _mm256_setzero_ps();
+                let mut a2 = _mm256_setzero_ps();
+                let mut a3 = _mm256_setzero_ps();
+                for (k, &xk) in x.iter().enumerate() {
+                    let v = _mm256_set1_ps(xk);
+                    let r = pm.add(k * dim + c);
+                    a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(r), a0);
+                    a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(r.add(8)), a1);
+                    a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(r.add(16)), a2);
+                    a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(r.add(24)), a3);
+                }
+                _mm256_storeu_ps(po.add(c), a0);
+                _mm256_storeu_ps(po.add(c + 8), a1);
+                _mm256_storeu_ps(po.add(c + 16), a2);
+                _mm256_storeu_ps(po.add(c + 24), a3);
+                c += 32;
+            }
+        }
+        for col in c..dim {
+            let mut acc = 0f32;
+            for (k, &xk) in x.iter().enumerate() {
+                acc = xk.mul_add(m[k * dim + col], acc);
+            }
+            out[col] = acc;
+        }
+    }
+
+    /// `y += alpha * x` over the common length.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let mut i = 0usize;
+        // SAFETY: loads and stores touch `[i, i + 8)` with `i + 8 <= n`, inside both slices;
+        // `x` and `y` cannot alias (shared and exclusive borrows).
+        unsafe {
+            let va = _mm256_set1_ps(alpha);
+            while i + 8 <= n {
+                let v = _mm256_fmadd_ps(va, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+                _mm256_storeu_ps(py.add(i), v);
+                i += 8;
+            }
+        }
+        for k in i..n {
+            y[k] = alpha.mul_add(x[k], y[k]);
+        }
+    }
+}
+
+/// Solves `a x = b` for a symmetric positive definite row-major `n x n` matrix `a`
+/// (overwritten by its Cholesky factor).
+///
+/// # Errors
+/// [`ModelError::Numerical`] when `a` is not positive definite,
+/// [`ModelError::LengthMismatch`] when the shapes disagree.
+pub(crate) fn cholesky_solve(a: &mut [f64], b: &[f64]) -> Result<Vec<f64>, ModelError> {
+    let n = b.len();
+    if a.len() != n * n {
+        return Err(ModelError::LengthMismatch {
+            what: "cholesky matrix",
+            expected: n * n,
+            got: a.len(),
+        });
+    }
+    for j in 0..n {
+        let mut d = a[j * n + j];
+        for k in 0..j {
+            d -= a[j * n + k] * a[j * n + k];
+        }
+        if d.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return Err(ModelError::Numerical(format!(
+                "matrix not positive definite at pivot {j}"
+            )));
+        }
+        let d = d.sqrt();
+        a[j * n + j] = d;
+        for i in (j + 1)..n {
+            let mut s = a[i * n + j];
+            for k in 0..j {
+                s -= a[i * n + k] * a[j * n + k];
+            }
+            a[i * n + j] = s / d;
+        }
+    }
+    // Forward: L y = b.
+    let mut y = b.to_vec();
+    for i in 0..n {
+        let mut s = y[i];
+        for k in 0..i {
+            s -= a[i * n + k] * y[k];
+        }
+        y[i] = s / a[i * n + i];
+    }
+    // Backward: L^T x = y.
+    for i in (0..n).rev() {
+        let mut s = y[i];
+        for k in (i + 1)..n {
+            s -= a[k * n + i] * y[k];
+        }
+        y[i] = s / a[i * n + i];
+    }
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::models::SplitMix64::new(seed);
+        (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect()
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    fn check<K: Kernels>(k: K) {
+        for n in [0, 1, 7, 8, 15, 16, 33, 64, 100] {
+            let (a, b) = (data(n, 1), data(n, 2));
+            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!(close(k.dot(&a, &b), want), "dot n={n}");
+            let mut y = b.clone();
+            k.axpy(0.5, &a, &mut y);
+            for ((yi, ai), bi) in y.iter().zip(&a).zip(&b) {
+                assert!(close(*yi, bi + 0.5 * ai), "axpy n={n}");
+            }
+        }
+        for dim in [1, 5, 32, 40, 64, 70] {
+            let mut m = data(dim * dim, 3);
+            for r in 0..dim {
+                for c in 0..r {
+                    m[r * dim + c] = m[c * dim + r];
+                }
+            }
+            let x = data(dim, 4);
+            let mut out = vec![0.0; dim];
+            k.symv(&m, &x, &mut out);
+            for (r, o) in out.iter().enumerate() {
+                let want: f32 = (0..dim).map(|c| m[r * dim + c] * x[c]).sum();
+                assert!(close(*o, want), "symv dim={dim} row={r}");
+            }
+        }
+    }
+
+    #[test]
+    fn portable_kernels_match_reference() {
+        check(Portable);
+    }
+
+    #[test]
+    fn simd_kernels_match_reference() {
+        match Avx2Fma::detect() {
+            Some(k) => check(k),
+            None => println!("skipping: no AVX2 + FMA on this CPU"),
+        }
+    }
+
+    #[test]
+    fn cholesky_solves_spd_system() {
+        // A = [[4, 2], [2, 3]], b = [2, 1] -> x = [0.5, 0].
+        let mut a = vec![4.0, 2.0, 2.0, 3.0];
+        let x = cholesky_solve(&mut a, &[2.0, 1.0]).unwrap();
+        assert!((x[0] - 0.5).abs() < 1e-12 && x[1].abs() < 1e-12);
+        let mut bad = vec![1.0, 2.0, 2.0, 1.0];
+        assert!(cholesky_solve(&mut bad, &[1.0, 1.0]).is_err());
+    }
+}

@@ -1,0 +1,442 @@
+//! Implicit-feedback matrix factorisation: alternating least squares with a conjugate-gradient
+//! inner solver (Hu, Koren and Volinsky 2008; Takács et al. 2011), as in the `implicit`
+//! library's CPU solver.
+//!
+//! Each observed `(u, i)` with summed weight `w` has preference `p = 1` (for `w > 0`; `p = 0`
+//! for negative feedback `w < 0`) and confidence `c = 1 + alpha · |w|`; every unobserved cell
+//! has `p = 0, c = 1`. One ALS sweep solves, for every user,
+//! `(YᵀY + λI + Yᵀ(C_u − I)Y) x_u = Yᵀ C_u p_u`, then the same for items. The solve is
+//! warm-started from the previous factor and runs `cg_steps` conjugate-gradient steps without
+//! ever forming `Yᵀ C_u Y`: each step costs one `dim x dim` product with the shared Gram matrix
+//! plus two `dim`-vector operations per observed item. Users (then items) are solved in
+//! parallel with rayon.
+//!
+//! Users unseen at training time are handled by [`Mf::fold_in`], an exact solve of the same
+//! normal equations (Cholesky, `O(dim³ + |history| · dim²)`).
+
+use super::linalg::{cholesky_solve, dot, Avx2Fma, Kernels, Portable};
+use super::{check_len, check_param, Csr, Interactions, ModelError, SplitMix64};
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Hyper-parameters of [`Mf`].
+///
+/// Defaults: 64 factors, `regularization = 20`, `alpha = 1`, 15 iterations, 3 CG steps, seed 42,
+/// initial factors uniform in `±init_scale/2` with `init_scale = 0.01`. The regularisation and
+/// alpha are the values tuned on the MovieLens-100K validation split (see `models/tests.rs`,
+/// `ml100k_tune_mf`); they are data dependent and worth re-tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MfParams {
+    /// Latent dimension (>= 1).
+    pub factors: usize,
+    /// L2 regularisation `λ` added to the diagonal (>= 0).
+    pub regularization: f32,
+    /// Confidence slope: `c = 1 + alpha · |w|` (>= 0).
+    pub alpha: f32,
+    /// ALS sweeps (each solves all users, then all items).
+    pub iterations: usize,
+    /// Conjugate-gradient steps per solve (>= 1; 3 is the `implicit` default).
+    pub cg_steps: usize,
+    /// Seed of the factor initialisation.
+    pub seed: u64,
+    /// Width of the uniform initialisation.
+    pub init_scale: f32,
+}
+
+impl Default for MfParams {
+    fn default() -> Self {
+        MfParams {
+            factors: 64,
+            regularization: 20.0,
+            alpha: 1.0,
+            iterations: 15,
+            cg_steps: 3,
+            seed: 42,
+            init_scale: 0.01,
+        }
+    }
+}
+
+impl MfParams {
+    fn validate(&self) -> Result<(), ModelError> {
+        if self.factors == 0 {
+            return Err(ModelError::InvalidParam {
+                name: "factors",
+                reason: "must be >= 1".into(),
+            });
+        }
+        if self.cg_steps == 0 {
+            return Err(ModelError::InvalidParam {
+                name: "cg_steps",
+                reason: "must be >= 1".into(),
+            });
+        }
+        check_param("regularization", self.regularization, 0.0)?;
+        check_param("alpha", self.alpha, 0.0)?;
+        check_param("init_scale", self.init_scale, 0.0)
+    }
+}
+
+/// A fitted implicit ALS model: user and item factors, row-major.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Mf {
+    n_users: usize,
+    n_items: usize,
+    dim: usize,
+    params: MfParams,
+    user_factors: Vec<f32>,
+    item_factors: Vec<f32>,
+    /// `YᵀY` (no regularisation), row-major `dim x dim`, kept for fold-in.
+    item_gram: Vec<f32>,
+}
+
+/// One side of the sparse problem: for row `r`, the other side's ids, `c − 1` and `c · p`.
+struct Side {
+    csr: Csr,
+    /// `c − 1 = alpha · |w|`, parallel to `csr.indices`.
+    cm1: Vec<f32>,
+    /// `c · p` (0 for negative feedback), parallel to `csr.indices`.
+    cp: Vec<f32>,
+}
+
+impl Side {
+    fn new(csr: Csr, alpha: f32) -> Side {
+        let cm1 = csr.values.iter().map(|w| alpha * w.abs()).collect();
+        let cp = csr
+            .values
+            .iter()
+            .map(|&w| if w > 0.0 { 1.0 + alpha * w } else { 0.0 })
+            .collect();
+        Side { csr, cm1, cp }
+    }
+}
+
+impl Mf {
+    /// Fits user and item factors with `iterations` ALS-CG sweeps.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParam`] for bad parameters, [`ModelError::NonFinite`] if the factors
+    /// diverge, and the errors of [`Interactions::validate`].
+    pub fn fit(data: &Interactions, params: &MfParams) -> Result<Self, ModelError> {
+        params.validate()?;
+        let dim = params.factors;
+        let ui = data.user_item_csr()?;
+        let iu = ui.transpose();
+        let users = Side::new(ui, params.alpha);
+        let items = Side::new(iu, params.alpha);
+        let mut rng = SplitMix64::new(params.seed);
+        let mut init = |n: usize| -> Vec<f32> {
+            (0..n * dim)
+                .map(|_| ((rng.next_f64() - 0.5) * f64::from(params.init_scale)) as f32)
+                .collect()
+        };
+        let mut x = init(data.n_users);
+        let mut y = init(data.n_items);
+        for _ in 0..params.iterations {
+            let gy = gram(&y, dim, params.regularization)?;
+            solve_side(&mut x, &y, &gy, &users, dim, params.cg_steps);
+            let gx = gram(&x, dim, params.regularization)?;
+            solve_side(&mut y, &x, &gx, &items, dim, params.cg_steps);
+        }
+        if x.iter().chain(&y).any(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite { what: "factors" });
+        }
+        let item_gram = gram(&y, dim, 0.0)?;
+        Ok(Mf {
+            n_users: data.n_users,
+            n_items: data.n_items,
+            dim,
+            params: *params,
+            user_factors: x,
+            item_factors: y,
+            item_gram,
+        })
+    }
+
+    /// Latent dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of items (the required score-buffer length).
+    pub fn n_items(&self) -> usize {
+        self.n_items
+    }
+
+    /// Number of training users.
+    pub fn n_users(&self) -> usize {
+        self.n_users
+    }
+
+    /// The parameters used to fit.
+    pub fn params(&self) -> &MfParams {
+        &self.params
+    }
+
+    /// All user factors, row-major `n_users x dim`.
+    pub fn user_factors(&self) -> &[f32] {
+        &self.user_factors
+    }
+
+    /// All item factors, row-major `n_items x dim`.
+    pub fn item_factors(&self) -> &[f32] {
+        &self.item_factors
+    }
+
+    /// The factor of one user, if known.
+    pub fn user_vector(&self, user: u32) -> Option<&[f32]> {
+        let a = (user as usize).checked_mul(self.dim)?;
+        self.user_factors.get(a..a + self.dim)
+    }
+
+    /// The factor of one item, if known.
+    pub fn item_vector(&self, item: u32) -> Option<&[f32]> {
+        let a = (item as usize).checked_mul(self.dim)?;
+        self.item_factors.get(a..a + self.dim)
+    }
+
+    /// Scores every item for a training user: `scores[j] = x_u · y_j`.
+    ///
+    /// # Errors
+    /// [`ModelError::IdOutOfRange`] for an unknown user, [`ModelError::LengthMismatch`] when
+    /// `scores.len() != n_items`.
+    pub fn score_user(&self, user: u32, scores: &mut [f32]) -> Result<(), ModelError> {
+        let x = self.user_vector(user).ok_or(ModelError::IdOutOfRange {
+            kind: "user",
+            id: u64::from(user),
+            len: self.n_users,
+        })?;
+        self.score_vector(x, scores)
+    }
+
+    /// Scores every item for an arbitrary user vector (e.g. from [`Mf::fold_in`]).
+    ///
+    /// # Errors
+    /// [`ModelError::LengthMismatch`] when `vector.len() != dim` or `scores.len() != n_items`.
+    pub fn score_vector(&self, vector: &[f32], scores: &mut [f32]) -> Result<(), ModelError> {
+        check_len(scores, self.n_items)?;
+        if vector.len() != self.dim {
+            return Err(ModelError::LengthMismatch {
+                what: "user vector",
+                expected: self.dim,
+                got: vector.len(),
+            });
+        }
+        for (s, y) in scores
+            .iter_mut()
+            .zip(self.item_factors.chunks_exact(self.dim))
+        {
+            *s = dot(vector, y);
+        }
+        Ok(())
+    }
+
+    /// Solves a user factor from a history of `(item, weight)` for a user not in training
+    /// (exact least squares on the same objective, item factors fixed). Duplicate items add up;
+    /// unknown items are skipped; an empty history gives the zero vector.
+    ///
+    /// # Errors
+    /// [`ModelError::Numerical`] if the system is singular (only possible with
+    /// `regularization = 0`).
+    pub fn fold_in(&self, history: &[(u32, f32)]) -> Result<Vec<f32>, ModelError> {
+        let d = self.dim;
+        let mut h: Vec<(u32, f32)> = history
+            .iter()
+            .copied()
+            .filter(|&(i, w)| (i as usize) < self.n_items && w.is_finite() && w != 0.0)
+            .collect();
+        h.sort_unstable_by_key(|e| e.0);
+        let mut merged: Vec<(u32, f32)> = Vec::with_capacity(h.len());
+        for (i, w) in h {
+            match merged.last_mut() {
+                Some(last) if last.0 == i => last.1 += w,
+                _ => merged.push((i, w)),
+            }
+        }
+        let mut a: Vec<f64> = self.item_gram.iter().map(|&v| f64::from(v)).collect();
+        for k in 0..d {
+            a[k * d + k] += f64::from(self.params.regularization);
+        }
+        let mut b = vec![0f64; d];
+        for &(i, w) in &merged {
+            let Some(y) = self.item_vector(i) else {
+                continue;
+            };
+            let cm1 = f64::from(self.params.alpha * w.abs());
+            let cp = if w > 0.0 {
+                1.0 + f64::from(self.params.alpha * w)
+            } else {
+                0.0
+            };
+            for (r, &yr) in y.iter().enumerate() {
+                let yr = f64::from(yr);
+                b[r] += cp * yr;
+                let row = &mut a[r * d..(r + 1) * d];
+                for (cell, &yc) in row.iter_mut().zip(y) {
+                    *cell += cm1 * yr * f64::from(yc);
+                }
+            }
+        }
+        if merged.is_empty() {
+            return Ok(vec![0.0; d]);
+        }
+        let x = cholesky_solve(&mut a, &b)?;
+        Ok(x.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// Scores every item for a history: [`Mf::fold_in`] then [`Mf::score_vector`].
+    ///
+    /// # Errors
+    /// As [`Mf::fold_in`] and [`Mf::score_vector`].
+    pub fn score_history(
+        &self,
+        history: &[(u32, f32)],
+        scores: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let x = self.fold_in(history)?;
+        self.score_vector(&x, scores)
+    }
+}
+
+/// `FᵀF + reg · I` for row-major factors `f` (`n x dim`).
+fn gram(f: &[f32], dim: usize, reg: f32) -> Result<Vec<f32>, ModelError> {
+    let n = f.len() / dim.max(1);
+    let view = ArrayView2::from_shape((n, dim), f)
+        .map_err(|e| ModelError::Numerical(format!("factor shape: {e}")))?;
+    let mut g = view.t().dot(&view);
+    for k in 0..dim {
+        g[[k, k]] += reg;
+    }
+    Ok(g.iter().copied().collect())
+}
+
+/// Per-thread scratch vectors of the CG solve.
+struct Scratch {
+    r: Vec<f32>,
+    p: Vec<f32>,
+    ap: Vec<f32>,
+}
+
+/// One observed row of the sparse problem.
+struct RowView<'a> {
+    cols: &'a [u32],
+    cm1: &'a [f32],
+    cp: &'a [f32],
+}
+
+/// One half-sweep: updates every row of `x` given the fixed factors `y` and `gram = YᵀY + λI`.
+fn solve_side(x: &mut [f32], y: &[f32], gram: &[f32], side: &Side, dim: usize, steps: usize) {
+    let simd = Avx2Fma::detect();
+    x.par_chunks_mut(dim).enumerate().for_each_init(
+        || Scratch {
+            r: vec![0.0; dim],
+            p: vec![0.0; dim],
+            ap: vec![0.0; dim],
+        },
+        |s, (row, xu)| {
+            let a = side.csr.indptr.get(row).copied().unwrap_or(0);
+            let b = side.csr.indptr.get(row + 1).copied().unwrap_or(a);
+            let view = RowView {
+                cols: &side.csr.indices[a..b],
+                cm1: &side.cm1[a..b],
+                cp: &side.cp[a..b],
+            };
+            match simd {
+                Some(k) => cg_solve_simd(k, xu, y, gram, &view, steps, s),
+                None => cg_solve(Portable, xu, y, gram, &view, steps, s),
+            }
+        },
+    );
+}
+
+/// [`cg_solve`] with the AVX2 + FMA kernels, compiled with those features so that they inline.
+#[allow(clippy::too_many_arguments)]
+fn cg_solve_simd(
+    k: Avx2Fma,
+    x: &mut [f32],
+    y: &[f32],
+    gram: &[f32],
+    row: &RowView<'_>,
+    steps: usize,
+    s: &mut Scratch,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `k` proves the CPU has AVX2 and FMA.
+        unsafe { cg_solve_avx2(k, x, y, gram, row, steps, s) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        cg_solve(k, x, y, gram, row, steps, s)
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn cg_solve_avx2(
+    k: Avx2Fma,
+    x: &mut [f32],
+    y: &[f32],
+    gram: &[f32],
+    row: &RowView<'_>,
+    steps: usize,
+    s: &mut Scratch,
+) {
+    cg_solve(k, x, y, gram, row, steps, s)
+}
+
+/// Warm-started conjugate gradient on `(G + Σ (c−1) y yᵀ) x = Σ c p y`, `steps` steps.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cg_solve<K: Kernels>(
+    k: K,
+    x: &mut [f32],
+    y: &[f32],
+    gram: &[f32],
+    row: &RowView<'_>,
+    steps: usize,
+    s: &mut Scratch,
+) {
+    let dim = x.len();
+    let Scratch { r, p, ap } = s;
+    // r = b - A x
+    k.symv(gram, x, r);
+    r.iter_mut().for_each(|v| *v = -*v);
+    for ((&j, &c1), &b) in row.cols.iter().zip(row.cm1).zip(row.cp) {
+        let yj = &y[j as usize * dim..(j as usize + 1) * dim];
+        let yx = k.dot(yj, x);
+        k.axpy(b - c1 * yx, yj, r);
+    }
+    p.copy_from_slice(r);
+    let mut rsold = k.dot(r, r);
+    if rsold.is_nan() || rsold < 1e-20 {
+        return;
+    }
+    for _ in 0..steps {
+        k.symv(gram, p, ap);
+        for (&j, &c1) in row.cols.iter().zip(row.cm1) {
+            let yj = &y[j as usize * dim..(j as usize + 1) * dim];
+            k.axpy(c1 * k.dot(yj, p), yj, ap);
+        }
+        let pap = k.dot(p, ap);
+        if pap.is_nan() || pap <= 0.0 {
+            break;
+        }
+        let alpha = rsold / pap;
+        k.axpy(alpha, p, x);
+        k.axpy(-alpha, ap, r);
+        let rsnew = k.dot(r, r);
+        if rsnew.is_nan() || rsnew < 1e-20 {
+            break;
+        }
+        let beta = rsnew / rsold;
+        for (pi, &ri) in p.iter_mut().zip(r.iter()) {
+            *pi = ri + beta * *pi;
+        }
+        rsold = rsnew;
+    }
+}

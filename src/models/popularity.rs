@@ -1,0 +1,174 @@
+//! Popularity: the cold-start fallback and the baseline every personalised model must beat.
+//!
+//! An item's score is the sum of its interaction weights (or counts), optionally decayed
+//! exponentially with age: an event `half_life` time units older than the newest event in the
+//! data counts half. Scores are kept globally and per category; category membership is given
+//! at fit time as `item_categories[item] = [category ids]`.
+
+use super::{check_len, Interactions, ModelError};
+use serde::{Deserialize, Serialize};
+
+/// Hyper-parameters of [`Popularity`].
+///
+/// Defaults: weighted sums (`use_weights = true`), no time decay (`half_life = None`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PopularityParams {
+    /// Sum weights (`true`) or count events (`false`).
+    pub use_weights: bool,
+    /// Exponential decay half-life in the unit of `Interaction::ts`, relative to the newest
+    /// event; `None` disables decay.
+    pub half_life: Option<f64>,
+}
+
+impl Default for PopularityParams {
+    fn default() -> Self {
+        PopularityParams {
+            use_weights: true,
+            half_life: None,
+        }
+    }
+}
+
+/// A fitted popularity model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Popularity {
+    params: PopularityParams,
+    scores: Vec<f32>,
+    /// Items of each category, most popular first.
+    categories: Vec<Vec<u32>>,
+}
+
+impl Popularity {
+    /// Counts (decayed) popularity. `item_categories` may be shorter than `n_items` (missing
+    /// items have no category) or empty.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParam`] for a non-positive or non-finite half-life,
+    /// [`ModelError::LengthMismatch`] when `item_categories` is longer than `n_items`,
+    /// [`ModelError::IdOutOfRange`] for a category id of `u32::MAX`, and the errors of
+    /// [`Interactions::validate`].
+    pub fn fit(
+        data: &Interactions,
+        item_categories: &[Vec<u32>],
+        params: &PopularityParams,
+    ) -> Result<Self, ModelError> {
+        data.validate()?;
+        if let Some(h) = params.half_life {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(ModelError::InvalidParam {
+                    name: "half_life",
+                    reason: format!("must be finite and > 0, got {h}"),
+                });
+            }
+        }
+        if item_categories.len() > data.n_items {
+            return Err(ModelError::LengthMismatch {
+                what: "item_categories",
+                expected: data.n_items,
+                got: item_categories.len(),
+            });
+        }
+        let t_max = data.rows.iter().map(|r| r.ts).max().unwrap_or(0);
+        let mut acc = vec![0f64; data.n_items];
+        for r in &data.rows {
+            let w = if params.use_weights {
+                f64::from(r.weight)
+            } else {
+                1.0
+            };
+            let decay = match params.half_life {
+                Some(h) => (-((t_max - r.ts) as f64) / h * std::f64::consts::LN_2).exp(),
+                None => 1.0,
+            };
+            acc[r.item as usize] += w * decay;
+        }
+        let scores: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
+        let mut n_cat = 0usize;
+        for cats in item_categories {
+            for &c in cats {
+                if c == u32::MAX {
+                    return Err(ModelError::IdOutOfRange {
+                        kind: "category",
+                        id: u64::from(c),
+                        len: u32::MAX as usize,
+                    });
+                }
+                n_cat = n_cat.max(c as usize + 1);
+            }
+        }
+        let mut categories: Vec<Vec<u32>> = vec![Vec::new(); n_cat];
+        for (item, cats) in item_categories.iter().enumerate() {
+            for &c in cats {
+                let list = &mut categories[c as usize];
+                if list.last() != Some(&(item as u32)) {
+                    list.push(item as u32);
+                }
+            }
+        }
+        for list in &mut categories {
+            list.sort_unstable_by(|&a, &b| {
+                scores[b as usize]
+                    .total_cmp(&scores[a as usize])
+                    .then(a.cmp(&b))
+            });
+            list.dedup();
+        }
+        Ok(Popularity {
+            params: *params,
+            scores,
+            categories,
+        })
+    }
+
+    /// Number of items (the required score-buffer length).
+    pub fn n_items(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// Number of categories (one past the largest category id seen).
+    pub fn n_categories(&self) -> usize {
+        self.categories.len()
+    }
+
+    /// The parameters used to fit.
+    pub fn params(&self) -> &PopularityParams {
+        &self.params
+    }
+
+    /// Popularity of one item (0 for an unknown item).
+    pub fn item_score(&self, item: u32) -> f32 {
+        self.scores.get(item as usize).copied().unwrap_or(0.0)
+    }
+
+    /// Writes every item's popularity.
+    ///
+    /// # Errors
+    /// [`ModelError::LengthMismatch`] when `scores.len() != n_items`.
+    pub fn score(&self, scores: &mut [f32]) -> Result<(), ModelError> {
+        check_len(scores, self.scores.len())?;
+        scores.copy_from_slice(&self.scores);
+        Ok(())
+    }
+
+    /// Writes popularity for the items of category `cat` and `f32::NEG_INFINITY` for all
+    /// others (an unknown category gives all `NEG_INFINITY`).
+    ///
+    /// # Errors
+    /// [`ModelError::LengthMismatch`] when `scores.len() != n_items`.
+    pub fn score_in_category(&self, cat: u32, scores: &mut [f32]) -> Result<(), ModelError> {
+        check_len(scores, self.scores.len())?;
+        scores.iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
+        for &i in self.category_items(cat) {
+            scores[i as usize] = self.scores[i as usize];
+        }
+        Ok(())
+    }
+
+    /// The items of category `cat`, most popular first (empty for an unknown category).
+    pub fn category_items(&self, cat: u32) -> &[u32] {
+        self.categories
+            .get(cat as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}

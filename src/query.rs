@@ -1,0 +1,612 @@
+//! The one call: `Engine::query` retrieves candidates from every channel, normalises their
+//! scores, fuses them, applies business rules and explains each hit.
+//!
+//! Channels: BM25 text, ANN vector, item-CF from the user's recent history, user-CF, matrix
+//! factorisation, knowledge-graph relatedness, popularity. With text or a vector the query is a
+//! search and the collaborative channels re-rank its candidates; without them it is a
+//! recommendation and every channel proposes candidates. Every channel honours the filter.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::catalog::{ItemId, Product};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::events::EventKind;
+use crate::filter::Filter;
+use crate::text::TextQuery;
+use crate::train::ModelSet;
+
+/// How channel scores become one score.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fusion {
+    /// The seed's formula with min-max normalised scores:
+    /// `alpha * content + beta * collaborative + 0.05 * popularity`, where `content` is the
+    /// mean of the text and vector channels present and `collaborative` the mean of item-CF,
+    /// user-CF, MF and KG present.
+    Linear {
+        /// Weight of the content channels.
+        alpha: f32,
+        /// Weight of the collaborative channels.
+        beta: f32,
+    },
+    /// Reciprocal rank fusion: the sum over channels of `1 / (k + rank)`.
+    Rrf {
+        /// The rank offset (60 in the original paper).
+        k: f32,
+    },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Linear {
+            alpha: 0.5,
+            beta: 0.5,
+        }
+    }
+}
+
+/// A retrieval channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    /// BM25 over title, description, brand and category.
+    Text,
+    /// Nearest neighbours of the query vector (or of the `similar_to` item's vector).
+    Vector,
+    /// Item-based CF from the user's recent history (or the `similar_to` item).
+    ItemCf,
+    /// User-based CF.
+    UserCf,
+    /// Matrix factorisation.
+    Mf,
+    /// Knowledge-graph relatedness to the history (or the `similar_to` item).
+    Kg,
+    /// Popularity: the cold-start fallback.
+    Popularity,
+}
+
+impl Channel {
+    /// The channel's short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Channel::Text => "bm25",
+            Channel::Vector => "vector",
+            Channel::ItemCf => "item_cf",
+            Channel::UserCf => "user_cf",
+            Channel::Mf => "mf",
+            Channel::Kg => "kg",
+            Channel::Popularity => "popularity",
+        }
+    }
+
+    fn is_content(&self) -> bool {
+        matches!(self, Channel::Text | Channel::Vector)
+    }
+}
+
+/// A request to [`Engine::query`]. Text alone is a search, a user alone is a recommendation,
+/// both is a personalised search, `similar_to` is item-to-item.
+#[derive(Clone, Debug)]
+pub struct Query {
+    text: Option<String>,
+    vector: Option<Vec<f32>>,
+    user: Option<String>,
+    similar_to: Option<String>,
+    filter: Filter,
+    k: usize,
+    fusion: Fusion,
+    max_per_brand: Option<usize>,
+    exclude_purchased: bool,
+    explain: bool,
+    candidates: usize,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Query {
+            text: None,
+            vector: None,
+            user: None,
+            similar_to: None,
+            filter: Filter::All,
+            k: 10,
+            fusion: Fusion::default(),
+            max_per_brand: None,
+            exclude_purchased: true,
+            explain: false,
+            candidates: 200,
+        }
+    }
+}
+
+impl Query {
+    /// An empty query: k = 10, linear fusion, purchased items excluded, 200 candidates per
+    /// channel.
+    pub fn new() -> Self {
+        Query::default()
+    }
+    /// Search text.
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+    /// Query vector.
+    pub fn vector(mut self, vector: Vec<f32>) -> Self {
+        self.vector = Some(vector);
+        self
+    }
+    /// The shopper.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+    /// Items like this one.
+    pub fn similar_to(mut self, item: impl Into<String>) -> Self {
+        self.similar_to = Some(item.into());
+        self
+    }
+    /// Filter applied in every channel.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+    /// Number of hits (1..=`Limits::max_k`).
+    pub fn k(mut self, k: usize) -> Self {
+        self.k = k;
+        self
+    }
+    /// Fusion mode.
+    pub fn fusion(mut self, fusion: Fusion) -> Self {
+        self.fusion = fusion;
+        self
+    }
+    /// At most this many hits per brand.
+    pub fn max_per_brand(mut self, n: usize) -> Self {
+        self.max_per_brand = Some(n);
+        self
+    }
+    /// Whether items the user bought are left out (default true).
+    pub fn exclude_purchased(mut self, yes: bool) -> Self {
+        self.exclude_purchased = yes;
+        self
+    }
+    /// Attach an [`Explanation`] to every hit.
+    pub fn explain(mut self, yes: bool) -> Self {
+        self.explain = yes;
+        self
+    }
+    /// Candidates per channel (1..=`Limits::max_candidates`, default 200).
+    pub fn candidates(mut self, n: usize) -> Self {
+        self.candidates = n;
+        self
+    }
+}
+
+/// One channel's part in a hit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelScore {
+    /// The channel.
+    pub channel: Channel,
+    /// Its raw score.
+    pub raw: f32,
+    /// Min-max normalised over the channel's candidates.
+    pub normalized: f32,
+    /// 1-based rank in the channel.
+    pub rank: usize,
+    /// What it added to the fused score.
+    pub contribution: f32,
+}
+
+/// Why a hit is there.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Explanation {
+    /// Every channel that scored the item.
+    pub channels: Vec<ChannelScore>,
+    /// The history item behind the item-CF score.
+    pub because_of: Option<String>,
+    /// The knowledge-graph entity linking the item to the history.
+    pub kg_entity: Option<String>,
+    /// Query terms found in the item's text.
+    pub matched_terms: Vec<String>,
+    /// Cold start and other notes.
+    pub notes: Vec<String>,
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in &self.channels {
+            write!(
+                f,
+                "{}: raw {:.4}, norm {:.3}, rank {}, +{:.4}",
+                c.channel.name(),
+                c.raw,
+                c.normalized,
+                c.rank,
+                c.contribution
+            )?;
+            match c.channel {
+                Channel::Text if !self.matched_terms.is_empty() => {
+                    write!(f, " (matched {})", self.matched_terms.join(", "))?
+                }
+                Channel::ItemCf => {
+                    if let Some(b) = &self.because_of {
+                        write!(f, " (because of {b})")?;
+                    }
+                }
+                Channel::Kg => {
+                    if let Some(e) = &self.kg_entity {
+                        write!(f, " (via {e})")?;
+                    }
+                }
+                _ => {}
+            }
+            writeln!(f)?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A result of [`Engine::query`].
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// Product id.
+    pub id: String,
+    /// Fused score, larger is better.
+    pub score: f32,
+    /// The product record (without its embedding).
+    pub product: Arc<Product>,
+    /// Why it is here, when asked for.
+    pub explanation: Option<Explanation>,
+}
+
+/// Event weights for the live history (the same order as training's defaults).
+fn history_weight(kind: EventKind) -> f32 {
+    match kind {
+        EventKind::View => 1.0,
+        EventKind::Click => 2.0,
+        EventKind::Cart => 4.0,
+        EventKind::Purchase => 8.0,
+        EventKind::Rating(_) => 1.0,
+    }
+}
+
+/// Most recent history events used by the CF channels.
+const HISTORY: usize = 100;
+
+type ChannelHits = Vec<(ItemId, f32)>;
+
+fn top_allowed(scores: &[f32], n: usize, ok: &dyn Fn(ItemId) -> bool) -> ChannelHits {
+    let mut v: Vec<(ItemId, f32)> = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_finite() && **s > 0.0)
+        .map(|(i, s)| (ItemId(i as u32), *s))
+        .filter(|(i, _)| ok(*i))
+        .collect();
+    let n = n.min(v.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    v.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
+    v.truncate(n);
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
+    let limits = engine.config().limits.clone();
+    engine.check_k(q.k)?;
+    if q.candidates == 0 || q.candidates > limits.max_candidates {
+        return Err(Error::LimitExceeded {
+            what: "candidates per channel",
+            got: q.candidates,
+            limit: limits.max_candidates,
+        });
+    }
+    q.filter.validate(&limits)?;
+    if let Some(t) = &q.text {
+        engine.check_query_text(t)?;
+    }
+    if let Some(v) = &q.vector {
+        crate::catalog::validate_vector(v, engine.config().dim)?;
+    }
+    let models: Option<Arc<ModelSet>> = engine.models.read().clone();
+    let mut notes = Vec::new();
+    if models.is_none() {
+        notes.push(
+            "cold start: no trained models; text, vector and knowledge graph only".to_string(),
+        );
+    }
+
+    // The shopper's recent history, live from the log (a new event counts at once).
+    let mut history: Vec<(u32, f32)> = Vec::new();
+    let mut purchased: Vec<ItemId> = Vec::new();
+    if let Some(user) = &q.user {
+        crate::catalog::validate_id("query.user", user, &limits)?;
+        match engine.users.read().get(user) {
+            Some(u) => {
+                let evs = engine.user_events(u, Some(HISTORY))?;
+                let mut agg: HashMap<u32, f32> = HashMap::new();
+                for e in &evs {
+                    *agg.entry(e.item.0).or_default() += history_weight(e.kind);
+                    if e.kind == EventKind::Purchase {
+                        purchased.push(e.item);
+                    }
+                }
+                history = agg.into_iter().collect();
+                history.sort_unstable_by_key(|h| h.0);
+            }
+            None => notes.push(format!("cold start: user {user:?} has no history")),
+        }
+    }
+    let mut seed_item = None;
+    if let Some(item) = &q.similar_to {
+        let iid = engine
+            .items
+            .read()
+            .live_iid(item)
+            .ok_or_else(|| Error::UnknownItem(item.clone()))?;
+        seed_item = Some(iid);
+        if history.is_empty() {
+            history = vec![(iid.0, 1.0)];
+        }
+    }
+
+    let n = q.candidates;
+    let mut channels: Vec<(Channel, ChannelHits)> = Vec::new();
+    let searching = q.text.is_some() || q.vector.is_some();
+    if let Some(text) = &q.text {
+        let hits = engine.text.search(&TextQuery {
+            text,
+            filter: &q.filter,
+            limit: n,
+            title_boost: 0.0,
+            fuzzy: true,
+        })?;
+        channels.push((
+            Channel::Text,
+            hits.into_iter().map(|h| (h.item, h.score)).collect(),
+        ));
+    }
+    let query_vector = match (&q.vector, seed_item) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(iid)) => engine.vectors.vector(iid),
+        _ => None,
+    };
+    if let Some(v) = query_vector {
+        // One more than asked, as the `similar_to` item itself is usually the nearest.
+        let hits = engine.vector_hits(&v, &q.filter, (n + 1).min(limits.max_k))?;
+        channels.push((Channel::Vector, hits));
+    }
+    finish(
+        engine,
+        q,
+        models.as_deref(),
+        channels,
+        &history,
+        &purchased,
+        seed_item,
+        searching,
+        notes,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    engine: &Engine,
+    q: &Query,
+    models: Option<&ModelSet>,
+    mut channels: Vec<(Channel, ChannelHits)>,
+    history: &[(u32, f32)],
+    purchased: &[ItemId],
+    seed_item: Option<ItemId>,
+    searching: bool,
+    mut notes: Vec<String>,
+) -> Result<Vec<Hit>> {
+    let uid = q.user.as_deref().and_then(|u| engine.users.read().get(u));
+    let items = engine.items.read();
+    let ok = |iid: ItemId| -> bool {
+        items.get(iid).is_some_and(|p| q.filter.matches(p))
+            && Some(iid) != seed_item
+            && !(q.exclude_purchased && purchased.contains(&iid))
+    };
+    let n = q.candidates;
+    if let Some(m) = models {
+        let mut scores = vec![0f32; m.n_items];
+        let mut channel = |c: Channel, fill: &dyn Fn(&mut [f32]) -> bool| {
+            scores.iter_mut().for_each(|s| *s = 0.0);
+            if fill(&mut scores) {
+                channels.push((c, top_allowed(&scores, n, &ok)));
+            }
+        };
+        let known_history: Vec<(u32, f32)> = history
+            .iter()
+            .copied()
+            .filter(|(i, _)| (*i as usize) < m.n_items)
+            .collect();
+        if !known_history.is_empty() {
+            channel(Channel::ItemCf, &|s| {
+                m.item_cf.score_history(&known_history, s).is_ok()
+            });
+            channel(Channel::Kg, &|s| {
+                m.kg.score_history(&known_history, s).is_ok()
+            });
+        }
+        if let Some(u) = uid.filter(|u| (u.0 as usize) < m.n_users) {
+            channel(Channel::UserCf, &|s| m.user_cf.score_user(u.0, s).is_ok());
+            channel(Channel::Mf, &|s| m.mf.score_user(u.0, s).is_ok());
+        } else if !known_history.is_empty() {
+            channel(Channel::UserCf, &|s| {
+                m.user_cf.score_history(&known_history, s).is_ok()
+            });
+            channel(Channel::Mf, &|s| {
+                m.mf.score_history(&known_history, s).is_ok()
+            });
+        }
+        channel(Channel::Popularity, &|s| m.popularity.score(s).is_ok());
+    }
+    if channels.iter().all(|(_, h)| h.is_empty()) && !searching {
+        notes.push("no channel had candidates".to_string());
+    }
+
+    // Candidate set: a search keeps its content candidates; a recommendation takes all.
+    let mut cands: Vec<ItemId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (c, hits) in &channels {
+        if searching && !c.is_content() {
+            continue;
+        }
+        for (i, _) in hits {
+            if ok(*i) && seen.insert(*i) {
+                cands.push(*i);
+            }
+        }
+    }
+
+    // Normalised scores per channel; for a search, CF channels score the content candidates.
+    struct Norm {
+        raw: HashMap<ItemId, (f32, usize)>,
+        min: f32,
+        max: f32,
+    }
+    let mut norms: Vec<(Channel, Norm)> = Vec::new();
+    for (c, hits) in &channels {
+        let raw: HashMap<ItemId, (f32, usize)> = hits
+            .iter()
+            .enumerate()
+            .map(|(r, (i, s))| (*i, (*s, r + 1)))
+            .collect();
+        let min = hits.iter().map(|h| h.1).fold(f32::INFINITY, f32::min);
+        let max = hits.iter().map(|h| h.1).fold(f32::NEG_INFINITY, f32::max);
+        norms.push((*c, Norm { raw, min, max }));
+    }
+    let mut hits: Vec<(ItemId, f32, Vec<ChannelScore>)> = cands
+        .into_iter()
+        .map(|i| {
+            let mut parts = Vec::new();
+            for (c, nm) in &norms {
+                if let Some((raw, rank)) = nm.raw.get(&i) {
+                    let normalized = if nm.max > nm.min {
+                        (raw - nm.min) / (nm.max - nm.min)
+                    } else {
+                        1.0
+                    };
+                    parts.push(ChannelScore {
+                        channel: *c,
+                        raw: *raw,
+                        normalized,
+                        rank: *rank,
+                        contribution: 0.0,
+                    });
+                }
+            }
+            let content: Vec<usize> = (0..parts.len())
+                .filter(|j| parts[*j].channel.is_content())
+                .collect();
+            let collab: Vec<usize> = (0..parts.len())
+                .filter(|j| {
+                    !parts[*j].channel.is_content() && parts[*j].channel != Channel::Popularity
+                })
+                .collect();
+            let n_content = norms.iter().filter(|(c, _)| c.is_content()).count().max(1) as f32;
+            let n_collab = norms
+                .iter()
+                .filter(|(c, _)| !c.is_content() && *c != Channel::Popularity)
+                .count()
+                .max(1) as f32;
+            match q.fusion {
+                Fusion::Linear { alpha, beta } => {
+                    for j in content {
+                        parts[j].contribution = alpha * parts[j].normalized / n_content;
+                    }
+                    for j in collab {
+                        parts[j].contribution = beta * parts[j].normalized / n_collab;
+                    }
+                    for p in parts
+                        .iter_mut()
+                        .filter(|p| p.channel == Channel::Popularity)
+                    {
+                        p.contribution = 0.05 * p.normalized;
+                    }
+                }
+                Fusion::Rrf { k } => {
+                    for p in parts.iter_mut() {
+                        p.contribution = 1.0 / (k + p.rank as f32);
+                    }
+                }
+            }
+            let score = parts.iter().map(|p| p.contribution).sum();
+            (i, score, parts)
+        })
+        .collect();
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+
+    // Business rules: at most `max_per_brand` per brand, then the top k.
+    let mut per_brand: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(q.k);
+    let query_terms = q
+        .text
+        .as_deref()
+        .map(crate::text::analyze)
+        .unwrap_or_default();
+    let kg_names = engine.kg.read();
+    for (iid, score, parts) in hits {
+        let Some(p) = items.get(iid) else { continue };
+        if let Some(cap) = q.max_per_brand {
+            let c = per_brand.entry(p.brand.to_lowercase()).or_default();
+            if *c >= cap {
+                continue;
+            }
+            *c += 1;
+        }
+        let explanation = q.explain.then(|| {
+            let mut e = Explanation {
+                channels: parts,
+                notes: notes.clone(),
+                ..Explanation::default()
+            };
+            if !query_terms.is_empty() {
+                let doc_terms = crate::text::analyze(&format!(
+                    "{} {} {} {}",
+                    p.title,
+                    p.description,
+                    p.brand,
+                    p.category.replace('/', " ")
+                ));
+                e.matched_terms = query_terms
+                    .iter()
+                    .filter(|t| doc_terms.contains(t))
+                    .cloned()
+                    .collect();
+            }
+            if let Some(m) = models {
+                if e.channels.iter().any(|c| c.channel == Channel::ItemCf) {
+                    e.because_of = m
+                        .item_cf
+                        .explain(iid.0, history)
+                        .and_then(|(h, _)| items.name(ItemId(h)).map(str::to_string));
+                }
+                if e.channels.iter().any(|c| c.channel == Channel::Kg) {
+                    e.kg_entity =
+                        m.kg.explain(iid.0, history)
+                            .and_then(|(h, _)| m.kg.best_link(iid.0, h))
+                            .and_then(|(ent, _)| kg_names.entities.get(ent as usize).cloned());
+                }
+            }
+            e
+        });
+        out.push(Hit {
+            id: p.id.clone(),
+            score,
+            product: p.clone(),
+            explanation,
+        });
+        if out.len() >= q.k {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,103 @@
+//! The one place the query language calls the engine's read path and trainer.
+//!
+//! Statements go through [`query`], [`train`] and [`evaluate`] so that a change in the
+//! engine's read API touches this file only.
+
+use std::sync::Arc;
+
+use crate::catalog::Product;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::filter::Filter;
+use crate::query::Query;
+use crate::train::{EvalOptions, EvalReport, TrainOptions, TrainReport};
+
+use super::plan::Tuning;
+
+/// What a retrieval asks the engine for.
+pub(crate) struct Request<'a> {
+    pub text: Option<&'a str>,
+    pub vector: Option<&'a [f32]>,
+    pub user: Option<&'a str>,
+    pub similar_to: Option<&'a str>,
+    pub filter: &'a Filter,
+    pub k: usize,
+    pub explain: bool,
+    pub tuning: &'a Tuning,
+}
+
+/// One retrieved product.
+pub(crate) struct Hit {
+    pub id: String,
+    pub score: f32,
+    /// The record; without its embedding.
+    pub product: Arc<Product>,
+    /// One line per channel.
+    pub explanation: Option<String>,
+}
+
+/// Retrieves up to `k` products, best first, through `Engine::query`.
+///
+/// # Errors
+/// The engine's: [`Error::UnknownItem`](crate::Error::UnknownItem),
+/// [`Error::LimitExceeded`](crate::Error::LimitExceeded),
+/// [`Error::DimensionMismatch`](crate::Error::DimensionMismatch), ...
+pub(crate) fn query(engine: &Engine, r: &Request<'_>) -> Result<Vec<Hit>> {
+    let mut q = Query::new().filter(r.filter.clone()).k(r.k).explain(r.explain);
+    if let Some(t) = r.text {
+        q = q.text(t);
+    }
+    if let Some(v) = r.vector {
+        q = q.vector(v.to_vec());
+    }
+    if let Some(u) = r.user {
+        q = q.user(u);
+    }
+    if let Some(i) = r.similar_to {
+        q = q.similar_to(i);
+    }
+    let t = r.tuning;
+    if let Some(f) = t.fusion {
+        q = q.fusion(f);
+    }
+    if let Some(n) = t.max_per_brand {
+        q = q.max_per_brand(n);
+    }
+    if let Some(x) = t.exclude_purchased {
+        q = q.exclude_purchased(x);
+    }
+    if let Some(n) = t.candidates {
+        q = q.candidates(n);
+    }
+    Ok(engine
+        .query(&q)?
+        .into_iter()
+        .map(|h| Hit {
+            id: h.id,
+            score: h.score,
+            product: h.product,
+            explanation: h.explanation.map(|e| e.to_string().trim_end().to_string()),
+        })
+        .collect())
+}
+
+/// Trains every model with the default options.
+///
+/// # Errors
+/// As `Engine::train`.
+pub(crate) fn train(engine: &Engine) -> Result<TrainReport> {
+    engine.train(&TrainOptions::default())
+}
+
+/// Offline evaluation with the default options.
+///
+/// # Errors
+/// As `Engine::evaluate`.
+pub(crate) fn evaluate(engine: &Engine) -> Result<EvalReport> {
+    engine.evaluate(&EvalOptions::default())
+}
+
+/// The model generation serving queries (0 before the first training).
+pub(crate) fn model_generation(engine: &Engine) -> u64 {
+    engine.model_generation()
+}

@@ -1,0 +1,86 @@
+//! The SQL-like query language: text -> [`Plan`] -> rows, on an [`Engine`](crate::Engine).
+//!
+//! "Here is a statement, run it." The grammar is real SQL parsed by `sqlparser` (its generic
+//! dialect); the engine's verbs are table functions, so nothing here is a hand-written
+//! grammar:
+//!
+//! ```sql
+//! INSERT INTO products (id, title, brand, category, price, embedding, color)
+//!     VALUES ('p1', 'Acme 男士轻便跑步鞋 Running Shoe', 'Acme', 'shoes/running', 59.9, [0.1, 0.2], 'red');
+//! INSERT INTO events (user_id, item_id, kind, ts) VALUES ('u1', 'p1', 'purchase', 1732000000);
+//! SELECT id, title, price, score FROM search('running shoes', user => 'u1')
+//!     WHERE price < 100 AND category = 'shoes' LIMIT 10;
+//! SELECT * FROM recommend('u1') WHERE brand IN ('Acme', 'Nimbus') LIMIT 10;
+//! SELECT * FROM similar('p1') LIMIT 5;
+//! EXPLAIN SELECT * FROM search('跑步鞋') LIMIT 3;
+//! SELECT id, price FROM products WHERE color = 'red' ORDER BY price DESC LIMIT 5;
+//! SELECT * FROM events WHERE user_id = 'u1';
+//! DELETE FROM products WHERE id IN ('p1', 'p2');
+//! DELETE FROM users WHERE id = 'u1';
+//! TRAIN; EVALUATE; SHOW STATS; SHOW TABLES; DESCRIBE products;
+//! IMPORT PRODUCTS FROM 'products.jsonl'; IMPORT EVENTS FROM 'events.csv';
+//! IMPORT MOVIELENS FROM 'ml-100k'; IMPORT KG FROM 'x.kg' LINKS 'x.link';
+//! ```
+//!
+//! Three steps, each its own module:
+//!
+//! - `parse`: guards (statement length, operator count), splitting a script at `;`, the
+//!   keyword verbs sqlparser does not know (`TRAIN`, `EVALUATE`, `IMPORT`), and turning
+//!   sqlparser's messages into `line:column` positions.
+//! - `plan`: sqlparser's AST to a [`Plan`], a pure function of the text ([`plan`] needs no
+//!   engine, which is what the fuzz target drives). `WHERE` becomes a [`Pred`] whose
+//!   filter-only part is pushed into the engine as a [`Filter`](crate::Filter).
+//! - `execute`: a [`Session`] runs plans on an engine. Every write statement is
+//!   all-or-nothing: rows are validated before anything is staged, and a failure rolls the
+//!   staged writes back before the error is returned.
+//!
+//! Errors are [`Error::Syntax`](crate::Error::Syntax) with the position (`line:column`) and
+//! what was expected, or the engine's typed errors ([`Error::LimitExceeded`](crate::Error)
+//! for an over-deep `WHERE`, [`Error::PathNotAllowed`](crate::Error) for an `IMPORT` outside
+//! the allowed directories, ...).
+
+mod adapter;
+mod execute;
+mod output;
+mod parse;
+mod plan;
+
+pub use execute::Session;
+pub use output::{ResultSet, Value};
+pub use parse::{
+    is_complete, split_script, Completeness, Source, MAX_OPERATORS, MAX_STATEMENT_BYTES,
+};
+pub use plan::{
+    CmpOp, Column, Field, Import, Lit, NewEvent, OrderKey, Plan, Pred, Retrieval, Retrieve, Scan,
+    Table, Tuning,
+};
+
+use crate::error::Result;
+
+/// Plans one statement (a trailing `;` is allowed) without running it.
+///
+/// Pure: no engine, no file system, no clock. Positions in errors count from line 1,
+/// column 1 of `sql`.
+///
+/// # Errors
+/// [`Error::Syntax`](crate::Error::Syntax) with `line:column` for text that is not a
+/// statement of the dialect, [`Error::LimitExceeded`](crate::Error::LimitExceeded) for a
+/// statement over [`MAX_STATEMENT_BYTES`] or [`MAX_OPERATORS`], or a `WHERE` nested deeper
+/// than [`Limits::max_filter_depth`](crate::Limits).
+pub fn plan(sql: &str) -> Result<Plan> {
+    plan_source(&Source {
+        text: sql.to_string(),
+        line: 1,
+        column: 1,
+    })
+}
+
+/// Plans one statement cut out of a script by [`split_script`]; positions in errors are
+/// positions in the script.
+///
+/// # Errors
+/// As [`plan`].
+pub fn plan_source(source: &Source) -> Result<Plan> {
+    let parsed = parse::parse(source)?;
+    plan::plan(parsed)
+}

@@ -1,0 +1,657 @@
+//! The training pipeline: read the log, clean, weight, fit every model, persist, swap in.
+//!
+//! Also the offline evaluation (`Engine::evaluate`): the same dataset, split, models fitted
+//! on the training part, full-ranking metrics from `eval`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::category_ancestors;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::eval;
+use crate::events::EventKind;
+use crate::graph::{self, item_entity};
+use crate::models::{
+    Interaction, Interactions, ItemCf, ItemCfParams, KgParams, KgRelatedness, Mf, MfParams,
+    ModelError, Popularity, PopularityParams, UserCf, UserCfParams,
+};
+
+const MODEL_MAGIC: &[u8; 4] = b"MODL";
+const MODEL_VERSION: u32 = 1;
+
+/// How much each kind of event counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventWeights {
+    /// Default 1.
+    pub view: f32,
+    /// Default 2.
+    pub click: f32,
+    /// Default 4.
+    pub cart: f32,
+    /// Default 8.
+    pub purchase: f32,
+    /// How ratings count.
+    pub rating: RatingWeight,
+}
+
+/// How a rating event counts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RatingWeight {
+    /// Every rating is one implicit interaction of weight 1 (RecBole's default on MovieLens).
+    Implicit,
+    /// The weight is the rating value.
+    Value,
+    /// Ratings below the threshold are dropped; the rest weigh 1.
+    AtLeast(f32),
+}
+
+impl Default for EventWeights {
+    fn default() -> Self {
+        EventWeights {
+            view: 1.0,
+            click: 2.0,
+            cart: 4.0,
+            purchase: 8.0,
+            rating: RatingWeight::Implicit,
+        }
+    }
+}
+
+impl EventWeights {
+    fn weight(&self, kind: EventKind) -> Option<f32> {
+        Some(match kind {
+            EventKind::View => self.view,
+            EventKind::Click => self.click,
+            EventKind::Cart => self.cart,
+            EventKind::Purchase => self.purchase,
+            EventKind::Rating(v) => match self.rating {
+                RatingWeight::Implicit => 1.0,
+                RatingWeight::Value => v,
+                RatingWeight::AtLeast(t) if v >= t => 1.0,
+                RatingWeight::AtLeast(_) => return None,
+            },
+        })
+        .filter(|w| *w > 0.0)
+    }
+}
+
+/// Options of [`Engine::train`].
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Event weights.
+    pub weights: EventWeights,
+    /// Exponential time decay: an event this many days older than the newest counts half.
+    /// Default none.
+    pub half_life_days: Option<f64>,
+    /// Users averaging more events per active day than this are dropped as robots.
+    /// Default 2,000.
+    pub max_events_per_day: f64,
+    /// Item-based CF.
+    pub item_cf: ItemCfParams,
+    /// User-based CF.
+    pub user_cf: UserCfParams,
+    /// Matrix factorisation (implicit ALS).
+    pub mf: MfParams,
+    /// Popularity.
+    pub popularity: PopularityParams,
+    /// Knowledge-graph relatedness.
+    pub kg: KgParams,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            weights: EventWeights::default(),
+            half_life_days: None,
+            max_events_per_day: 2_000.0,
+            item_cf: ItemCfParams::default(),
+            user_cf: UserCfParams::default(),
+            mf: MfParams::default(),
+            popularity: PopularityParams::default(),
+            kg: KgParams::default(),
+            progress: false,
+        }
+    }
+}
+
+/// What cleaning removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleaning {
+    /// Events read from the log.
+    pub events_read: usize,
+    /// Events of products deleted since.
+    pub deleted_items: usize,
+    /// Users dropped for an absurd event rate, and their events.
+    pub robot_users: usize,
+    /// Events of those users.
+    pub robot_events: usize,
+    /// Events whose kind has no weight (e.g. low ratings under `AtLeast`).
+    pub unweighted: usize,
+    /// Distinct (user, item) pairs kept.
+    pub pairs: usize,
+}
+
+/// The trained models of one generation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ModelSet {
+    pub generation: u64,
+    /// The log sequence the models were trained on.
+    pub seq: u64,
+    pub n_users: usize,
+    pub n_items: usize,
+    pub item_cf: ItemCf,
+    pub user_cf: UserCf,
+    pub mf: Mf,
+    pub popularity: Popularity,
+    pub kg: KgRelatedness,
+    /// Category names by popularity category id.
+    pub categories: Vec<String>,
+    pub cleaning: Cleaning,
+}
+
+/// The summary of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainReport {
+    /// Model generation now serving.
+    pub generation: u64,
+    /// Log sequence trained on.
+    pub seq: u64,
+    /// What cleaning removed and kept.
+    pub cleaning: Cleaning,
+    /// Seconds per step.
+    pub timings: Vec<(String, f64)>,
+}
+
+impl std::fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.cleaning;
+        writeln!(
+            f,
+            "model generation {} trained on log sequence {}",
+            self.generation, self.seq
+        )?;
+        writeln!(
+            f,
+            "events read {}, deleted-item events {}, robot users {} ({} events), unweighted {}, pairs kept {}",
+            c.events_read, c.deleted_items, c.robot_users, c.robot_events, c.unweighted, c.pairs
+        )?;
+        for (step, secs) in &self.timings {
+            writeln!(f, "  {step:<12} {secs:>8.3} s")?;
+        }
+        Ok(())
+    }
+}
+
+fn model_err(e: ModelError) -> Error {
+    Error::invalid("training", e.to_string())
+}
+
+/// The training matrix built from the log.
+pub(crate) struct Dataset {
+    pub data: Interactions,
+    pub item_categories: Vec<Vec<u32>>,
+    pub categories: Vec<String>,
+    pub item_entities: Vec<Vec<u32>>,
+    pub n_entities: usize,
+    pub cleaning: Cleaning,
+}
+
+/// Reads and cleans the log into one row per (user, item): weights summed (with decay),
+/// the latest timestamp, the latest rating.
+pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
+    let events = engine.all_events()?;
+    let items = engine.items.read();
+    let n_items = items.capacity();
+    let n_users = engine.users.read().names.len();
+    let mut cleaning = Cleaning {
+        events_read: events.len(),
+        ..Cleaning::default()
+    };
+    let max_ts = events.iter().map(|e| e.ts).max().unwrap_or(0);
+    // Robot detection: events per active day, per user.
+    let mut per_user: HashMap<u32, (usize, std::collections::HashSet<i64>)> = HashMap::new();
+    for e in &events {
+        let entry = per_user.entry(e.user.0).or_default();
+        entry.0 += 1;
+        entry.1.insert(e.ts / 86_400);
+    }
+    let robots: std::collections::HashSet<u32> = per_user
+        .iter()
+        .filter(|(_, (n, days))| *n as f64 / days.len().max(1) as f64 > opts.max_events_per_day)
+        .map(|(u, _)| *u)
+        .collect();
+    cleaning.robot_users = robots.len();
+    let mut pairs: HashMap<(u32, u32), Interaction> = HashMap::new();
+    for e in &events {
+        if items.get(e.item).is_none() {
+            cleaning.deleted_items += 1;
+            continue;
+        }
+        if robots.contains(&e.user.0) {
+            cleaning.robot_events += 1;
+            continue;
+        }
+        let Some(mut w) = opts.weights.weight(e.kind) else {
+            cleaning.unweighted += 1;
+            continue;
+        };
+        if let Some(h) = opts.half_life_days.filter(|h| *h > 0.0) {
+            let age_days = (max_ts - e.ts) as f64 / 86_400.0;
+            w *= 0.5f64.powf(age_days / h) as f32;
+        }
+        let rating = match e.kind {
+            EventKind::Rating(v) => Some(v),
+            _ => None,
+        };
+        let row = pairs.entry((e.user.0, e.item.0)).or_insert(Interaction {
+            user: e.user.0,
+            item: e.item.0,
+            weight: 0.0,
+            rating: None,
+            ts: e.ts,
+        });
+        row.weight += w;
+        if e.ts >= row.ts {
+            row.ts = e.ts;
+            if rating.is_some() {
+                row.rating = rating;
+            }
+        } else if row.rating.is_none() {
+            row.rating = rating;
+        }
+    }
+    let mut rows: Vec<Interaction> = pairs.into_values().collect();
+    rows.sort_by_key(|r| (r.user, r.ts, r.item));
+    cleaning.pairs = rows.len();
+
+    // Categories (every level) and knowledge-graph entities per item.
+    let mut cat_ids: HashMap<String, u32> = HashMap::new();
+    let mut categories = Vec::new();
+    let mut item_categories = vec![Vec::new(); n_items];
+    let kg = engine.kg.read();
+    let mut item_entities = vec![Vec::new(); n_items];
+    for (i, p) in items.items.iter().enumerate() {
+        let Some(p) = p else { continue };
+        for c in category_ancestors(&p.category) {
+            let next = cat_ids.len() as u32;
+            let id = *cat_ids.entry(c.clone()).or_insert_with(|| {
+                categories.push(c.clone());
+                next
+            });
+            item_categories[i].push(id);
+        }
+        if let Some(&eid) = kg.entity_ids.get(&item_entity(&p.id)) {
+            let mut ents = Vec::new();
+            for (rel, tail) in graph::edges(&engine.store, eid, true)? {
+                ents.push(tail);
+                // One hop further from externally linked entities (actors, directors, ...).
+                if kg
+                    .relations
+                    .get(rel as usize)
+                    .is_some_and(|r| r == graph::REL_LINK)
+                {
+                    ents.extend(
+                        graph::edges(&engine.store, tail, true)?
+                            .into_iter()
+                            .map(|(_, t)| t),
+                    );
+                }
+            }
+            ents.sort_unstable();
+            ents.dedup();
+            item_entities[i] = ents;
+        }
+    }
+    Ok(Dataset {
+        data: Interactions {
+            n_users,
+            n_items,
+            rows,
+        },
+        item_categories,
+        categories,
+        item_entities,
+        n_entities: kg.entities.len(),
+        cleaning,
+    })
+}
+
+/// Fits every model on `data`. Returns the models and per-model timings.
+pub(crate) fn fit_all(
+    ds: &Dataset,
+    data: &Interactions,
+    opts: &TrainOptions,
+    timings: &mut Vec<(String, f64)>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(ItemCf, UserCf, Mf, Popularity, KgRelatedness)> {
+    fn timed<T>(
+        name: &str,
+        t: &mut Vec<(String, f64)>,
+        p: Option<&indicatif::ProgressBar>,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if let Some(p) = p {
+            p.set_message(name.to_string());
+        }
+        let start = Instant::now();
+        let r = f()?;
+        t.push((name.to_string(), start.elapsed().as_secs_f64()));
+        if let Some(p) = p {
+            p.inc(1);
+        }
+        Ok(r)
+    }
+    let item_cf = timed("item_cf", timings, progress, || {
+        ItemCf::fit(data, &opts.item_cf).map_err(model_err)
+    })?;
+    let user_cf = timed("user_cf", timings, progress, || {
+        UserCf::fit(data, &opts.user_cf).map_err(model_err)
+    })?;
+    let mf = timed("mf", timings, progress, || {
+        Mf::fit(data, &opts.mf).map_err(model_err)
+    })?;
+    let popularity = timed("popularity", timings, progress, || {
+        Popularity::fit(data, &ds.item_categories, &opts.popularity).map_err(model_err)
+    })?;
+    let kg = timed("kg", timings, progress, || {
+        KgRelatedness::fit(data.n_items, &ds.item_entities, ds.n_entities, &opts.kg)
+            .map_err(model_err)
+    })?;
+    Ok((item_cf, user_cf, mf, popularity, kg))
+}
+
+fn models_dir(engine: &Engine) -> PathBuf {
+    engine.dir().join("models")
+}
+
+/// Trains every model from the log and swaps the new generation in.
+pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport> {
+    let _one_training = engine.training_lock.lock();
+    let seq = engine.seq();
+    let mut timings = Vec::new();
+    let start = Instant::now();
+    let ds = dataset(engine, opts)?;
+    timings.push(("read_log".to_string(), start.elapsed().as_secs_f64()));
+    let pb = opts.progress.then(|| {
+        let pb = indicatif::ProgressBar::new(6);
+        if let Ok(s) =
+            indicatif::ProgressStyle::with_template("training {msg:12} [{bar:20}] {pos}/{len}")
+        {
+            pb.set_style(s.progress_chars("=> "));
+        }
+        pb
+    });
+    let (item_cf, user_cf, mf, popularity, kg) =
+        fit_all(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
+    let generation = engine.models.read().as_ref().map_or(0, |m| m.generation) + 1;
+    let set = ModelSet {
+        generation,
+        seq,
+        n_users: ds.data.n_users,
+        n_items: ds.data.n_items,
+        item_cf,
+        user_cf,
+        mf,
+        popularity,
+        kg,
+        categories: ds.categories,
+        cleaning: ds.cleaning.clone(),
+    };
+    let t = Instant::now();
+    save(&models_dir(engine), &set)?;
+    timings.push(("save".to_string(), t.elapsed().as_secs_f64()));
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    *engine.models.write() = Some(Arc::new(set));
+    engine.on_new_models();
+    Ok(TrainReport {
+        generation,
+        seq,
+        cleaning: ds.cleaning,
+        timings,
+    })
+}
+
+fn save(dir: &Path, set: &ModelSet) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = format!("gen-{:06}.bin", set.generation);
+    let bytes = crate::codec::encode_file(MODEL_MAGIC, MODEL_VERSION, set)?;
+    crate::fsutil::write_atomic(&dir.join(&name), &bytes)?;
+    crate::fsutil::write_atomic(&dir.join("CURRENT"), name.as_bytes())?;
+    // Older generations may hold users forgotten since: remove them.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("gen-") && n != name {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the current model generation: `Ok(None)` when never trained.
+pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
+    let dir = dir.join("models");
+    let current = dir.join("CURRENT");
+    let name = match std::fs::read_to_string(&current) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&current, e)),
+    };
+    let name = name.trim();
+    if !name.starts_with("gen-") || name.contains('/') || name.contains("..") {
+        return Err(Error::corrupt(&current, format!("names {name:?}")));
+    }
+    let path = dir.join(name);
+    let bytes = crate::fsutil::read(&path)?;
+    let set: ModelSet = crate::codec::decode_file(MODEL_MAGIC, MODEL_VERSION, &bytes, &path)?;
+    Ok(Some(set))
+}
+
+/// How to split the log for offline evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SplitKind {
+    /// Per user, a random 80/10/10 split (RecBole's default), seeded.
+    RecBole {
+        /// Random seed.
+        seed: u64,
+    },
+    /// Per user by time: the last interaction to test, the one before to validation.
+    LeaveOneOut,
+    /// One global time cut: the last fractions go to validation and test.
+    Temporal {
+        /// Fraction for validation.
+        valid: f64,
+        /// Fraction for test.
+        test: f64,
+    },
+}
+
+/// Which part of the split is scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalOn {
+    /// The validation part (for tuning).
+    Valid,
+    /// The test part (for reporting).
+    Test,
+}
+
+/// Options of [`Engine::evaluate`].
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// The split. Default RecBole with seed 2020.
+    pub split: SplitKind,
+    /// Cut-offs. Default 10 and 20.
+    pub ks: Vec<usize>,
+    /// Score validation or test. Default test.
+    pub on: EvalOn,
+    /// Model settings.
+    pub train: TrainOptions,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            split: SplitKind::RecBole { seed: 2020 },
+            ks: vec![10, 20],
+            on: EvalOn::Test,
+            train: TrainOptions::default(),
+        }
+    }
+}
+
+/// One figure of an evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvalRow {
+    /// `popularity`, `item_cf`, `user_cf`, `mf` or `kg`.
+    pub model: String,
+    /// `recall`, `precision`, `ndcg`, `mrr`, `hit` or `coverage`.
+    pub metric: String,
+    /// Cut-off.
+    pub k: usize,
+    /// Value.
+    pub value: f64,
+}
+
+/// The result of [`Engine::evaluate`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// Users with at least one held-out interaction.
+    pub users: usize,
+    /// Every figure.
+    pub rows: Vec<EvalRow>,
+}
+
+impl EvalReport {
+    /// The value of one figure.
+    pub fn get(&self, model: &str, metric: &str, k: usize) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.model == model && r.metric == metric && r.k == k)
+            .map(|r| r.value)
+    }
+}
+
+impl std::fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<12} {:>4} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "model", "k", "recall", "precision", "ndcg", "mrr", "hit"
+        )?;
+        let mut models: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            if !models.contains(&r.model.as_str()) {
+                models.push(&r.model);
+            }
+        }
+        let mut ks: Vec<usize> = self.rows.iter().map(|r| r.k).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        for m in models {
+            for k in &ks {
+                let g = |metric| self.get(m, metric, *k).unwrap_or(f64::NAN);
+                writeln!(
+                    f,
+                    "{m:<12} {k:>4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+                    g("recall"),
+                    g("precision"),
+                    g("ndcg"),
+                    g("mrr"),
+                    g("hit")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits the log, fits every model on the training part and scores the held-out part by
+/// full ranking.
+pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport> {
+    let ds = dataset(engine, &opts.train)?;
+    let split = match opts.split {
+        SplitKind::RecBole { seed } => eval::split_random_by_user(&ds.data, [0.8, 0.1, 0.1], seed),
+        SplitKind::LeaveOneOut => eval::split_leave_one_out(&ds.data),
+        SplitKind::Temporal { valid, test } => eval::split_temporal(&ds.data, valid, test),
+    }
+    .map_err(model_err)?;
+    let (target, exclude): (&Interactions, Vec<&Interactions>) = match opts.on {
+        EvalOn::Valid => (&split.valid, vec![&split.train]),
+        EvalOn::Test => (&split.test, vec![&split.train, &split.valid]),
+    };
+    let mut timings = Vec::new();
+    let (item_cf, user_cf, mf, popularity, kg) =
+        fit_all(&ds, &split.train, &opts.train, &mut timings, None)?;
+    let csr = split.train.user_item_csr().map_err(model_err)?;
+    let history = |u: u32| -> Vec<(u32, f32)> {
+        if (u as usize) < csr.n_rows {
+            let (items, weights) = csr.row(u as usize);
+            items.iter().copied().zip(weights.iter().copied()).collect()
+        } else {
+            Vec::new()
+        }
+    };
+    let mut report = EvalReport::default();
+    let mut push = |name: &str, m: eval::Metrics| {
+        report.users = m.n_users;
+        for a in &m.at {
+            for (metric, value) in [
+                ("recall", a.recall),
+                ("precision", a.precision),
+                ("ndcg", a.ndcg),
+                ("mrr", a.mrr),
+                ("hit", a.hit),
+                ("coverage", a.coverage),
+            ] {
+                report.rows.push(EvalRow {
+                    model: name.to_string(),
+                    metric: metric.to_string(),
+                    k: a.k,
+                    value,
+                });
+            }
+        }
+    };
+    let ks = &opts.ks;
+    push(
+        "popularity",
+        eval::evaluate_ranking_excluding(&exclude, target, ks, |_, s| {
+            let _ = popularity.score(s);
+        }),
+    );
+    push(
+        "item_cf",
+        eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
+            let _ = item_cf.score_history(&history(u), s);
+        }),
+    );
+    push(
+        "user_cf",
+        eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
+            let _ = user_cf.score_user(u, s);
+        }),
+    );
+    push(
+        "mf",
+        eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
+            let _ = mf.score_user(u, s);
+        }),
+    );
+    push(
+        "kg",
+        eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
+            let _ = kg.score_history(&history(u), s);
+        }),
+    );
+    Ok(report)
+}

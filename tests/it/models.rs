@@ -1,0 +1,163 @@
+//! Training inside the engine and offline evaluation through the public API.
+
+use shopdb::{import, Engine, EvalOptions, Event, EventKind, Filter, Product, TrainOptions};
+
+use crate::support::{tempdir, Rng};
+
+/// A shop whose users have latent tastes: each user prefers one of 10 categories.
+fn generated_shop(e: &Engine, users: u64, items: u64, events_per_user: u64) {
+    let products: Vec<Product> = (0..items)
+        .map(|i| {
+            Product::new(format!("i{i}"))
+                .title(format!("item {i}"))
+                .category(format!("c{}", i % 10))
+                .brand(format!("b{}", i % 7))
+        })
+        .collect();
+    e.upsert_products(products).unwrap();
+    e.commit().unwrap();
+    let mut rng = Rng(7);
+    let mut events = Vec::new();
+    for u in 0..users {
+        let taste = u % 10;
+        for j in 0..events_per_user {
+            // 85% in the preferred category, among its first (most liked) items.
+            let item = if rng.below(100) < 85 {
+                let within = rng.below(items / 10) % (items / 30).max(1)
+                    + rng.below(3) * (items / 30).max(1);
+                (within * 10 + taste) % items
+            } else {
+                rng.below(items)
+            };
+            let kind = [
+                EventKind::View,
+                EventKind::Click,
+                EventKind::Cart,
+                EventKind::Purchase,
+            ][rng.below(4) as usize];
+            events.push(Event::new(
+                format!("u{u}"),
+                format!("i{item}"),
+                kind,
+                1_600_000_000 + (u * 1000 + j) as i64,
+            ));
+        }
+    }
+    e.append_events(events).unwrap();
+    e.commit().unwrap();
+}
+
+#[test]
+fn models_beat_popularity_on_generated_data() {
+    let dir = tempdir();
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    generated_shop(&e, 300, 600, 30);
+    let report = e.evaluate(&EvalOptions::default()).unwrap();
+    println!("{report}");
+    let pop = report.get("popularity", "ndcg", 10).unwrap();
+    for model in ["item_cf", "user_cf", "mf"] {
+        let v = report.get(model, "ndcg", 10).unwrap();
+        assert!(
+            v > pop,
+            "{model} NDCG@10 {v:.4} does not beat popularity {pop:.4}"
+        );
+    }
+}
+
+#[test]
+fn train_persists_and_forget_user_leaves_no_trace_in_models() {
+    let dir = tempdir();
+    let marker = "forget-me-7f3a9c";
+    {
+        let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+        generated_shop(&e, 50, 100, 10);
+        e.append_events(
+            (0..5)
+                .map(|i| {
+                    Event::new(
+                        marker,
+                        format!("i{i}"),
+                        EventKind::Purchase,
+                        1_650_000_000 + i,
+                    )
+                })
+                .collect(),
+        )
+        .unwrap();
+        e.commit().unwrap();
+        let first = e.train(&TrainOptions::default()).unwrap();
+        assert_eq!(first.generation, 1);
+        let pairs_with = first.cleaning.pairs;
+        e.forget_user(marker).unwrap();
+        e.commit().unwrap();
+        let second = e.train(&TrainOptions::default()).unwrap();
+        assert_eq!(second.generation, 2);
+        assert_eq!(
+            second.cleaning.pairs,
+            pairs_with - 5,
+            "the forgotten user's 5 pairs are gone"
+        );
+        assert!(e.user_history(marker, None).is_err());
+    }
+    // The generation is loaded on reopen.
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    assert_eq!(e.model_generation(), 2);
+    assert!(e.recovery().model_error.is_none());
+    // Only the current generation's file remains, and no model file names the user.
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("models"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 2, "CURRENT and one generation: {files:?}");
+    for f in files {
+        let bytes = std::fs::read(f.path()).unwrap();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{:?} holds the marker",
+            f.path()
+        );
+    }
+}
+
+#[test]
+fn damaged_model_file_is_a_typed_error_and_the_engine_still_serves() {
+    let dir = tempdir();
+    {
+        let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+        generated_shop(&e, 20, 50, 5);
+        e.train(&TrainOptions::default()).unwrap();
+    }
+    let gen = dir.path().join("models/gen-000001.bin");
+    let mut bytes = std::fs::read(&gen).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&gen, &bytes).unwrap();
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    let err = e.recovery().model_error.clone().unwrap();
+    assert!(err.contains("checksum"), "{err}");
+    assert_eq!(e.model_generation(), 0);
+    assert!(!e.search_text("item", &Filter::All, 5).unwrap().is_empty());
+}
+
+#[test]
+fn movielens_100k_recbole_protocol() {
+    let data = import::data_dir().join("ml-100k");
+    if !data.join("u.data").exists() {
+        println!("skipping: {} not found (set SHOPDB_DATA)", data.display());
+        return;
+    }
+    let dir = tempdir();
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    import::movielens(&e, &data).unwrap();
+    import::recbole_kg(&e, &data.join("ml-100k.kg"), &data.join("ml-100k.link")).unwrap();
+    assert_eq!(e.stats().events, 100_000);
+    let report = e.evaluate(&EvalOptions::default()).unwrap();
+    println!("MovieLens 100K, RecBole protocol (random 80/10/10 per user, seed 2020, full ranking), test split:\n{report}");
+    let best = ["item_cf", "user_cf", "mf"]
+        .iter()
+        .map(|m| report.get(m, "ndcg", 10).unwrap())
+        .fold(0.0, f64::max);
+    // Published BPR on this protocol: 0.2768 (tuned 0.2920). Measured here: see the closing note.
+    assert!(best >= 0.30, "best NDCG@10 {best:.4}");
+    assert!(report.get("popularity", "ndcg", 10).unwrap() < best);
+}
