@@ -43,7 +43,10 @@ pub(crate) struct Hit {
 /// [`Error::LimitExceeded`](crate::Error::LimitExceeded),
 /// [`Error::DimensionMismatch`](crate::Error::DimensionMismatch), ...
 pub(crate) fn query(engine: &Engine, r: &Request<'_>) -> Result<Vec<Hit>> {
-    let mut q = Query::new().filter(r.filter.clone()).k(r.k).explain(r.explain);
+    let mut q = Query::new()
+        .filter(r.filter.clone())
+        .k(r.k)
+        .explain(r.explain);
     if let Some(t) = r.text {
         q = q.text(t);
     }

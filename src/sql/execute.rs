@@ -226,7 +226,11 @@ impl<'e> Session<'e> {
             || r.order.iter().any(|o| o.field == Field::Embedding);
         let mut rows = Vec::new();
         for h in &hits {
-            let full = if needs_embedding { self.engine.get_product(&h.id)? } else { None };
+            let full = if needs_embedding {
+                self.engine.get_product(&h.id)?
+            } else {
+                None
+            };
             let row = Row::Product {
                 p: full.as_ref().unwrap_or(&h.product),
                 id: &h.id,
@@ -789,6 +793,8 @@ fn compare(v: &Value, lit: &Lit) -> Option<Ordering> {
     match (v, lit) {
         (Value::Null, _) | (_, Lit::Null) => None,
         (Value::Text(s), Lit::Text(t)) => Some(s.as_str().cmp(t.as_str())),
+        // A number against text (a rating's kind against 'view'): compared as text.
+        (v, Lit::Text(t)) => Some(v.to_string().as_str().cmp(t.as_str())),
         (Value::Text(s), Lit::Bool(b)) => Some(s.as_str().cmp(if *b { "true" } else { "false" })),
         (v, Lit::Num { value, .. }) => v.as_f64().and_then(|x| x.partial_cmp(value)),
         _ => None,

@@ -158,10 +158,15 @@ impl ResultSet {
                 .map(|r| {
                     r.iter()
                         .map(|v| {
-                            v.to_string()
-                                .lines()
-                                .map(|l| clip(l, MAX_CELL_WIDTH))
-                                .collect()
+                            // Multi-line cells (explanations) are shown whole: their lines
+                            // are the point.
+                            let text = v.to_string();
+                            let max = if text.contains('\n') {
+                                usize::MAX
+                            } else {
+                                MAX_CELL_WIDTH
+                            };
+                            text.lines().map(|l| clip(l, max)).collect()
                         })
                         .collect()
                 })

@@ -193,7 +193,13 @@ fn tokenize(text: &str, origin: Pos) -> Result<Vec<TokenWithSpan>> {
     let dialect = GenericDialect {};
     let mut tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
-        .map_err(|e| syntax_error(shift(e.location, origin).into(), lower_first(&e.message)))?;
+        .map_err(|e| {
+            let mut message = lower_first(&e.message);
+            if message.starts_with("unterminated") {
+                message.push_str("; expected the closing quote");
+            }
+            syntax_error(shift(e.location, origin).into(), message)
+        })?;
     if origin != (Pos { line: 1, column: 1 }) {
         for t in &mut tokens {
             t.span = Span::new(shift(t.span.start, origin), shift(t.span.end, origin));

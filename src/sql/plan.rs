@@ -659,7 +659,7 @@ fn vector(e: &Expr, cx: Ctx) -> Result<Vec<f32>> {
             if v.is_finite() {
                 Ok(v)
             } else {
-                Err(cx.err_expr(x, "vector component is out of the f32 range"))
+                Err(cx.err_expr(x, "expected a vector component within the f32 range"))
             }
         })
         .collect()
@@ -692,7 +692,7 @@ fn insert(ins: &ast::Insert, cx: Ctx) -> Result<Plan> {
         || ins.overwrite
         || ins.ignore
     {
-        return Err(plan_error(cx.start, "ON CONFLICT, RETURNING, OR, IGNORE and OVERWRITE are not supported; INSERT INTO products already replaces a product with the same id"));
+        return Err(plan_error(cx.start, "expected INSERT INTO table (columns) VALUES (...): ON CONFLICT, RETURNING, OR, IGNORE and OVERWRITE are not supported (INSERT INTO products already replaces a product with the same id)"));
     }
     let values = match ins.source.as_deref().map(|q| &*q.body) {
         Some(SetExpr::Values(v)) => v,
@@ -707,7 +707,7 @@ fn insert(ins: &ast::Insert, cx: Ctx) -> Result<Plan> {
     for c in &ins.columns {
         let (n, span) = single_name(c, cx)?;
         if columns.iter().any(|(m, _)| *m == n) {
-            return Err(cx.err(span, format!("column {n} is named twice")));
+            return Err(cx.err(span, format!("expected each column once, found {n} twice")));
         }
         columns.push((n, span));
     }
@@ -896,7 +896,7 @@ fn delete(del: &ast::Delete, cx: Ctx) -> Result<Plan> {
         ));
     };
     if !twj.joins.is_empty() {
-        return Err(plan_error(cx.start, "joins are not supported"));
+        return Err(plan_error(cx.start, "expected one source without joins"));
     }
     let table = table_name_of(name, cx)?;
     let (what, columns): (&str, &[&str]) = match table {
@@ -905,7 +905,7 @@ fn delete(del: &ast::Delete, cx: Ctx) -> Result<Plan> {
         Table::Events => {
             return Err(cx.err(
                 name.span(),
-                "events are not deleted one by one; DELETE FROM users WHERE id = '...' forgets a user's events",
+                "expected DELETE FROM products or users: events are not deleted one by one; DELETE FROM users WHERE id = '...' forgets a user's events",
             ))
         }
     };
@@ -994,7 +994,7 @@ fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
     {
         return Err(plan_error(
             cx.start,
-            "WITH, FETCH, FOR, SETTINGS, FORMAT and pipe operators are not supported",
+            "expected SELECT columns FROM source [WHERE ...] [ORDER BY ...] [LIMIT n]: WITH, FETCH, FOR, SETTINGS, FORMAT and pipe operators are not supported",
         ));
     }
     let SetExpr::Select(s) = &*q.body else {
@@ -1028,7 +1028,7 @@ fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
         return Err(cx.err(s.select_token.0.span, "expected exactly one source after FROM: products, events, search(...), recommend(...) or similar(...)"));
     };
     if !from.joins.is_empty() {
-        return Err(plan_error(cx.start, "joins are not supported"));
+        return Err(plan_error(cx.start, "expected one source without joins"));
     }
     let TableFactor::Table { name, args, .. } = &from.relation else {
         return Err(plan_error(
@@ -1045,7 +1045,7 @@ fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
             "search" | "recommend" | "similar" => {
                 return Err(cx.err(nspan, format!("{n} is a table function; expected {n}(...)")))
             }
-            "users" => return Err(cx.err(nspan, "users cannot be listed; SELECT ... FROM events WHERE user_id = '...' shows one user's history")),
+            "users" => return Err(cx.err(nspan, "expected products or events: users cannot be listed; SELECT ... FROM events WHERE user_id = '...' shows one user's history")),
             _ => return Err(cx.err(nspan, format!("unknown table {n}; expected products, events, search(...), recommend(...) or similar(...)"))),
         },
     };
@@ -1058,10 +1058,7 @@ fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
         None => Vec::new(),
         Some(ob) => match &ob.kind {
             OrderByKind::All(_) => {
-                return Err(plan_error(
-                    cx.start,
-                    "ORDER BY ALL is not supported; expected ORDER BY column [ASC|DESC]",
-                ))
+                return Err(plan_error(cx.start, "expected ORDER BY column [ASC|DESC]"))
             }
             OrderByKind::Expressions(list) => list
                 .iter()
@@ -1072,7 +1069,10 @@ fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
                         Some(OrderBySort::Desc) => true,
                         Some(OrderBySort::Asc) | None => false,
                         Some(OrderBySort::Using(_)) => {
-                            return Err(cx.err_expr(&o.expr, "ORDER BY ... USING is not supported"))
+                            return Err(cx.err_expr(
+                                &o.expr,
+                                "expected ASC or DESC after the ORDER BY column",
+                            ))
                         }
                     };
                     check_readable(&field, scope, o.expr.span(), cx)?;
@@ -1089,7 +1089,7 @@ fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
             limit_by,
         }) => {
             if !limit_by.is_empty() {
-                return Err(plan_error(cx.start, "LIMIT ... BY is not supported"));
+                return Err(plan_error(cx.start, "expected LIMIT n [OFFSET m]"));
             }
             let l = match limit {
                 Some(e) => Some(count(e, "LIMIT", cx)?),
@@ -1150,9 +1150,21 @@ fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
 }
 
 /// Named arguments every table function takes (see [`Tuning`]).
-const TUNING_ARGS: [&str; 6] = ["fusion", "alpha", "beta", "max_per_brand", "exclude_purchased", "candidates"];
+const TUNING_ARGS: [&str; 6] = [
+    "fusion",
+    "alpha",
+    "beta",
+    "max_per_brand",
+    "exclude_purchased",
+    "candidates",
+];
 
-fn table_function(name: &str, span: Span, args: &[FunctionArg], cx: Ctx) -> Result<(Retrieval, Tuning)> {
+fn table_function(
+    name: &str,
+    span: Span,
+    args: &[FunctionArg],
+    cx: Ctx,
+) -> Result<(Retrieval, Tuning)> {
     let allowed: &[&str] = match name {
         "search" => &["text", "user", "vector", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
         "recommend" => &["user", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
@@ -1207,7 +1219,7 @@ fn table_function(name: &str, span: Span, args: &[FunctionArg], cx: Ctx) -> Resu
             }
         };
         if named.iter().any(|(k, _)| *k == key) {
-            return Err(cx.err_expr(e, format!("argument {key} is given twice")));
+            return Err(cx.err_expr(e, format!("expected each argument once, found {key} twice")));
         }
         named.push((key, e));
     }
@@ -1247,11 +1259,24 @@ fn tuning<'a>(get: &dyn Fn(&str) -> Option<&'a Expr>, span: Span, cx: Ctx) -> Re
     let alpha = get("alpha").map(|e| number(e, "alpha", cx)).transpose()?;
     let beta = get("beta").map(|e| number(e, "beta", cx)).transpose()?;
     let fusion = match get("fusion") {
-        Some(e) => match string_arg(e, "'linear' or 'rrf'", cx)?.to_ascii_lowercase().as_str() {
+        Some(e) => match string_arg(e, "'linear' or 'rrf'", cx)?
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "rrf" if alpha.is_none() && beta.is_none() => Some(Fusion::Rrf { k: 60.0 }),
-            "rrf" => return Err(cx.err_expr(e, "expected fusion => 'linear' with alpha and beta (rrf has no weights)")),
+            "rrf" => {
+                return Err(cx.err_expr(
+                    e,
+                    "expected fusion => 'linear' with alpha and beta (rrf has no weights)",
+                ))
+            }
             "linear" => None,
-            other => return Err(cx.err_expr(e, format!("expected fusion => 'linear' or 'rrf', found '{other}'"))),
+            other => {
+                return Err(cx.err_expr(
+                    e,
+                    format!("expected fusion => 'linear' or 'rrf', found '{other}'"),
+                ))
+            }
         },
         None => None,
     };
@@ -1275,9 +1300,13 @@ fn tuning<'a>(get: &dyn Fn(&str) -> Option<&'a Expr>, span: Span, cx: Ctx) -> Re
     };
     Ok(Tuning {
         fusion,
-        max_per_brand: get("max_per_brand").map(|e| count(e, "max_per_brand", cx)).transpose()?,
+        max_per_brand: get("max_per_brand")
+            .map(|e| count(e, "max_per_brand", cx))
+            .transpose()?,
         exclude_purchased,
-        candidates: get("candidates").map(|e| count(e, "candidates", cx)).transpose()?,
+        candidates: get("candidates")
+            .map(|e| count(e, "candidates", cx))
+            .transpose()?,
     })
 }
 
@@ -1468,7 +1497,7 @@ fn where_clause(w: &Expr, scope: Scope, cx: Ctx) -> Result<Pred> {
     if scope == Scope::Products && p.mentions(&Field::Score) {
         return Err(cx.err_expr(
             w,
-            "score exists only for search(...), recommend(...) and similar(...)",
+            "expected a column of products (score exists only for search(...), recommend(...) and similar(...))",
         ));
     }
     Ok(p)
@@ -1559,7 +1588,7 @@ impl Where {
                     if lo > hi {
                         return Err(cx.err_expr(
                             low,
-                            format!("BETWEEN {lo} AND {hi}: the low end is above the high end"),
+                            format!("expected the low end first, found BETWEEN {lo} AND {hi}"),
                         ));
                     }
                     Pred::Filter(Filter::price(Some(lo), Some(hi)))
@@ -1621,7 +1650,7 @@ impl Where {
                 if field.numeric() || matches!(field, Field::Embedding | Field::Explanation) {
                     return Err(cx.err_expr(
                         expr,
-                        format!("LIKE applies to text columns, not {}", field.name()),
+                        format!("expected a text column for LIKE, found {}", field.name()),
                     ));
                 }
                 let prefix = pattern_text
@@ -1648,9 +1677,10 @@ impl Where {
         let f = field_of(e, self.scope, self.cx)?;
         if let Some(f) = &f {
             if matches!(f, Field::Embedding | Field::Explanation | Field::Attributes) {
-                return Err(self
-                    .cx
-                    .err_expr(e, format!("{} cannot be compared", f.name())));
+                return Err(self.cx.err_expr(
+                    e,
+                    format!("expected a comparable column, found {}", f.name()),
+                ));
             }
         }
         Ok(f)
@@ -1673,13 +1703,16 @@ impl Where {
         let not = |p: Pred| Pred::Not(Box::new(p));
         if field.numeric() {
             let Lit::Num { value, .. } = lit else {
-                return Err(cx.err_expr(at, format!("{} compares with a number", field.name())));
+                return Err(cx.err_expr(
+                    at,
+                    format!("expected a number to compare {} with", field.name()),
+                ));
             };
             if !value.is_finite() {
                 return Err(cx.err_expr(at, "expected a finite number"));
             }
             if field == Field::Ts && value.fract() != 0.0 {
-                return Err(cx.err_expr(at, "ts compares with integer unix seconds"));
+                return Err(cx.err_expr(at, "expected integer unix seconds for ts"));
             }
             if field == Field::Price {
                 let f = match op {

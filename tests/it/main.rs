@@ -1,10 +1,12 @@
 //! Integration tests: one binary, one module per concern.
 
 mod bad_input;
+mod cli;
 mod crash;
 mod damaged;
 mod models;
 mod query;
+mod sql;
 mod storage;
 mod support;
 mod text_lang;
