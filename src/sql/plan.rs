@@ -1827,7 +1827,7 @@ mod tests {
     fn long_and_chains_are_flat() {
         let sql = format!(
             "SELECT * FROM products WHERE {} price > 0",
-            "price > 0 AND ".repeat(900)
+            "price > 0 AND ".repeat(400)
         );
         let Plan::Scan(s) = p(&sql) else { panic!() };
         assert_eq!(s.predicate.map(|p| p.depth()), Some(2));
