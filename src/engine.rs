@@ -201,7 +201,7 @@ pub struct Engine {
     /// staging does not wait on I/O).
     commit_lock: Mutex<()>,
     seq: AtomicU64,
-    events: AtomicU64,
+    pub(crate) events: RwLock<events::EventIndex>,
     recovery: Recovery,
     /// The model generation serving queries, if any.
     pub(crate) models: RwLock<Option<Arc<crate::train::ModelSet>>>,
@@ -265,7 +265,12 @@ impl Engine {
 
         let store = Store::open(&dir.join("store"))?;
         let seq = store.meta_u64("seq")?;
-        let events = store.meta_u64("events")?;
+        let mut events = events::EventIndex::default();
+        for r in store.scan(&[store::EVENT]) {
+            let (k, v) = r?;
+            let e = events::decode(&k, &v).ok_or_else(|| Error::corrupt("store", "undecodable event record"))?;
+            events.insert(e);
+        }
 
         // Catalog -> in-memory item table.
         let mut items = ItemTable::default();
@@ -335,7 +340,7 @@ impl Engine {
             pending: Mutex::new(Pending::default()),
             commit_lock: Mutex::new(()),
             seq: AtomicU64::new(seq),
-            events: AtomicU64::new(events),
+            events: RwLock::new(events),
             recovery: Recovery::default(),
             models: RwLock::new(None),
             training_lock: Mutex::new(()),
@@ -705,16 +710,13 @@ impl Engine {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(crate) fn publish(&self, seq: u64, events_delta: i64) {
+    pub(crate) fn publish(&self, seq: u64) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.seq.store(seq, Ordering::SeqCst);
-        let cur = self.events.load(Ordering::SeqCst) as i64;
-        self.events
-            .store((cur + events_delta).max(0) as u64, Ordering::SeqCst);
     }
 
     pub(crate) fn events_count(&self) -> u64 {
-        self.events.load(Ordering::SeqCst)
+        self.events.read().total
     }
 
     /// Writes a vector snapshot now (also done automatically every
@@ -896,61 +898,32 @@ impl Engine {
     }
 
     /// The stored events of a user, oldest first; the most recent `limit` when given.
-    pub(crate) fn user_events(
-        &self,
-        uid: UserId,
-        limit: Option<usize>,
-    ) -> Result<Vec<StoredEvent>> {
-        let prefix = key(store::EVENT, &[&uid.0.to_be_bytes()]);
-        let mut out = Vec::new();
-        let iter = self.store.scan(&prefix).rev();
-        for r in iter {
-            let (k, v) = r?;
-            if let Some(e) = events::decode_user_event(&k, &v) {
-                out.push(e);
-            }
-            if limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
-        }
-        out.reverse();
-        Ok(out)
+    pub(crate) fn user_events(&self, uid: UserId, limit: Option<usize>) -> Result<Vec<StoredEvent>> {
+        let idx = self.events.read();
+        let evs = idx.by_user.get(uid.0 as usize).map_or(&[][..], Vec::as_slice);
+        let from = limit.map_or(0, |l| evs.len().saturating_sub(l));
+        Ok(evs[from..].to_vec())
     }
 
     /// Every stored event, grouped by user in time order (for training and export).
     pub(crate) fn all_events(&self) -> Result<Vec<StoredEvent>> {
-        let mut out = Vec::with_capacity(self.events_count() as usize);
-        for r in self.store.scan(&[store::EVENT]) {
-            let (k, v) = r?;
-            if let Some(e) = events::decode_user_event(&k, &v) {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        let idx = self.events.read();
+        Ok(idx.by_user.iter().flatten().copied().collect())
     }
 
-    /// Users who interacted with an item and when, oldest first (the per-item index).
+    /// Users who interacted with an item and when, in arrival order (the per-item index).
     ///
     /// # Errors
     /// [`Error::UnknownItem`].
     pub fn item_events(&self, item: &str) -> Result<Vec<(String, i64)>> {
-        let iid = self
-            .items
-            .read()
-            .live_iid(item)
-            .ok_or_else(|| Error::UnknownItem(item.to_string()))?;
-        let prefix = key(store::ITEM_EVENT, &[&iid.0.to_be_bytes()]);
+        let iid = self.items.read().live_iid(item).ok_or_else(|| Error::UnknownItem(item.to_string()))?;
         let users = self.users.read();
-        let mut out = Vec::new();
-        for r in self.store.scan(&prefix) {
-            let (k, _) = r?;
-            if let Some((_, ts, uid, _)) = events::decode_item_key(&k) {
-                if let Some(Some(name)) = users.names.get(uid.0 as usize) {
-                    out.push((name.clone(), ts));
-                }
-            }
-        }
-        Ok(out)
+        let idx = self.events.read();
+        let list = idx.by_item.get(iid.0 as usize).map_or(&[][..], Vec::as_slice);
+        Ok(list
+            .iter()
+            .filter_map(|(uid, ts)| users.names.get(uid.0 as usize).and_then(|n| n.clone()).map(|n| (n, *ts)))
+            .collect())
     }
 
     /// Knowledge-graph neighbours of an entity: `(relation, entity)`, outgoing edges first,

@@ -1,15 +1,17 @@
 //! The interaction log: events, their validation and their keys in the store.
 //!
-//! "Here is a user (or an item), give me their events in time order." Events are keyed by
-//! `(user, ts, item, kind)`, so appending the same event twice stores it once: delivery may
-//! be at-least-once. A rating appended again with a new value replaces the old value.
+//! "Here is a user (or an item), give me their events in time order." The store keeps events
+//! in an append-only log keyed by sequence number (appends touch only the tail of the tree);
+//! the per-user and per-item indexes live in memory and are rebuilt at open. An event equal
+//! to a stored one in user, item, kind and timestamp is a duplicate and stores nothing, so
+//! delivery may be at-least-once; a rating appended again with a new value replaces the old.
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{validate_id, ItemId};
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::store::{be_u32, be_u64, key, EVENT, ITEM_EVENT};
+use crate::store::{be_u32, be_u64, key, EVENT};
 
 /// Dense internal user id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -152,69 +154,108 @@ pub(crate) struct StoredEvent {
     pub seq: u64,
 }
 
-/// Key in the per-user history.
-pub(crate) fn user_key(user: UserId, ts: i64, item: ItemId, kind: EventKind) -> Vec<u8> {
-    key(
-        EVENT,
-        &[
-            &user.0.to_be_bytes(),
-            &(ts as u64).to_be_bytes(),
-            &item.0.to_be_bytes(),
-            &[kind.code()],
-        ],
-    )
+/// Length of an encoded event record.
+const RECORD_LEN: usize = 21;
+
+/// Key of an event in the append-only log: its sequence number, so appends touch only the
+/// tail of the tree.
+pub(crate) fn log_key(seq: u64) -> Vec<u8> {
+    key(EVENT, &[&seq.to_be_bytes()])
 }
 
-/// Key in the per-item index.
-pub(crate) fn item_key(item: ItemId, ts: i64, user: UserId, kind: EventKind) -> Vec<u8> {
-    key(
-        ITEM_EVENT,
-        &[
-            &item.0.to_be_bytes(),
-            &(ts as u64).to_be_bytes(),
-            &user.0.to_be_bytes(),
-            &[kind.code()],
-        ],
-    )
-}
-
-/// Value stored under a user key.
-pub(crate) fn event_value(seq: u64, kind: EventKind) -> Vec<u8> {
-    let mut v = Vec::with_capacity(12);
-    v.extend_from_slice(&seq.to_be_bytes());
-    v.extend_from_slice(&kind.value().to_be_bytes());
+/// Encodes an event record: user, item, kind, value, ts.
+pub(crate) fn encode(e: &StoredEvent) -> Vec<u8> {
+    let mut v = Vec::with_capacity(RECORD_LEN);
+    v.extend_from_slice(&e.user.0.to_be_bytes());
+    v.extend_from_slice(&e.item.0.to_be_bytes());
+    v.push(e.kind.code());
+    v.extend_from_slice(&e.kind.value().to_be_bytes());
+    v.extend_from_slice(&e.ts.to_be_bytes());
     v
 }
 
-/// Decodes a per-user history record.
-pub(crate) fn decode_user_event(k: &[u8], v: &[u8]) -> Option<StoredEvent> {
-    if k.len() != 18 || v.len() != 12 {
+/// Decodes a log record.
+pub(crate) fn decode(k: &[u8], v: &[u8]) -> Option<StoredEvent> {
+    if k.len() != 9 || v.len() != RECORD_LEN {
         return None;
     }
-    let user = UserId(be_u32(k, 1)?);
-    let ts = be_u64(k, 5)? as i64;
-    let item = ItemId(be_u32(k, 13)?);
-    let seq = be_u64(v, 0)?;
-    let value = f32::from_bits(be_u32(v, 8)?);
-    let kind = EventKind::from_code(k[17], value)?;
-    Some(StoredEvent {
-        user,
-        item,
-        kind,
-        ts,
-        seq,
-    })
+    let seq = be_u64(k, 1)?;
+    let user = UserId(be_u32(v, 0)?);
+    let item = ItemId(be_u32(v, 4)?);
+    let value = f32::from_bits(be_u32(v, 9)?);
+    let kind = EventKind::from_code(v[8], value)?;
+    let ts = be_u64(v, 13)? as i64;
+    Some(StoredEvent { user, item, kind, ts, seq })
 }
 
-/// Decodes a per-item index key into `(item, ts, user, kind code)`.
-pub(crate) fn decode_item_key(k: &[u8]) -> Option<(ItemId, i64, UserId, u8)> {
-    if k.len() != 18 {
-        return None;
+/// The in-memory per-user (time order) and per-item indexes over the event log, rebuilt at
+/// open by one scan of the log.
+#[derive(Default)]
+pub(crate) struct EventIndex {
+    /// Events of each user, sorted by (ts, seq).
+    pub by_user: Vec<Vec<StoredEvent>>,
+    /// (user, ts) of each item's events, in arrival order.
+    pub by_item: Vec<Vec<(UserId, i64)>>,
+    /// Number of stored events.
+    pub total: u64,
+}
+
+impl EventIndex {
+    /// The stored event equal to `(user, item, kind, ts)`, if any.
+    pub fn find(&self, user: UserId, item: ItemId, kind: EventKind, ts: i64) -> Option<&StoredEvent> {
+        let evs = self.by_user.get(user.0 as usize)?;
+        let start = evs.partition_point(|e| e.ts < ts);
+        evs[start..]
+            .iter()
+            .take_while(|e| e.ts == ts)
+            .find(|e| e.item == item && e.kind.code() == kind.code())
     }
-    Some((
-        ItemId(be_u32(k, 1)?),
-        be_u64(k, 5)? as i64,
-        UserId(be_u32(k, 13)?),
-        k[17],
-    ))
+
+    /// Adds an event (its sequence is the largest so far).
+    pub fn insert(&mut self, e: StoredEvent) {
+        let u = e.user.0 as usize;
+        if self.by_user.len() <= u {
+            self.by_user.resize_with(u + 1, Vec::new);
+        }
+        let evs = &mut self.by_user[u];
+        let at = evs.partition_point(|x| (x.ts, x.seq) <= (e.ts, e.seq));
+        evs.insert(at, e);
+        let i = e.item.0 as usize;
+        if self.by_item.len() <= i {
+            self.by_item.resize_with(i + 1, Vec::new);
+        }
+        self.by_item[i].push((e.user, e.ts));
+        self.total += 1;
+    }
+
+    /// Removes one event (a rating replaced by a newer value).
+    pub fn remove(&mut self, e: &StoredEvent) {
+        if let Some(evs) = self.by_user.get_mut(e.user.0 as usize) {
+            let before = evs.len();
+            evs.retain(|x| x.seq != e.seq);
+            if evs.len() < before {
+                self.total -= 1;
+                if let Some(list) = self.by_item.get_mut(e.item.0 as usize) {
+                    if let Some(pos) = list.iter().position(|(u, ts)| *u == e.user && *ts == e.ts) {
+                        list.remove(pos);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes and returns every event of a user.
+    pub fn remove_user(&mut self, user: UserId) -> Vec<StoredEvent> {
+        let Some(evs) = self.by_user.get_mut(user.0 as usize) else {
+            return Vec::new();
+        };
+        let evs = std::mem::take(evs);
+        for e in &evs {
+            if let Some(list) = self.by_item.get_mut(e.item.0 as usize) {
+                list.retain(|(u, _)| *u != user);
+            }
+        }
+        self.total -= evs.len() as u64;
+        evs
+    }
 }

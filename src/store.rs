@@ -13,8 +13,7 @@
 //! | `C` | seq `u64` | product id whose record changed (replayed into text and vector indexes) |
 //! | `U` | user id | uid `u32` |
 //! | `V` | uid `u32` | user id |
-//! | `E` | uid, ts, iid, kind | seq `u64` + value `f32` (per-user history in time order) |
-//! | `X` | iid, ts, uid, kind | empty (per-item index) |
+//! | `E` | seq `u64` | event: uid, iid, kind, value, ts (append-only log) |
 //! | `N` / `n` | entity name / eid `u32` | eid / entity name |
 //! | `R` / `r` | relation name / rid `u16` | rid / relation name |
 //! | `T` / `t` | head, rid, tail / tail, rid, head | empty (edges, both directions) |
@@ -30,7 +29,6 @@ pub(crate) const CHANGE: u8 = b'C';
 pub(crate) const USER: u8 = b'U';
 pub(crate) const USER_ID: u8 = b'V';
 pub(crate) const EVENT: u8 = b'E';
-pub(crate) const ITEM_EVENT: u8 = b'X';
 pub(crate) const ENTITY: u8 = b'N';
 pub(crate) const ENTITY_ID: u8 = b'n';
 pub(crate) const RELATION: u8 = b'R';
@@ -101,10 +99,6 @@ impl Store {
 
     pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         Ok(self.db.get(key)?)
-    }
-
-    pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.db.contains_key(key)?)
     }
 
     /// Every `(key, value)` under a prefix, in key order.

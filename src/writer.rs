@@ -7,13 +7,13 @@
 //!    are updated. A crash here loses nothing: `open` replays the change log above each
 //!    index's recorded sequence.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::catalog::{ItemId, Product};
 use crate::engine::{Committed, Engine, StoredProduct};
 use crate::error::{Error, Result};
-use crate::events::{self, Event, UserId};
+use crate::events::{self, Event, EventKind, StoredEvent, UserId};
 use crate::graph::{self, item_entity, product_edges, Dictionary, REL_LINK};
 use crate::store::{self, be_u64, key, meta_key, meta_value, Batch};
 
@@ -26,6 +26,16 @@ pub(crate) enum Op {
     Forget(String),
     Triples(Vec<(String, String, String)>),
     Links(Vec<(String, String)>),
+}
+
+fn kind_code(k: EventKind) -> u8 {
+    match k {
+        EventKind::View => 0,
+        EventKind::Click => 1,
+        EventKind::Cart => 2,
+        EventKind::Purchase => 3,
+        EventKind::Rating(_) => 4,
+    }
 }
 
 /// What the derived indexes must do once the store batch is durable.
@@ -56,8 +66,10 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
     let mut derived: Vec<Derived> = Vec::new();
     let mut new_users: HashMap<String, UserId> = HashMap::new();
     let mut forgotten: Vec<UserId> = Vec::new();
-    let mut events_delta: i64 = 0;
     let mut duplicate_events = 0usize;
+    // Event changes to publish in memory once the batch is durable.
+    let mut new_events: Vec<StoredEvent> = Vec::new();
+    let mut replaced_events: Vec<StoredEvent> = Vec::new();
 
     let result = (|| -> Result<()> {
         let items = engine.items.read();
@@ -68,7 +80,9 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
         let mut new_items: HashMap<String, ItemId> = HashMap::new();
         // Latest state of products touched in this commit.
         let mut current: HashMap<String, Option<Arc<Product>>> = HashMap::new();
-        let mut batch_event_keys: HashSet<Vec<u8>> = HashSet::new();
+        let event_index = engine.events.read();
+        // Events of this commit by (user, item, kind, ts), to catch duplicates inside it.
+        let mut batch_events: HashMap<(u32, u32, u8, i64), usize> = HashMap::new();
 
         for op in ops {
             match op {
@@ -176,28 +190,45 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                         else {
                             return Err(Error::UnknownItem(e.item));
                         };
-                        let ukey = events::user_key(uid, e.ts, iid, e.kind);
-                        if batch_event_keys.contains(&ukey) || engine.store.contains(&ukey)? {
-                            duplicate_events += 1;
-                        } else {
-                            events_delta += 1;
+                        let stored = StoredEvent { user: uid, item: iid, kind: e.kind, ts: e.ts, seq };
+                        let identity = (uid.0, iid.0, kind_code(e.kind), e.ts);
+                        let previous = match batch_events.get(&identity) {
+                            Some(&at) => Some(new_events[at]),
+                            None => event_index.find(uid, iid, e.kind, e.ts).copied(),
+                        };
+                        match previous {
+                            Some(prev) if prev.kind == e.kind => {
+                                duplicate_events += 1;
+                                seq -= 1;
+                                continue;
+                            }
+                            Some(prev) => {
+                                // A rating with a new value replaces the stored one.
+                                duplicate_events += 1;
+                                batch.remove(events::log_key(prev.seq));
+                                match batch_events.get(&identity) {
+                                    Some(&at) => new_events[at] = stored,
+                                    None => {
+                                        replaced_events.push(prev);
+                                        batch_events.insert(identity, new_events.len());
+                                        new_events.push(stored);
+                                    }
+                                }
+                            }
+                            None => {
+                                batch_events.insert(identity, new_events.len());
+                                new_events.push(stored);
+                            }
                         }
-                        batch_event_keys.insert(ukey.clone());
-                        batch.put(ukey, events::event_value(seq, e.kind));
-                        batch.put(events::item_key(iid, e.ts, uid, e.kind), Vec::new());
+                        batch.put(events::log_key(seq), events::encode(&stored));
                     }
                 }
                 Op::Forget(user) => {
                     seq += 1;
                     if let Some(uid) = users.get(&user) {
-                        let prefix = key(store::EVENT, &[&uid.0.to_be_bytes()]);
-                        for r in engine.store.scan(&prefix) {
-                            let (k, v) = r?;
-                            if let Some(ev) = events::decode_user_event(&k, &v) {
-                                batch.remove(k.to_vec());
-                                batch.remove(events::item_key(ev.item, ev.ts, ev.user, ev.kind));
-                                events_delta -= 1;
-                            }
+                        let stored = event_index.by_user.get(uid.0 as usize).map_or(&[][..], Vec::as_slice);
+                        for ev in stored.iter().chain(new_events.iter().filter(|e| e.user == uid)) {
+                            batch.remove(events::log_key(ev.seq));
                         }
                         batch.remove(key(store::USER_ID, &[&uid.0.to_be_bytes()]));
                         forgotten.push(uid);
@@ -228,9 +259,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                 }
             }
         }
-        let events_now = (engine.events_count() as i64 + events_delta).max(0) as u64;
         batch.put(meta_key("seq"), meta_value(seq));
-        batch.put(meta_key("events"), meta_value(events_now));
         engine.store.apply(std::mem::take(&mut batch))?;
         if engine.config().durable_commits {
             engine.store.flush()?;
@@ -254,6 +283,20 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                 Derived::Upsert(iid, p, _) => items.set(*iid, &p.id, Some(p.clone())),
                 Derived::Delete(iid, id) => items.set(*iid, id, None),
             }
+        }
+    }
+    {
+        let mut idx = engine.events.write();
+        for e in &replaced_events {
+            idx.remove(e);
+        }
+        for e in new_events {
+            if !forgotten.contains(&e.user) {
+                idx.insert(e);
+            }
+        }
+        for uid in &forgotten {
+            idx.remove_user(*uid);
         }
     }
     {
@@ -304,7 +347,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
         .map(|(i, v)| (*i, v.as_slice()))
         .collect();
     engine.vectors.upsert(&refs);
-    engine.publish(seq, events_delta);
+    engine.publish(seq);
     if engine.vectors.pending_changes() >= engine.config().hnsw.snapshot_every {
         engine.vectors.snapshot(seq)?;
         compact_changes(engine)?;
