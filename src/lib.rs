@@ -14,9 +14,11 @@ mod filter;
 mod fsutil;
 mod graph;
 pub mod import;
+pub mod beir;
 #[allow(missing_docs)]
 pub mod models;
 mod query;
+mod rerank;
 pub mod sql;
 mod store;
 mod text;

@@ -20,6 +20,11 @@ use crate::train::ModelSet;
 /// How channel scores become one score.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fusion {
+    /// The MLP re-ranker for recommendations once trained; [`Fusion::default_linear`] for
+    /// searches and before training. The default.
+    Auto,
+    /// The MLP re-ranker's probability (recommendations; searches fall back to linear).
+    Mlp,
     /// The seed's formula with min-max normalised scores:
     /// `alpha * content + beta * collaborative + 0.05 * popularity`, where `content` is the
     /// mean of the text and vector channels present and `collaborative` the mean of item-CF,
@@ -39,10 +44,14 @@ pub enum Fusion {
 
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion::Linear {
-            alpha: 0.5,
-            beta: 0.5,
-        }
+        Fusion::Auto
+    }
+}
+
+impl Fusion {
+    /// `Linear { alpha: 0.5, beta: 0.5 }`.
+    pub fn default_linear() -> Self {
+        Fusion::Linear { alpha: 0.5, beta: 0.5 }
     }
 }
 
@@ -278,24 +287,6 @@ const HISTORY: usize = 100;
 
 type ChannelHits = Vec<(ItemId, f32)>;
 
-fn top_allowed(scores: &[f32], n: usize, ok: &dyn Fn(ItemId) -> bool) -> ChannelHits {
-    let mut v: Vec<(ItemId, f32)> = scores
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.is_finite() && **s > 0.0)
-        .map(|(i, s)| (ItemId(i as u32), *s))
-        .filter(|(i, _)| ok(*i))
-        .collect();
-    let n = n.min(v.len());
-    if n == 0 {
-        return Vec::new();
-    }
-    v.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
-    v.truncate(n);
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    v
-}
-
 pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     let limits = engine.config().limits.clone();
     engine.check_k(q.k)?;
@@ -415,38 +406,13 @@ fn finish(
     };
     let n = q.candidates;
     if let Some(m) = models {
-        let mut scores = vec![0f32; m.n_items];
-        let mut channel = |c: Channel, fill: &dyn Fn(&mut [f32]) -> bool| {
-            scores.iter_mut().for_each(|s| *s = 0.0);
-            if fill(&mut scores) {
-                channels.push((c, top_allowed(&scores, n, &ok)));
-            }
-        };
-        let known_history: Vec<(u32, f32)> = history
-            .iter()
-            .copied()
-            .filter(|(i, _)| (*i as usize) < m.n_items)
-            .collect();
-        if !known_history.is_empty() {
-            channel(Channel::ItemCf, &|s| {
-                m.item_cf.score_history(&known_history, s).is_ok()
-            });
-            channel(Channel::Kg, &|s| {
-                m.kg.score_history(&known_history, s).is_ok()
-            });
-        }
-        if let Some(u) = uid.filter(|u| (u.0 as usize) < m.n_users) {
-            channel(Channel::UserCf, &|s| m.user_cf.score_user(u.0, s).is_ok());
-            channel(Channel::Mf, &|s| m.mf.score_user(u.0, s).is_ok());
-        } else if !known_history.is_empty() {
-            channel(Channel::UserCf, &|s| {
-                m.user_cf.score_history(&known_history, s).is_ok()
-            });
-            channel(Channel::Mf, &|s| {
-                m.mf.score_history(&known_history, s).is_ok()
-            });
-        }
-        channel(Channel::Popularity, &|s| m.popularity.score(s).is_ok());
+        let ok32 = |i: u32| ok(ItemId(i));
+        let model_hits = crate::rerank::model_channels(&m.base, m.n_users, uid.map(|u| u.0), history, n, &ok32);
+        channels.extend(
+            model_hits
+                .into_iter()
+                .map(|(c, hits)| (c, hits.into_iter().map(|(i, s)| (ItemId(i), s)).collect())),
+        );
     }
     if channels.iter().all(|(_, h)| h.is_empty()) && !searching {
         notes.push("no channel had candidates".to_string());
@@ -465,6 +431,46 @@ fn finish(
             }
         }
     }
+
+    // Fusion: the MLP re-ranks recommendations once trained; searches use the linear formula.
+    let mlp = models.and_then(|m| m.mlp.as_ref().map(|mlp| (m, mlp)));
+    let fusion = match (q.fusion, mlp) {
+        (Fusion::Auto | Fusion::Mlp, Some(_)) if !searching => Fusion::Mlp,
+        (Fusion::Auto | Fusion::Mlp, _) => {
+            if q.fusion == Fusion::Mlp {
+                notes.push("MLP fusion needs a trained re-ranker and no search text: linear fusion used".to_string());
+            }
+            Fusion::default_linear()
+        }
+        (f, _) => f,
+    };
+    let mlp_scores: Option<HashMap<ItemId, f32>> = match (fusion, mlp) {
+        (Fusion::Mlp, Some((m, net))) => {
+            let info = |i: u32| {
+                items
+                    .get(ItemId(i))
+                    .map(|p| {
+                        (
+                            crate::catalog::category_ancestors(&p.category).into_iter().next().unwrap_or_default(),
+                            p.brand.to_lowercase(),
+                        )
+                    })
+                    .unwrap_or_default()
+            };
+            let c32: Vec<u32> = cands.iter().map(|i| i.0).collect();
+            let model_chans: Vec<(Channel, crate::rerank::ChannelHits)> = channels
+                .iter()
+                .filter(|(c, _)| !c.is_content())
+                .map(|(c, h)| (*c, h.iter().map(|(i, s)| (i.0, *s)).collect()))
+                .collect();
+            let ctx = crate::rerank::UserContext::new(history, &info);
+            let x = crate::rerank::features(&c32, &model_chans, &m.base, &ctx, &info);
+            let p = net.predict(x.view()).map_err(|e| Error::invalid("re-ranker", e.to_string()))?;
+            notes.push("fused by the MLP re-ranker".to_string());
+            Some(cands.iter().copied().zip(p.iter().copied()).collect())
+        }
+        _ => None,
+    };
 
     // Normalised scores per channel; for a search, CF channels score the content candidates.
     struct Norm {
@@ -517,7 +523,7 @@ fn finish(
                 .filter(|(c, _)| !c.is_content() && *c != Channel::Popularity)
                 .count()
                 .max(1) as f32;
-            match q.fusion {
+            match fusion {
                 Fusion::Linear { alpha, beta } => {
                     for j in content {
                         parts[j].contribution = alpha * parts[j].normalized / n_content;
@@ -537,8 +543,13 @@ fn finish(
                         p.contribution = 1.0 / (k + p.rank as f32);
                     }
                 }
+                // Resolved above: MLP scores replace the sum below.
+                Fusion::Auto | Fusion::Mlp => {}
             }
-            let score = parts.iter().map(|p| p.contribution).sum();
+            let score = match &mlp_scores {
+                Some(m) => m.get(&i).copied().unwrap_or(0.0),
+                None => parts.iter().map(|p| p.contribution).sum(),
+            };
             (i, score, parts)
         })
         .collect();
@@ -585,14 +596,15 @@ fn finish(
             if let Some(m) = models {
                 if e.channels.iter().any(|c| c.channel == Channel::ItemCf) {
                     e.because_of = m
+                        .base
                         .item_cf
                         .explain(iid.0, history)
                         .and_then(|(h, _)| items.name(ItemId(h)).map(str::to_string));
                 }
                 if e.channels.iter().any(|c| c.channel == Channel::Kg) {
                     e.kg_entity =
-                        m.kg.explain(iid.0, history)
-                            .and_then(|(h, _)| m.kg.best_link(iid.0, h))
+                        m.base.kg.explain(iid.0, history)
+                            .and_then(|(h, _)| m.base.kg.best_link(iid.0, h))
                             .and_then(|(ent, _)| kg_names.entities.get(ent as usize).cloned());
                 }
             }

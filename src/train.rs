@@ -20,6 +20,7 @@ use crate::models::{
     Interaction, Interactions, ItemCf, ItemCfParams, KgParams, KgRelatedness, Mf, MfParams,
     ModelError, Popularity, PopularityParams, UserCf, UserCfParams,
 };
+use crate::rerank::BaseModels;
 
 const MODEL_MAGIC: &[u8; 4] = b"MODL";
 const MODEL_VERSION: u32 = 1;
@@ -101,6 +102,8 @@ pub struct TrainOptions {
     pub popularity: PopularityParams,
     /// Knowledge-graph relatedness.
     pub kg: KgParams,
+    /// The MLP re-ranker; `None` skips it (fusion then falls back to linear).
+    pub mlp: Option<crate::models::mlp::MlpConfig>,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -116,6 +119,7 @@ impl Default for TrainOptions {
             mf: MfParams::default(),
             popularity: PopularityParams::default(),
             kg: KgParams::default(),
+            mlp: Some(crate::rerank::default_mlp_config()),
             progress: false,
         }
     }
@@ -146,11 +150,9 @@ pub(crate) struct ModelSet {
     pub seq: u64,
     pub n_users: usize,
     pub n_items: usize,
-    pub item_cf: ItemCf,
-    pub user_cf: UserCf,
-    pub mf: Mf,
-    pub popularity: Popularity,
-    pub kg: KgRelatedness,
+    pub base: BaseModels,
+    /// The re-ranker, when trained.
+    pub mlp: Option<crate::models::mlp::Mlp>,
     /// Category names by popularity category id.
     pub categories: Vec<String>,
     pub cleaning: Cleaning,
@@ -201,6 +203,8 @@ pub(crate) struct Dataset {
     pub item_entities: Vec<Vec<u32>>,
     pub n_entities: usize,
     pub cleaning: Cleaning,
+    /// (top-level category, lower-case brand) per item, for the re-ranker's features.
+    pub item_info: Vec<(String, String)>,
 }
 
 /// Reads and cleans the log into one row per (user, item): weights summed (with decay),
@@ -277,8 +281,13 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
     let mut item_categories = vec![Vec::new(); n_items];
     let kg = engine.kg.read();
     let mut item_entities = vec![Vec::new(); n_items];
+    let mut item_info = vec![(String::new(), String::new()); n_items];
     for (i, p) in items.items.iter().enumerate() {
         let Some(p) = p else { continue };
+        item_info[i] = (
+            category_ancestors(&p.category).into_iter().next().unwrap_or_default(),
+            p.brand.to_lowercase(),
+        );
         for c in category_ancestors(&p.category) {
             let next = cat_ids.len() as u32;
             let id = *cat_ids.entry(c.clone()).or_insert_with(|| {
@@ -320,6 +329,7 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
         item_entities,
         n_entities: kg.entities.len(),
         cleaning,
+        item_info,
     })
 }
 
@@ -330,7 +340,7 @@ pub(crate) fn fit_all(
     opts: &TrainOptions,
     timings: &mut Vec<(String, f64)>,
     progress: Option<&indicatif::ProgressBar>,
-) -> Result<(ItemCf, UserCf, Mf, Popularity, KgRelatedness)> {
+) -> Result<BaseModels> {
     fn timed<T>(
         name: &str,
         t: &mut Vec<(String, f64)>,
@@ -364,11 +374,28 @@ pub(crate) fn fit_all(
         KgRelatedness::fit(data.n_items, &ds.item_entities, ds.n_entities, &opts.kg)
             .map_err(model_err)
     })?;
-    Ok((item_cf, user_cf, mf, popularity, kg))
+    Ok(BaseModels {
+        item_cf,
+        user_cf,
+        mf,
+        popularity,
+        kg,
+    })
 }
 
 fn models_dir(engine: &Engine) -> PathBuf {
     engine.dir().join("models")
+}
+
+/// Trains the re-ranker on `data` (models refitted without each user's last interaction).
+fn fit_mlp(ds: &Dataset, data: &Interactions, opts: &TrainOptions, timings: &mut Vec<(String, f64)>) -> Result<Option<crate::models::mlp::Mlp>> {
+    let Some(cfg) = &opts.mlp else { return Ok(None) };
+    let start = Instant::now();
+    let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
+    let fit = |d: &Interactions| fit_all(ds, d, opts, &mut Vec::new(), None);
+    let mlp = crate::rerank::train_mlp(data, &fit, &info, cfg)?;
+    timings.push(("mlp".to_string(), start.elapsed().as_secs_f64()));
+    Ok(mlp)
 }
 
 /// Trains every model from the log and swaps the new generation in.
@@ -388,19 +415,16 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         }
         pb
     });
-    let (item_cf, user_cf, mf, popularity, kg) =
-        fit_all(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
+    let base = fit_all(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
+    let mlp = fit_mlp(&ds, &ds.data, opts, &mut timings)?;
     let generation = engine.models.read().as_ref().map_or(0, |m| m.generation) + 1;
     let set = ModelSet {
         generation,
         seq,
         n_users: ds.data.n_users,
         n_items: ds.data.n_items,
-        item_cf,
-        user_cf,
-        mf,
-        popularity,
-        kg,
+        base,
+        mlp,
         categories: ds.categories,
         cleaning: ds.cleaning.clone(),
     };
@@ -496,6 +520,11 @@ pub struct EvalOptions {
     pub on: EvalOn,
     /// Model settings.
     pub train: TrainOptions,
+    /// Also evaluate the fused pipeline (linear, RRF and, when trained, MLP fusion).
+    /// Default true.
+    pub fused: bool,
+    /// Candidates per channel for the fused pipeline. Default 100.
+    pub candidates: usize,
 }
 
 impl Default for EvalOptions {
@@ -505,6 +534,8 @@ impl Default for EvalOptions {
             ks: vec![10, 20],
             on: EvalOn::Test,
             train: TrainOptions::default(),
+            fused: true,
+            candidates: 100,
         }
     }
 }
@@ -590,8 +621,19 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
         EvalOn::Test => (&split.test, vec![&split.train, &split.valid]),
     };
     let mut timings = Vec::new();
-    let (item_cf, user_cf, mf, popularity, kg) =
-        fit_all(&ds, &split.train, &opts.train, &mut timings, None)?;
+    let base = fit_all(&ds, &split.train, &opts.train, &mut timings, None)?;
+    let mlp = if opts.fused {
+        fit_mlp(&ds, &split.train, &opts.train, &mut timings)?
+    } else {
+        None
+    };
+    let BaseModels {
+        item_cf,
+        user_cf,
+        mf,
+        popularity,
+        kg,
+    } = &base;
     let csr = split.train.user_item_csr().map_err(model_err)?;
     let history = |u: u32| -> Vec<(u32, f32)> {
         if (u as usize) < csr.n_rows {
@@ -653,5 +695,42 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
             let _ = kg.score_history(&history(u), s);
         }),
     );
+    if opts.fused {
+        // The fused pipeline: candidates from every model channel, then each fusion mode.
+        let mut excluded = vec![std::collections::HashSet::new(); ds.data.n_users];
+        for set in &exclude {
+            for r in &set.rows {
+                if let Some(s) = excluded.get_mut(r.user as usize) {
+                    s.insert(r.item);
+                }
+            }
+        }
+        let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
+        let mut modes = vec![
+            ("fused_linear", crate::query::Fusion::default_linear()),
+            ("fused_rrf", crate::query::Fusion::Rrf { k: 60.0 }),
+        ];
+        if mlp.is_some() {
+            modes.push(("fused_mlp", crate::query::Fusion::Mlp));
+        }
+        for (name, fusion) in modes {
+            let scorer = |u: u32, s: &mut [f32]| {
+                let seen = excluded.get(u as usize);
+                let ok = |i: u32| seen.is_none_or(|x| !x.contains(&i));
+                let h = history(u);
+                let chans = crate::rerank::model_channels(&base, split.train.n_users, Some(u), &h, opts.candidates, &ok);
+                let cands = crate::rerank::union(&chans, &ok);
+                let ctx = crate::rerank::UserContext::new(&h, &info);
+                let fused = crate::rerank::fuse(fusion, &cands, &chans, &base, mlp.as_ref(), &ctx, &info);
+                s.iter_mut().for_each(|x| *x = -1.0);
+                for (c, f) in cands.iter().zip(fused) {
+                    if let Some(x) = s.get_mut(*c as usize) {
+                        *x = f;
+                    }
+                }
+            };
+            push(name, eval::evaluate_ranking_excluding(&exclude, target, ks, scorer));
+        }
+    }
     Ok(report)
 }

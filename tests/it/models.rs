@@ -160,4 +160,30 @@ fn movielens_100k_recbole_protocol() {
     // Published BPR on this protocol: 0.2768 (tuned 0.2920). Measured here: see the closing note.
     assert!(best >= 0.30, "best NDCG@10 {best:.4}");
     assert!(report.get("popularity", "ndcg", 10).unwrap() < best);
+    let fused = ["fused_linear", "fused_rrf", "fused_mlp"]
+        .iter()
+        .filter_map(|m| report.get(m, "ndcg", 10))
+        .fold(0.0, f64::max);
+    println!("best single model NDCG@10 {best:.4}, best fused {fused:.4} ({:+.1}%)", 100.0 * (fused / best - 1.0));
+    assert!(report.get("fused_mlp", "ndcg", 10).is_some(), "the re-ranker was trained");
+}
+
+/// Tuning aid: the same report on the validation split (tune here, never on test).
+#[test]
+#[ignore = "tuning aid; run by hand"]
+fn movielens_100k_validation() {
+    let data = import::data_dir().join("ml-100k");
+    if !data.join("u.data").exists() {
+        println!("skipping: {} not found (set SHOPDB_DATA)", data.display());
+        return;
+    }
+    let dir = tempdir();
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    import::movielens(&e, &data).unwrap();
+    import::recbole_kg(&e, &data.join("ml-100k.kg"), &data.join("ml-100k.link")).unwrap();
+    let opts = EvalOptions {
+        on: shopdb::EvalOn::Valid,
+        ..EvalOptions::default()
+    };
+    println!("validation split:\n{}", e.evaluate(&opts).unwrap());
 }
