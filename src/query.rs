@@ -18,10 +18,11 @@ use crate::text::TextQuery;
 use crate::train::ModelSet;
 
 /// How channel scores become one score.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Fusion {
     /// The MLP re-ranker for recommendations once trained; [`Fusion::default_linear`] for
     /// searches and before training. The default.
+    #[default]
     Auto,
     /// The MLP re-ranker's probability (recommendations; searches fall back to linear).
     Mlp,
@@ -42,16 +43,13 @@ pub enum Fusion {
     },
 }
 
-impl Default for Fusion {
-    fn default() -> Self {
-        Fusion::Auto
-    }
-}
-
 impl Fusion {
     /// `Linear { alpha: 0.5, beta: 0.5 }`.
     pub fn default_linear() -> Self {
-        Fusion::Linear { alpha: 0.5, beta: 0.5 }
+        Fusion::Linear {
+            alpha: 0.5,
+            beta: 0.5,
+        }
     }
 }
 
@@ -407,7 +405,8 @@ fn finish(
     let n = q.candidates;
     if let Some(m) = models {
         let ok32 = |i: u32| ok(ItemId(i));
-        let model_hits = crate::rerank::model_channels(&m.base, m.n_users, uid.map(|u| u.0), history, n, &ok32);
+        let model_hits =
+            crate::rerank::model_channels(&m.base, m.n_users, uid.map(|u| u.0), history, n, &ok32);
         channels.extend(
             model_hits
                 .into_iter()
@@ -438,7 +437,10 @@ fn finish(
         (Fusion::Auto | Fusion::Mlp, Some(_)) if !searching => Fusion::Mlp,
         (Fusion::Auto | Fusion::Mlp, _) => {
             if q.fusion == Fusion::Mlp {
-                notes.push("MLP fusion needs a trained re-ranker and no search text: linear fusion used".to_string());
+                notes.push(
+                    "MLP fusion needs a trained re-ranker and no search text: linear fusion used"
+                        .to_string(),
+                );
             }
             Fusion::default_linear()
         }
@@ -451,7 +453,10 @@ fn finish(
                     .get(ItemId(i))
                     .map(|p| {
                         (
-                            crate::catalog::category_ancestors(&p.category).into_iter().next().unwrap_or_default(),
+                            crate::catalog::category_ancestors(&p.category)
+                                .into_iter()
+                                .next()
+                                .unwrap_or_default(),
                             p.brand.to_lowercase(),
                         )
                     })
@@ -465,7 +470,9 @@ fn finish(
                 .collect();
             let ctx = crate::rerank::UserContext::new(history, &info);
             let x = crate::rerank::features(&c32, &model_chans, &m.base, &ctx, &info);
-            let p = net.predict(x.view()).map_err(|e| Error::invalid("re-ranker", e.to_string()))?;
+            let p = net
+                .predict(x.view())
+                .map_err(|e| Error::invalid("re-ranker", e.to_string()))?;
             notes.push("fused by the MLP re-ranker".to_string());
             Some(cands.iter().copied().zip(p.iter().copied()).collect())
         }
@@ -602,10 +609,12 @@ fn finish(
                         .and_then(|(h, _)| items.name(ItemId(h)).map(str::to_string));
                 }
                 if e.channels.iter().any(|c| c.channel == Channel::Kg) {
-                    e.kg_entity =
-                        m.base.kg.explain(iid.0, history)
-                            .and_then(|(h, _)| m.base.kg.best_link(iid.0, h))
-                            .and_then(|(ent, _)| kg_names.entities.get(ent as usize).cloned());
+                    e.kg_entity = m
+                        .base
+                        .kg
+                        .explain(iid.0, history)
+                        .and_then(|(h, _)| m.base.kg.best_link(iid.0, h))
+                        .and_then(|(ent, _)| kg_names.entities.get(ent as usize).cloned());
                 }
             }
             e
