@@ -29,12 +29,29 @@ impl Rng {
 }
 
 const WORDS: [&str; 16] = [
-    "running", "shoe", "leather", "bag", "phone", "case", "wireless", "headphones", "cotton", "shirt", "steel",
-    "bottle", "wooden", "chair", "garden", "lamp",
+    "running",
+    "shoe",
+    "leather",
+    "bag",
+    "phone",
+    "case",
+    "wireless",
+    "headphones",
+    "cotton",
+    "shirt",
+    "steel",
+    "bottle",
+    "wooden",
+    "chair",
+    "garden",
+    "lamp",
 ];
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 fn build(dir: &std::path::Path) -> Engine {
@@ -43,7 +60,9 @@ fn build(dir: &std::path::Path) -> Engine {
     let n_users = n_events / 50;
     let e = Engine::builder().dim(DIM).open(dir).expect("open");
     let mut rng = Rng(11);
-    let centroids: Vec<Vec<f32>> = (0..CATEGORIES).map(|_| (0..DIM).map(|_| rng.f32() - 0.5).collect()).collect();
+    let centroids: Vec<Vec<f32>> = (0..CATEGORIES)
+        .map(|_| (0..DIM).map(|_| rng.f32() - 0.5).collect())
+        .collect();
     let t = Instant::now();
     for chunk in (0..n_products).collect::<Vec<_>>().chunks(10_000) {
         let batch: Vec<Product> = chunk
@@ -51,28 +70,56 @@ fn build(dir: &std::path::Path) -> Engine {
             .map(|&i| {
                 let c = i % CATEGORIES;
                 Product::new(format!("p{i}"))
-                    .title(format!("{} {} {} model {i}", WORDS[c % 16], WORDS[(c / 16 + i) % 16], WORDS[i % 16]))
+                    .title(format!(
+                        "{} {} {} model {i}",
+                        WORDS[c % 16],
+                        WORDS[(c / 16 + i) % 16],
+                        WORDS[i % 16]
+                    ))
                     .brand(format!("brand{}", i % 300))
                     .category(format!("c{}/s{c}", c % 20))
                     .price(1.0 + (i % 500) as f64)
-                    .embedding(centroids[c].iter().map(|x| x + 0.1 * (rng.f32() - 0.5)).collect())
+                    .embedding(
+                        centroids[c]
+                            .iter()
+                            .map(|x| x + 0.1 * (rng.f32() - 0.5))
+                            .collect(),
+                    )
             })
             .collect();
         e.upsert_products(batch).expect("upsert");
         e.commit().expect("commit");
     }
-    eprintln!("products: {n_products} in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "products: {n_products} in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let mut events = Vec::with_capacity(100_000);
     for j in 0..n_events {
         let u = j % n_users;
         let taste = (u * 7) % CATEGORIES;
-        let c = if rng.below(10) < 8 { taste } else { rng.below(CATEGORIES) };
+        let c = if rng.below(10) < 8 {
+            taste
+        } else {
+            rng.below(CATEGORIES)
+        };
         let item = c + CATEGORIES * rng.below(n_products / CATEGORIES / 4);
-        let kind = [EventKind::View, EventKind::Click, EventKind::Cart, EventKind::Purchase][rng.below(4)];
-        events.push(Event::new(format!("u{u}"), format!("p{item}"), kind, 1_600_000_000 + j as i64));
+        let kind = [
+            EventKind::View,
+            EventKind::Click,
+            EventKind::Cart,
+            EventKind::Purchase,
+        ][rng.below(4)];
+        events.push(Event::new(
+            format!("u{u}"),
+            format!("p{item}"),
+            kind,
+            1_600_000_000 + j as i64,
+        ));
         if events.len() == 100_000 {
-            e.append_events(std::mem::take(&mut events)).expect("append");
+            e.append_events(std::mem::take(&mut events))
+                .expect("append");
             e.commit().expect("commit");
         }
     }
@@ -95,7 +142,13 @@ fn percentiles(name: &str, e: &Engine, queries: &[Query]) {
     }
     times.sort_by(f64::total_cmp);
     let p = |f: f64| times[((times.len() as f64 * f) as usize).min(times.len() - 1)];
-    eprintln!("{name}: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} queries", p(0.5), p(0.95), p(0.99), times.len());
+    eprintln!(
+        "{name}: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms over {} queries",
+        p(0.5),
+        p(0.95),
+        p(0.99),
+        times.len()
+    );
 }
 
 fn bench(c: &mut Criterion) {
@@ -110,25 +163,46 @@ fn bench(c: &mut Criterion) {
             0 => Query::new().text(text).user(u).k(10).candidates(500),
             1 => Query::new().user(u).k(10).candidates(200),
             2 => Query::new().text(text).k(10).candidates(500),
-            _ => Query::new().text(text).user(u).filter(Filter::price(None, Some(100.0))).k(10).candidates(500),
+            _ => Query::new()
+                .text(text)
+                .user(u)
+                .filter(Filter::price(None, Some(100.0)))
+                .k(10)
+                .candidates(500),
         }
     };
-    for (kind, name) in [(0, "personalized_hybrid"), (1, "recommend_mlp"), (2, "search_text"), (3, "personalized_filtered")] {
+    for (kind, name) in [
+        (0, "personalized_hybrid"),
+        (1, "recommend_mlp"),
+        (2, "search_text"),
+        (3, "personalized_filtered"),
+    ] {
         let qs: Vec<Query> = (0..500).map(|_| make(kind, &mut rng)).collect();
         percentiles(name, &e, &qs);
     }
-    let linear: Vec<Query> = (0..500).map(|_| make(1, &mut rng).fusion(Fusion::default_linear())).collect();
+    let linear: Vec<Query> = (0..500)
+        .map(|_| make(1, &mut rng).fusion(Fusion::default_linear()))
+        .collect();
     percentiles("recommend_linear", &e, &linear);
 
     let mut g = c.benchmark_group("query");
     g.sample_size(50);
     let q = make(0, &mut rng);
-    g.bench_function("personalized_hybrid", |b| b.iter(|| e.query(&q).expect("query")));
+    g.bench_function("personalized_hybrid", |b| {
+        b.iter(|| e.query(&q).expect("query"))
+    });
     let q = make(1, &mut rng);
     g.bench_function("recommend_mlp", |b| b.iter(|| e.query(&q).expect("query")));
     let v: Vec<f32> = (0..DIM).map(|_| rng.f32() - 0.5).collect();
-    g.bench_function("vector_search_k10", |b| b.iter(|| e.search_vector(&v, &Filter::All, 10).expect("vector")));
-    g.bench_function("text_search_k10", |b| b.iter(|| e.search_text("running shoe", &Filter::All, 10).expect("text")));
+    g.bench_function("vector_search_k10", |b| {
+        b.iter(|| e.search_vector(&v, &Filter::All, 10).expect("vector"))
+    });
+    g.bench_function("text_search_k10", |b| {
+        b.iter(|| {
+            e.search_text("running shoe", &Filter::All, 10)
+                .expect("text")
+        })
+    });
     g.finish();
 }
 

@@ -209,6 +209,9 @@ pub struct Engine {
     pub(crate) training_lock: Mutex<()>,
     /// Bumped by every commit and every new model generation (cache keys include it).
     pub(crate) generation: AtomicU64,
+    retrain: Mutex<Option<crate::train::RetrainPolicy>>,
+    /// (events, time) at the last training, for the retrain policy.
+    last_training: Mutex<(u64, std::time::Instant)>,
 }
 
 fn now_secs() -> i64 {
@@ -268,7 +271,8 @@ impl Engine {
         let mut events = events::EventIndex::default();
         for r in store.scan(&[store::EVENT]) {
             let (k, v) = r?;
-            let e = events::decode(&k, &v).ok_or_else(|| Error::corrupt("store", "undecodable event record"))?;
+            let e = events::decode(&k, &v)
+                .ok_or_else(|| Error::corrupt("store", "undecodable event record"))?;
             events.insert(e);
         }
 
@@ -345,9 +349,17 @@ impl Engine {
             models: RwLock::new(None),
             training_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
+            retrain: Mutex::new(None),
+            last_training: Mutex::new((0, std::time::Instant::now())),
         };
         match crate::train::load(dir) {
-            Ok(m) => *engine.models.write() = m.map(Arc::new),
+            Ok(m) => {
+                let m = m.map(Arc::new);
+                if let Some(m) = &m {
+                    m.spawn_factor_index(&engine.config.hnsw);
+                }
+                *engine.models.write() = m;
+            }
             Err(e) => engine.recovery.model_error = Some(e.to_string()),
         }
         engine.recover_text(text_applied, text_damaged)?;
@@ -666,7 +678,10 @@ impl Engine {
                 ..Committed::default()
             });
         }
-        crate::writer::commit(self, pending.ops)
+        let committed = crate::writer::commit(self, pending.ops)?;
+        drop(_commit);
+        self.maybe_retrain()?;
+        Ok(committed)
     }
 
     /// Trains every model from the interaction log and swaps the new generation in. Readers
@@ -708,6 +723,30 @@ impl Engine {
 
     pub(crate) fn on_new_models(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        *self.last_training.lock() = (self.events_count(), std::time::Instant::now());
+    }
+
+    /// Sets (or with `None` turns off) automatic retraining, checked at each commit.
+    pub fn set_retrain_policy(&self, policy: Option<crate::train::RetrainPolicy>) {
+        *self.retrain.lock() = policy;
+    }
+
+    /// Trains when the retrain policy says it is due. Returns the report when it trained.
+    fn maybe_retrain(&self) -> Result<Option<crate::train::TrainReport>> {
+        let Some(policy) = *self.retrain.lock() else {
+            return Ok(None);
+        };
+        let (events_then, at) = *self.last_training.lock();
+        let by_events = policy
+            .after_events
+            .is_some_and(|n| self.events_count().saturating_sub(events_then) >= n);
+        let by_time = policy
+            .after_secs
+            .is_some_and(|s| at.elapsed().as_secs() >= s);
+        if by_events || by_time {
+            return self.train(&crate::train::TrainOptions::default()).map(Some);
+        }
+        Ok(None)
     }
 
     pub(crate) fn publish(&self, seq: u64) {
@@ -898,9 +937,16 @@ impl Engine {
     }
 
     /// The stored events of a user, oldest first; the most recent `limit` when given.
-    pub(crate) fn user_events(&self, uid: UserId, limit: Option<usize>) -> Result<Vec<StoredEvent>> {
+    pub(crate) fn user_events(
+        &self,
+        uid: UserId,
+        limit: Option<usize>,
+    ) -> Result<Vec<StoredEvent>> {
         let idx = self.events.read();
-        let evs = idx.by_user.get(uid.0 as usize).map_or(&[][..], Vec::as_slice);
+        let evs = idx
+            .by_user
+            .get(uid.0 as usize)
+            .map_or(&[][..], Vec::as_slice);
         let from = limit.map_or(0, |l| evs.len().saturating_sub(l));
         Ok(evs[from..].to_vec())
     }
@@ -916,13 +962,26 @@ impl Engine {
     /// # Errors
     /// [`Error::UnknownItem`].
     pub fn item_events(&self, item: &str) -> Result<Vec<(String, i64)>> {
-        let iid = self.items.read().live_iid(item).ok_or_else(|| Error::UnknownItem(item.to_string()))?;
+        let iid = self
+            .items
+            .read()
+            .live_iid(item)
+            .ok_or_else(|| Error::UnknownItem(item.to_string()))?;
         let users = self.users.read();
         let idx = self.events.read();
-        let list = idx.by_item.get(iid.0 as usize).map_or(&[][..], Vec::as_slice);
+        let list = idx
+            .by_item
+            .get(iid.0 as usize)
+            .map_or(&[][..], Vec::as_slice);
         Ok(list
             .iter()
-            .filter_map(|(uid, ts)| users.names.get(uid.0 as usize).and_then(|n| n.clone()).map(|n| (n, *ts)))
+            .filter_map(|(uid, ts)| {
+                users
+                    .names
+                    .get(uid.0 as usize)
+                    .and_then(|n| n.clone())
+                    .map(|n| (n, *ts))
+            })
             .collect())
     }
 

@@ -185,7 +185,13 @@ pub(crate) fn decode(k: &[u8], v: &[u8]) -> Option<StoredEvent> {
     let value = f32::from_bits(be_u32(v, 9)?);
     let kind = EventKind::from_code(v[8], value)?;
     let ts = be_u64(v, 13)? as i64;
-    Some(StoredEvent { user, item, kind, ts, seq })
+    Some(StoredEvent {
+        user,
+        item,
+        kind,
+        ts,
+        seq,
+    })
 }
 
 /// The in-memory per-user (time order) and per-item indexes over the event log, rebuilt at
@@ -202,7 +208,13 @@ pub(crate) struct EventIndex {
 
 impl EventIndex {
     /// The stored event equal to `(user, item, kind, ts)`, if any.
-    pub fn find(&self, user: UserId, item: ItemId, kind: EventKind, ts: i64) -> Option<&StoredEvent> {
+    pub fn find(
+        &self,
+        user: UserId,
+        item: ItemId,
+        kind: EventKind,
+        ts: i64,
+    ) -> Option<&StoredEvent> {
         let evs = self.by_user.get(user.0 as usize)?;
         let start = evs.partition_point(|e| e.ts < ts);
         evs[start..]

@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod beir;
 mod catalog;
 mod codec;
 mod config;
@@ -14,7 +15,6 @@ mod filter;
 mod fsutil;
 mod graph;
 pub mod import;
-pub mod beir;
 #[allow(missing_docs)]
 pub mod models;
 mod query;
@@ -34,6 +34,6 @@ pub use events::{Event, EventKind};
 pub use filter::Filter;
 pub use query::{Channel, ChannelScore, Explanation, Fusion, Hit, Query};
 pub use train::{
-    Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, RatingWeight, SplitKind,
-    TrainOptions, TrainReport,
+    Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, RatingWeight, RetrainPolicy,
+    SplitKind, TrainOptions, TrainReport,
 };

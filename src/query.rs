@@ -405,8 +405,30 @@ fn finish(
     let n = q.candidates;
     if let Some(m) = models {
         let ok32 = |i: u32| ok(ItemId(i));
-        let model_hits =
-            crate::rerank::model_channels(&m.base, m.n_users, uid.map(|u| u.0), history, n, &ok32);
+        let user = uid.map(|u| u.0);
+        let model_hits = if searching {
+            // A search: the collaborative channels score its content candidates only.
+            let mut content: Vec<u32> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (_, hits) in &channels {
+                for (i, _) in hits {
+                    if ok(*i) && seen.insert(i.0) {
+                        content.push(i.0);
+                    }
+                }
+            }
+            crate::rerank::model_scores_for(&m.base, m.n_users, user, history, &content)
+        } else {
+            crate::rerank::model_channels(
+                &m.base,
+                m.n_users,
+                user,
+                history,
+                n,
+                &ok32,
+                m.factor_index.get(),
+            )
+        };
         channels.extend(
             model_hits
                 .into_iter()
@@ -432,9 +454,10 @@ fn finish(
     }
 
     // Fusion: the MLP re-ranks recommendations once trained; searches use the linear formula.
-    let mlp = models.and_then(|m| m.mlp.as_ref().map(|mlp| (m, mlp)));
+    let mlp = models.and_then(|m| m.mlp.as_ref().map(|r| (m, r)));
     let fusion = match (q.fusion, mlp) {
-        (Fusion::Auto | Fusion::Mlp, Some(_)) if !searching => Fusion::Mlp,
+        (Fusion::Mlp, Some(_)) if !searching => Fusion::Mlp,
+        (Fusion::Auto, Some((_, r))) if !searching && r.preferred() => Fusion::Mlp,
         (Fusion::Auto | Fusion::Mlp, _) => {
             if q.fusion == Fusion::Mlp {
                 notes.push(
@@ -447,7 +470,8 @@ fn finish(
         (f, _) => f,
     };
     let mlp_scores: Option<HashMap<ItemId, f32>> = match (fusion, mlp) {
-        (Fusion::Mlp, Some((m, net))) => {
+        (Fusion::Mlp, Some((m, ranker))) => {
+            let net = &ranker.mlp;
             let info = |i: u32| {
                 items
                     .get(ItemId(i))

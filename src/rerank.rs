@@ -26,28 +26,49 @@ pub(crate) struct BaseModels {
 pub(crate) type ChannelHits = Vec<(u32, f32)>;
 
 /// Channels the models provide, in feature order.
-pub(crate) const MODEL_CHANNELS: [Channel; 5] =
-    [Channel::ItemCf, Channel::UserCf, Channel::Mf, Channel::Kg, Channel::Popularity];
+pub(crate) const MODEL_CHANNELS: [Channel; 5] = [
+    Channel::ItemCf,
+    Channel::UserCf,
+    Channel::Mf,
+    Channel::Kg,
+    Channel::Popularity,
+];
 
 /// Number of features per candidate.
 pub(crate) const N_FEATURES: usize = 3 * MODEL_CHANNELS.len() + 5;
 
-/// The top `n` items of a score vector that pass `ok`, best first.
+/// The top `n` items of a score vector that pass `ok`, best first. `ok` is called in score
+/// order on as few items as possible (a filter check costs more than a comparison).
 pub(crate) fn top_allowed(scores: &[f32], n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
     let mut v: Vec<(u32, f32)> = scores
         .iter()
         .enumerate()
-        .filter(|(i, s)| s.is_finite() && **s > 0.0 && ok(*i as u32))
+        .filter(|(_, s)| s.is_finite() && **s > 0.0)
         .map(|(i, s)| (i as u32, *s))
         .collect();
-    let n = n.min(v.len());
-    if n == 0 {
-        return Vec::new();
+    let mut out = Vec::with_capacity(n);
+    let mut want = (n * 2).max(16);
+    let mut done = 0;
+    while out.len() < n && done < v.len() {
+        let rest = &mut v[done..];
+        let take = want.min(rest.len());
+        if take < rest.len() {
+            rest.select_nth_unstable_by(take - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        }
+        let head = &mut rest[..take];
+        head.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for &(i, s) in head.iter() {
+            if out.len() >= n {
+                break;
+            }
+            if ok(i) {
+                out.push((i, s));
+            }
+        }
+        done += take;
+        want *= 4;
     }
-    v.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
-    v.truncate(n);
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    v
+    out
 }
 
 /// Runs every model channel for a user (known to the models, or described by `history`).
@@ -57,12 +78,18 @@ pub(crate) fn model_channels(
     user: Option<u32>,
     history: &[(u32, f32)],
     n: usize,
-    ok: &dyn Fn(u32) -> bool,
+    ok: &(dyn Fn(u32) -> bool + Sync),
+    factor_index: Option<&crate::vector::VectorIndex>,
 ) -> Vec<(Channel, ChannelHits)> {
     let n_items = b.popularity.n_items();
     let mut scores = vec![0f32; n_items];
     let mut out = Vec::with_capacity(MODEL_CHANNELS.len());
-    let history: Vec<(u32, f32)> = history.iter().copied().filter(|(i, _)| (*i as usize) < n_items).collect();
+    let history: Vec<(u32, f32)> = history
+        .iter()
+        .copied()
+        .filter(|(i, _)| (*i as usize) < n_items)
+        .collect();
+    let mut ann_hits: Option<ChannelHits> = None;
     let mut run = |c: Channel, fill: &dyn Fn(&mut [f32]) -> bool| {
         scores.iter_mut().for_each(|s| *s = 0.0);
         if fill(&mut scores) {
@@ -70,15 +97,38 @@ pub(crate) fn model_channels(
         }
     };
     if !history.is_empty() {
-        run(Channel::ItemCf, &|s| b.item_cf.score_history(&history, s).is_ok());
+        run(Channel::ItemCf, &|s| {
+            b.item_cf.score_history(&history, s).is_ok()
+        });
     }
     match user.filter(|u| (*u as usize) < n_users) {
         Some(u) => {
             run(Channel::UserCf, &|s| b.user_cf.score_user(u, s).is_ok());
-            run(Channel::Mf, &|s| b.mf.score_user(u, s).is_ok());
+            let ann = match (factor_index, b.mf.user_vector(u)) {
+                // Large catalogs: user-to-item recall is a graph walk over the item factors.
+                (Some(index), Some(uf))
+                    if crate::catalog::validate_vector(uf, b.mf.dim()).is_ok() =>
+                {
+                    let keep = |i: crate::catalog::ItemId| ok(i.0);
+                    let hits = index.search(uf, n, crate::vector::Allowed::Predicate(&keep));
+                    Some(
+                        hits.into_iter()
+                            .filter(|h| h.score > 0.0)
+                            .map(|h| (h.item.0, h.score))
+                            .collect::<ChannelHits>(),
+                    )
+                }
+                _ => None,
+            };
+            match ann {
+                Some(hits) => ann_hits = Some(hits),
+                None => run(Channel::Mf, &|s| b.mf.score_user(u, s).is_ok()),
+            }
         }
         None if !history.is_empty() => {
-            run(Channel::UserCf, &|s| b.user_cf.score_history(&history, s).is_ok());
+            run(Channel::UserCf, &|s| {
+                b.user_cf.score_history(&history, s).is_ok()
+            });
             run(Channel::Mf, &|s| b.mf.score_history(&history, s).is_ok());
         }
         None => {}
@@ -87,6 +137,9 @@ pub(crate) fn model_channels(
         run(Channel::Kg, &|s| b.kg.score_history(&history, s).is_ok());
     }
     run(Channel::Popularity, &|s| b.popularity.score(s).is_ok());
+    if let Some(hits) = ann_hits {
+        out.push((Channel::Mf, hits));
+    }
     out
 }
 
@@ -149,12 +202,18 @@ pub(crate) fn features(
     let base = 2 * MODEL_CHANNELS.len();
     let index: HashMap<u32, usize> = cands.iter().enumerate().map(|(r, i)| (*i, r)).collect();
     for (ci, c) in MODEL_CHANNELS.iter().enumerate() {
-        let Some((_, hits)) = channels.iter().find(|(ch, _)| ch == c) else { continue };
+        let Some((_, hits)) = channels.iter().find(|(ch, _)| ch == c) else {
+            continue;
+        };
         let min = hits.iter().map(|h| h.1).fold(f32::INFINITY, f32::min);
         let max = hits.iter().map(|h| h.1).fold(f32::NEG_INFINITY, f32::max);
         for (rank, (item, s)) in hits.iter().enumerate() {
             if let Some(&r) = index.get(item) {
-                x[[r, 2 * ci]] = if max > min { (s - min) / (max - min) } else { 1.0 };
+                x[[r, 2 * ci]] = if max > min {
+                    (s - min) / (max - min)
+                } else {
+                    1.0
+                };
                 x[[r, 2 * ci + 1]] = 1.0 / (rank as f32 + 1.0);
                 // The raw score, squashed: how confident the channel is, across users.
                 x[[r, base + 5 + ci]] = s.signum() * s.abs().ln_1p();
@@ -167,7 +226,9 @@ pub(crate) fn features(
         x[[r, base + 1]] = ctx.history_len.ln_1p();
         x[[r, base + 2]] = ctx.category_share.get(&c).copied().unwrap_or(0.0);
         x[[r, base + 3]] = ctx.brand_share.get(&br).copied().unwrap_or(0.0);
-        let present = (0..MODEL_CHANNELS.len()).filter(|ci| x[[r, 2 * ci + 1]] > 0.0).count();
+        let present = (0..MODEL_CHANNELS.len())
+            .filter(|ci| x[[r, 2 * ci + 1]] > 0.0)
+            .count();
         x[[r, base + 4]] = present as f32 / MODEL_CHANNELS.len() as f32;
     }
     x
@@ -187,12 +248,16 @@ pub(crate) fn train_mlp(
     fit: &dyn Fn(&Interactions) -> Result<BaseModels>,
     info: &dyn Fn(u32) -> (String, String),
     cfg: &MlpConfig,
-) -> Result<Option<Mlp>> {
+) -> Result<Option<TrainedRanker>> {
     let mut by_user: HashMap<u32, Vec<Interaction>> = HashMap::new();
     for r in &data.rows {
         by_user.entry(r.user).or_default().push(*r);
     }
-    let mut users: Vec<u32> = by_user.iter().filter(|(_, v)| v.len() >= 3).map(|(u, _)| *u).collect();
+    let mut users: Vec<u32> = by_user
+        .iter()
+        .filter(|(_, v)| v.len() >= 3)
+        .map(|(u, _)| *u)
+        .collect();
     users.sort_unstable();
     if users.len() < 10 {
         return Ok(None);
@@ -214,42 +279,148 @@ pub(crate) fn train_mlp(
         let mut order: Vec<usize> = (0..rows.len()).collect();
         crate::models::SplitMix64::new(0x5eed ^ u64::from(*u)).shuffle(&mut order);
         let n_out = (rows.len() / 5).max(1);
-        let out: std::collections::HashSet<u32> = order[..n_out].iter().map(|&i| rows[i].item).collect();
-        rest.rows.extend(rows.iter().filter(|r| !out.contains(&r.item)));
+        let out: std::collections::HashSet<u32> =
+            order[..n_out].iter().map(|&i| rows[i].item).collect();
+        rest.rows
+            .extend(rows.iter().filter(|r| !out.contains(&r.item)));
         held.insert(*u, out);
     }
     let base = fit(&rest)?;
-    let csr = rest.user_item_csr().map_err(|e| Error::invalid("training", e.to_string()))?;
+    let csr = rest
+        .user_item_csr()
+        .map_err(|e| Error::invalid("training", e.to_string()))?;
     let mut xs: Vec<Array2<f32>> = Vec::new();
     let mut ys: Vec<f32> = Vec::new();
     let mut groups: Vec<u32> = Vec::new();
     for u in &users {
         let Some(targets) = held.get(u) else { continue };
-        let (items, weights) = if (*u as usize) < csr.n_rows { csr.row(*u as usize) } else { (&[][..], &[][..]) };
+        let (items, weights) = if (*u as usize) < csr.n_rows {
+            csr.row(*u as usize)
+        } else {
+            (&[][..], &[][..])
+        };
         let history: Vec<(u32, f32)> = items.iter().copied().zip(weights.iter().copied()).collect();
         let seen: std::collections::HashSet<u32> = items.iter().copied().collect();
         let ok = |i: u32| !seen.contains(&i);
-        let chans = model_channels(&base, data.n_users, Some(*u), &history, TRAIN_CANDIDATES, &ok);
+        let chans = model_channels(
+            &base,
+            data.n_users,
+            Some(*u),
+            &history,
+            TRAIN_CANDIDATES,
+            &ok,
+            None,
+        );
         let cands = union(&chans, &ok);
         if cands.is_empty() {
             continue;
         }
         let ctx = UserContext::new(&history, info);
         xs.push(features(&cands, &chans, &base, &ctx, info));
-        ys.extend(cands.iter().map(|c| if targets.contains(c) { 1.0 } else { 0.0 }));
+        ys.extend(
+            cands
+                .iter()
+                .map(|c| if targets.contains(c) { 1.0 } else { 0.0 }),
+        );
         groups.extend(std::iter::repeat_n(*u, cands.len()));
     }
     if ys.iter().all(|y| *y == 0.0) {
         return Ok(None);
     }
-    let views: Vec<_> = xs.iter().map(|x| x.view()).collect();
-    let x = ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| Error::invalid("training", e.to_string()))?;
-    let y = ndarray::Array1::from(ys);
+    // Users are split: the network learns on four fifths and is compared with linear fusion
+    // on the held-out fifth. `Fusion::Auto` uses it only where it ranked better there.
+    let n_groups = xs.len();
+    let n_fit = (n_groups * 4 / 5).max(1);
+    let mut offsets = vec![0usize];
+    for x in &xs {
+        offsets.push(offsets[offsets.len() - 1] + x.nrows());
+    }
+    let views: Vec<_> = xs[..n_fit].iter().map(|x| x.view()).collect();
+    let x = ndarray::concatenate(ndarray::Axis(0), &views)
+        .map_err(|e| Error::invalid("training", e.to_string()))?;
+    let rows = offsets[n_fit];
+    let y = ndarray::Array1::from(ys[..rows].to_vec());
+    if y.iter().all(|v| *v == 0.0) {
+        return Ok(None);
+    }
     // Plain (unweighted) cross-entropy: on MovieLens validation it ranked better than
     // class-balanced weights (NDCG@10 0.2587 against 0.2497).
-    let (mlp, _) = Mlp::fit_weighted(x.view(), y.view(), Some(&groups), None, cfg)
+    let (mlp, _) = Mlp::fit_weighted(x.view(), y.view(), Some(&groups[..rows]), None, cfg)
         .map_err(|e| Error::invalid("training", e.to_string()))?;
-    Ok(Some(mlp))
+    let (mut mlp_ndcg, mut linear_ndcg, mut users_scored) = (0.0, 0.0, 0usize);
+    for g in n_fit..n_groups {
+        let (from, to) = (offsets[g], offsets[g + 1]);
+        let labels = &ys[from..to];
+        if labels.iter().all(|v| *v == 0.0) {
+            continue;
+        }
+        let xg = &xs[g];
+        let Ok(p) = mlp.predict(xg.view()) else {
+            continue;
+        };
+        // Linear fusion from the same features: beta spread over the collaborative channels.
+        let linear: Vec<f32> = (0..xg.nrows())
+            .map(|r| {
+                let collab: f32 = (0..MODEL_CHANNELS.len() - 1)
+                    .map(|ci| xg[[r, 2 * ci]])
+                    .sum();
+                0.5 * collab / (MODEL_CHANNELS.len() - 1) as f32
+                    + 0.05 * xg[[r, 2 * (MODEL_CHANNELS.len() - 1)]]
+            })
+            .collect();
+        mlp_ndcg += ndcg_at_10(p.as_slice().unwrap_or(&[]), labels);
+        linear_ndcg += ndcg_at_10(&linear, labels);
+        users_scored += 1;
+    }
+    let n = users_scored.max(1) as f64;
+    Ok(Some(TrainedRanker {
+        mlp,
+        holdout_ndcg: mlp_ndcg / n,
+        linear_holdout_ndcg: linear_ndcg / n,
+        holdout_users: users_scored,
+    }))
+}
+
+/// NDCG@10 of one ranked list with binary labels.
+fn ndcg_at_10(scores: &[f32], labels: &[f32]) -> f64 {
+    let mut order: Vec<usize> = (0..scores.len().min(labels.len())).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    let dcg: f64 = order
+        .iter()
+        .take(10)
+        .enumerate()
+        .filter(|(_, i)| labels[**i] > 0.0)
+        .map(|(r, _)| 1.0 / (r as f64 + 2.0).log2())
+        .sum();
+    let positives = labels.iter().filter(|v| **v > 0.0).count().min(10);
+    let idcg: f64 = (0..positives).map(|r| 1.0 / (r as f64 + 2.0).log2()).sum();
+    if idcg > 0.0 {
+        dcg / idcg
+    } else {
+        0.0
+    }
+}
+
+/// A trained re-ranker and how it compared with linear fusion on held-out users.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TrainedRanker {
+    pub mlp: Mlp,
+    /// NDCG@10 of the re-ranker's order on held-out users' candidates.
+    pub holdout_ndcg: f64,
+    /// NDCG@10 of linear fusion on the same candidates.
+    pub linear_holdout_ndcg: f64,
+    /// Held-out users behind the comparison.
+    pub holdout_users: usize,
+}
+
+/// Fewer held-out users than this cannot show that the network ranks better.
+const MIN_HOLDOUT_USERS: usize = 100;
+
+impl TrainedRanker {
+    /// Whether `Fusion::Auto` should use the network.
+    pub fn preferred(&self) -> bool {
+        self.holdout_users >= MIN_HOLDOUT_USERS && self.holdout_ndcg > self.linear_holdout_ndcg
+    }
 }
 
 /// The default re-ranker configuration: one hidden layer of 64, early stopping.
@@ -283,7 +454,11 @@ pub(crate) fn fuse(
             return p.to_vec();
         }
     }
-    let collab = channels.iter().filter(|(c, _)| *c != Channel::Popularity).count().max(1) as f32;
+    let collab = channels
+        .iter()
+        .filter(|(c, _)| *c != Channel::Popularity)
+        .count()
+        .max(1) as f32;
     cands
         .iter()
         .enumerate()
@@ -298,7 +473,9 @@ pub(crate) fn fuse(
                     }
                     match fusion {
                         Fusion::Rrf { k } => 1.0 / (k + 1.0 / rr),
-                        Fusion::Linear { beta, .. } if *c != Channel::Popularity => beta * norm / collab,
+                        Fusion::Linear { beta, .. } if *c != Channel::Popularity => {
+                            beta * norm / collab
+                        }
                         _ if *c == Channel::Popularity => 0.05 * norm,
                         _ => 0.5 * norm / collab,
                     }
@@ -306,4 +483,89 @@ pub(crate) fn fuse(
                 .sum()
         })
         .collect()
+}
+
+/// The model channels' scores of given candidates only (a personalised search re-ranks its
+/// content candidates; it does not need each channel's best items over the whole catalog).
+pub(crate) fn model_scores_for(
+    b: &BaseModels,
+    n_users: usize,
+    user: Option<u32>,
+    history: &[(u32, f32)],
+    cands: &[u32],
+) -> Vec<(Channel, ChannelHits)> {
+    let n_items = b.popularity.n_items();
+    let cands: Vec<u32> = cands
+        .iter()
+        .copied()
+        .filter(|i| (*i as usize) < n_items)
+        .collect();
+    let history: Vec<(u32, f32)> = history
+        .iter()
+        .copied()
+        .filter(|(i, _)| (*i as usize) < n_items)
+        .collect();
+    let mut out = Vec::new();
+    let mut scores = vec![0f32; n_items];
+    let pick = |scores: &[f32]| -> ChannelHits {
+        let mut v: ChannelHits = cands
+            .iter()
+            .filter_map(|&i| {
+                scores
+                    .get(i as usize)
+                    .copied()
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map(|s| (i, s))
+            })
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    };
+    let known = user.filter(|u| (*u as usize) < n_users);
+    if !history.is_empty() && b.item_cf.score_history(&history, &mut scores).is_ok() {
+        out.push((Channel::ItemCf, pick(&scores)));
+    }
+    scores.iter_mut().for_each(|s| *s = 0.0);
+    let user_cf = match known {
+        Some(u) => b.user_cf.score_user(u, &mut scores).is_ok(),
+        None => !history.is_empty() && b.user_cf.score_history(&history, &mut scores).is_ok(),
+    };
+    if user_cf {
+        out.push((Channel::UserCf, pick(&scores)));
+    }
+    match known.and_then(|u| b.mf.user_vector(u)) {
+        Some(uf) => {
+            let mut v: ChannelHits = cands
+                .iter()
+                .filter_map(|&i| {
+                    let f = b.mf.item_vector(i)?;
+                    let s: f32 = uf.iter().zip(f).map(|(a, c)| a * c).sum();
+                    (s.is_finite() && s > 0.0).then_some((i, s))
+                })
+                .collect();
+            v.sort_by(|a, c| c.1.total_cmp(&a.1).then(a.0.cmp(&c.0)));
+            out.push((Channel::Mf, v));
+        }
+        None if !history.is_empty() => {
+            scores.iter_mut().for_each(|s| *s = 0.0);
+            if b.mf.score_history(&history, &mut scores).is_ok() {
+                out.push((Channel::Mf, pick(&scores)));
+            }
+        }
+        None => {}
+    }
+    if !history.is_empty() {
+        scores.iter_mut().for_each(|s| *s = 0.0);
+        if b.kg.score_history(&history, &mut scores).is_ok() {
+            out.push((Channel::Kg, pick(&scores)));
+        }
+    }
+    let mut pop: ChannelHits = cands
+        .iter()
+        .map(|&i| (i, b.popularity.item_score(i)))
+        .filter(|(_, s)| s.is_finite() && *s > 0.0)
+        .collect();
+    pop.sort_by(|a, c| c.1.total_cmp(&a.1).then(a.0.cmp(&c.0)));
+    out.push((Channel::Popularity, pop));
+    out
 }

@@ -152,10 +152,57 @@ pub(crate) struct ModelSet {
     pub n_items: usize,
     pub base: BaseModels,
     /// The re-ranker, when trained.
-    pub mlp: Option<crate::models::mlp::Mlp>,
+    pub mlp: Option<crate::rerank::TrainedRanker>,
     /// Category names by popularity category id.
     pub categories: Vec<String>,
     pub cleaning: Cleaning,
+    /// MF item factors in an HNSW graph (inner product), built in the background after
+    /// training or loading when the catalog is large; until then MF scores every item.
+    #[serde(skip)]
+    pub factor_index: Arc<std::sync::OnceLock<crate::vector::VectorIndex>>,
+}
+
+/// Below this many items, scoring every item's factor is as fast as a graph walk.
+pub(crate) const FACTOR_ANN_MIN_ITEMS: usize = 20_000;
+
+impl ModelSet {
+    /// Starts building the factor index on a background thread when the catalog is large.
+    pub(crate) fn spawn_factor_index(self: &Arc<Self>, params: &crate::config::HnswParams) {
+        if self.n_items < FACTOR_ANN_MIN_ITEMS {
+            return;
+        }
+        let set = Arc::clone(self);
+        let params = params.clone();
+        std::thread::spawn(move || {
+            let mf = &set.base.mf;
+            let dim = mf.dim();
+            let index = crate::vector::VectorIndex::in_memory(
+                dim,
+                crate::config::Metric::Dot,
+                &params,
+                set.n_items,
+            );
+            let factors: Vec<(crate::catalog::ItemId, &[f32])> = (0..set.n_items as u32)
+                .filter_map(|i| mf.item_vector(i).map(|v| (crate::catalog::ItemId(i), v)))
+                .filter(|(_, v)| crate::catalog::validate_vector(v, dim).is_ok())
+                .collect();
+            for chunk in factors.chunks(10_000) {
+                index.upsert(chunk);
+            }
+            let _ = set.factor_index.set(index);
+        });
+    }
+}
+
+/// Retrain automatically after this many committed events or this much time since the last
+/// training, checked at each commit (the committing call runs the training; readers are not
+/// blocked). Off unless configured.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct RetrainPolicy {
+    /// Events committed since the last training.
+    pub after_events: Option<u64>,
+    /// Seconds since the last training.
+    pub after_secs: Option<u64>,
 }
 
 /// The summary of a training run.
@@ -169,6 +216,12 @@ pub struct TrainReport {
     pub cleaning: Cleaning,
     /// Seconds per step.
     pub timings: Vec<(String, f64)>,
+    /// NDCG@10 of the MLP re-ranker and of linear fusion on held-out users' candidates;
+    /// queries use the re-ranker by default only when it was better.
+    pub ranker_holdout_ndcg: Option<(f64, f64)>,
+    /// Whether queries use the re-ranker by default (it ranked better on enough held-out
+    /// users).
+    pub ranker_preferred: bool,
 }
 
 impl std::fmt::Display for TrainReport {
@@ -184,6 +237,18 @@ impl std::fmt::Display for TrainReport {
             "events read {}, deleted-item events {}, robot users {} ({} events), unweighted {}, pairs kept {}",
             c.events_read, c.deleted_items, c.robot_users, c.robot_events, c.unweighted, c.pairs
         )?;
+        if let Some((mlp, linear)) = self.ranker_holdout_ndcg {
+            let preferred = self.ranker_preferred;
+            let used = if preferred {
+                "re-ranker used by default"
+            } else {
+                "linear fusion used by default"
+            };
+            writeln!(
+                f,
+                "re-ranker held-out NDCG@10 {mlp:.4}, linear fusion {linear:.4}: {used}"
+            )?;
+        }
         for (step, secs) in &self.timings {
             writeln!(f, "  {step:<12} {secs:>8.3} s")?;
         }
@@ -285,7 +350,10 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
     for (i, p) in items.items.iter().enumerate() {
         let Some(p) = p else { continue };
         item_info[i] = (
-            category_ancestors(&p.category).into_iter().next().unwrap_or_default(),
+            category_ancestors(&p.category)
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
             p.brand.to_lowercase(),
         );
         for c in category_ancestors(&p.category) {
@@ -388,8 +456,15 @@ fn models_dir(engine: &Engine) -> PathBuf {
 }
 
 /// Trains the re-ranker on `data` (models refitted without each user's last interaction).
-fn fit_mlp(ds: &Dataset, data: &Interactions, opts: &TrainOptions, timings: &mut Vec<(String, f64)>) -> Result<Option<crate::models::mlp::Mlp>> {
-    let Some(cfg) = &opts.mlp else { return Ok(None) };
+fn fit_mlp(
+    ds: &Dataset,
+    data: &Interactions,
+    opts: &TrainOptions,
+    timings: &mut Vec<(String, f64)>,
+) -> Result<Option<crate::rerank::TrainedRanker>> {
+    let Some(cfg) = &opts.mlp else {
+        return Ok(None);
+    };
     let start = Instant::now();
     let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
     let fit = |d: &Interactions| fit_all(ds, d, opts, &mut Vec::new(), None);
@@ -427,6 +502,7 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         mlp,
         categories: ds.categories,
         cleaning: ds.cleaning.clone(),
+        factor_index: Arc::default(),
     };
     let t = Instant::now();
     save(&models_dir(engine), &set)?;
@@ -434,13 +510,22 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    *engine.models.write() = Some(Arc::new(set));
+    let ranker_holdout_ndcg = set
+        .mlp
+        .as_ref()
+        .map(|r| (r.holdout_ndcg, r.linear_holdout_ndcg));
+    let ranker_preferred = set.mlp.as_ref().is_some_and(|r| r.preferred());
+    let set = Arc::new(set);
+    set.spawn_factor_index(engine.hnsw_params());
+    *engine.models.write() = Some(set);
     engine.on_new_models();
     Ok(TrainReport {
         generation,
         seq,
         cleaning: ds.cleaning,
         timings,
+        ranker_holdout_ndcg,
+        ranker_preferred,
     })
 }
 
@@ -718,10 +803,26 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
                 let seen = excluded.get(u as usize);
                 let ok = |i: u32| seen.is_none_or(|x| !x.contains(&i));
                 let h = history(u);
-                let chans = crate::rerank::model_channels(&base, split.train.n_users, Some(u), &h, opts.candidates, &ok);
+                let chans = crate::rerank::model_channels(
+                    &base,
+                    split.train.n_users,
+                    Some(u),
+                    &h,
+                    opts.candidates,
+                    &ok,
+                    None,
+                );
                 let cands = crate::rerank::union(&chans, &ok);
                 let ctx = crate::rerank::UserContext::new(&h, &info);
-                let fused = crate::rerank::fuse(fusion, &cands, &chans, &base, mlp.as_ref(), &ctx, &info);
+                let fused = crate::rerank::fuse(
+                    fusion,
+                    &cands,
+                    &chans,
+                    &base,
+                    mlp.as_ref().map(|r| &r.mlp),
+                    &ctx,
+                    &info,
+                );
                 s.iter_mut().for_each(|x| *x = -1.0);
                 for (c, f) in cands.iter().zip(fused) {
                     if let Some(x) = s.get_mut(*c as usize) {
@@ -729,7 +830,10 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
                     }
                 }
             };
-            push(name, eval::evaluate_ranking_excluding(&exclude, target, ks, scorer));
+            push(
+                name,
+                eval::evaluate_ranking_excluding(&exclude, target, ks, scorer),
+            );
         }
     }
     Ok(report)

@@ -150,6 +150,16 @@ pub(crate) enum Allowed<'a> {
     Exact(&'a [ItemId]),
 }
 
+impl std::fmt::Debug for VectorIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorIndex")
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .field("live", &self.len())
+            .finish()
+    }
+}
+
 /// A vector hit; `score` is larger-is-better (cosine, dot, or negated L2 distance).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct VectorHit {
@@ -267,6 +277,29 @@ impl VectorIndex {
             },
             m,
         )))
+    }
+
+    /// An index that lives only in memory (never snapshotted): the MF item factors.
+    pub fn in_memory(
+        dim: usize,
+        metric: Metric,
+        params: &HnswParams,
+        capacity: usize,
+    ) -> VectorIndex {
+        VectorIndex {
+            dir: PathBuf::new(),
+            dim,
+            metric,
+            params: params.clone(),
+            inner: RwLock::new(Inner {
+                graph: Graph::new(metric, params, capacity),
+                slot_item: Vec::new(),
+                item_slot: Vec::new(),
+                vectors: Vec::new(),
+                live: 0,
+            }),
+            snap: parking_lot::Mutex::new((0, 0, 0)),
+        }
     }
 
     /// Sets an item's raw vector without touching the graph (used at open, before replay,

@@ -190,7 +190,13 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                         else {
                             return Err(Error::UnknownItem(e.item));
                         };
-                        let stored = StoredEvent { user: uid, item: iid, kind: e.kind, ts: e.ts, seq };
+                        let stored = StoredEvent {
+                            user: uid,
+                            item: iid,
+                            kind: e.kind,
+                            ts: e.ts,
+                            seq,
+                        };
                         let identity = (uid.0, iid.0, kind_code(e.kind), e.ts);
                         let previous = match batch_events.get(&identity) {
                             Some(&at) => Some(new_events[at]),
@@ -226,8 +232,14 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                 Op::Forget(user) => {
                     seq += 1;
                     if let Some(uid) = users.get(&user) {
-                        let stored = event_index.by_user.get(uid.0 as usize).map_or(&[][..], Vec::as_slice);
-                        for ev in stored.iter().chain(new_events.iter().filter(|e| e.user == uid)) {
+                        let stored = event_index
+                            .by_user
+                            .get(uid.0 as usize)
+                            .map_or(&[][..], Vec::as_slice);
+                        for ev in stored
+                            .iter()
+                            .chain(new_events.iter().filter(|e| e.user == uid))
+                        {
                             batch.remove(events::log_key(ev.seq));
                         }
                         batch.remove(key(store::USER_ID, &[&uid.0.to_be_bytes()]));

@@ -381,7 +381,8 @@ pub struct Retrieve {
 }
 
 /// Retrieval knobs given as named arguments of `search`, `recommend` and `similar`
-/// (`fusion => 'rrf'`, `alpha => 0.7, beta => 0.3`, `max_per_brand => 2`,
+/// (`fusion => 'auto' | 'mlp' | 'linear' | 'rrf'`, `alpha => 0.7, beta => 0.3` for linear
+/// fusion, `max_per_brand => 2`,
 /// `exclude_purchased => false`, `candidates => 500`); unset ones keep the engine's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tuning {
@@ -1258,38 +1259,43 @@ fn table_function(
 fn tuning<'a>(get: &dyn Fn(&str) -> Option<&'a Expr>, span: Span, cx: Ctx) -> Result<Tuning> {
     let alpha = get("alpha").map(|e| number(e, "alpha", cx)).transpose()?;
     let beta = get("beta").map(|e| number(e, "beta", cx)).transpose()?;
-    let fusion = match get("fusion") {
-        Some(e) => match string_arg(e, "'linear' or 'rrf'", cx)?
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "rrf" if alpha.is_none() && beta.is_none() => Some(Fusion::Rrf { k: 60.0 }),
-            "rrf" => {
-                return Err(cx.err_expr(
-                    e,
-                    "expected fusion => 'linear' with alpha and beta (rrf has no weights)",
-                ))
-            }
-            "linear" => None,
-            other => {
-                return Err(cx.err_expr(
-                    e,
-                    format!("expected fusion => 'linear' or 'rrf', found '{other}'"),
-                ))
-            }
-        },
-        None => None,
-    };
-    let fusion = match (fusion, alpha, beta) {
-        (Some(f), _, _) => Some(f),
-        (None, None, None) if get("fusion").is_none() => None,
-        (None, a, b) => {
-            let (alpha, beta) = (a.unwrap_or(0.5) as f32, b.unwrap_or(0.5) as f32);
-            if !(alpha >= 0.0 && beta >= 0.0 && alpha.is_finite() && beta.is_finite()) {
-                return Err(cx.err(span, "expected alpha and beta as non-negative weights"));
-            }
-            Some(Fusion::Linear { alpha, beta })
+    let weights = |alpha: Option<f64>, beta: Option<f64>| -> Result<Fusion> {
+        let (alpha, beta) = (alpha.unwrap_or(0.5) as f32, beta.unwrap_or(0.5) as f32);
+        if alpha >= 0.0 && beta >= 0.0 && alpha.is_finite() && beta.is_finite() {
+            Ok(Fusion::Linear { alpha, beta })
+        } else {
+            Err(cx.err(span, "expected alpha and beta as non-negative weights"))
         }
+    };
+    let weighted = alpha.is_some() || beta.is_some();
+    let fusion = match get("fusion") {
+        Some(e) => {
+            let name = string_arg(e, "'auto', 'mlp', 'linear' or 'rrf'", cx)?.to_ascii_lowercase();
+            match name.as_str() {
+                "linear" => Some(weights(alpha, beta)?),
+                _ if weighted => {
+                    return Err(cx.err_expr(
+                        e,
+                        format!(
+                        "expected fusion => 'linear' with alpha and beta ({name} has no weights)"
+                    ),
+                    ))
+                }
+                "auto" => Some(Fusion::Auto),
+                "mlp" => Some(Fusion::Mlp),
+                "rrf" => Some(Fusion::Rrf { k: 60.0 }),
+                _ => {
+                    return Err(cx.err_expr(
+                        e,
+                        format!(
+                            "expected fusion => 'auto', 'mlp', 'linear' or 'rrf', found '{name}'"
+                        ),
+                    ))
+                }
+            }
+        }
+        None if weighted => Some(weights(alpha, beta)?),
+        None => None,
     };
     let exclude_purchased = match get("exclude_purchased") {
         Some(e) => match literal(e) {

@@ -164,8 +164,14 @@ fn movielens_100k_recbole_protocol() {
         .iter()
         .filter_map(|m| report.get(m, "ndcg", 10))
         .fold(0.0, f64::max);
-    println!("best single model NDCG@10 {best:.4}, best fused {fused:.4} ({:+.1}%)", 100.0 * (fused / best - 1.0));
-    assert!(report.get("fused_mlp", "ndcg", 10).is_some(), "the re-ranker was trained");
+    println!(
+        "best single model NDCG@10 {best:.4}, best fused {fused:.4} ({:+.1}%)",
+        100.0 * (fused / best - 1.0)
+    );
+    assert!(
+        report.get("fused_mlp", "ndcg", 10).is_some(),
+        "the re-ranker was trained"
+    );
 }
 
 /// Tuning aid: the same report on the validation split (tune here, never on test).

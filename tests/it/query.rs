@@ -119,7 +119,11 @@ fn trained_channels_explain_filter_and_exclude() {
         "item-CF names the history item: {ex}"
     );
     // Filters hold in every channel.
-    for fusion in [Fusion::default(), Fusion::default_linear(), Fusion::Rrf { k: 60.0 }] {
+    for fusion in [
+        Fusion::default(),
+        Fusion::default_linear(),
+        Fusion::Rrf { k: 60.0 },
+    ] {
         let f = Filter::category("bags");
         let hits = e
             .query(
