@@ -237,7 +237,7 @@ pub(crate) fn features(
 /// Candidates per channel when building training rows.
 const TRAIN_CANDIDATES: usize = 50;
 /// Users sampled for the re-ranker's training rows.
-const TRAIN_USERS: usize = 3_000;
+const TRAIN_USERS: usize = 1_000;
 
 /// Trains the re-ranker: a fifth of each sampled user's interactions is held out, the base
 /// models are fitted on the rest, the pipeline retrieves candidates, and the MLP learns which

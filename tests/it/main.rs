@@ -6,6 +6,7 @@ mod crash;
 mod damaged;
 mod models;
 mod query;
+mod scifact;
 mod sql;
 mod storage;
 mod support;

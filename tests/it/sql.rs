@@ -2,7 +2,7 @@
 //! error positions, all-or-nothing writes, limits. Plus the pure planner.
 
 use shopdb::sql::{plan, Field, Plan, Pred};
-use shopdb::{Error, Filter};
+use shopdb::{Error, Filter, Fusion};
 
 use super::cli::{compact, Scratch};
 
@@ -92,13 +92,13 @@ fn every_statement_kind() {
             ("DESCRIBE events", "user_id,text,who; item_id,text,which product (must exist); kind,text,*"),
             ("SHOW STATS", "*"),
             // Models.
-            ("TRAIN", "model generation 1 trained on log sequence 10*"),
+            ("TRAIN", "model generation 1 trained on log sequence *"),
             ("EVALUATE", "popularity,10,*"),
             ("SELECT id FROM recommend('u1') WHERE category = 'bags'", "p4"),
             ("EXPLAIN SELECT id FROM recommend('u2') WHERE category = 'shoes' LIMIT 1", "*"),
             ("EXPLAIN SELECT id FROM products WHERE price < 1", "Scan(*"),
             // Writes.
-            ("DELETE FROM products WHERE id IN ('p3', 'p3')", "deleted 1 product (seq 11)"),
+            ("DELETE FROM products WHERE id IN ('p3', 'p3')", "deleted 1 product (seq *"),
             ("SELECT id FROM products WHERE category = 'shoes' ORDER BY id", "p1; p2"),
             ("DELETE FROM users WHERE id = 'u2'", "forgot 1 user and their events*"),
             ("SELECT * FROM events WHERE user_id = 'u2'", ""),
@@ -242,6 +242,11 @@ const MALFORMED: &[(&str, &str, &str)] = &[
         "SELECT * FROM search('x', vector => [1, 'a'])",
         "1:41",
         "expected a vector component",
+    ),
+    (
+        "SELECT * FROM similar('p1', fusion => 'best')",
+        "1:39",
+        "expected fusion => 'auto', 'mlp', 'linear' or 'rrf'",
     ),
     ("SHOW FRUIT", "1:6", "expected SHOW STATS or SHOW TABLES"),
 ];
@@ -442,6 +447,22 @@ fn the_planner_is_pure_and_typed() {
     );
     assert!(
         matches!(plan("DELETE FROM users WHERE id = 'u1' OR id = 'u2'"), Ok(Plan::ForgetUsers(u)) if u == ["u1", "u2"])
+    );
+    let Ok(Plan::Retrieve(r)) = plan(
+        "SELECT * FROM recommend('u1', alpha => 0.75, beta => 0.25, max_per_brand => 2, exclude_purchased => false)",
+    ) else {
+        panic!("not a retrieval");
+    };
+    assert_eq!(
+        r.tuning.fusion,
+        Some(Fusion::Linear {
+            alpha: 0.75,
+            beta: 0.25
+        })
+    );
+    assert_eq!(
+        (r.tuning.max_per_brand, r.tuning.exclude_purchased),
+        (Some(2), Some(false))
     );
     assert!(matches!(plan("TRAIN;"), Ok(Plan::Train)));
     // One statement at a time (scripts are split first).

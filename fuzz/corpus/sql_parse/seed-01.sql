@@ -1,0 +1,1 @@
+SELECT id, title, price, score FROM search('running shoes', user => 'u1') WHERE price < 100 AND category = 'shoes' LIMIT 10;

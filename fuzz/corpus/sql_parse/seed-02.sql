@@ -1,0 +1,1 @@
+SELECT * FROM recommend('u1') WHERE brand IN ('Acme', 'Nimbus') AND NOT (attr('color') = 'red') LIMIT 5 OFFSET 2

@@ -1,0 +1,1 @@
+SELECT * FROM similar('p1') WHERE score >= 0.5 ORDER BY price DESC, id LIMIT 5

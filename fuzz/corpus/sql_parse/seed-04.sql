@@ -1,0 +1,1 @@
+EXPLAIN SELECT * FROM search('跑步鞋', vector => [0.1, -0.2, 3e-3], fusion => 'rrf') LIMIT 3

@@ -1,0 +1,1 @@
+SELECT id FROM products WHERE category LIKE 'shoes%' OR price BETWEEN 10 AND 20 OR size IS NULL

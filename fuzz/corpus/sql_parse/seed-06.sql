@@ -1,0 +1,1 @@
+SELECT user_id, item_id, kind, ts FROM events WHERE user_id = 'u1' AND ts > 1700000000 ORDER BY ts DESC

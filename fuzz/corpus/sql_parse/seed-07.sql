@@ -1,0 +1,1 @@
+INSERT INTO products (id, title, brand, category, price, embedding, color) VALUES ('p1', 'Acme 男士轻便跑步鞋', 'Acme', 'shoes/running', 59.9, [0.9, 0.1], 'red'), ('p2', NULL, 'x', 'y', NULL, NULL, 42)

@@ -1,0 +1,1 @@
+INSERT INTO events (user_id, item_id, kind, ts) VALUES ('u1', 'p1', 'purchase', 1732000000), ('u2', 'p1', 4.5, 1)

@@ -1,0 +1,1 @@
+DELETE FROM products WHERE id = 'p1' OR id IN ('p2', 'p3'); DELETE FROM users WHERE id = 'u1'

@@ -1,0 +1,1 @@
+/* block ; */ SELECT "quoted id" FROM products WHERE ((((price > 1)))) AND NOT NOT brand <> 'x'
