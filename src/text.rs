@@ -40,6 +40,8 @@ const WRITER_MEMORY: usize = 64 << 20;
 const FUZZY_BOOST: f32 = 0.3;
 /// Words shorter than this get no typo tolerance (too many false matches).
 const FUZZY_MIN_CHARS: usize = 5;
+/// Words at least this long tolerate two edits.
+const FUZZY_TWO_EDITS_CHARS: usize = 8;
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -397,6 +399,7 @@ impl TextIndex {
             return Ok(Vec::new());
         }
         let f = &self.fields;
+        let searcher = self.reader.searcher();
         let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for t in &terms {
             should.push((
@@ -418,13 +421,25 @@ impl TextIndex {
                     )),
                 ));
             }
-            if q.fuzzy && t.chars().count() >= FUZZY_MIN_CHARS && t.chars().all(|c| !is_cjk(c)) {
+            // Typo tolerance only for long words the index does not know: a known word needs
+            // no correction, and the edit-distance automaton is the costliest part of a query.
+            if q.fuzzy
+                && t.chars().count() >= FUZZY_MIN_CHARS
+                && t.chars().all(|c| !is_cjk(c))
+                && searcher.doc_freq(&Term::from_field_text(f.text, t))? == 0
+            {
                 should.push((
                     Occur::Should,
                     Box::new(tantivy::query::BoostQuery::new(
                         Box::new(FuzzyTermQuery::new(
                             Term::from_field_text(f.text, t),
-                            1,
+                            // Stemming can add a second edit ("headphonez" against the stem
+                            // "headphon"), so long words get two.
+                            if t.chars().count() >= FUZZY_TWO_EDITS_CHARS {
+                                2
+                            } else {
+                                1
+                            },
                             true,
                         )),
                         FUZZY_BOOST,
@@ -444,7 +459,6 @@ impl TextIndex {
                 ),
             ]))
         };
-        let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(q.limit).order_by_score())?;
         self.resolve(&searcher, top)
     }

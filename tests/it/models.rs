@@ -204,21 +204,34 @@ fn retrain_policy_trains_after_enough_new_events() {
         after_events: Some(10),
         after_secs: None,
     }));
-    e.append_events((0..9).map(|i| Event::new("late", format!("i{i}"), EventKind::View, 1_700_000_000 + i)).collect())
-        .unwrap();
+    e.append_events(
+        (0..9)
+            .map(|i| Event::new("late", format!("i{i}"), EventKind::View, 1_700_000_000 + i))
+            .collect(),
+    )
+    .unwrap();
     e.commit().unwrap();
     // 100 events since the engine opened (never trained): due at the first commit.
     assert_eq!(e.model_generation(), 1);
-    e.append_events((0..9).map(|i| Event::new("late2", format!("i{i}"), EventKind::View, 1_700_000_000 + i)).collect())
-        .unwrap();
+    e.append_events(
+        (0..9)
+            .map(|i| Event::new("late2", format!("i{i}"), EventKind::View, 1_700_000_000 + i))
+            .collect(),
+    )
+    .unwrap();
     e.commit().unwrap();
     assert_eq!(e.model_generation(), 1, "9 new events: not due yet");
-    e.append_event(Event::new("late3", "i1", EventKind::View, 1_700_000_100)).unwrap();
+    e.append_event(Event::new("late3", "i1", EventKind::View, 1_700_000_100))
+        .unwrap();
     e.commit().unwrap();
     assert_eq!(e.model_generation(), 2, "10 new events: retrained");
     e.set_retrain_policy(None);
-    e.append_events((0..20).map(|i| Event::new("late4", format!("i{i}"), EventKind::View, 1_700_000_000 + i)).collect())
-        .unwrap();
+    e.append_events(
+        (0..20)
+            .map(|i| Event::new("late4", format!("i{i}"), EventKind::View, 1_700_000_000 + i))
+            .collect(),
+    )
+    .unwrap();
     e.commit().unwrap();
     assert_eq!(e.model_generation(), 2, "policy off");
 }

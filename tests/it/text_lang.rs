@@ -102,3 +102,29 @@ fn real_chinese_reviews_segment() {
         "{found} of {with_word}"
     );
 }
+
+#[test]
+fn one_wrong_letter_still_finds_the_product_below_exact_matches() {
+    let dir = tempdir();
+    let e = open(dir.path());
+    e.upsert_products(vec![
+        Product::new("exact").title("wireless headphones"),
+        Product::new("typo").title("wireless headphanes"),
+        Product::new("other").title("garden chair"),
+    ])
+    .unwrap();
+    e.commit().unwrap();
+    // Words not in the index: the fuzzy clause finds the products anyway.
+    for typo in ["wireliss", "headphonez", "wirelesss"] {
+        let hits = e.query(&shopdb::Query::new().text(typo)).unwrap();
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        assert!(
+            ids.contains(&"exact") && !ids.contains(&"other"),
+            "{typo}: {ids:?}"
+        );
+    }
+    // A known word: exact matches rank first.
+    let hits = e.query(&shopdb::Query::new().text("headphones")).unwrap();
+    assert_eq!(hits[0].id, "exact");
+    assert!(hits.iter().all(|h| h.id != "other"));
+}
