@@ -356,7 +356,7 @@ impl Engine {
             Ok(m) => {
                 let m = m.map(Arc::new);
                 if let Some(m) = &m {
-                    m.spawn_factor_index(&engine.config.hnsw);
+                    m.spawn_factor_index(&engine.config.hnsw, true);
                 }
                 *engine.models.write() = m;
             }

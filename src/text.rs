@@ -469,11 +469,18 @@ impl TextIndex {
         top: Vec<(f32, DocAddress)>,
     ) -> Result<Vec<TextHit>> {
         let mut out = Vec::with_capacity(top.len());
+        // One column handle per segment: opening it is far costlier than a lookup.
+        let mut columns = std::collections::HashMap::new();
         for (score, addr) in top {
-            let column = searcher
-                .segment_reader(addr.segment_ord)
-                .fast_fields()
-                .u64("iid")?;
+            let column = match columns.entry(addr.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                    searcher
+                        .segment_reader(addr.segment_ord)
+                        .fast_fields()
+                        .u64("iid")?,
+                ),
+            };
             if let Some(iid) = column.first(addr.doc_id) {
                 out.push(TextHit {
                     item: ItemId(iid as u32),

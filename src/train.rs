@@ -166,14 +166,19 @@ pub(crate) struct ModelSet {
 pub(crate) const FACTOR_ANN_MIN_ITEMS: usize = 20_000;
 
 impl ModelSet {
-    /// Starts building the factor index on a background thread when the catalog is large.
-    pub(crate) fn spawn_factor_index(self: &Arc<Self>, params: &crate::config::HnswParams) {
+    /// Builds the factor index when the catalog is large: on a background thread at open
+    /// (queries score every item until it is ready), in the caller's thread after training.
+    pub(crate) fn spawn_factor_index(
+        self: &Arc<Self>,
+        params: &crate::config::HnswParams,
+        background: bool,
+    ) {
         if self.n_items < FACTOR_ANN_MIN_ITEMS {
             return;
         }
         let set = Arc::clone(self);
         let params = params.clone();
-        std::thread::spawn(move || {
+        let build = move || {
             let mf = &set.base.mf;
             let dim = mf.dim();
             let index = crate::vector::VectorIndex::in_memory(
@@ -190,7 +195,12 @@ impl ModelSet {
                 index.upsert(chunk);
             }
             let _ = set.factor_index.set(index);
-        });
+        };
+        if background {
+            std::thread::spawn(build);
+        } else {
+            build();
+        }
     }
 }
 
@@ -516,7 +526,7 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         .map(|r| (r.holdout_ndcg, r.linear_holdout_ndcg));
     let ranker_preferred = set.mlp.as_ref().is_some_and(|r| r.preferred());
     let set = Arc::new(set);
-    set.spawn_factor_index(engine.hnsw_params());
+    set.spawn_factor_index(engine.hnsw_params(), false);
     *engine.models.write() = Some(set);
     engine.on_new_models();
     Ok(TrainReport {
