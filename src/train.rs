@@ -162,8 +162,10 @@ pub(crate) struct ModelSet {
     pub factor_index: Arc<std::sync::OnceLock<crate::vector::VectorIndex>>,
 }
 
-/// Below this many items, scoring every item's factor is as fast as a graph walk.
-pub(crate) const FACTOR_ANN_MIN_ITEMS: usize = 20_000;
+/// Below this many items, scoring every item's factor beats a graph walk: at 100k items
+/// and 64 factors, a recommendation took 9 ms scoring every item and 53 ms walking the graph
+/// (the inner-product walk looks at 4k candidates to re-score them exactly).
+pub(crate) const FACTOR_ANN_MIN_ITEMS: usize = 1_000_000;
 
 impl ModelSet {
     /// Builds the factor index when the catalog is large: on a background thread at open
