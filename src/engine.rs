@@ -270,10 +270,12 @@ impl Engine {
         let seq = store.meta_u64("seq")?;
         let mut events = events::EventIndex::default();
         for r in store.scan(&[store::EVENT]) {
-            let (k, v) = r?;
-            let e = events::decode(&k, &v)
-                .ok_or_else(|| Error::corrupt("store", "undecodable event record"))?;
-            events.insert(e);
+            let (_, v) = r?;
+            let block = events::decode_block(&v)
+                .ok_or_else(|| Error::corrupt("store", "undecodable event block"))?;
+            for e in block {
+                events.insert(e);
+            }
         }
 
         // Catalog -> in-memory item table.

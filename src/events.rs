@@ -1,7 +1,7 @@
 //! The interaction log: events, their validation and their keys in the store.
 //!
 //! "Here is a user (or an item), give me their events in time order." The store keeps events
-//! in an append-only log keyed by sequence number (appends touch only the tail of the tree);
+//! in an append-only log of blocks of 256 sequence numbers (appends touch only the tail);
 //! the per-user and per-item indexes live in memory and are rebuilt at open. An event equal
 //! to a stored one in user, item, kind and timestamp is a duplicate and stores nothing, so
 //! delivery may be at-least-once; a rating appended again with a new value replaces the old.
@@ -154,44 +154,56 @@ pub(crate) struct StoredEvent {
     pub seq: u64,
 }
 
-/// Length of an encoded event record.
-const RECORD_LEN: usize = 21;
+/// Length of an encoded event record: seq, user, item, kind, value, ts.
+const RECORD_LEN: usize = 29;
 
-/// Key of an event in the append-only log: its sequence number, so appends touch only the
-/// tail of the tree.
-pub(crate) fn log_key(seq: u64) -> Vec<u8> {
-    key(EVENT, &[&seq.to_be_bytes()])
+/// Events are stored in blocks of this many consecutive sequence numbers (as a power of 2):
+/// one store key per block instead of one per event keeps batched appends cheap.
+const BLOCK_BITS: u32 = 8;
+
+/// The block holding the event with this sequence number.
+pub(crate) fn block_of(seq: u64) -> u64 {
+    seq >> BLOCK_BITS
 }
 
-/// Encodes an event record: user, item, kind, value, ts.
-pub(crate) fn encode(e: &StoredEvent) -> Vec<u8> {
-    let mut v = Vec::with_capacity(RECORD_LEN);
-    v.extend_from_slice(&e.user.0.to_be_bytes());
-    v.extend_from_slice(&e.item.0.to_be_bytes());
-    v.push(e.kind.code());
-    v.extend_from_slice(&e.kind.value().to_be_bytes());
-    v.extend_from_slice(&e.ts.to_be_bytes());
-    v
+/// Key of a block of the append-only log; blocks are in sequence order, so appends touch
+/// only the tail of the tree.
+pub(crate) fn block_key(block: u64) -> Vec<u8> {
+    key(EVENT, &[&block.to_be_bytes()])
 }
 
-/// Decodes a log record.
-pub(crate) fn decode(k: &[u8], v: &[u8]) -> Option<StoredEvent> {
-    if k.len() != 9 || v.len() != RECORD_LEN {
+/// Appends an event record to a block value.
+pub(crate) fn encode_into(e: &StoredEvent, out: &mut Vec<u8>) {
+    out.extend_from_slice(&e.seq.to_be_bytes());
+    out.extend_from_slice(&e.user.0.to_be_bytes());
+    out.extend_from_slice(&e.item.0.to_be_bytes());
+    out.push(e.kind.code());
+    out.extend_from_slice(&e.kind.value().to_be_bytes());
+    out.extend_from_slice(&e.ts.to_be_bytes());
+}
+
+/// Decodes a block value; `None` when it is damaged.
+pub(crate) fn decode_block(v: &[u8]) -> Option<Vec<StoredEvent>> {
+    if v.len() % RECORD_LEN != 0 {
         return None;
     }
-    let seq = be_u64(k, 1)?;
-    let user = UserId(be_u32(v, 0)?);
-    let item = ItemId(be_u32(v, 4)?);
-    let value = f32::from_bits(be_u32(v, 9)?);
-    let kind = EventKind::from_code(v[8], value)?;
-    let ts = be_u64(v, 13)? as i64;
-    Some(StoredEvent {
-        user,
-        item,
-        kind,
-        ts,
-        seq,
-    })
+    v.chunks_exact(RECORD_LEN)
+        .map(|r| {
+            let seq = be_u64(r, 0)?;
+            let user = UserId(be_u32(r, 8)?);
+            let item = ItemId(be_u32(r, 12)?);
+            let value = f32::from_bits(be_u32(r, 17)?);
+            let kind = EventKind::from_code(r[16], value)?;
+            let ts = be_u64(r, 21)? as i64;
+            Some(StoredEvent {
+                user,
+                item,
+                kind,
+                ts,
+                seq,
+            })
+        })
+        .collect()
 }
 
 /// The in-memory per-user (time order) and per-item indexes over the event log, rebuilt at

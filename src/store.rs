@@ -13,7 +13,7 @@
 //! | `C` | seq `u64` | product id whose record changed (replayed into text and vector indexes) |
 //! | `U` | user id | uid `u32` |
 //! | `V` | uid `u32` | user id |
-//! | `E` | seq `u64` | event: uid, iid, kind, value, ts (append-only log) |
+//! | `E` | block `u64` (seq >> 8) | event records: seq, uid, iid, kind, value, ts (append-only log) |
 //! | `N` / `n` | entity name / eid `u32` | eid / entity name |
 //! | `R` / `r` | relation name / rid `u16` | rid / relation name |
 //! | `T` / `t` | head, rid, tail / tail, rid, head | empty (edges, both directions) |

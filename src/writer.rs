@@ -70,6 +70,9 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
     // Event changes to publish in memory once the batch is durable.
     let mut new_events: Vec<StoredEvent> = Vec::new();
     let mut replaced_events: Vec<StoredEvent> = Vec::new();
+    // Event records to add to and remove from the log's blocks.
+    let mut added: Vec<StoredEvent> = Vec::new();
+    let mut removed_seqs: std::collections::HashSet<u64> = std::collections::HashSet::new();
 
     let result = (|| -> Result<()> {
         let items = engine.items.read();
@@ -211,7 +214,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                             Some(prev) => {
                                 // A rating with a new value replaces the stored one.
                                 duplicate_events += 1;
-                                batch.remove(events::log_key(prev.seq));
+                                removed_seqs.insert(prev.seq);
                                 match batch_events.get(&identity) {
                                     Some(&at) => new_events[at] = stored,
                                     None => {
@@ -226,7 +229,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                                 new_events.push(stored);
                             }
                         }
-                        batch.put(events::log_key(seq), events::encode(&stored));
+                        added.push(stored);
                     }
                 }
                 Op::Forget(user) => {
@@ -240,7 +243,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                             .iter()
                             .chain(new_events.iter().filter(|e| e.user == uid))
                         {
-                            batch.remove(events::log_key(ev.seq));
+                            removed_seqs.insert(ev.seq);
                         }
                         batch.remove(key(store::USER_ID, &[&uid.0.to_be_bytes()]));
                         forgotten.push(uid);
@@ -269,6 +272,34 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                         graph::put_edge(&mut batch, head, rel, tail);
                     }
                 }
+            }
+        }
+        // Rewrite every event block this commit touches.
+        let mut blocks: std::collections::BTreeSet<u64> =
+            added.iter().map(|e| events::block_of(e.seq)).collect();
+        blocks.extend(removed_seqs.iter().map(|s| events::block_of(*s)));
+        for block in blocks {
+            let key = events::block_key(block);
+            let mut records = match engine.store.get(&key)? {
+                Some(v) => events::decode_block(&v)
+                    .ok_or_else(|| Error::corrupt("store", "undecodable event block"))?,
+                None => Vec::new(),
+            };
+            records.extend(
+                added
+                    .iter()
+                    .filter(|e| events::block_of(e.seq) == block)
+                    .copied(),
+            );
+            records.retain(|e| !removed_seqs.contains(&e.seq));
+            if records.is_empty() {
+                batch.remove(key);
+            } else {
+                let mut value = Vec::with_capacity(records.len() * 29);
+                for e in &records {
+                    events::encode_into(e, &mut value);
+                }
+                batch.put(key, value);
             }
         }
         batch.put(meta_key("seq"), meta_value(seq));
