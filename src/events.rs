@@ -184,7 +184,7 @@ pub(crate) fn encode_into(e: &StoredEvent, out: &mut Vec<u8>) {
 
 /// Decodes a block value; `None` when it is damaged.
 pub(crate) fn decode_block(v: &[u8]) -> Option<Vec<StoredEvent>> {
-    if v.len() % RECORD_LEN != 0 {
+    if !v.len().is_multiple_of(RECORD_LEN) {
         return None;
     }
     v.chunks_exact(RECORD_LEN)
