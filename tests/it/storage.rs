@@ -248,3 +248,45 @@ fn metrics_cosine_dot_l2_find_the_nearest() {
         }
     }
 }
+
+#[test]
+fn engine_is_shared_across_threads_and_readers_see_only_commits() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+    let dir = tempdir();
+    let e = std::sync::Arc::new(open(dir.path()));
+    e.upsert_products(products(10, 8)).unwrap();
+    e.commit().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (e, stop) = (e.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Batches of 10 are committed whole: a reader sees a multiple of 10.
+                    let n = e.search_text("product", &Filter::All, 1000).unwrap().len();
+                    assert_eq!(n % 10, 0, "saw a half-applied batch: {n}");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for b in 1..20u64 {
+        let batch = (b * 10..b * 10 + 10)
+            .map(|i| {
+                Product::new(format!("p{i}"))
+                    .title(format!("product {i}"))
+                    .embedding(vector(i, 8))
+            })
+            .collect();
+        e.upsert_products(batch).unwrap();
+        e.commit().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert_eq!(e.product_count(), 200);
+}
