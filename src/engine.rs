@@ -137,6 +137,26 @@ pub struct Stats {
     pub text_bytes: u64,
 }
 
+/// Entries kept by the hot-query cache before it starts over.
+const QUERY_CACHE_ENTRIES: usize = 1024;
+
+#[derive(Default)]
+struct QueryCache {
+    generation: u64,
+    entries: HashMap<String, Vec<crate::query::Hit>>,
+    hits: u64,
+    misses: u64,
+}
+
+/// Facet counts of a search.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facets {
+    /// `(brand, matching products)`.
+    pub brands: Vec<(String, usize)>,
+    /// `(category path, matching products)`, every level of the tree.
+    pub categories: Vec<(String, usize)>,
+}
+
 /// A scored item returned by a single channel search.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scored {
@@ -210,6 +230,7 @@ pub struct Engine {
     /// Bumped by every commit and every new model generation (cache keys include it).
     pub(crate) generation: AtomicU64,
     retrain: Mutex<Option<crate::train::RetrainPolicy>>,
+    query_cache: Mutex<QueryCache>,
     /// (events, time) at the last training, for the retrain policy.
     last_training: Mutex<(u64, std::time::Instant)>,
 }
@@ -352,6 +373,7 @@ impl Engine {
             training_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
             retrain: Mutex::new(None),
+            query_cache: Mutex::new(QueryCache::default()),
             last_training: Mutex::new((0, std::time::Instant::now())),
         };
         match crate::train::load(dir) {
@@ -715,7 +737,69 @@ impl Engine {
     /// [`Error::Invalid`] / [`Error::DimensionMismatch`] for a bad vector or filter,
     /// [`Error::UnknownItem`] for an unknown `similar_to` item.
     pub fn query(&self, query: &crate::query::Query) -> Result<Vec<crate::query::Hit>> {
-        crate::query::run(self, query)
+        // The hot-query cache: keyed by the whole request, valid for one generation (every
+        // commit and every new model generation moves it on).
+        let key = format!("{query:?}");
+        let generation = self.generation.load(Ordering::SeqCst);
+        {
+            let mut cache = self.query_cache.lock();
+            if cache.generation != generation {
+                cache.entries.clear();
+                cache.generation = generation;
+            }
+            if let Some(hits) = cache.entries.get(&key).cloned() {
+                cache.hits += 1;
+                return Ok(hits);
+            }
+            cache.misses += 1;
+        }
+        let hits = crate::query::run(self, query)?;
+        let mut cache = self.query_cache.lock();
+        if cache.generation == generation {
+            if cache.entries.len() >= QUERY_CACHE_ENTRIES {
+                cache.entries.clear();
+            }
+            cache.entries.insert(key, hits.clone());
+        }
+        Ok(hits)
+    }
+
+    /// Hot-query cache counters: `(hits, misses)` since open.
+    pub fn query_cache_stats(&self) -> (u64, u64) {
+        let c = self.query_cache.lock();
+        (c.hits, c.misses)
+    }
+
+    /// Facet counts of a search: how many matching products each brand and each category
+    /// level has, under the filter. Sorted by count, then name.
+    ///
+    /// # Errors
+    /// As [`search_text`](Self::search_text).
+    pub fn facets(&self, text: &str, filter: &Filter) -> Result<Facets> {
+        self.check_query_text(text)?;
+        filter.validate(&self.config.limits)?;
+        let matching = self.text.matching(text, filter)?;
+        let items = self.items.read();
+        let mut brands: HashMap<String, usize> = HashMap::new();
+        let mut categories: HashMap<String, usize> = HashMap::new();
+        for iid in matching {
+            let Some(p) = items.get(iid) else { continue };
+            if !p.brand.is_empty() {
+                *brands.entry(p.brand.clone()).or_default() += 1;
+            }
+            for c in crate::catalog::category_ancestors(&p.category) {
+                *categories.entry(c).or_default() += 1;
+            }
+        }
+        let sorted = |m: HashMap<String, usize>| {
+            let mut v: Vec<(String, usize)> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v
+        };
+        Ok(Facets {
+            brands: sorted(brands),
+            categories: sorted(categories),
+        })
     }
 
     /// The model generation serving queries (0 when never trained).

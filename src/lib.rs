@@ -28,7 +28,7 @@ mod writer;
 
 pub use catalog::Product;
 pub use config::{Config, HnswParams, Limits, Metric};
-pub use engine::{Appended, Committed, Engine, EngineBuilder, Recovery, Scored, Stats};
+pub use engine::{Appended, Committed, Engine, EngineBuilder, Facets, Recovery, Scored, Stats};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::Filter;

@@ -103,6 +103,7 @@ pub struct Query {
     k: usize,
     fusion: Fusion,
     max_per_brand: Option<usize>,
+    mmr: Option<f32>,
     exclude_purchased: bool,
     explain: bool,
     candidates: usize,
@@ -119,6 +120,7 @@ impl Default for Query {
             k: 10,
             fusion: Fusion::default(),
             max_per_brand: None,
+            mmr: None,
             exclude_purchased: true,
             explain: false,
             candidates: 200,
@@ -165,6 +167,12 @@ impl Query {
     /// Fusion mode.
     pub fn fusion(mut self, fusion: Fusion) -> Self {
         self.fusion = fusion;
+        self
+    }
+    /// Diversify with maximal marginal relevance: `lambda` 1 keeps the relevance order, lower
+    /// values trade relevance for variety (embedding similarity between hits).
+    pub fn mmr(mut self, lambda: f32) -> Self {
+        self.mmr = Some(lambda.clamp(0.0, 1.0));
         self
     }
     /// At most this many hits per brand.
@@ -284,6 +292,61 @@ fn history_weight(kind: EventKind) -> f32 {
 const HISTORY: usize = 100;
 
 type ChannelHits = Vec<(ItemId, f32)>;
+
+/// Maximal marginal relevance over the best `max(10 k, 100)` hits: each pick maximises
+/// `lambda * relevance - (1 - lambda) * max similarity to the picks so far`, with relevance
+/// min-max normalised and similarity the cosine of product embeddings (0 without one).
+fn mmr(
+    engine: &Engine,
+    hits: Vec<(ItemId, f32, Vec<ChannelScore>)>,
+    lambda: f32,
+    k: usize,
+) -> Vec<(ItemId, f32, Vec<ChannelScore>)> {
+    let pool = (k * 10).max(100).min(hits.len());
+    let (mut head, tail): (Vec<_>, Vec<_>) = {
+        let mut h = hits;
+        let t = h.split_off(pool);
+        (h, t)
+    };
+    let max = head.iter().map(|h| h.1).fold(f32::NEG_INFINITY, f32::max);
+    let min = head.iter().map(|h| h.1).fold(f32::INFINITY, f32::min);
+    let rel = |s: f32| {
+        if max > min {
+            (s - min) / (max - min)
+        } else {
+            1.0
+        }
+    };
+    let vecs: HashMap<ItemId, Vec<f32>> = head
+        .iter()
+        .filter_map(|h| {
+            engine
+                .vectors
+                .vector(h.0)
+                .map(|v| (h.0, crate::vector::unit(&v)))
+        })
+        .collect();
+    let sim = |a: ItemId, b: ItemId| match (vecs.get(&a), vecs.get(&b)) {
+        (Some(x), Some(y)) => x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>(),
+        _ => 0.0,
+    };
+    let mut picked: Vec<(ItemId, f32, Vec<ChannelScore>)> = Vec::with_capacity(head.len());
+    while !head.is_empty() {
+        let best = head
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let redundancy = picked.iter().map(|p| sim(h.0, p.0)).fold(0.0, f32::max);
+                (i, lambda * rel(h.1) - (1.0 - lambda) * redundancy)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        picked.push(head.remove(best));
+    }
+    picked.extend(tail);
+    picked
+}
 
 pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     let limits = engine.config().limits.clone();
@@ -585,6 +648,9 @@ fn finish(
         })
         .collect();
     hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if let Some(lambda) = q.mmr {
+        hits = mmr(engine, hits, lambda, q.k);
+    }
 
     // Business rules: at most `max_per_brand` per brand, then the top k.
     let mut per_brand: HashMap<String, usize> = HashMap::new();

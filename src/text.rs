@@ -463,6 +463,42 @@ impl TextIndex {
         self.resolve(&searcher, top)
     }
 
+    /// Every item matching the text (any term, typo tolerance as in `search`) and the filter.
+    pub fn matching(&self, text: &str, filter: &Filter) -> Result<Vec<ItemId>> {
+        let terms = analyze(text);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let f = &self.fields;
+        let should: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|t| {
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(f.text, t),
+                        IndexRecordOption::Basic,
+                    )) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        let query = BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(BooleanQuery::new(should)) as Box<dyn Query>,
+            ),
+            (Occur::Must, self.filter_query(filter)),
+        ]);
+        let searcher = self.reader.searcher();
+        let docs = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
+        let top: Vec<(f32, DocAddress)> = docs.into_iter().map(|d| (0.0, d)).collect();
+        Ok(self
+            .resolve(&searcher, top)?
+            .into_iter()
+            .map(|h| h.item)
+            .collect())
+    }
+
     fn resolve(
         &self,
         searcher: &tantivy::Searcher,

@@ -191,3 +191,68 @@ fn trained_channels_explain_filter_and_exclude() {
     );
     assert!(after.iter().all(|h| h.id != "p2"));
 }
+
+#[test]
+fn cache_facets_and_mmr() {
+    let dir = tempdir();
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    shop(&e);
+    // The hot-query cache answers a repeated query and is invalidated by a commit.
+    let q = Query::new().text("shoe").k(50);
+    let first = e.query(&q).unwrap();
+    let again = e.query(&q).unwrap();
+    assert_eq!(e.query_cache_stats(), (1, 1));
+    assert_eq!(
+        first.iter().map(|h| &h.id).collect::<Vec<_>>(),
+        again.iter().map(|h| &h.id).collect::<Vec<_>>()
+    );
+    e.upsert_product(
+        Product::new("fresh")
+            .title("shoe shoe shoe")
+            .category("shoes/running"),
+    )
+    .unwrap();
+    e.commit().unwrap();
+    let after = e.query(&q).unwrap();
+    assert_eq!(e.query_cache_stats(), (1, 2));
+    assert!(after.iter().any(|h| h.id == "fresh"));
+    // Facets count every match under the filter.
+    let f = e.facets("shoe", &Filter::All).unwrap();
+    assert_eq!(
+        f.categories.iter().find(|(c, _)| c == "shoes").map(|x| x.1),
+        Some(41)
+    );
+    assert_eq!(
+        f.brands.iter().find(|(b, _)| b == "Oxford").map(|x| x.1),
+        Some(20)
+    );
+    let f = e.facets("shoe", &Filter::brand("Acme")).unwrap();
+    assert_eq!(f.brands, vec![("Acme".to_string(), 20)]);
+    assert_eq!(
+        f.categories,
+        vec![("shoes".to_string(), 20), ("shoes/running".to_string(), 20)]
+    );
+    // MMR trades relevance for variety: with a low lambda the top 3 span more categories.
+    let plain = e.query(&Query::new().similar_to("p0").k(3)).unwrap();
+    let diverse = e
+        .query(&Query::new().similar_to("p0").k(3).mmr(0.1))
+        .unwrap();
+    let cats = |h: &[shopdb::Hit]| {
+        h.iter()
+            .map(|x| x.product.category.clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    assert!(
+        cats(&diverse) > cats(&plain),
+        "plain {:?} diverse {:?}",
+        plain
+            .iter()
+            .map(|h| &h.product.category)
+            .collect::<Vec<_>>(),
+        diverse
+            .iter()
+            .map(|h| &h.product.category)
+            .collect::<Vec<_>>()
+    );
+}
