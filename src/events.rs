@@ -59,7 +59,7 @@ impl EventKind {
         }
     }
 
-    fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         match self {
             EventKind::View => 0,
             EventKind::Click => 1,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::catalog::{ItemId, Product};
 use crate::engine::{Committed, Engine, StoredProduct};
 use crate::error::{Error, Result};
-use crate::events::{self, Event, EventKind, StoredEvent, UserId};
+use crate::events::{self, Event, StoredEvent, UserId};
 use crate::graph::{self, item_entity, product_edges, Dictionary, REL_LINK};
 use crate::store::{self, be_u64, key, meta_key, meta_value, Batch};
 
@@ -26,16 +26,6 @@ pub(crate) enum Op {
     Forget(String),
     Triples(Vec<(String, String, String)>),
     Links(Vec<(String, String)>),
-}
-
-fn kind_code(k: EventKind) -> u8 {
-    match k {
-        EventKind::View => 0,
-        EventKind::Click => 1,
-        EventKind::Cart => 2,
-        EventKind::Purchase => 3,
-        EventKind::Rating(_) => 4,
-    }
 }
 
 /// What the derived indexes must do once the store batch is durable.
@@ -200,7 +190,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                             ts: e.ts,
                             seq,
                         };
-                        let identity = (uid.0, iid.0, kind_code(e.kind), e.ts);
+                        let identity = (uid.0, iid.0, e.kind.code(), e.ts);
                         let previous = match batch_events.get(&identity) {
                             Some(&at) => Some(new_events[at]),
                             None => event_index.find(uid, iid, e.kind, e.ts).copied(),
