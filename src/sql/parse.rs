@@ -444,7 +444,7 @@ impl Cursor<'_> {
         hit
     }
 
-    fn expect(&mut self, word: &str) -> Result<()> {
+    fn expect_keyword(&mut self, word: &str) -> Result<()> {
         if self.eat(word) {
             Ok(())
         } else {
@@ -478,7 +478,7 @@ fn import(c: &mut Cursor<'_>) -> Result<Plan> {
         if !c.eat("ON") {
             return Ok(OnError::Abort);
         }
-        c.expect("ERROR")?;
+        c.expect_keyword("ERROR")?;
         if c.eat("SKIP") {
             Ok(OnError::Skip)
         } else if c.eat("ABORT") {
@@ -488,28 +488,28 @@ fn import(c: &mut Cursor<'_>) -> Result<Plan> {
         }
     };
     let import = if c.eat("PRODUCTS") {
-        c.expect("FROM")?;
+        c.expect_keyword("FROM")?;
         let path = c.string("a file path")?;
         Import::Products {
             path,
             on_error: on_error(c)?,
         }
     } else if c.eat("EVENTS") {
-        c.expect("FROM")?;
+        c.expect_keyword("FROM")?;
         let path = c.string("a file path")?;
         Import::Events {
             path,
             on_error: on_error(c)?,
         }
     } else if c.eat("MOVIELENS") {
-        c.expect("FROM")?;
+        c.expect_keyword("FROM")?;
         Import::MovieLens {
             dir: c.string("a directory path")?,
         }
     } else if c.eat("KG") {
-        c.expect("FROM")?;
+        c.expect_keyword("FROM")?;
         let kg = c.string("a .kg file path")?;
-        c.expect("LINKS")?;
+        c.expect_keyword("LINKS")?;
         let links = c.string("a .link file path")?;
         Import::Kg { kg, links }
     } else {
