@@ -139,17 +139,26 @@ fn damaged_model_file_is_a_typed_error_and_the_engine_still_serves() {
     assert!(!e.search_text("item", &Filter::All, 5).unwrap().is_empty());
 }
 
-#[test]
-fn movielens_100k_recbole_protocol() {
+/// MovieLens 100K with its knowledge graph imported, or `None` (after one line) when the data
+/// folder is absent.
+fn movielens_engine() -> Option<(tempfile::TempDir, Engine)> {
     let data = import::data_dir().join("ml-100k");
     if !data.join("u.data").exists() {
         println!("skipping: {} not found (set SHOPDB_DATA)", data.display());
-        return;
+        return None;
     }
     let dir = tempdir();
     let e = Engine::builder().dim(8).open(dir.path()).unwrap();
     import::movielens(&e, &data).unwrap();
     import::recbole_kg(&e, &data.join("ml-100k.kg"), &data.join("ml-100k.link")).unwrap();
+    Some((dir, e))
+}
+
+#[test]
+fn movielens_100k_recbole_protocol() {
+    let Some((_dir, e)) = movielens_engine() else {
+        return;
+    };
     assert_eq!(e.stats().events, 100_000);
     let report = e.evaluate(&EvalOptions::default()).unwrap();
     println!("MovieLens 100K, RecBole protocol (random 80/10/10 per user, seed 2020, full ranking), test split:\n{report}");
@@ -178,15 +187,9 @@ fn movielens_100k_recbole_protocol() {
 #[test]
 #[ignore = "tuning aid; run by hand"]
 fn movielens_100k_validation() {
-    let data = import::data_dir().join("ml-100k");
-    if !data.join("u.data").exists() {
-        println!("skipping: {} not found (set SHOPDB_DATA)", data.display());
+    let Some((_dir, e)) = movielens_engine() else {
         return;
-    }
-    let dir = tempdir();
-    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
-    import::movielens(&e, &data).unwrap();
-    import::recbole_kg(&e, &data.join("ml-100k.kg"), &data.join("ml-100k.link")).unwrap();
+    };
     let opts = EvalOptions {
         on: shopdb::EvalOn::Valid,
         ..EvalOptions::default()
