@@ -13,6 +13,7 @@ pub mod eval;
 mod events;
 mod filter;
 mod fsutil;
+mod fusion;
 mod graph;
 pub mod import;
 #[allow(missing_docs)]
@@ -32,8 +33,9 @@ pub use engine::{Appended, Committed, Engine, EngineBuilder, Facets, Recovery, S
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::Filter;
+pub use fusion::ChannelWeights;
 pub use query::{Channel, ChannelScore, Explanation, Fusion, Hit, Query};
 pub use train::{
-    Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, RatingWeight, RetrainPolicy,
-    SplitKind, TrainOptions, TrainReport,
+    Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, FusionHoldout, RatingWeight,
+    RetrainPolicy, SplitKind, TrainOptions, TrainReport,
 };

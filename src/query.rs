@@ -14,14 +14,16 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::filter::Filter;
+use crate::fusion::ChannelNorm;
 use crate::text::TextQuery;
 use crate::train::ModelSet;
 
 /// How channel scores become one score.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Fusion {
-    /// The MLP re-ranker for recommendations once trained; [`Fusion::default_linear`] for
-    /// searches and before training. The default.
+    /// For recommendations once trained, whichever of the MLP re-ranker and
+    /// [`Fusion::Learned`] ranked better on held-out users at training;
+    /// [`Fusion::default_linear`] for searches and before training. The default.
     #[default]
     Auto,
     /// The MLP re-ranker's probability (recommendations; searches fall back to linear).
@@ -36,6 +38,10 @@ pub enum Fusion {
         /// Weight of the collaborative channels.
         beta: f32,
     },
+    /// Linear fusion with the per-channel weights fitted at training on held-out
+    /// interactions (recommendations; searches and untrained engines use
+    /// [`Fusion::default_linear`]).
+    Learned,
     /// Reciprocal rank fusion: the sum over channels of `1 / (k + rank)`.
     Rrf {
         /// The rank offset (60 in the original paper).
@@ -47,8 +53,8 @@ impl Fusion {
     /// `Linear { alpha: 0.5, beta: 0.5 }`.
     pub fn default_linear() -> Self {
         Fusion::Linear {
-            alpha: 0.5,
-            beta: 0.5,
+            alpha: crate::fusion::DEFAULT_ALPHA,
+            beta: crate::fusion::DEFAULT_BETA,
         }
     }
 }
@@ -86,7 +92,7 @@ impl Channel {
         }
     }
 
-    fn is_content(&self) -> bool {
+    pub(crate) fn is_content(&self) -> bool {
         matches!(self, Channel::Text | Channel::Vector)
     }
 }
@@ -123,13 +129,13 @@ impl Default for Query {
             mmr: None,
             exclude_purchased: true,
             explain: false,
-            candidates: 200,
+            candidates: crate::rerank::CANDIDATES,
         }
     }
 }
 
 impl Query {
-    /// An empty query: k = 10, linear fusion, purchased items excluded, 200 candidates per
+    /// An empty query: k = 10, automatic fusion, purchased items excluded, 100 candidates per
     /// channel.
     pub fn new() -> Self {
         Query::default()
@@ -190,7 +196,8 @@ impl Query {
         self.explain = yes;
         self
     }
-    /// Candidates per channel (1..=`Limits::max_candidates`, default 200).
+    /// Candidates per channel (1..=`Limits::max_candidates`, default 100: the length the
+    /// re-ranker was trained on).
     pub fn candidates(mut self, n: usize) -> Self {
         self.candidates = n;
         self
@@ -446,6 +453,35 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     )
 }
 
+/// The concrete fusion a call uses: `Auto` becomes what ranked best on held-out users at
+/// training; the trained modes fall back to the seed formula (with a note) for searches and
+/// untrained engines.
+fn resolve_fusion(
+    asked: Fusion,
+    ranker: Option<&crate::rerank::TrainedRanker>,
+    searching: bool,
+    notes: &mut Vec<String>,
+) -> Fusion {
+    let trained = ranker.filter(|_| !searching);
+    match (asked, trained) {
+        (Fusion::Auto, Some(r)) => r.auto(),
+        (Fusion::Mlp | Fusion::Learned, Some(_)) => asked,
+        (Fusion::Mlp | Fusion::Learned, None) => {
+            notes.push(format!(
+                "{} fusion needs a trained model set and no search text: linear fusion used",
+                if asked == Fusion::Mlp {
+                    "MLP"
+                } else {
+                    "learned"
+                }
+            ));
+            Fusion::default_linear()
+        }
+        (Fusion::Auto, None) => Fusion::default_linear(),
+        (f @ (Fusion::Linear { .. } | Fusion::Rrf { .. }), _) => f,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn finish(
     engine: &Engine,
@@ -516,23 +552,11 @@ fn finish(
         }
     }
 
-    // Fusion: the MLP re-ranks recommendations once trained; searches use the linear formula.
-    let mlp = models.and_then(|m| m.mlp.as_ref().map(|r| (m, r)));
-    let fusion = match (q.fusion, mlp) {
-        (Fusion::Mlp, Some(_)) if !searching => Fusion::Mlp,
-        (Fusion::Auto, Some((_, r))) if !searching && r.preferred() => Fusion::Mlp,
-        (Fusion::Auto | Fusion::Mlp, _) => {
-            if q.fusion == Fusion::Mlp {
-                notes.push(
-                    "MLP fusion needs a trained re-ranker and no search text: linear fusion used"
-                        .to_string(),
-                );
-            }
-            Fusion::default_linear()
-        }
-        (f, _) => f,
-    };
-    let mlp_scores: Option<HashMap<ItemId, f32>> = match (fusion, mlp) {
+    // Fusion: once trained, recommendations use what ranked best on held-out users; searches
+    // use the linear formula.
+    let ranker = models.and_then(|m| m.mlp.as_ref().map(|r| (m, r)));
+    let fusion = resolve_fusion(q.fusion, ranker.map(|(_, r)| r), searching, &mut notes);
+    let mlp_scores: Option<HashMap<ItemId, f32>> = match (fusion, ranker) {
         (Fusion::Mlp, Some((m, ranker))) => {
             let net = &ranker.mlp;
             let info = |i: u32| {
@@ -565,84 +589,26 @@ fn finish(
         }
         _ => None,
     };
+    let present: Vec<Channel> = channels.iter().map(|(c, _)| *c).collect();
+    let formula =
+        crate::fusion::Formula::resolve(fusion, ranker.map(|(_, r)| &r.weights), &present);
+    if fusion == Fusion::Learned {
+        notes.push("fused with the channel weights learned at training".to_string());
+    }
 
-    // Normalised scores per channel; for a search, CF channels score the content candidates.
-    struct Norm {
-        raw: HashMap<ItemId, (f32, usize)>,
-        min: f32,
-        max: f32,
-    }
-    let mut norms: Vec<(Channel, Norm)> = Vec::new();
-    for (c, hits) in &channels {
-        let raw: HashMap<ItemId, (f32, usize)> = hits
-            .iter()
-            .enumerate()
-            .map(|(r, (i, s))| (*i, (*s, r + 1)))
-            .collect();
-        let min = hits.iter().map(|h| h.1).fold(f32::INFINITY, f32::min);
-        let max = hits.iter().map(|h| h.1).fold(f32::NEG_INFINITY, f32::max);
-        norms.push((*c, Norm { raw, min, max }));
-    }
+    // Each channel's normalised score and part; for a search, CF channels score the content
+    // candidates.
+    let norms: Vec<ChannelNorm<ItemId>> = channels
+        .iter()
+        .map(|(c, hits)| ChannelNorm::new(*c, hits))
+        .collect();
     let mut hits: Vec<(ItemId, f32, Vec<ChannelScore>)> = cands
         .into_iter()
         .map(|i| {
-            let mut parts = Vec::new();
-            for (c, nm) in &norms {
-                if let Some((raw, rank)) = nm.raw.get(&i) {
-                    let normalized = if nm.max > nm.min {
-                        (raw - nm.min) / (nm.max - nm.min)
-                    } else {
-                        1.0
-                    };
-                    parts.push(ChannelScore {
-                        channel: *c,
-                        raw: *raw,
-                        normalized,
-                        rank: *rank,
-                        contribution: 0.0,
-                    });
-                }
-            }
-            let content: Vec<usize> = (0..parts.len())
-                .filter(|j| parts[*j].channel.is_content())
-                .collect();
-            let collab: Vec<usize> = (0..parts.len())
-                .filter(|j| {
-                    !parts[*j].channel.is_content() && parts[*j].channel != Channel::Popularity
-                })
-                .collect();
-            let n_content = norms.iter().filter(|(c, _)| c.is_content()).count().max(1) as f32;
-            let n_collab = norms
-                .iter()
-                .filter(|(c, _)| !c.is_content() && *c != Channel::Popularity)
-                .count()
-                .max(1) as f32;
-            match fusion {
-                Fusion::Linear { alpha, beta } => {
-                    for j in content {
-                        parts[j].contribution = alpha * parts[j].normalized / n_content;
-                    }
-                    for j in collab {
-                        parts[j].contribution = beta * parts[j].normalized / n_collab;
-                    }
-                    for p in parts
-                        .iter_mut()
-                        .filter(|p| p.channel == Channel::Popularity)
-                    {
-                        p.contribution = 0.05 * p.normalized;
-                    }
-                }
-                Fusion::Rrf { k } => {
-                    for p in parts.iter_mut() {
-                        p.contribution = 1.0 / (k + p.rank as f32);
-                    }
-                }
-                // Resolved above: MLP scores replace the sum below.
-                Fusion::Auto | Fusion::Mlp => {}
-            }
+            let (sum, parts) = crate::fusion::fuse_item(&norms, i, &formula);
             let score = match &mlp_scores {
                 Some(m) => m.get(&i).copied().unwrap_or(0.0),
-                None => parts.iter().map(|p| p.contribution).sum(),
+                None => sum,
             };
             (i, score, parts)
         })

@@ -23,7 +23,7 @@ use crate::models::{
 use crate::rerank::BaseModels;
 
 const MODEL_MAGIC: &[u8; 4] = b"MODL";
-const MODEL_VERSION: u32 = 1;
+const MODEL_VERSION: u32 = 2;
 
 /// How much each kind of event counts.
 #[derive(Clone, Debug, PartialEq)]
@@ -228,12 +228,27 @@ pub struct TrainReport {
     pub cleaning: Cleaning,
     /// Seconds per step.
     pub timings: Vec<(String, f64)>,
-    /// NDCG@10 of the MLP re-ranker and of linear fusion on held-out users' candidates;
-    /// queries use the re-ranker by default only when it was better.
-    pub ranker_holdout_ndcg: Option<(f64, f64)>,
-    /// Whether queries use the re-ranker by default (it ranked better on enough held-out
-    /// users).
-    pub ranker_preferred: bool,
+    /// How the fusion modes ranked held-out users' candidates, when the log was large
+    /// enough to hold some out.
+    pub fusion_holdout: Option<FusionHoldout>,
+    /// What `Fusion::Auto` uses for recommendations: `mlp`, `learned` or `linear`.
+    pub auto_fusion: String,
+}
+
+/// NDCG@10 of each fusion mode on the candidates of users held out at training, and the
+/// channel weights learned (on the other users).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FusionHoldout {
+    /// Held-out users behind the figures.
+    pub users: usize,
+    /// The MLP re-ranker.
+    pub mlp: f64,
+    /// Linear fusion with the learned weights.
+    pub learned: f64,
+    /// The seed formula (`Fusion::default_linear`).
+    pub linear: f64,
+    /// The learned weights.
+    pub weights: crate::fusion::ChannelWeights,
 }
 
 impl std::fmt::Display for TrainReport {
@@ -249,16 +264,17 @@ impl std::fmt::Display for TrainReport {
             "events read {}, deleted-item events {}, robot users {} ({} events), unweighted {}, pairs kept {}",
             c.events_read, c.deleted_items, c.robot_users, c.robot_events, c.unweighted, c.pairs
         )?;
-        if let Some((mlp, linear)) = self.ranker_holdout_ndcg {
-            let preferred = self.ranker_preferred;
-            let used = if preferred {
-                "re-ranker used by default"
-            } else {
-                "linear fusion used by default"
-            };
+        if let Some(h) = &self.fusion_holdout {
+            let w = &h.weights;
             writeln!(
                 f,
-                "re-ranker held-out NDCG@10 {mlp:.4}, linear fusion {linear:.4}: {used}"
+                "fusion on {} held-out users, NDCG@10: MLP {:.4}, learned weights {:.4}, linear {:.4}; default fusion: {}",
+                h.users, h.mlp, h.learned, h.linear, self.auto_fusion
+            )?;
+            writeln!(
+                f,
+                "learned weights: item_cf {} user_cf {} mf {} kg {} popularity {}",
+                w.item_cf, w.user_cf, w.mf, w.kg, w.popularity
             )?;
         }
         for (step, secs) in &self.timings {
@@ -522,11 +538,19 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    let ranker_holdout_ndcg = set
-        .mlp
-        .as_ref()
-        .map(|r| (r.holdout_ndcg, r.linear_holdout_ndcg));
-    let ranker_preferred = set.mlp.as_ref().is_some_and(|r| r.preferred());
+    let fusion_holdout = set.mlp.as_ref().map(|r| FusionHoldout {
+        users: r.holdout_users,
+        mlp: r.holdout_ndcg,
+        learned: r.learned_holdout_ndcg,
+        linear: r.linear_holdout_ndcg,
+        weights: r.weights,
+    });
+    let auto_fusion = match set.mlp.as_ref().map(|r| r.auto()) {
+        Some(crate::query::Fusion::Mlp) => "mlp",
+        Some(crate::query::Fusion::Learned) => "learned",
+        _ => "linear",
+    }
+    .to_string();
     let set = Arc::new(set);
     set.spawn_factor_index(engine.hnsw_params(), false);
     *engine.models.write() = Some(set);
@@ -536,8 +560,8 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         seq,
         cleaning: ds.cleaning,
         timings,
-        ranker_holdout_ndcg,
-        ranker_preferred,
+        fusion_holdout,
+        auto_fusion,
     })
 }
 
@@ -632,7 +656,7 @@ impl Default for EvalOptions {
             on: EvalOn::Test,
             train: TrainOptions::default(),
             fused: true,
-            candidates: 100,
+            candidates: crate::rerank::CANDIDATES,
         }
     }
 }
@@ -673,7 +697,7 @@ impl std::fmt::Display for EvalReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<12} {:>4} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "{:<14} {:>4} {:>8} {:>8} {:>8} {:>8} {:>8}",
             "model", "k", "recall", "precision", "ndcg", "mrr", "hit"
         )?;
         let mut models: Vec<&str> = Vec::new();
@@ -690,7 +714,7 @@ impl std::fmt::Display for EvalReport {
                 let g = |metric| self.get(m, metric, *k).unwrap_or(f64::NAN);
                 writeln!(
                     f,
-                    "{m:<12} {k:>4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+                    "{m:<14} {k:>4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
                     g("recall"),
                     g("precision"),
                     g("ndcg"),
@@ -808,6 +832,7 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
             ("fused_rrf", crate::query::Fusion::Rrf { k: 60.0 }),
         ];
         if mlp.is_some() {
+            modes.push(("fused_learned", crate::query::Fusion::Learned));
             modes.push(("fused_mlp", crate::query::Fusion::Mlp));
         }
         for (name, fusion) in modes {
@@ -826,15 +851,8 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
                 );
                 let cands = crate::rerank::union(&chans, &ok);
                 let ctx = crate::rerank::UserContext::new(&h, &info);
-                let fused = crate::rerank::fuse(
-                    fusion,
-                    &cands,
-                    &chans,
-                    &base,
-                    mlp.as_ref().map(|r| &r.mlp),
-                    &ctx,
-                    &info,
-                );
+                let fused =
+                    crate::rerank::fuse(fusion, &cands, &chans, &base, mlp.as_ref(), &ctx, &info);
                 s.iter_mut().for_each(|x| *x = -1.0);
                 for (c, f) in cands.iter().zip(fused) {
                     if let Some(x) = s.get_mut(*c as usize) {

@@ -381,7 +381,7 @@ pub struct Retrieve {
 }
 
 /// Retrieval knobs given as named arguments of `search`, `recommend` and `similar`
-/// (`fusion => 'auto' | 'mlp' | 'linear' | 'rrf'`, `alpha => 0.7, beta => 0.3` for linear
+/// (`fusion => 'auto' | 'mlp' | 'learned' | 'linear' | 'rrf'`, `alpha => 0.7, beta => 0.3` for linear
 /// fusion, `max_per_brand => 2`,
 /// `exclude_purchased => false`, `candidates => 500`); unset ones keep the engine's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -1270,7 +1270,8 @@ fn tuning<'a>(get: &dyn Fn(&str) -> Option<&'a Expr>, span: Span, cx: Ctx) -> Re
     let weighted = alpha.is_some() || beta.is_some();
     let fusion = match get("fusion") {
         Some(e) => {
-            let name = string_arg(e, "'auto', 'mlp', 'linear' or 'rrf'", cx)?.to_ascii_lowercase();
+            let name = string_arg(e, "'auto', 'mlp', 'learned', 'linear' or 'rrf'", cx)?
+                .to_ascii_lowercase();
             match name.as_str() {
                 "linear" => Some(weights(alpha, beta)?),
                 _ if weighted => {
@@ -1283,12 +1284,13 @@ fn tuning<'a>(get: &dyn Fn(&str) -> Option<&'a Expr>, span: Span, cx: Ctx) -> Re
                 }
                 "auto" => Some(Fusion::Auto),
                 "mlp" => Some(Fusion::Mlp),
+                "learned" => Some(Fusion::Learned),
                 "rrf" => Some(Fusion::Rrf { k: 60.0 }),
                 _ => {
                     return Err(cx.err_expr(
                         e,
                         format!(
-                            "expected fusion => 'auto', 'mlp', 'linear' or 'rrf', found '{name}'"
+                            "expected fusion => 'auto', 'mlp', 'learned', 'linear' or 'rrf', found '{name}'"
                         ),
                     ))
                 }

@@ -65,6 +65,52 @@ fn models_beat_popularity_on_generated_data() {
 }
 
 #[test]
+fn learned_fusion_weights_are_reported_used_and_explained() {
+    let dir = tempdir();
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    generated_shop(&e, 300, 600, 30);
+    let report = e.train(&TrainOptions::default()).unwrap();
+    println!("{report}");
+    let h = report
+        .fusion_holdout
+        .as_ref()
+        .expect("300 users are enough to hold some out");
+    // The held-out figures are what `Auto` chooses by.
+    assert!(h.users > 0 && h.learned.is_finite() && h.mlp.is_finite());
+    assert!(["mlp", "learned", "linear"].contains(&report.auto_fusion.as_str()));
+    let w = h.weights;
+    let hits = e
+        .query(
+            &shopdb::Query::new()
+                .user("u3")
+                .fusion(shopdb::Fusion::Learned)
+                .explain(true)
+                .k(10),
+        )
+        .unwrap();
+    assert_eq!(hits.len(), 10);
+    for hit in &hits {
+        let ex = hit.explanation.as_ref().unwrap();
+        assert!(
+            ex.notes.iter().any(|n| n.contains("learned")),
+            "{:?}",
+            ex.notes
+        );
+        // Each part is the learned weight times the normalised score; they sum to the score.
+        let mut sum = 0.0;
+        for c in &ex.channels {
+            let expected = w.get(c.channel) * c.normalized;
+            assert!((c.contribution - expected).abs() < 1e-5, "{c:?}");
+            sum += c.contribution;
+        }
+        assert!((sum - hit.score).abs() < 1e-4, "{} vs {sum}", hit.score);
+    }
+    // Taste 3 (user u3) shows in the learned ranking: most hits are in category c3.
+    let c3 = hits.iter().filter(|h| h.product.category == "c3").count();
+    assert!(c3 >= 6, "{c3} of 10 in the user's category");
+}
+
+#[test]
 fn train_persists_and_forget_user_leaves_no_trace_in_models() {
     let dir = tempdir();
     let marker = "forget-me-7f3a9c";
@@ -169,7 +215,7 @@ fn movielens_100k_recbole_protocol() {
     // Published BPR on this protocol: 0.2768 (tuned 0.2920). Measured here: see the closing note.
     assert!(best >= 0.30, "best NDCG@10 {best:.4}");
     assert!(report.get("popularity", "ndcg", 10).unwrap() < best);
-    let fused = ["fused_linear", "fused_rrf", "fused_mlp"]
+    let fused = ["fused_linear", "fused_rrf", "fused_learned", "fused_mlp"]
         .iter()
         .filter_map(|m| report.get(m, "ndcg", 10))
         .fold(0.0, f64::max);

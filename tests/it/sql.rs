@@ -246,7 +246,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "SELECT * FROM similar('p1', fusion => 'best')",
         "1:39",
-        "expected fusion => 'auto', 'mlp', 'linear' or 'rrf'",
+        "expected fusion => 'auto', 'mlp', 'learned', 'linear' or 'rrf'",
     ),
     ("SHOW FRUIT", "1:6", "expected SHOW STATS or SHOW TABLES"),
 ];

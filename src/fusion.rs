@@ -1,0 +1,251 @@
+//! The fusion formulas: how each channel's normalised score and rank become its part of one
+//! fused score. The query path (which also explains every part) and offline evaluation both
+//! call [`Formula`], so the figures measured are the formula served.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use serde::{Deserialize, Serialize};
+
+use crate::query::{Channel, ChannelScore, Fusion};
+
+/// Popularity's weight in the seed formula: a tie-breaker, not a channel of its own.
+const POPULARITY_WEIGHT: f32 = 0.05;
+
+/// The seed formula's default weights of the content and the collaborative channels.
+pub(crate) const DEFAULT_ALPHA: f32 = 0.5;
+pub(crate) const DEFAULT_BETA: f32 = 0.5;
+
+/// Number of [`Channel`] variants (the index of a channel's weight).
+const N_CHANNELS: usize = 7;
+
+/// Per-channel weights of linear fusion for recommendations, fitted at training on held-out
+/// interactions (see `Engine::train`): the part of channel `c` is `weight(c) * normalised`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelWeights {
+    /// Item-based CF.
+    pub item_cf: f32,
+    /// User-based CF.
+    pub user_cf: f32,
+    /// Matrix factorisation.
+    pub mf: f32,
+    /// Knowledge-graph relatedness.
+    pub kg: f32,
+    /// Popularity.
+    pub popularity: f32,
+}
+
+impl ChannelWeights {
+    /// The seed formula's weights for recommendations: `beta` spread over the four
+    /// collaborative channels, popularity as a tie-breaker.
+    pub(crate) fn seed(beta: f32) -> Self {
+        let each = beta / 4.0;
+        ChannelWeights {
+            item_cf: each,
+            user_cf: each,
+            mf: each,
+            kg: each,
+            popularity: POPULARITY_WEIGHT,
+        }
+    }
+
+    /// The weight of a model channel (0 for the content channels).
+    pub fn get(&self, c: Channel) -> f32 {
+        match c {
+            Channel::ItemCf => self.item_cf,
+            Channel::UserCf => self.user_cf,
+            Channel::Mf => self.mf,
+            Channel::Kg => self.kg,
+            Channel::Popularity => self.popularity,
+            Channel::Text | Channel::Vector => 0.0,
+        }
+    }
+
+    /// Sets the weight of a model channel (content channels are ignored).
+    pub(crate) fn set(&mut self, c: Channel, w: f32) {
+        match c {
+            Channel::ItemCf => self.item_cf = w,
+            Channel::UserCf => self.user_cf = w,
+            Channel::Mf => self.mf = w,
+            Channel::Kg => self.kg = w,
+            Channel::Popularity => self.popularity = w,
+            Channel::Text | Channel::Vector => {}
+        }
+    }
+}
+
+/// A fusion formula resolved for one call (knowing which channels took part).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Formula {
+    /// `weight(channel) * normalised`, summed.
+    Weighted([f32; N_CHANNELS]),
+    /// `1 / (k + rank)`, summed.
+    Rrf { k: f32 },
+}
+
+impl Formula {
+    /// The seed's formula: `alpha` spread over the content channels present, `beta` over the
+    /// collaborative ones present (item-CF, user-CF, MF, KG), popularity as a tie-breaker.
+    pub fn linear(alpha: f32, beta: f32, present: &[Channel]) -> Self {
+        let count = |f: &dyn Fn(&Channel) -> bool| present.iter().filter(|c| f(c)).count().max(1);
+        let n_content = count(&|c| c.is_content()) as f32;
+        let n_collab = count(&|c| is_collaborative(*c)) as f32;
+        let mut w = [0f32; N_CHANNELS];
+        for c in present {
+            w[*c as usize] = if c.is_content() {
+                alpha / n_content
+            } else if is_collaborative(*c) {
+                beta / n_collab
+            } else {
+                POPULARITY_WEIGHT
+            };
+        }
+        Formula::Weighted(w)
+    }
+
+    /// Learned weights for the model channels; content channels keep `alpha` spread over
+    /// those present.
+    pub fn learned(weights: &ChannelWeights, alpha: f32, present: &[Channel]) -> Self {
+        let mut w = match Formula::linear(alpha, 0.0, present) {
+            Formula::Weighted(w) => w,
+            Formula::Rrf { .. } => [0.0; N_CHANNELS],
+        };
+        for c in present.iter().filter(|c| !c.is_content()) {
+            w[*c as usize] = weights.get(*c);
+        }
+        Formula::Weighted(w)
+    }
+
+    /// The formula of a concrete fusion mode (`Auto` is resolved by the caller first and
+    /// reads as the seed formula here). `Mlp` gives parts without contributions: the
+    /// network's probability is not a sum.
+    pub fn resolve(fusion: Fusion, learned: Option<&ChannelWeights>, present: &[Channel]) -> Self {
+        match (fusion, learned) {
+            (Fusion::Linear { alpha, beta }, _) => Formula::linear(alpha, beta, present),
+            (Fusion::Rrf { k }, _) => Formula::Rrf { k },
+            (Fusion::Learned, Some(w)) => Formula::learned(w, DEFAULT_ALPHA, present),
+            (Fusion::Mlp, _) => Formula::Weighted([0.0; N_CHANNELS]),
+            (Fusion::Learned | Fusion::Auto, _) => {
+                Formula::linear(DEFAULT_ALPHA, DEFAULT_BETA, present)
+            }
+        }
+    }
+
+    /// Channel `c`'s part of the fused score for an item it scored `normalized` at `rank`
+    /// (1-based).
+    pub fn part(&self, c: Channel, normalized: f32, rank: usize) -> f32 {
+        match self {
+            Formula::Weighted(w) => w[c as usize] * normalized,
+            Formula::Rrf { k } => 1.0 / (k + rank as f32),
+        }
+    }
+}
+
+fn is_collaborative(c: Channel) -> bool {
+    !c.is_content() && c != Channel::Popularity
+}
+
+/// One channel's candidates, indexed for scoring: raw score and rank per item, and the
+/// range that min-max normalisation uses.
+pub(crate) struct ChannelNorm<K> {
+    channel: Channel,
+    raw: HashMap<K, (f32, usize)>,
+    min: f32,
+    max: f32,
+}
+
+impl<K: Copy + Eq + Hash> ChannelNorm<K> {
+    /// Indexes a channel's hits (best first).
+    pub fn new(channel: Channel, hits: &[(K, f32)]) -> Self {
+        ChannelNorm {
+            channel,
+            raw: hits
+                .iter()
+                .enumerate()
+                .map(|(r, (i, s))| (*i, (*s, r + 1)))
+                .collect(),
+            min: hits.iter().map(|h| h.1).fold(f32::INFINITY, f32::min),
+            max: hits.iter().map(|h| h.1).fold(f32::NEG_INFINITY, f32::max),
+        }
+    }
+
+    /// The channel's score of `item`, min-max normalised over its candidates (1 when they
+    /// all scored the same), with its part of the fused score under `formula`.
+    pub fn score(&self, item: K, formula: &Formula) -> Option<ChannelScore> {
+        let (raw, rank) = *self.raw.get(&item)?;
+        let normalized = if self.max > self.min {
+            (raw - self.min) / (self.max - self.min)
+        } else {
+            1.0
+        };
+        Some(ChannelScore {
+            channel: self.channel,
+            raw,
+            normalized,
+            rank,
+            contribution: formula.part(self.channel, normalized, rank),
+        })
+    }
+}
+
+/// Every channel's score of `item` under `formula`, and their sum (the fused score).
+pub(crate) fn fuse_item<K: Copy + Eq + Hash>(
+    norms: &[ChannelNorm<K>],
+    item: K,
+    formula: &Formula,
+) -> (f32, Vec<ChannelScore>) {
+    let parts: Vec<ChannelScore> = norms
+        .iter()
+        .filter_map(|n| n.score(item, formula))
+        .collect();
+    (parts.iter().map(|p| p.contribution).sum(), parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_formula_spreads_alpha_and_beta_over_the_channels_present() {
+        let present = [
+            Channel::Text,
+            Channel::Vector,
+            Channel::Mf,
+            Channel::Popularity,
+        ];
+        let f = Formula::linear(0.6, 0.4, &present);
+        assert!((f.part(Channel::Text, 1.0, 1) - 0.3).abs() < 1e-6);
+        assert!((f.part(Channel::Vector, 0.5, 3) - 0.15).abs() < 1e-6);
+        assert!((f.part(Channel::Mf, 1.0, 1) - 0.4).abs() < 1e-6);
+        assert!((f.part(Channel::Popularity, 1.0, 1) - 0.05).abs() < 1e-6);
+        assert_eq!(f.part(Channel::ItemCf, 1.0, 1), 0.0, "absent channel");
+    }
+
+    #[test]
+    fn learned_weights_replace_the_model_channels_only() {
+        let mut w = ChannelWeights::seed(0.5);
+        w.set(Channel::Mf, 2.0);
+        w.set(Channel::Kg, 0.0);
+        let present = [Channel::Text, Channel::Mf, Channel::Kg];
+        let f = Formula::learned(&w, 0.5, &present);
+        assert_eq!(f.part(Channel::Text, 1.0, 1), 0.5);
+        assert_eq!(f.part(Channel::Mf, 0.5, 1), 1.0);
+        assert_eq!(f.part(Channel::Kg, 1.0, 1), 0.0);
+    }
+
+    #[test]
+    fn normalisation_and_rrf_parts() {
+        let n = ChannelNorm::new(Channel::ItemCf, &[(7u32, 4.0), (3, 2.0), (9, 1.0)]);
+        let rrf = Formula::Rrf { k: 60.0 };
+        let s = n.score(3, &rrf).unwrap();
+        assert_eq!((s.rank, s.raw), (2, 2.0));
+        assert!((s.normalized - 1.0 / 3.0).abs() < 1e-6);
+        assert!((s.contribution - 1.0 / 62.0).abs() < 1e-6);
+        assert!(n.score(4, &rrf).is_none());
+        let single = ChannelNorm::new(Channel::Kg, &[(1u32, 0.3)]);
+        assert_eq!(single.score(1, &rrf).unwrap().normalized, 1.0);
+        let (total, parts) = fuse_item(&[n, single], 1, &Formula::linear(0.5, 0.5, &[]));
+        assert_eq!(parts.len(), 1);
+        assert_eq!(total, parts[0].contribution);
+    }
+}
