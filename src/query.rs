@@ -562,15 +562,7 @@ fn finish(
             let info = |i: u32| {
                 items
                     .get(ItemId(i))
-                    .map(|p| {
-                        (
-                            crate::catalog::category_ancestors(&p.category)
-                                .into_iter()
-                                .next()
-                                .unwrap_or_default(),
-                            p.brand.to_lowercase(),
-                        )
-                    })
+                    .map(|p| crate::rerank::ItemInfo::of(p))
                     .unwrap_or_default()
             };
             let c32: Vec<u32> = cands.iter().map(|i| i.0).collect();

@@ -35,8 +35,37 @@ pub(crate) const MODEL_CHANNELS: [Channel; 5] = [
     Channel::Popularity,
 ];
 
-/// Number of features per candidate.
-pub(crate) const N_FEATURES: usize = 3 * MODEL_CHANNELS.len() + 5;
+/// Number of features per candidate: three per model channel, then eight about the item and
+/// the shopper (see [`features`]).
+pub(crate) const N_FEATURES: usize = 3 * MODEL_CHANNELS.len() + 8;
+
+/// History items the knowledge-graph path count looks at (the user's strongest).
+const KG_PATH_HISTORY: usize = 50;
+
+/// What the features know about an item.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ItemInfo {
+    /// Top-level category.
+    pub category: String,
+    /// Brand, lower-case.
+    pub brand: String,
+    /// Price, when known and positive.
+    pub price: Option<f64>,
+}
+
+impl ItemInfo {
+    /// The features' view of a product.
+    pub fn of(p: &crate::catalog::Product) -> Self {
+        ItemInfo {
+            category: crate::catalog::category_ancestors(&p.category)
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+            brand: p.brand.to_lowercase(),
+            price: p.price.filter(|x| x.is_finite() && *x > 0.0),
+        }
+    }
+}
 
 /// The top `n` items of a score vector that pass `ok`, best first. `ok` is called in score
 /// order on as few items as possible (a filter check costs more than a comparison).
@@ -149,27 +178,41 @@ pub(crate) struct UserContext {
     history_len: f32,
     category_share: HashMap<String, f32>,
     brand_share: HashMap<String, f32>,
+    /// Mean log price of the priced history items.
+    mean_log_price: Option<f64>,
+    /// The strongest history items, for the knowledge-graph path count.
+    strongest: Vec<(u32, f32)>,
 }
 
 impl UserContext {
-    /// Builds the context from the history and a lookup of (top category, brand) per item.
-    pub fn new(history: &[(u32, f32)], info: &dyn Fn(u32) -> (String, String)) -> Self {
+    /// Builds the context from the history and a lookup of item facts.
+    pub fn new(history: &[(u32, f32)], info: &dyn Fn(u32) -> ItemInfo) -> Self {
         let mut category_share: HashMap<String, f32> = HashMap::new();
         let mut brand_share: HashMap<String, f32> = HashMap::new();
         let n = history.len().max(1) as f32;
+        let (mut log_price, mut priced) = (0f64, 0usize);
         for (i, _) in history {
-            let (c, b) = info(*i);
-            if !c.is_empty() {
-                *category_share.entry(c).or_default() += 1.0 / n;
+            let it = info(*i);
+            if !it.category.is_empty() {
+                *category_share.entry(it.category).or_default() += 1.0 / n;
             }
-            if !b.is_empty() {
-                *brand_share.entry(b).or_default() += 1.0 / n;
+            if !it.brand.is_empty() {
+                *brand_share.entry(it.brand).or_default() += 1.0 / n;
+            }
+            if let Some(p) = it.price {
+                log_price += p.ln();
+                priced += 1;
             }
         }
+        let mut strongest = history.to_vec();
+        strongest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        strongest.truncate(KG_PATH_HISTORY);
         UserContext {
             history_len: history.len() as f32,
             category_share,
             brand_share,
+            mean_log_price: (priced > 0).then(|| log_price / priced as f64),
+            strongest,
         }
     }
 }
@@ -190,14 +233,17 @@ pub(crate) fn union(channels: &[(Channel, ChannelHits)], ok: &dyn Fn(u32) -> boo
 
 /// One feature row per candidate: for each model channel its min-max normalised score and
 /// reciprocal rank (0 when absent), then log popularity, log history length, the user's share
-/// of history in the item's category and brand, the fraction of channels proposing it, and
-/// each channel's raw score (log-squashed).
+/// of history in the item's category and brand, the fraction of channels proposing it, each
+/// channel's raw score (log-squashed), the item's recency (log days since its latest
+/// interaction), its log price relative to the user's mean (0 when either is unknown) and
+/// the log count of the user's strongest history items it shares a knowledge-graph entity
+/// with.
 pub(crate) fn features(
     cands: &[u32],
     channels: &[(Channel, ChannelHits)],
     b: &BaseModels,
     ctx: &UserContext,
-    info: &dyn Fn(u32) -> (String, String),
+    info: &dyn Fn(u32) -> ItemInfo,
 ) -> Array2<f32> {
     let mut x = Array2::<f32>::zeros((cands.len(), N_FEATURES));
     let base = 2 * MODEL_CHANNELS.len();
@@ -221,12 +267,22 @@ pub(crate) fn features(
             }
         }
     }
+    let tail = base + 5 + MODEL_CHANNELS.len();
     for (r, item) in cands.iter().enumerate() {
-        let (c, br) = info(*item);
+        let it = info(*item);
         x[[r, base]] = b.popularity.item_score(*item).max(0.0).ln_1p();
         x[[r, base + 1]] = ctx.history_len.ln_1p();
-        x[[r, base + 2]] = ctx.category_share.get(&c).copied().unwrap_or(0.0);
-        x[[r, base + 3]] = ctx.brand_share.get(&br).copied().unwrap_or(0.0);
+        x[[r, base + 2]] = ctx.category_share.get(&it.category).copied().unwrap_or(0.0);
+        x[[r, base + 3]] = ctx.brand_share.get(&it.brand).copied().unwrap_or(0.0);
+        x[[r, tail]] = b
+            .popularity
+            .item_age(*item)
+            .map_or(0.0, |age| (age as f32 / 86_400.0).ln_1p());
+        if let (Some(p), Some(mean)) = (it.price, ctx.mean_log_price) {
+            x[[r, tail + 1]] = (p.ln() - mean) as f32;
+        }
+        x[[r, tail + 2]] =
+            (b.kg.linked_history(*item, &ctx.strongest, KG_PATH_HISTORY) as f32).ln_1p();
         let present = (0..MODEL_CHANNELS.len())
             .filter(|ci| x[[r, 2 * ci + 1]] > 0.0)
             .count();
@@ -249,7 +305,7 @@ const TRAIN_USERS: usize = 1_000;
 pub(crate) fn train_mlp(
     data: &Interactions,
     fit: &dyn Fn(&Interactions) -> Result<BaseModels>,
-    info: &dyn Fn(u32) -> (String, String),
+    info: &dyn Fn(u32) -> ItemInfo,
     cfg: &MlpConfig,
 ) -> Result<Option<TrainedRanker>> {
     let mut by_user: HashMap<u32, Vec<Interaction>> = HashMap::new();
@@ -531,7 +587,7 @@ pub(crate) fn fuse(
     b: &BaseModels,
     ranker: Option<&TrainedRanker>,
     ctx: &UserContext,
-    info: &dyn Fn(u32) -> (String, String),
+    info: &dyn Fn(u32) -> ItemInfo,
 ) -> Vec<f32> {
     if let (Fusion::Mlp, Some(r)) = (fusion, ranker) {
         let x = features(cands, channels, b, ctx, info);

@@ -296,8 +296,8 @@ pub(crate) struct Dataset {
     pub item_entities: Vec<Vec<u32>>,
     pub n_entities: usize,
     pub cleaning: Cleaning,
-    /// (top-level category, lower-case brand) per item, for the re-ranker's features.
-    pub item_info: Vec<(String, String)>,
+    /// What the re-ranker's features know about each item.
+    pub item_info: Vec<crate::rerank::ItemInfo>,
 }
 
 /// Reads and cleans the log into one row per (user, item): weights summed (with decay),
@@ -374,16 +374,10 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
     let mut item_categories = vec![Vec::new(); n_items];
     let kg = engine.kg.read();
     let mut item_entities = vec![Vec::new(); n_items];
-    let mut item_info = vec![(String::new(), String::new()); n_items];
+    let mut item_info = vec![crate::rerank::ItemInfo::default(); n_items];
     for (i, p) in items.items.iter().enumerate() {
         let Some(p) = p else { continue };
-        item_info[i] = (
-            category_ancestors(&p.category)
-                .into_iter()
-                .next()
-                .unwrap_or_default(),
-            p.brand.to_lowercase(),
-        );
+        item_info[i] = crate::rerank::ItemInfo::of(p);
         for c in category_ancestors(&p.category) {
             let next = cat_ids.len() as u32;
             let id = *cat_ids.entry(c.clone()).or_insert_with(|| {

@@ -224,6 +224,25 @@ impl KgRelatedness {
         best
     }
 
+    /// How many of `history`'s items share an informative entity with `candidate` (the
+    /// knowledge-graph paths of length two between them), looking at the first `max_history`.
+    pub fn linked_history(
+        &self,
+        candidate: u32,
+        history: &[(u32, f32)],
+        max_history: usize,
+    ) -> usize {
+        if candidate as usize >= self.n_items {
+            return 0;
+        }
+        history
+            .iter()
+            .filter(|(h, _)| (*h as usize) < self.n_items)
+            .take(max_history)
+            .filter(|(h, _)| self.best_link(candidate, *h).is_some())
+            .count()
+    }
+
     /// Explains a recommendation: the history item contributing most to `candidate` and its
     /// contribution; combine with [`KgRelatedness::best_link`] for the entity behind it.
     pub fn explain(&self, candidate: u32, history: &[(u32, f32)]) -> Option<(u32, f32)> {

@@ -36,6 +36,12 @@ pub struct Popularity {
     scores: Vec<f32>,
     /// Items of each category, most popular first.
     categories: Vec<Vec<u32>>,
+    /// Latest interaction time per item (`i64::MIN` for none), for the recency feature.
+    #[serde(default)]
+    last_ts: Vec<i64>,
+    /// The newest interaction time in the data.
+    #[serde(default)]
+    t_max: i64,
 }
 
 impl Popularity {
@@ -70,7 +76,10 @@ impl Popularity {
         }
         let t_max = data.rows.iter().map(|r| r.ts).max().unwrap_or(0);
         let mut acc = vec![0f64; data.n_items];
+        let mut last_ts = vec![i64::MIN; data.n_items];
         for r in &data.rows {
+            let last = &mut last_ts[r.item as usize];
+            *last = (*last).max(r.ts);
             let w = if params.use_weights {
                 f64::from(r.weight)
             } else {
@@ -117,6 +126,8 @@ impl Popularity {
             params: *params,
             scores,
             categories,
+            last_ts,
+            t_max,
         })
     }
 
@@ -133,6 +144,15 @@ impl Popularity {
     /// The parameters used to fit.
     pub fn params(&self) -> &PopularityParams {
         &self.params
+    }
+
+    /// Time since the item's latest interaction, relative to the newest one in the data
+    /// (`None` for an item nobody interacted with).
+    pub fn item_age(&self, item: u32) -> Option<i64> {
+        self.last_ts
+            .get(item as usize)
+            .filter(|t| **t != i64::MIN)
+            .map(|t| self.t_max.saturating_sub(*t).max(0))
     }
 
     /// Popularity of one item (0 for an unknown item).
