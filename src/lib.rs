@@ -13,6 +13,8 @@ pub mod eval;
 mod events;
 mod filter;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 mod graph;
 pub mod import;
 #[allow(missing_docs)]
