@@ -239,7 +239,7 @@ fn shop_product(i: usize) -> Product {
         .brand(BRANDS[i % 3])
         .category(CATEGORIES[1 + i % 3])
         .price(5.0 + i as f64)
-        .attribute("color", if i % 2 == 0 { "red" } else { "blue" })
+        .attribute("color", if i.is_multiple_of(2) { "red" } else { "blue" })
         .embedding(shop_vector(i))
 }
 
