@@ -569,29 +569,15 @@ pub fn loaders(data: &[u8]) {
             open_vectors(&dir);
         }
         1 | 2 => {
-            let slots = if which == 1 {
-                crate::codec::envelope(
-                    crate::vector::SLOTS_MAGIC,
-                    crate::vector::SLOTS_VERSION,
-                    bytes,
-                )
-            } else {
-                bytes.to_vec()
-            };
+            let (magic, version) = (crate::vector::SLOTS_MAGIC, crate::vector::SLOTS_VERSION);
+            let slots = file_bytes(which == 1, magic, version, bytes);
             if write_snapshot(&dir, &slots).is_ok() {
                 open_vectors(&dir);
             }
         }
         3 | 4 => {
-            let model = if which == 3 {
-                crate::codec::envelope(
-                    crate::train::MODEL_MAGIC,
-                    crate::train::MODEL_VERSION,
-                    bytes,
-                )
-            } else {
-                bytes.to_vec()
-            };
+            let (magic, version) = (crate::train::MODEL_MAGIC, crate::train::MODEL_VERSION);
+            let model = file_bytes(which == 3, magic, version, bytes);
             let written = dir
                 .write("models/CURRENT", b"gen-000001.bin")
                 .and_then(|_| dir.write("models/gen-000001.bin", &model));
@@ -608,6 +594,15 @@ pub fn loaders(data: &[u8]) {
             let _ = crate::codec::decode::<crate::engine::StoredProduct>(bytes, "fuzz");
             let _ = crate::events::decode_block(bytes);
         }
+    }
+}
+
+/// The bytes as a whole file, or wrapped in a valid envelope so that decoding is reached.
+fn file_bytes(wrap: bool, magic: &[u8; 4], version: u32, bytes: &[u8]) -> Vec<u8> {
+    if wrap {
+        crate::codec::envelope(magic, version, bytes)
+    } else {
+        bytes.to_vec()
     }
 }
 

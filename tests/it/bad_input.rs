@@ -81,6 +81,16 @@ fn second_process(dir: &Path, statement: &str) -> shopdb::Result<()> {
     panic!("second process failed otherwise: {stderr}");
 }
 
+/// Imports `bytes` as an events CSV file named `name`, aborting at the first bad row.
+fn csv(e: &Engine, dir: &Path, name: &str, bytes: &[u8]) -> shopdb::Result<()> {
+    import::events_csv(e, &write(dir, name, bytes), OnError::Abort).map(|_| ())
+}
+
+/// Imports `bytes` as a products JSONL file named `name`, aborting at the first bad row.
+fn jsonl(e: &Engine, dir: &Path, name: &str, bytes: &[u8]) -> shopdb::Result<()> {
+    import::products_jsonl(e, &write(dir, name, bytes), OnError::Abort).map(|_| ())
+}
+
 /// `SELECT ... WHERE` with a condition inside `depth` pairs of parentheses.
 fn nested_parens(depth: usize) -> String {
     format!(
@@ -318,81 +328,37 @@ fn bad_inputs_get_typed_errors_and_change_nothing() {
         (
             "jsonl row not json",
             BadRow,
-            Box::new(|e, d| {
-                import::products_jsonl(
-                    e,
-                    &write(d, "a.jsonl", b"{\"id\":\"ok\"}\n{not json\n"),
-                    OnError::Abort,
-                )
-                .map(|_| ())
-            }),
+            Box::new(|e, d| jsonl(e, d, "a.jsonl", b"{\"id\":\"ok\"}\n{not json\n")),
         ),
         (
             "jsonl invalid utf-8",
             BadRow,
-            Box::new(|e, d| {
-                import::products_jsonl(
-                    e,
-                    &write(d, "b.jsonl", b"{\"id\":\"\xff\xfe\"}\n"),
-                    OnError::Abort,
-                )
-                .map(|_| ())
-            }),
+            Box::new(|e, d| jsonl(e, d, "b.jsonl", b"{\"id\":\"\xff\xfe\"}\n")),
         ),
         (
             "jsonl NaN-dimension vector",
             BadRow,
-            Box::new(|e, d| {
-                import::products_jsonl(
-                    e,
-                    &write(d, "c.jsonl", b"{\"id\":\"v\",\"embedding\":[1,2]}\n"),
-                    OnError::Abort,
-                )
-                .map(|_| ())
-            }),
+            Box::new(|e, d| jsonl(e, d, "c.jsonl", b"{\"id\":\"v\",\"embedding\":[1,2]}\n")),
         ),
         (
             "csv unknown kind",
             BadRow,
-            Box::new(|e, d| {
-                import::events_csv(
-                    e,
-                    &write(d, "a.csv", b"user,item,kind,ts\nu,p1,teleport,5\n"),
-                    OnError::Abort,
-                )
-                .map(|_| ())
-            }),
+            Box::new(|e, d| csv(e, d, "a.csv", b"user,item,kind,ts\nu,p1,teleport,5\n")),
         ),
         (
             "csv bad timestamp",
             BadRow,
-            Box::new(|e, d| {
-                import::events_csv(
-                    e,
-                    &write(d, "b.csv", b"user,item,kind,ts\nu,p1,view,yesterday\n"),
-                    OnError::Abort,
-                )
-                .map(|_| ())
-            }),
+            Box::new(|e, d| csv(e, d, "b.csv", b"user,item,kind,ts\nu,p1,view,yesterday\n")),
         ),
         (
             "csv unknown item",
             BadRow,
-            Box::new(|e, d| {
-                import::events_csv(
-                    e,
-                    &write(d, "c.csv", b"user,item,kind,ts\nu,zzz,view,5\n"),
-                    OnError::Abort,
-                )
-                .map(|_| ())
-            }),
+            Box::new(|e, d| csv(e, d, "c.csv", b"user,item,kind,ts\nu,zzz,view,5\n")),
         ),
         (
             "csv missing header",
             BadRow,
-            Box::new(|e, d| {
-                import::events_csv(e, &write(d, "d.csv", b"a,b\n1,2\n"), OnError::Abort).map(|_| ())
-            }),
+            Box::new(|e, d| csv(e, d, "d.csv", b"a,b\n1,2\n")),
         ),
         (
             "missing file",
@@ -682,57 +648,47 @@ fn bad_inputs_get_typed_errors_and_change_nothing() {
             "csv with an unbalanced quote",
             BadRow,
             Box::new(|e, d| {
-                let path = write(
+                csv(
+                    e,
                     d,
                     "q.csv",
                     b"user,item,kind,ts\n\"u1,p1,view,5\nu2,p1,view,6\n",
-                );
-                import::events_csv(e, &path, OnError::Abort).map(|_| ())
+                )
             }),
         ),
         (
             "csv with a control character in a user id",
             BadRow,
-            Box::new(|e, d| {
-                let path = write(d, "ctl.csv", b"user,item,kind,ts\nu\x01x,p1,view,5\n");
-                import::events_csv(e, &path, OnError::Abort).map(|_| ())
-            }),
+            Box::new(|e, d| csv(e, d, "ctl.csv", b"user,item,kind,ts\nu\x01x,p1,view,5\n")),
         ),
         (
             "csv event in the future",
             BadRow,
             Box::new(move |e, d| {
                 let row = format!("user,item,kind,ts\nu1,p1,view,{far_future}\n");
-                let path = write(d, "future.csv", row.as_bytes());
-                import::events_csv(e, &path, OnError::Abort).map(|_| ())
+                csv(e, d, "future.csv", row.as_bytes())
             }),
         ),
         (
             "csv with invalid UTF-8",
             BadRow,
-            Box::new(|e, d| {
-                let path = write(d, "utf.csv", b"user,item,kind,ts\n\xff,p1,view,5\n");
-                import::events_csv(e, &path, OnError::Abort).map(|_| ())
-            }),
+            Box::new(|e, d| csv(e, d, "utf.csv", b"user,item,kind,ts\n\xff,p1,view,5\n")),
         ),
         (
             "jsonl number out of range (inf)",
             BadRow,
-            Box::new(|e, d| {
-                let path = write(d, "inf.jsonl", b"{\"id\":\"i\",\"price\":1e400}\n");
-                import::products_jsonl(e, &path, OnError::Abort).map(|_| ())
-            }),
+            Box::new(|e, d| jsonl(e, d, "inf.jsonl", b"{\"id\":\"i\",\"price\":1e400}\n")),
         ),
         (
             "jsonl zero vector",
             BadRow,
             Box::new(|e, d| {
-                let path = write(
+                jsonl(
+                    e,
                     d,
                     "zero.jsonl",
                     b"{\"id\":\"z\",\"embedding\":[0,0,0,0,0,0,0,0]}\n",
-                );
-                import::products_jsonl(e, &path, OnError::Abort).map(|_| ())
+                )
             }),
         ),
         (
@@ -740,17 +696,13 @@ fn bad_inputs_get_typed_errors_and_change_nothing() {
             BadRow,
             Box::new(|e, d| {
                 let row = format!("{{\"id\":\"{}\"}}\n", "x".repeat(10_000));
-                let path = write(d, "huge.jsonl", row.as_bytes());
-                import::products_jsonl(e, &path, OnError::Abort).map(|_| ())
+                jsonl(e, d, "huge.jsonl", row.as_bytes())
             }),
         ),
         (
             "jsonl control character in an id",
             BadRow,
-            Box::new(|e, d| {
-                let path = write(d, "ctl.jsonl", b"{\"id\":\"a\\u0001b\"}\n");
-                import::products_jsonl(e, &path, OnError::Abort).map(|_| ())
-            }),
+            Box::new(|e, d| jsonl(e, d, "ctl.jsonl", b"{\"id\":\"a\\u0001b\"}\n")),
         ),
         (
             "jsonl with 5,000 nested brackets",
@@ -761,8 +713,7 @@ fn bad_inputs_get_typed_errors_and_change_nothing() {
                     "[".repeat(5000),
                     "]".repeat(5000)
                 );
-                let path = write(d, "deep.jsonl", row.as_bytes());
-                import::products_jsonl(e, &path, OnError::Abort).map(|_| ())
+                jsonl(e, d, "deep.jsonl", row.as_bytes())
             }),
         ),
         (
