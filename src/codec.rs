@@ -37,14 +37,20 @@ pub(crate) fn encode_file<T: Serialize>(
     version: u32,
     value: &T,
 ) -> Result<Vec<u8>> {
-    let payload = encode(value)?;
+    Ok(envelope(magic, version, &encode(value)?))
+}
+
+/// Wraps an encoded payload: magic, version, CRC-32, length, payload. Separate from
+/// [`encode_file`] so that the fuzz targets can hand arbitrary payloads to [`decode_file`]
+/// past its checksum.
+pub(crate) fn envelope(magic: &[u8; 4], version: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 20);
     out.extend_from_slice(magic);
     out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&crate::fsutil::crc32(&payload).to_le_bytes());
+    out.extend_from_slice(&crate::fsutil::crc32(payload).to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    out.extend_from_slice(payload);
+    out
 }
 
 /// Checks and decodes an envelope written by [`encode_file`].

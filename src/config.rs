@@ -55,6 +55,12 @@ pub struct Limits {
     /// Events whose timestamp is more than this many seconds after the wall clock are refused.
     /// Default one day (clock skew between an application's machines).
     pub max_future_secs: i64,
+    /// Longest time one [`Engine::query`](crate::Engine::query) may run before it stops with
+    /// [`Error::TimedOut`](crate::Error::TimedOut). Checked between pipeline stages, so a
+    /// stage that started in time runs to its end. A query may ask for less
+    /// ([`Query::time_budget`](crate::Query::time_budget)), never for more. Default 10 s:
+    /// queries take milliseconds, so only a runaway request meets it.
+    pub max_query_time: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +75,7 @@ impl Default for Limits {
             max_k: 1000,
             max_candidates: 10_000,
             max_future_secs: 86_400,
+            max_query_time: std::time::Duration::from_secs(10),
         }
     }
 }

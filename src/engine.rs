@@ -735,8 +735,10 @@ impl Engine {
     /// # Errors
     /// [`Error::LimitExceeded`] for k, candidate counts or query text over the limits,
     /// [`Error::Invalid`] / [`Error::DimensionMismatch`] for a bad vector or filter,
-    /// [`Error::UnknownItem`] for an unknown `similar_to` item.
+    /// [`Error::UnknownItem`] for an unknown `similar_to` item, [`Error::TimedOut`] when the
+    /// time budget (`Limits::max_query_time` or [`Query::time_budget`](crate::Query)) runs out.
     pub fn query(&self, query: &crate::query::Query) -> Result<Vec<crate::query::Hit>> {
+        crate::query::validate(self, query)?;
         // The hot-query cache: keyed by the whole request, valid for one generation (every
         // commit and every new model generation moves it on).
         let key = format!("{query:?}");

@@ -41,6 +41,15 @@ pub enum Error {
         /// The largest accepted value.
         limit: usize,
     },
+    /// A query used up its time budget before its next stage could start; nothing was
+    /// returned and nothing was changed.
+    #[error("query timed out before {stage}: the budget is {budget:?}")]
+    TimedOut {
+        /// The stage that would have run next (e.g. `text channel`).
+        stage: &'static str,
+        /// The budget in force.
+        budget: std::time::Duration,
+    },
     /// A row of an imported file could not be read.
     #[error("{path}:{line}: {reason}")]
     BadRow {

@@ -14,6 +14,8 @@ mod events;
 mod filter;
 mod fsutil;
 mod fusion;
+#[doc(hidden)]
+pub mod fuzzing;
 mod graph;
 pub mod import;
 #[allow(missing_docs)]

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::catalog::{ItemId, Product};
 use crate::engine::Engine;
@@ -113,6 +114,7 @@ pub struct Query {
     exclude_purchased: bool,
     explain: bool,
     candidates: usize,
+    time_budget: Option<Duration>,
 }
 
 impl Default for Query {
@@ -130,6 +132,7 @@ impl Default for Query {
             exclude_purchased: true,
             explain: false,
             candidates: crate::rerank::CANDIDATES,
+            time_budget: None,
         }
     }
 }
@@ -201,6 +204,39 @@ impl Query {
     pub fn candidates(mut self, n: usize) -> Self {
         self.candidates = n;
         self
+    }
+    /// Stop with [`Error::TimedOut`] rather than start a stage after this much time (capped
+    /// by `Limits::max_query_time`). A zero budget lets validation run and nothing else.
+    pub fn time_budget(mut self, budget: Duration) -> Self {
+        self.time_budget = Some(budget);
+        self
+    }
+}
+
+/// The time a query may still use. Checked between stages: a stage is not interrupted, so a
+/// check before each one bounds the overrun by the slowest single stage.
+struct Deadline {
+    start: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    fn new(q: &Query, limit: Duration) -> Self {
+        Deadline {
+            start: Instant::now(),
+            budget: q.time_budget.map_or(limit, |b| b.min(limit)),
+        }
+    }
+
+    /// `Err(TimedOut)` once the budget is spent (at once for a zero budget).
+    fn check(&self, stage: &'static str) -> Result<()> {
+        if self.start.elapsed() >= self.budget {
+            return Err(Error::TimedOut {
+                stage,
+                budget: self.budget,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -355,8 +391,10 @@ fn mmr(
     picked
 }
 
-pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
-    let limits = engine.config().limits.clone();
+/// Every limit and value check of a query, done before any work (and before the query is
+/// formatted as a cache key, which costs time in proportion to its size).
+pub(crate) fn validate(engine: &Engine, q: &Query) -> Result<()> {
+    let limits = &engine.config().limits;
     engine.check_k(q.k)?;
     if q.candidates == 0 || q.candidates > limits.max_candidates {
         return Err(Error::LimitExceeded {
@@ -365,13 +403,47 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
             limit: limits.max_candidates,
         });
     }
-    q.filter.validate(&limits)?;
+    q.filter.validate(limits)?;
     if let Some(t) = &q.text {
         engine.check_query_text(t)?;
     }
     if let Some(v) = &q.vector {
         crate::catalog::validate_vector(v, engine.config().dim)?;
     }
+    if let Some(user) = &q.user {
+        crate::catalog::validate_id("query.user", user, limits)?;
+    }
+    if let Some(item) = &q.similar_to {
+        crate::catalog::validate_id("query.similar_to", item, limits)?;
+    }
+    if q.mmr.is_some_and(f32::is_nan) {
+        return Err(Error::invalid("query.mmr", "lambda is NaN"));
+    }
+    validate_fusion(q.fusion)
+}
+
+/// Fusion weights must be finite (and the RRF offset not negative): anything else turns
+/// every score into NaN or infinity.
+fn validate_fusion(fusion: Fusion) -> Result<()> {
+    let ok = match fusion {
+        Fusion::Linear { alpha, beta } => alpha.is_finite() && beta.is_finite(),
+        Fusion::Rrf { k } => k.is_finite() && k >= 0.0,
+        Fusion::Auto | Fusion::Mlp | Fusion::Learned => true,
+    };
+    if !ok {
+        return Err(Error::invalid(
+            "query.fusion",
+            format!("{fusion:?}: weights must be finite, the RRF offset not negative"),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a query that [`validate`] accepted.
+pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
+    let limits = engine.config().limits.clone();
+    let deadline = Deadline::new(q, limits.max_query_time);
+    deadline.check("the user's history")?;
     let models: Option<Arc<ModelSet>> = engine.models.read().clone();
     let mut notes = Vec::new();
     if models.is_none() {
@@ -384,7 +456,6 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     let mut history: Vec<(u32, f32)> = Vec::new();
     let mut purchased: Vec<ItemId> = Vec::new();
     if let Some(user) = &q.user {
-        crate::catalog::validate_id("query.user", user, &limits)?;
         match engine.users.read().get(user) {
             Some(u) => {
                 let evs = engine.user_events(u, Some(HISTORY))?;
@@ -418,6 +489,7 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     let mut channels: Vec<(Channel, ChannelHits)> = Vec::new();
     let searching = q.text.is_some() || q.vector.is_some();
     if let Some(text) = &q.text {
+        deadline.check("the text channel")?;
         let hits = engine.text.search(&TextQuery {
             text,
             filter: &q.filter,
@@ -436,10 +508,12 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
         _ => None,
     };
     if let Some(v) = query_vector {
+        deadline.check("the vector channel")?;
         // One more than asked, as the `similar_to` item itself is usually the nearest.
         let hits = engine.vector_hits(&v, &q.filter, (n + 1).min(limits.max_k))?;
         channels.push((Channel::Vector, hits));
     }
+    deadline.check("the model channels")?;
     finish(
         engine,
         q,
@@ -450,6 +524,7 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
         seed_item,
         searching,
         notes,
+        &deadline,
     )
 }
 
@@ -493,6 +568,7 @@ fn finish(
     seed_item: Option<ItemId>,
     searching: bool,
     mut notes: Vec<String>,
+    deadline: &Deadline,
 ) -> Result<Vec<Hit>> {
     let uid = q.user.as_deref().and_then(|u| engine.users.read().get(u));
     let items = engine.items.read();
@@ -552,6 +628,7 @@ fn finish(
         }
     }
 
+    deadline.check("fusion")?;
     // Fusion: once trained, recommendations use what ranked best on held-out users; searches
     // use the linear formula.
     let ranker = models.and_then(|m| m.mlp.as_ref().map(|r| (m, r)));

@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 use tantivy::collector::TopDocs;
 use tantivy::query::{
-    AllQuery, BooleanQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, ConstScoreQuery, FuzzyTermQuery, InvertedIndexRangeQuery, Occur, Query,
+    TermQuery,
 };
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STRING,
@@ -346,7 +347,10 @@ impl TextIndex {
             ))
         };
         match filter {
+            // An empty conjunction holds for every product, as in `Filter::matches`; tantivy's
+            // empty BooleanQuery would match none.
             Filter::All => Box::new(AllQuery),
+            Filter::And(v) if v.is_empty() => Box::new(AllQuery),
             Filter::Brand(b) => term(f.brand, &b.to_lowercase()),
             Filter::Category(c) => {
                 term(f.category, &category_ancestors(c).pop().unwrap_or_default())
@@ -363,7 +367,10 @@ impl TextIndex {
                     ),
                     _ => (bound(min), bound(max)),
                 };
-                Box::new(RangeQuery::new(lo, hi))
+                // The inverted index, not the fast column: tantivy's fast-field range doc set
+                // overflows (a panic in debug builds) when a conjunction holding it is
+                // excluded, as in `Not(And([Price, ..]))`.
+                Box::new(InvertedIndexRangeQuery::new(lo, hi))
             }
             Filter::Attribute { key, value } => term(f.attr, &format!("{key}{ATTR_SEP}{value}")),
             Filter::And(v) => Box::new(BooleanQuery::new(

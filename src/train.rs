@@ -22,8 +22,8 @@ use crate::models::{
 };
 use crate::rerank::BaseModels;
 
-const MODEL_MAGIC: &[u8; 4] = b"MODL";
-const MODEL_VERSION: u32 = 2;
+pub(crate) const MODEL_MAGIC: &[u8; 4] = b"MODL";
+pub(crate) const MODEL_VERSION: u32 = 2;
 
 /// How much each kind of event counts.
 #[derive(Clone, Debug, PartialEq)]

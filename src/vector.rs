@@ -34,8 +34,8 @@ const NONE: u32 = u32::MAX;
 const UNIT_SHRINK: f32 = 0.99999;
 /// Upper bound of hnsw_rs layers.
 const MAX_LAYERS: usize = 16;
-const SLOTS_MAGIC: &[u8; 4] = b"SLOT";
-const SLOTS_VERSION: u32 = 1;
+pub(crate) const SLOTS_MAGIC: &[u8; 4] = b"SLOT";
+pub(crate) const SLOTS_VERSION: u32 = 1;
 
 enum Graph {
     /// Unit vectors, distance `1 - dot`: used for cosine and for dot (re-scored exactly).

@@ -6,20 +6,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let _ = shopdb::sql::is_complete(text);
-    if let Ok(plan) = shopdb::sql::plan(text) {
-        // Plans are printable (EXPLAIN shows them).
-        let _ = format!("{plan:?}");
-    }
-    if let Ok(statements) = shopdb::sql::split_script(text) {
-        for s in &statements {
-            // A piece of a script is never longer than the script, and plans like a statement.
-            assert!(s.text.len() <= text.len());
-            let _ = shopdb::sql::plan_source(s);
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| shopdb::fuzzing::sql_parse(data));

@@ -4,6 +4,8 @@ mod bad_input;
 mod cli;
 mod crash;
 mod damaged;
+mod fuzz_corpus;
+mod limits;
 mod models;
 mod query;
 mod scifact;
