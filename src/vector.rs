@@ -228,6 +228,33 @@ impl VectorIndex {
         dir.join("MANIFEST")
     }
 
+    /// Every name in the manifest must be a plain file name inside the snapshot directory, and
+    /// the files hnsw_rs will read must be among the checksummed ones: a damaged or crafted
+    /// manifest must not send the loader elsewhere or past the checksums.
+    fn check_manifest_names(m: &Manifest, mpath: &Path) -> Result<()> {
+        let plain =
+            |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\\', '\0']);
+        if let Some(bad) = m.files.iter().map(|f| f.name.as_str()).find(|n| !plain(n)) {
+            return Err(Error::corrupt(
+                mpath,
+                format!("file name {bad:?} is not a plain name"),
+            ));
+        }
+        if !plain(&m.basename) {
+            return Err(Error::corrupt(
+                mpath,
+                "the graph's base name is not a plain name",
+            ));
+        }
+        for ext in ["hnsw.graph", "hnsw.data"] {
+            let want = format!("{}.{ext}", m.basename);
+            if !m.files.iter().any(|f| f.name == want) {
+                return Err(Error::corrupt(mpath, format!("{want} is not checksummed")));
+            }
+        }
+        Ok(())
+    }
+
     /// Loads and verifies the snapshot, or `Ok(None)` when there is none.
     fn load_snapshot(dir: &Path, dim: usize, metric: Metric) -> Result<Option<(Inner, Manifest)>> {
         let mpath = Self::manifest_path(dir);
@@ -238,6 +265,7 @@ impl VectorIndex {
         };
         let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&mpath, e.to_string()))?;
+        Self::check_manifest_names(&m, &mpath)?;
         let gdir = dir.join(format!("gen-{:06}", m.generation));
         for f in &m.files {
             let path = gdir.join(&f.name);
@@ -600,5 +628,54 @@ pub(crate) fn unit(v: &[f32]) -> Vec<f32> {
         v.iter().map(|x| x / n).collect()
     } else {
         v.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::ItemId;
+
+    #[test]
+    fn a_manifest_naming_files_outside_the_snapshot_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = HnswParams::default();
+        let (index, _, _) = VectorIndex::open(dir.path(), 4, Metric::L2, &params).unwrap();
+        let v: Vec<Vec<f32>> = (0..20).map(|i| vec![i as f32, 1.0, 0.5, 0.25]).collect();
+        let items: Vec<(ItemId, &[f32])> = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (ItemId(i as u32), x.as_slice()))
+            .collect();
+        index.upsert(&items);
+        index.snapshot(20).unwrap();
+        drop(index);
+        let (_, _, outcome) = VectorIndex::open(dir.path(), 4, Metric::L2, &params).unwrap();
+        assert!(matches!(outcome, LoadOutcome::Loaded));
+        let mpath = dir.path().join("MANIFEST");
+        let good: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+        let base = good["basename"].as_str().unwrap().to_string();
+        let crafted = [
+            (
+                "basename",
+                serde_json::json!(format!("../gen-000001/{base}")),
+            ),
+            ("basename", serde_json::json!("other")),
+            (
+                "files",
+                serde_json::json!([{"name": "../../etc/passwd", "len": 1, "crc32": 0}]),
+            ),
+        ];
+        for (field, value) in crafted {
+            let mut m = good.clone();
+            m[field] = value;
+            std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+            let err = VectorIndex::load_snapshot(dir.path(), 4, Metric::L2).err();
+            assert!(
+                matches!(err, Some(Error::Corrupt { .. })),
+                "{field}: {err:?}"
+            );
+        }
     }
 }
