@@ -235,7 +235,7 @@ pub struct Engine {
     last_training: Mutex<(u64, std::time::Instant)>,
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

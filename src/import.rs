@@ -379,9 +379,10 @@ pub fn movielens(engine: &Engine, dir: &Path) -> Result<ImportReport> {
         products.push(p);
     }
     let n_products = products.len();
-    stage_products(engine, products)?;
+    // Every file is read and checked before anything is stored: a bad row stores nothing.
     let data_path = dir.join("u.data");
     let mut events = Vec::new();
+    let mut event_lines = Vec::new();
     for (line, bytes) in lines(&data_path)? {
         let bytes = bytes.map_err(|e| Error::io(&data_path, e))?;
         let text = utf8(&data_path, line, bytes)?;
@@ -410,8 +411,20 @@ pub fn movielens(engine: &Engine, dir: &Path) -> Result<ImportReport> {
             EventKind::Rating(rating),
             ts,
         ));
+        event_lines.push(line);
     }
     let n_events = events.len();
+    let now = crate::engine::now_secs();
+    let mut ids: std::collections::HashSet<String> = engine.product_ids().into_iter().collect();
+    ids.extend(products.iter().map(|p| p.id.clone()));
+    for (e, line) in events.iter().zip(&event_lines) {
+        e.validate(&engine.config().limits, now)
+            .map_err(|err| bad(&data_path, *line, err.to_string()))?;
+        if !ids.contains(&e.item) {
+            return Err(bad(&data_path, *line, format!("unknown item {:?}", e.item)));
+        }
+    }
+    stage_products(engine, products)?;
     for chunk in events.chunks(CHUNK * 5) {
         engine.append_events(chunk.to_vec())?;
         engine.commit()?;
@@ -443,10 +456,7 @@ pub fn recbole_kg(engine: &Engine, kg: &Path, link: &Path) -> Result<ImportRepor
         triples.push((f[0].to_string(), f[1].to_string(), f[2].to_string()));
     }
     report.imported += triples.len();
-    for chunk in triples.chunks(CHUNK * 5) {
-        engine.add_triples(chunk.to_vec())?;
-        engine.commit()?;
-    }
+    // Both files are read and checked before anything is stored: a bad row stores nothing.
     let known: std::collections::HashSet<String> = engine.product_ids().into_iter().collect();
     let mut links = Vec::new();
     for (line, bytes) in lines(link)? {
@@ -463,6 +473,10 @@ pub fn recbole_kg(engine: &Engine, kg: &Path, link: &Path) -> Result<ImportRepor
         } else {
             report.skipped += 1;
         }
+    }
+    for chunk in triples.chunks(CHUNK * 5) {
+        engine.add_triples(chunk.to_vec())?;
+        engine.commit()?;
     }
     report.imported += links.len();
     engine.link_items(links)?;

@@ -731,6 +731,39 @@ fn bad_inputs_get_typed_errors_and_change_nothing() {
             }),
         ),
         (
+            "MovieLens rating row after good items (nothing stored)",
+            BadRow,
+            Box::new(|e, d| {
+                write(d, "u.genre", b"Action|0\n");
+                write(d, "u.item", b"901|Film|01-Jan-1995||http://x|1\n");
+                write(
+                    d,
+                    "u.data",
+                    b"1\t901\t4\t881250949\n1\t901\tfour\t881250950\n",
+                );
+                import::movielens(e, d).map(|_| ())
+            }),
+        ),
+        (
+            "MovieLens rating of an unknown item (nothing stored)",
+            BadRow,
+            Box::new(|e, d| {
+                write(d, "u.genre", b"Action|0\n");
+                write(d, "u.item", b"902|Film|01-Jan-1995||http://x|1\n");
+                write(d, "u.data", b"1\t999999\t4\t881250949\n");
+                import::movielens(e, d).map(|_| ())
+            }),
+        ),
+        (
+            "RecBole link row of one field after good triples (nothing stored)",
+            BadRow,
+            Box::new(|e, d| {
+                let kg = write(d, "y.kg", b"m.1\tfilm.genre\tm.2\n");
+                let link = write(d, "y.link", b"p1\n");
+                import::recbole_kg(e, &kg, &link).map(|_| ())
+            }),
+        ),
+        (
             "RecBole kg row of two fields",
             BadRow,
             Box::new(|e, d| {
