@@ -1045,6 +1045,21 @@ impl Engine {
         Ok(idx.by_user.iter().flatten().copied().collect())
     }
 
+    /// Ids of every user with at least one committed event, sorted.
+    pub fn user_ids(&self) -> Vec<String> {
+        let users = self.users.read();
+        let idx = self.events.read();
+        let mut out: Vec<String> = idx
+            .by_user
+            .iter()
+            .enumerate()
+            .filter(|(_, evs)| !evs.is_empty())
+            .filter_map(|(u, _)| users.names.get(u).and_then(|n| n.clone()))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Users who interacted with an item and when, in arrival order (the per-item index).
     ///
     /// # Errors

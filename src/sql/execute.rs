@@ -284,16 +284,11 @@ impl<'e> Session<'e> {
     fn scan_events(&self, s: &Scan) -> Result<ResultSet> {
         let pred = s.predicate.as_ref();
         // The log is keyed by user: a user condition reads those users' histories; an item
-        // condition finds its users through the per-item index; otherwise every user is
-        // found through every item's index.
+        // condition finds its users through the per-item index; otherwise every user.
         let users: BTreeSet<String> =
             if let Some(users) = pred.and_then(|p| conjunct_values(p, &Field::User)) {
                 users.into_iter().collect()
-            } else {
-                let items = match pred.and_then(|p| conjunct_values(p, &Field::Item)) {
-                    Some(items) => items,
-                    None => self.engine.product_ids(),
-                };
+            } else if let Some(items) = pred.and_then(|p| conjunct_values(p, &Field::Item)) {
                 let mut users = BTreeSet::new();
                 for item in items {
                     match self.engine.item_events(&item) {
@@ -303,6 +298,8 @@ impl<'e> Session<'e> {
                     }
                 }
                 users
+            } else {
+                self.engine.user_ids().into_iter().collect()
             };
         let enough = enough(s);
         let mut rows = Vec::new();

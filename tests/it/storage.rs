@@ -128,6 +128,7 @@ fn events_history_duplicates_and_forget() {
         .map(|(u, _)| u)
         .collect();
     assert_eq!(users, vec!["alice", "bob"]);
+    assert_eq!(e.user_ids(), vec!["alice", "bob"]);
     e.forget_user("alice").unwrap();
     e.commit().unwrap();
     assert!(matches!(
@@ -143,6 +144,7 @@ fn events_history_duplicates_and_forget() {
         .map(|(u, _)| u)
         .collect();
     assert_eq!(users, vec!["bob"]);
+    assert_eq!(e.user_ids(), vec!["bob"]);
 }
 
 #[test]
