@@ -855,6 +855,27 @@ impl Engine {
         crate::writer::compact_changes(self)
     }
 
+    /// Rewrites the store so that it holds only current records, then swaps it in.
+    ///
+    /// Why: the store's log keeps superseded versions of records (a forgotten user's id, a
+    /// deleted product) until it happens to reuse that space, so after
+    /// [`forget_user`](Self::forget_user) and [`commit`](Self::commit) their bytes may still
+    /// be on disk. After `compact` returns they are in no file of the directory (models
+    /// forget the user at the next [`train`](Self::train), which deletes older generations).
+    /// Also checkpoints the vector index and drops the applied change log.
+    ///
+    /// Writers wait while it runs; readers keep reading. A crash at any point leaves either
+    /// the old or the new store, which [`open`](Self::open) picks up.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the copy cannot be written; the old store is then still in use.
+    pub fn compact(&self) -> Result<()> {
+        let _commit = self.commit_lock.lock();
+        self.vectors.snapshot(self.seq())?;
+        crate::writer::compact_changes(self)?;
+        self.store.compact()
+    }
+
     // ---------------------------------------------------------------- reads
 
     /// The committed product with this id, embedding included.
