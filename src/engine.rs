@@ -235,6 +235,30 @@ pub struct Engine {
     last_training: Mutex<(u64, std::time::Instant)>,
 }
 
+/// A derived index records the store sequence it applied, and with durable commits it is
+/// only ever written after the store was flushed up to that sequence. An index ahead of the
+/// store therefore means the store lost committed writes (a damaged or truncated sled log
+/// opens as an older, consistent state without any error from sled): that is reported,
+/// rather than "repaired" by rebuilding the indexes from what is left.
+///
+/// With `durable_commits(false)` the store may legitimately lose its last unflushed commits
+/// in a crash while an index kept them, so the check is made only for durable databases.
+fn store_not_behind(dir: &Path, seq: u64, text: u64, vectors: Option<u64>) -> Result<()> {
+    let ahead = [
+        ("text index", text),
+        ("vector snapshot", vectors.unwrap_or(0)),
+    ]
+    .into_iter()
+    .find(|(_, applied)| *applied > seq);
+    match ahead {
+        Some((index, applied)) => Err(Error::corrupt(
+            dir.join("store"),
+            format!("the store ends at sequence {seq} but the {index} applied {applied}: committed writes are missing from the store"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -353,6 +377,11 @@ impl Engine {
                 (t, 0, true)
             }
         };
+
+        if config.durable_commits {
+            let vec_applied = (outcome == LoadOutcome::Loaded).then_some(vec_applied);
+            store_not_behind(dir, seq, text_applied, vec_applied)?;
+        }
 
         let mut engine = Engine {
             dir: dir.to_path_buf(),
