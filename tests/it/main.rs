@@ -5,6 +5,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod damaged;
+mod io_faults;
 mod models;
 mod query;
 mod scifact;
