@@ -721,7 +721,9 @@ impl Engine {
     /// text and vector indexes. When this returns `Ok`, the writes survive a crash.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::Backend`] when a store fails; the store is then unchanged.
+    /// [`Error::Io`] or [`Error::Backend`] when the store fails; the store is then unchanged.
+    /// The same errors from the text or vector index come after the store is durable: the
+    /// writes then survive, and the next open replays them into the indexes.
     pub fn commit(&self) -> Result<Committed> {
         let _commit = self.commit_lock.lock();
         let pending = std::mem::take(&mut *self.pending.lock());
@@ -862,6 +864,12 @@ impl Engine {
             return self.train(&crate::train::TrainOptions::default()).map(Some);
         }
         Ok(None)
+    }
+
+    /// Records that the store is durable up to `seq` before the derived indexes catch up, so
+    /// that a failure while updating them never makes the next commit reuse sequence numbers.
+    pub(crate) fn set_durable_seq(&self, seq: u64) {
+        self.seq.store(seq, Ordering::SeqCst);
     }
 
     pub(crate) fn publish(&self, seq: u64) {
