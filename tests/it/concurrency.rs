@@ -44,7 +44,7 @@ fn write(e: &Engine, progress: &Progress, until: Instant) -> u64 {
     let mut round = 0u64;
     while Instant::now() < until {
         round += 1;
-        if round % 5 == 0 {
+        if round.is_multiple_of(5) {
             e.upsert_product(
                 Product::new(format!("ghost{round}")).title("common ghost never committed"),
             )
