@@ -658,7 +658,8 @@ impl Engine {
     }
 
     /// Stages removal of every event and trace of a user (their id leaves the store at this
-    /// commit; models forget them at the next training).
+    /// commit; models forget them at the next training; the store's files may keep old
+    /// versions holding the id until [`compact`](Self::compact)).
     ///
     /// # Errors
     /// [`Error::Invalid`] for a malformed id.
