@@ -164,7 +164,7 @@ struct Acked {
 
 /// When to kill the child.
 enum Kill {
-    /// This long after it starts.
+    /// This long after its `open` returned.
     After(Duration),
     /// This far into `open` (from the child's `OPENING`).
     IntoOpen(Duration),
@@ -195,22 +195,27 @@ fn run_and_kill(dir: &Path, phase: &str, kill: Kill, acked: &mut Acked) {
         }
     });
     let mut lines = Vec::new();
-    match kill {
-        Kill::After(delay) => std::thread::sleep(delay),
-        Kill::IntoOpen(delay) => {
-            // The test harness may print its own words before ours on the first line.
-            let give_up = std::time::Instant::now() + Duration::from_secs(60);
-            while let Ok(line) =
-                rx.recv_timeout(give_up.saturating_duration_since(std::time::Instant::now()))
-            {
-                let opening = line.ends_with("OPENING");
-                lines.push(line);
-                if opening {
-                    break;
-                }
+    // Waits for the child's line that ends with (or, for `OPEN <us>`, starts with) `mark`;
+    // the test harness may print its own words before ours on the first line.
+    let mut wait_for = |mark: &str| {
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
+        while let Ok(line) =
+            rx.recv_timeout(give_up.saturating_duration_since(std::time::Instant::now()))
+        {
+            let found = line.ends_with(mark) || line.starts_with(mark);
+            lines.push(line);
+            if found {
+                break;
             }
-            std::thread::sleep(delay);
         }
+    };
+    match kill {
+        // Timed from the end of `open`, so that a loaded machine still leaves time to write.
+        Kill::After(_) => wait_for("OPEN "),
+        Kill::IntoOpen(_) => wait_for("OPENING"),
+    }
+    match kill {
+        Kill::After(delay) | Kill::IntoOpen(delay) => std::thread::sleep(delay),
     }
     child.kill().unwrap();
     child.wait().unwrap();
