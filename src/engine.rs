@@ -235,6 +235,30 @@ pub struct Engine {
     last_training: Mutex<(u64, std::time::Instant)>,
 }
 
+/// A derived index records the store sequence it applied, and with durable commits it is
+/// only ever written after the store was flushed up to that sequence. An index ahead of the
+/// store therefore means the store lost committed writes (a damaged or truncated sled log
+/// opens as an older, consistent state without any error from sled): that is reported,
+/// rather than "repaired" by rebuilding the indexes from what is left.
+///
+/// With `durable_commits(false)` the store may legitimately lose its last unflushed commits
+/// in a crash while an index kept them, so the check is made only for durable databases.
+fn store_not_behind(dir: &Path, seq: u64, text: u64, vectors: Option<u64>) -> Result<()> {
+    let ahead = [
+        ("text index", text),
+        ("vector snapshot", vectors.unwrap_or(0)),
+    ]
+    .into_iter()
+    .find(|(_, applied)| *applied > seq);
+    match ahead {
+        Some((index, applied)) => Err(Error::corrupt(
+            dir.join("store"),
+            format!("the store ends at sequence {seq} but the {index} applied {applied}: committed writes are missing from the store"),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -353,6 +377,11 @@ impl Engine {
                 (t, 0, true)
             }
         };
+
+        if config.durable_commits {
+            let vec_applied = (outcome == LoadOutcome::Loaded).then_some(vec_applied);
+            store_not_behind(dir, seq, text_applied, vec_applied)?;
+        }
 
         let mut engine = Engine {
             dir: dir.to_path_buf(),
@@ -629,7 +658,8 @@ impl Engine {
     }
 
     /// Stages removal of every event and trace of a user (their id leaves the store at this
-    /// commit; models forget them at the next training).
+    /// commit; models forget them at the next training; the store's files may keep old
+    /// versions holding the id until [`compact`](Self::compact)).
     ///
     /// # Errors
     /// [`Error::Invalid`] for a malformed id.
@@ -692,7 +722,9 @@ impl Engine {
     /// text and vector indexes. When this returns `Ok`, the writes survive a crash.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::Backend`] when a store fails; the store is then unchanged.
+    /// [`Error::Io`] or [`Error::Backend`] when the store fails; the store is then unchanged.
+    /// The same errors from the text or vector index come after the store is durable: the
+    /// writes then survive, and the next open replays them into the indexes.
     pub fn commit(&self) -> Result<Committed> {
         let _commit = self.commit_lock.lock();
         let pending = std::mem::take(&mut *self.pending.lock());
@@ -837,6 +869,12 @@ impl Engine {
         Ok(None)
     }
 
+    /// Records that the store is durable up to `seq` before the derived indexes catch up, so
+    /// that a failure while updating them never makes the next commit reuse sequence numbers.
+    pub(crate) fn set_durable_seq(&self, seq: u64) {
+        self.seq.store(seq, Ordering::SeqCst);
+    }
+
     pub(crate) fn publish(&self, seq: u64) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.seq.store(seq, Ordering::SeqCst);
@@ -855,6 +893,27 @@ impl Engine {
         let _commit = self.commit_lock.lock();
         self.vectors.snapshot(self.seq())?;
         crate::writer::compact_changes(self)
+    }
+
+    /// Rewrites the store so that it holds only current records, then swaps it in.
+    ///
+    /// Why: the store's log keeps superseded versions of records (a forgotten user's id, a
+    /// deleted product) until it happens to reuse that space, so after
+    /// [`forget_user`](Self::forget_user) and [`commit`](Self::commit) their bytes may still
+    /// be on disk. After `compact` returns they are in no file of the directory (models
+    /// forget the user at the next [`train`](Self::train), which deletes older generations).
+    /// Also checkpoints the vector index and drops the applied change log.
+    ///
+    /// Writers wait while it runs; readers keep reading. A crash at any point leaves either
+    /// the old or the new store, which [`open`](Self::open) picks up.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the copy cannot be written; the old store is then still in use.
+    pub fn compact(&self) -> Result<()> {
+        let _commit = self.commit_lock.lock();
+        self.vectors.snapshot(self.seq())?;
+        crate::writer::compact_changes(self)?;
+        self.store.compact()
     }
 
     // ---------------------------------------------------------------- reads

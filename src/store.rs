@@ -18,7 +18,10 @@
 //! | `R` / `r` | relation name / rid `u16` | rid / relation name |
 //! | `T` / `t` | head, rid, tail / tail, rid, head | empty (edges, both directions) |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 
@@ -57,10 +60,12 @@ pub(crate) fn be_u64(b: &[u8], at: usize) -> Option<u64> {
     b.get(at..at + 8)?.try_into().ok().map(u64::from_be_bytes)
 }
 
-/// The store. Cloning is cheap (sled handles are reference counted).
+/// The store. Cloning is cheap and clones share one handle, so that [`Store::compact`] can
+/// swap the rewritten database in for every user at once.
 #[derive(Clone)]
 pub(crate) struct Store {
-    db: sled::Db,
+    db: Arc<RwLock<sled::Db>>,
+    path: PathBuf,
 }
 
 /// A set of writes applied atomically by [`Store::apply`].
@@ -83,22 +88,24 @@ impl Batch {
 }
 
 impl Store {
+    /// Opens the store at `path`, first finishing or undoing an interrupted
+    /// [`compact`](Self::compact).
     pub fn open(path: &Path) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(256 << 20)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(source) if source.kind() == std::io::ErrorKind::WouldBlock => {
-                    Error::Locked(path.to_path_buf())
-                }
-                other => Error::from(other),
-            })?;
-        Ok(Store { db })
+        finish_compaction(path)?;
+        let db = open_sled(path)?;
+        Ok(Store {
+            db: Arc::new(RwLock::new(db)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A handle on the current database (cheap: sled handles are reference counted).
+    fn db(&self) -> sled::Db {
+        self.db.read().clone()
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        Ok(self.db.get(key)?)
+        Ok(self.db().get(key)?)
     }
 
     /// Every `(key, value)` under a prefix, in key order.
@@ -106,7 +113,9 @@ impl Store {
         &self,
         prefix: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec)>> {
-        self.db.scan_prefix(prefix).map(|r| r.map_err(Error::from))
+        self.db()
+            .scan_prefix(prefix)
+            .map(|r| r.map_err(Error::from))
     }
 
     /// Every `(key, value)` with `from <= key` under `prefix`.
@@ -116,7 +125,7 @@ impl Store {
         from: Vec<u8>,
     ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> {
         let prefix = prefix.to_vec();
-        self.db
+        self.db()
             .range(from..)
             .take_while(move |r| {
                 r.as_ref()
@@ -127,12 +136,12 @@ impl Store {
     }
 
     pub fn apply(&self, batch: Batch) -> Result<()> {
-        Ok(self.db.apply_batch(batch.inner)?)
+        Ok(self.db().apply_batch(batch.inner)?)
     }
 
     /// Makes every applied batch durable (fsync).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.db().flush()?;
         Ok(())
     }
 
@@ -144,8 +153,100 @@ impl Store {
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db().size_on_disk().unwrap_or(0)
     }
+}
+
+impl Store {
+    /// Rewrites the store into a fresh sled database holding only the current records, and
+    /// swaps it in. sled keeps superseded versions of a record in its log until it happens
+    /// to rewrite that segment, so a removed key's bytes can stay on disk indefinitely; a
+    /// rewrite is the one way to make sure they are gone (see `Engine::compact`).
+    ///
+    /// Crash-safe: the copy is built and fsynced in `store.new/`, then `store/` is renamed to
+    /// `store.old/` and `store.new/` to `store/`. [`Store::open`] finishes or undoes whatever
+    /// a crash interrupted. The caller must keep writers out while this runs.
+    pub fn compact(&self) -> Result<()> {
+        let fresh = sibling(&self.path, "new");
+        let old = sibling(&self.path, "old");
+        remove_dir_if_present(&fresh)?;
+        remove_dir_if_present(&old)?;
+        self.copy_to(&fresh)?;
+        let parent = self.path.parent().unwrap_or_else(|| Path::new("."));
+        let mut slot = self.db.write();
+        slot.flush()?;
+        std::fs::rename(&self.path, &old).map_err(|e| Error::io(&self.path, e))?;
+        std::fs::rename(&fresh, &self.path).map_err(|e| Error::io(&fresh, e))?;
+        crate::fsutil::sync_dir(parent)?;
+        *slot = open_sled(&self.path)?;
+        drop(slot);
+        remove_dir_if_present(&old)
+    }
+
+    /// Copies every record into a new sled database at `to` and makes it durable.
+    fn copy_to(&self, to: &Path) -> Result<()> {
+        let target = open_sled(to)?;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0usize;
+        for r in self.db().iter() {
+            let (k, v) = r?;
+            batch.insert(k, v);
+            in_batch += 1;
+            if in_batch == 10_000 {
+                target.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        target.apply_batch(batch)?;
+        target.flush()?;
+        Ok(())
+    }
+}
+
+fn open_sled(path: &Path) -> Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(256 << 20)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(source) if source.kind() == std::io::ErrorKind::WouldBlock => {
+                Error::Locked(path.to_path_buf())
+            }
+            other => Error::from(other),
+        })
+}
+
+/// `store.new` / `store.old` beside `store`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Brings the directory back to one store after a crash during [`Store::compact`]:
+/// `store.new/` beside `store/` is an unfinished copy (dropped); `store.new/` without
+/// `store/` is a finished copy caught between the two renames (moved into place);
+/// `store.old/` is the superseded store (dropped once `store/` exists).
+fn finish_compaction(path: &Path) -> Result<()> {
+    let fresh = sibling(path, "new");
+    let old = sibling(path, "old");
+    if !path.exists() {
+        if fresh.exists() {
+            std::fs::rename(&fresh, path).map_err(|e| Error::io(&fresh, e))?;
+        } else if old.exists() {
+            std::fs::rename(&old, path).map_err(|e| Error::io(&old, e))?;
+        }
+    }
+    remove_dir_if_present(&fresh)?;
+    remove_dir_if_present(&old)
 }
 
 /// Encodes a meta counter value.
@@ -156,4 +257,51 @@ pub(crate) fn meta_value(v: u64) -> Vec<u8> {
 /// Key of a meta counter.
 pub(crate) fn meta_key(name: &str) -> Vec<u8> {
     key(META, &[name.as_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with(path: &Path, n: u32) -> Store {
+        let s = Store::open(path).unwrap();
+        let mut b = Batch::default();
+        for i in 0..n {
+            b.put(key(PRODUCT, &[&i.to_be_bytes()]), vec![7u8; 10]);
+        }
+        s.apply(b).unwrap();
+        s.flush().unwrap();
+        s
+    }
+
+    fn count(s: &Store) -> usize {
+        s.scan(&[PRODUCT]).count()
+    }
+
+    #[test]
+    fn compact_keeps_every_record_and_open_finishes_an_interrupted_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let s = store_with(&path, 100);
+        s.compact().unwrap();
+        assert_eq!(count(&s), 100);
+        assert!(!sibling(&path, "new").exists() && !sibling(&path, "old").exists());
+        drop(s);
+
+        // A crash between the two renames: only the finished copy is left.
+        std::fs::rename(&path, sibling(&path, "new")).unwrap();
+        let s = Store::open(&path).unwrap();
+        assert_eq!(count(&s), 100);
+        assert!(!sibling(&path, "new").exists());
+        drop(s);
+
+        // A crash while copying: a partial copy beside the store is dropped.
+        std::fs::create_dir_all(sibling(&path, "new")).unwrap();
+        std::fs::write(sibling(&path, "new").join("db"), b"partial").unwrap();
+        // A crash after the swap: the superseded store is dropped.
+        std::fs::create_dir_all(sibling(&path, "old")).unwrap();
+        let s = Store::open(&path).unwrap();
+        assert_eq!(count(&s), 100);
+        assert!(!sibling(&path, "new").exists() && !sibling(&path, "old").exists());
+    }
 }

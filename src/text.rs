@@ -232,6 +232,23 @@ pub(crate) fn analyze(text: &str) -> Vec<String> {
     terms
 }
 
+/// tantivy trusts its segment files once opened (a damaged doc store panics when a document
+/// is read), so every segment file's footer checksum is verified first: damage found here
+/// makes the engine rebuild the index from the store instead.
+fn verify_checksums(index: &Index, dir: &Path) -> Result<()> {
+    let damaged = index
+        .validate_checksum()
+        .map_err(|e| Error::corrupt(dir, e.to_string()))?;
+    if damaged.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::corrupt(
+            dir,
+            format!("segment files fail their checksum: {damaged:?}"),
+        ))
+    }
+}
+
 impl TextIndex {
     /// Opens or creates the index in `dir`. Returns the index and the log sequence its last
     /// commit applied (0 for a new index).
@@ -242,6 +259,7 @@ impl TextIndex {
             .map_err(|e| Error::corrupt(dir, e.to_string()))?;
         let index =
             Index::open_or_create(mmap, schema).map_err(|e| Error::corrupt(dir, e.to_string()))?;
+        verify_checksums(&index, dir)?;
         index.tokenizers().register(ANALYZER, analyzer());
         let applied = index
             .load_metas()

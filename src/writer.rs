@@ -309,6 +309,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
     }
 
     // Durable from here on. Publish to the in-memory tables, then the derived indexes.
+    engine.set_durable_seq(seq);
     {
         let mut items = engine.items.write();
         for d in &derived {

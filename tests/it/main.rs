@@ -2,9 +2,11 @@
 
 mod bad_input;
 mod cli;
+mod concurrency;
 mod crash;
 mod damaged;
 mod fuzz_corpus;
+mod io_faults;
 mod limits;
 mod models;
 mod query;

@@ -1,6 +1,6 @@
 //! Training inside the engine and offline evaluation through the public API.
 
-use shopdb::{import, Engine, EvalOptions, Event, EventKind, Filter, Product, TrainOptions};
+use shopdb::{import, Engine, EvalOptions, Event, EventKind, Filter, Product, Query, TrainOptions};
 
 use crate::support::{tempdir, Rng};
 
@@ -283,4 +283,91 @@ fn retrain_policy_trains_after_enough_new_events() {
     .unwrap();
     e.commit().unwrap();
     assert_eq!(e.model_generation(), 2, "policy off");
+}
+
+/// Every file under `dir` and the number of times `marker` occurs in it.
+fn marker_occurrences(dir: &std::path::Path, marker: &[u8], out: &mut Vec<(String, usize)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            marker_occurrences(&path, marker, out);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            let n = bytes.windows(marker.len()).filter(|w| *w == marker).count();
+            out.push((path.display().to_string(), n));
+        }
+    }
+}
+
+#[test]
+fn forgotten_user_leaves_no_byte_in_any_file_after_compaction() {
+    let dir = tempdir();
+    let marker = "zq-forgotten-5b1e0d77";
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    generated_shop(&e, 40, 100, 10);
+    // The marker user buys in category c3 only, so their recommendations are personal.
+    e.append_events(
+        (0..8)
+            .map(|i| {
+                Event::new(
+                    marker,
+                    format!("i{}", 3 + 10 * i),
+                    EventKind::Purchase,
+                    1_650_000_000 + i as i64,
+                )
+            })
+            .collect(),
+    )
+    .unwrap();
+    e.commit().unwrap();
+    e.train(&TrainOptions::default()).unwrap();
+    let for_marker = Query::new().user(marker).k(10);
+    let for_stranger = Query::new().user("never-seen-user").k(10);
+    let ids = |hits: Vec<shopdb::Hit>| hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    let personal = ids(e.query(&for_marker).unwrap());
+    let cold = ids(e.query(&for_stranger).unwrap());
+    assert_ne!(personal, cold, "the marker's history must shape their list");
+
+    e.forget_user(marker).unwrap();
+    e.commit().unwrap();
+    e.train(&TrainOptions::default()).unwrap();
+    // Neither the hot-query cache nor a model still reflects the forgotten events: the
+    // user gets what a never-seen user gets from the new models.
+    let cold = ids(e.query(&for_stranger).unwrap());
+    assert_eq!(ids(e.query(&for_marker).unwrap()), cold);
+
+    let mut before = Vec::new();
+    marker_occurrences(dir.path(), marker.as_bytes(), &mut before);
+    let files_before = before.iter().filter(|(_, n)| *n > 0).count();
+    e.compact().unwrap();
+    let mut after = Vec::new();
+    marker_occurrences(dir.path(), marker.as_bytes(), &mut after);
+    let left: usize = after.iter().map(|(_, n)| n * marker.len()).sum();
+    println!(
+        "forgotten user: files holding the id before compaction {files_before}, \
+         bytes of the id left after compaction {left} (files scanned: {})",
+        after.len()
+    );
+    assert_eq!(
+        left,
+        0,
+        "{:?}",
+        after.iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>()
+    );
+
+    // The compacted store still serves everything, now and after reopening.
+    let stats = e.stats();
+    e.upsert_product(Product::new("after-compaction").title("fresh"))
+        .unwrap();
+    e.commit().unwrap();
+    drop(e);
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    assert_eq!(e.stats().products, stats.products + 1);
+    assert_eq!(e.stats().events, stats.events);
+    assert!(e.get_product("after-compaction").unwrap().is_some());
+    assert!(e.user_history(marker, None).is_err());
+    assert_eq!(ids(e.query(&for_marker).unwrap()), cold);
+    let mut reopened = Vec::new();
+    marker_occurrences(dir.path(), marker.as_bytes(), &mut reopened);
+    assert!(reopened.iter().all(|(_, n)| *n == 0));
 }
