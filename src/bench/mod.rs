@@ -156,7 +156,10 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     let engine = &loaded.engine;
     let mut report = Report {
         dataset: options.dataset.name(),
-        split: split_name(options.split).to_string(),
+        split: match options.dataset {
+            Dataset::Beir(_) => "test".to_string(),
+            _ => split_name(options.split).to_string(),
+        },
         ingest: loaded.ingest.clone(),
         notes: loaded.notes.clone(),
         ..Report::default()

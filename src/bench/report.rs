@@ -124,7 +124,8 @@ pub struct Sizes {
 pub struct Report {
     /// E.g. `generated-small`, `movielens-100k`, `beir-scifact`, `generic`.
     pub dataset: String,
-    /// `recbole`, `loo` or `temporal` (the recommendation split).
+    /// `recbole`, `loo` or `temporal` (the recommendation split); `test` for a BEIR folder
+    /// (its test qrels).
     pub split: String,
     /// The ablation: every method alone and every fusion mode, per task.
     pub quality: Vec<QualityRow>,
