@@ -184,8 +184,10 @@ fn shop_queries(shop: &Shop) -> BeirSet {
     for (i, q) in shop.queries.iter().enumerate() {
         let id = format!("q{i}");
         set.queries.insert(id.clone(), q.text.clone());
-        set.qrels
-            .insert(id.clone(), q.relevant.iter().map(|r| (r.clone(), 1)).collect());
+        set.qrels.insert(
+            id.clone(),
+            q.relevant.iter().map(|r| (r.clone(), 1)).collect(),
+        );
         vectors.insert(id, q.vector.clone());
     }
     set.query_vectors = Some(vectors);
@@ -228,7 +230,12 @@ fn load_shop(shop: Shop, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
 /// Catalog + text without vectors, in a second engine beside `db_dir` (removed afterwards),
 /// on at most [`TEXT_ONLY_SAMPLE`] products: what the vector index costs is the difference
 /// with the `products` rate.
-fn text_only_rate(products: &[Product], db_dir: &Path, dim: usize, phase: &Phase) -> Result<IngestRow> {
+fn text_only_rate(
+    products: &[Product],
+    db_dir: &Path,
+    dim: usize,
+    phase: &Phase,
+) -> Result<IngestRow> {
     let dir = sibling(db_dir, "text-only");
     let n = products.len().min(TEXT_ONLY_SAMPLE);
     let sample: Vec<Product> = products[..n]
@@ -265,7 +272,11 @@ fn load_movielens(dir: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
     let bar = phase.spinner("importing MovieLens");
     let t = Instant::now();
     crate::import::movielens(&engine, dir)?;
-    let row = rate("events", usize::try_from(engine.stats().events).unwrap_or(usize::MAX), t);
+    let row = rate(
+        "events",
+        usize::try_from(engine.stats().events).unwrap_or(usize::MAX),
+        t,
+    );
     let (kg, link) = (dir.join("ml-100k.kg"), dir.join("ml-100k.link"));
     let mut notes = vec![
         "MovieLens ingest: the events rate includes reading u.item and storing the movies"
@@ -317,7 +328,9 @@ fn load_beir(dir: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
         .map(|m| {
             let mut ids: Vec<&String> = m.keys().collect();
             ids.sort();
-            ids.into_iter().filter_map(|id| m.get(id).cloned()).collect()
+            ids.into_iter()
+                .filter_map(|id| m.get(id).cloned())
+                .collect()
         })
         .unwrap_or_default();
     let mut notes = vec!["BEIR: no interactions, so no recommendation figures".to_string()];
@@ -386,7 +399,13 @@ pub(super) fn title_words(engine: &Engine, n: usize) -> Vec<String> {
     ids.iter()
         .step_by(step)
         .filter_map(|id| engine.get_product(id).ok().flatten())
-        .map(|p| p.title.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .map(|p| {
+            p.title
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .filter(|t| !t.is_empty() && seen.insert(t.clone()))
         .collect()
 }

@@ -275,7 +275,10 @@ fn search_quality(
     let mut methods = vec![("bm25", SearchMethod::Bm25)];
     if set.query_vectors.is_some() && engine.stats().vectors > 0 {
         methods.push(("vector", SearchMethod::Vector));
-        methods.push(("fused_linear", SearchMethod::Hybrid(Fusion::default_linear())));
+        methods.push((
+            "fused_linear",
+            SearchMethod::Hybrid(Fusion::default_linear()),
+        ));
         methods.push(("fused_rrf", SearchMethod::Hybrid(Fusion::Rrf { k: 60.0 })));
     }
     let qids = set.query_ids();
@@ -345,7 +348,14 @@ fn distinct_halves(n: usize, mut make: impl FnMut() -> Option<Query>) -> [Vec<Qu
 }
 
 fn user_names(engine: &Engine) -> Vec<String> {
-    engine.users.read().names.iter().flatten().cloned().collect()
+    engine
+        .users
+        .read()
+        .names
+        .iter()
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// Latency and throughput per operation on 1 and 2 threads, then ANN recall and the BM25
@@ -380,7 +390,9 @@ fn latency(
         ops.push(("search", qs));
     }
     if !users.is_empty() {
-        let qs = distinct_halves(n, || Some(Query::new().user(rng.pick(&users)?.clone()).k(k)));
+        let qs = distinct_halves(n, || {
+            Some(Query::new().user(rng.pick(&users)?.clone()).k(k))
+        });
         ops.push(("recommend", qs));
     }
     if trained || engine.stats().vectors > 0 {

@@ -132,7 +132,10 @@ pub(super) fn ablation(report: &Report, path: &Path) -> Result<()> {
         .draw_series(bars.iter().enumerate().map(|(i, (task, _, v, _))| {
             let colour = if *task == "search" { RED } else { BLUE };
             Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)],
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), *v),
+                ],
                 colour.mix(0.6).filled(),
             )
         }))

@@ -180,7 +180,11 @@ impl Report {
     /// The Markdown report.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "# shopdb bench: {} (split {})\n", self.dataset, self.split);
+        let _ = writeln!(
+            s,
+            "# shopdb bench: {} (split {})\n",
+            self.dataset, self.split
+        );
         let z = &self.sizes;
         let _ = writeln!(
             s,

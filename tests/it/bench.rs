@@ -59,10 +59,7 @@ fn generic_files_give_the_same_figures_as_the_in_memory_shop() {
     assert_eq!(a.len(), 40, "{a:?}");
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(
-            (&x.method, &x.metric, x.k),
-            (&y.method, &y.metric, y.k)
-        );
+        assert_eq!((&x.method, &x.metric, x.k), (&y.method, &y.metric, y.k));
         assert!(
             (x.value - y.value).abs() < 1e-9,
             "{} {}@{}: in memory {}, from files {}",
@@ -75,7 +72,9 @@ fn generic_files_give_the_same_figures_as_the_in_memory_shop() {
     }
     // The models learned something from the latent tastes (not a run of zeros).
     let mf = memory.quality("recommend", "mf", "ndcg", 10).unwrap();
-    let pop = memory.quality("recommend", "popularity", "ndcg", 10).unwrap();
+    let pop = memory
+        .quality("recommend", "popularity", "ndcg", 10)
+        .unwrap();
     assert!(mf > pop, "mf {mf} popularity {pop}");
 }
 
@@ -138,13 +137,19 @@ fn cli_bench_writes_report_json_markdown_and_plots() {
         out_s,
     ];
     shopdb(tmp.path(), &args, None).ok();
-    assert!(!out.join("db").exists(), "the benchmark database is removed");
+    assert!(
+        !out.join("db").exists(),
+        "the benchmark database is removed"
+    );
     for svg in ["latency_recall.svg", "ablation.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(text.starts_with("<svg") && text.contains("</svg>"), "{svg}");
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("| fused_mlp |") && md.contains("## Latency"), "{md}");
+    assert!(
+        md.contains("| fused_mlp |") && md.contains("## Latency"),
+        "{md}"
+    );
 
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
@@ -152,7 +157,10 @@ fn cli_bench_writes_report_json_markdown_and_plots() {
     assert_eq!(r["split"], "recbole");
     let quality = r["quality"].as_array().unwrap();
     for q in quality {
-        assert!(["recommend", "search"].contains(&q["task"].as_str().unwrap()), "{q}");
+        assert!(
+            ["recommend", "search"].contains(&q["task"].as_str().unwrap()),
+            "{q}"
+        );
         assert!(METHODS.contains(&q["method"].as_str().unwrap()), "{q}");
         assert!(METRICS.contains(&q["metric"].as_str().unwrap()), "{q}");
         assert_eq!(q["k"], 10);
@@ -175,7 +183,12 @@ fn cli_bench_writes_report_json_markdown_and_plots() {
         }
     }
     let latency = r["latency"].as_array().unwrap();
-    for op in ["query_personalized_hybrid", "search", "recommend", "similar_to"] {
+    for op in [
+        "query_personalized_hybrid",
+        "search",
+        "recommend",
+        "similar_to",
+    ] {
         for threads in [1, 2] {
             let row = latency
                 .iter()
@@ -198,7 +211,9 @@ fn cli_bench_writes_report_json_markdown_and_plots() {
     let training = r["training"].as_array().unwrap();
     for model in ["item_cf", "user_cf", "mf", "kg", "mlp"] {
         assert!(
-            training.iter().any(|t| t["model"] == model && t["seconds"].is_number()),
+            training
+                .iter()
+                .any(|t| t["model"] == model && t["seconds"].is_number()),
             "no training time for {model}"
         );
     }

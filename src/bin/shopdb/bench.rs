@@ -105,8 +105,12 @@ fn clear_db(dir: &Path) -> Result<(), String> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
-    let split = shopdb::bench::parse_split(&args.split)
-        .ok_or_else(|| format!("--split {:?}: expected recbole, loo or temporal", args.split))?;
+    let split = shopdb::bench::parse_split(&args.split).ok_or_else(|| {
+        format!(
+            "--split {:?}: expected recbole, loo or temporal",
+            args.split
+        )
+    })?;
     let db_dir = args.out.join("db");
     clear_db(&db_dir)?;
     let options = BenchOptions {
@@ -127,11 +131,16 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     print!("{}", report.markdown());
     println!(
         "\nWritten: {}",
-        ["report.json", "report.md", "latency_recall.svg", "ablation.svg"]
-            .iter()
-            .map(|f| args.out.join(f).display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        [
+            "report.json",
+            "report.md",
+            "latency_recall.svg",
+            "ablation.svg"
+        ]
+        .iter()
+        .map(|f| args.out.join(f).display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
     );
     Ok(ExitCode::SUCCESS)
 }
