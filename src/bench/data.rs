@@ -155,7 +155,13 @@ fn open(dir: &Path, dim: usize) -> Result<Engine> {
 }
 
 /// Loads `dataset` into a new engine in `db_dir`.
-pub(super) fn load(dataset: &Dataset, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
+/// With `vectors` false, a generated shop's products are stored without embeddings.
+pub(super) fn load(
+    dataset: &Dataset,
+    db_dir: &Path,
+    phase: &Phase,
+    vectors: bool,
+) -> Result<Loaded> {
     // The analyzer loads its Chinese dictionary on first use (about a second): load it now,
     // so the first timed ingest does not pay for it.
     crate::text::analyze("跑步鞋 running shoe");
@@ -164,9 +170,9 @@ pub(super) fn load(dataset: &Dataset, db_dir: &Path, phase: &Phase) -> Result<Lo
             let bar = phase.spinner("generating");
             let shop = crate::demo::shop(&scale.options(), GENERATED_DIM);
             bar.finish_and_clear();
-            load_shop(shop, db_dir, phase)
+            load_shop(shop, db_dir, phase, vectors)
         }
-        Dataset::Shop { shop, .. } => load_shop((**shop).clone(), db_dir, phase),
+        Dataset::Shop { shop, .. } => load_shop((**shop).clone(), db_dir, phase, vectors),
         Dataset::MovieLens(dir) => load_movielens(dir, db_dir, phase),
         Dataset::Beir(dir) => load_beir(dir, db_dir, phase),
         Dataset::Generic {
@@ -194,22 +200,31 @@ fn shop_queries(shop: &Shop) -> BeirSet {
     set
 }
 
-fn load_shop(shop: Shop, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
+fn load_shop(mut shop: Shop, db_dir: &Path, phase: &Phase, with_vectors: bool) -> Result<Loaded> {
     let dim = shop
         .products
         .iter()
         .find_map(|p| p.embedding.as_ref().map(Vec::len))
         .unwrap_or(GENERATED_DIM);
-    let search = shop_queries(&shop);
+    let mut search = shop_queries(&shop);
     let mut texts: Vec<String> = shop.queries.iter().map(|q| q.text.clone()).collect();
-    let vectors = shop.queries.iter().map(|q| q.vector.clone()).collect();
-    let mut ingest = vec![text_only_rate(&shop.products, db_dir, dim, phase)?];
+    let mut vectors = Vec::new();
+    let mut ingest = Vec::new();
+    let what = if with_vectors {
+        vectors = shop.queries.iter().map(|q| q.vector.clone()).collect();
+        ingest.push(text_only_rate(&shop.products, db_dir, dim, phase)?);
+        "products"
+    } else {
+        search.query_vectors = None;
+        shop.products.iter_mut().for_each(|p| p.embedding = None);
+        "products_text_only"
+    };
     let engine = open(db_dir, dim)?;
     let n = shop.products.len();
-    let bar = phase.bar("products", n);
+    let bar = phase.bar(what, n);
     let t = Instant::now();
     crate::demo::store_products(&engine, shop.products, PRODUCT_BATCH, &bar)?;
-    ingest.push(rate("products", n, t));
+    ingest.push(rate(what, n, t));
     bar.finish_and_clear();
     let bar = phase.bar("events", shop.events.len());
     let t = Instant::now();

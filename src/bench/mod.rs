@@ -50,6 +50,9 @@ pub struct BenchOptions {
     pub queries: usize,
     /// Measure speed (latency, ANN recall, BM25 overhead). Default true.
     pub speed: bool,
+    /// Store a generated shop's embeddings (vector index, vector search, ANN figures).
+    /// Default true; without them the products rate is catalog + text alone.
+    pub vectors: bool,
     /// Where the engine is created; must not exist yet (or be empty). The caller removes it.
     pub db_dir: PathBuf,
     /// Progress bars on stderr. Default false.
@@ -65,6 +68,7 @@ impl BenchOptions {
             k: 10,
             queries: 1_000,
             speed: true,
+            vectors: true,
             db_dir: db_dir.into(),
             progress: false,
         }
@@ -152,7 +156,7 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     let phase = Phase {
         enabled: options.progress,
     };
-    let loaded = data::load(&options.dataset, &options.db_dir, &phase)?;
+    let loaded = data::load(&options.dataset, &options.db_dir, &phase, options.vectors)?;
     let engine = &loaded.engine;
     let mut report = Report {
         dataset: options.dataset.name(),

@@ -63,6 +63,11 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench-report")]
     out: PathBuf,
 
+    /// Generated data sets only: store the products without embeddings (no vector index;
+    /// the products rate is then catalog + text alone).
+    #[arg(long)]
+    no_vectors: bool,
+
     /// Keep the benchmark database (OUT/db) instead of removing it at the end.
     #[arg(long)]
     keep_db: bool,
@@ -118,6 +123,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         k: args.k,
         queries: args.queries,
         progress: std::io::stderr().is_terminal(),
+        vectors: !args.no_vectors,
         ..BenchOptions::new(dataset(args)?, &db_dir)
     };
     let result = shopdb::bench::run(&options);
