@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::report::{AnnRow, LatencyRow, OverheadRow};
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::filter::Filter;
 
 /// The `q`-quantile (0..=1) of sorted milliseconds; 0 when empty.
@@ -54,7 +54,10 @@ pub(super) fn measure<T: Sync>(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Ok(Vec::new())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::invalid("latency", "a request thread panicked")))
+            })
             .collect()
     });
     let wall = started.elapsed().as_secs_f64();
