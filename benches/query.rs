@@ -1,51 +1,18 @@
-//! Query latency on a generated shop: 100k products with 64-d vectors, 1M events, trained
-//! models. Prints p50/p99 over a fixed query set (single thread), then criterion timings.
+//! Query latency on a generated shop (the generator of `shopdb demo` and `shopdb bench`):
+//! 100k products with 64-d vectors, 1M events, trained models. Prints p50/p95/p99 over a
+//! fixed query set (single thread), then criterion timings of each user-visible read:
+//! text search, vector search, CF scoring (recommendation with linear fusion of the model
+//! channels), the MLP re-ranker, and the fused personalised query.
 //!
 //! `cargo bench --bench query` (set `SHOPDB_BENCH_PRODUCTS` / `SHOPDB_BENCH_EVENTS` to scale).
 
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use shopdb::{Engine, Event, EventKind, Filter, Fusion, Product, Query, TrainOptions};
+use shopdb::demo::{DemoOptions, Shop};
+use shopdb::{Engine, Filter, Fusion, Query, TrainOptions};
 
 const DIM: usize = 64;
-const CATEGORIES: usize = 200;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-const WORDS: [&str; 16] = [
-    "running",
-    "shoe",
-    "leather",
-    "bag",
-    "phone",
-    "case",
-    "wireless",
-    "headphones",
-    "cotton",
-    "shirt",
-    "steel",
-    "bottle",
-    "wooden",
-    "chair",
-    "garden",
-    "lamp",
-];
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -54,82 +21,30 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn build(dir: &std::path::Path) -> Engine {
-    let n_products = env("SHOPDB_BENCH_PRODUCTS", 100_000);
-    let n_events = env("SHOPDB_BENCH_EVENTS", 1_000_000);
-    let n_users = n_events / 50;
+fn build(dir: &std::path::Path) -> (Engine, Shop) {
+    let events = env("SHOPDB_BENCH_EVENTS", 1_000_000);
+    let options = DemoOptions {
+        products: env("SHOPDB_BENCH_PRODUCTS", 100_000),
+        users: events / 50,
+        events,
+        end_ts: Some(1_735_689_600),
+        train: false,
+        ..DemoOptions::default()
+    };
+    let mut shop = shopdb::demo::shop(&options, DIM);
     let e = Engine::builder().dim(DIM).open(dir).expect("open");
-    let mut rng = Rng(11);
-    let centroids: Vec<Vec<f32>> = (0..CATEGORIES)
-        .map(|_| (0..DIM).map(|_| rng.f32() - 0.5).collect())
-        .collect();
+    let hidden = indicatif::ProgressBar::hidden();
     let t = Instant::now();
-    for chunk in (0..n_products).collect::<Vec<_>>().chunks(10_000) {
-        let batch: Vec<Product> = chunk
-            .iter()
-            .map(|&i| {
-                let c = i % CATEGORIES;
-                Product::new(format!("p{i}"))
-                    .title(format!(
-                        "{} {} {} model {i}",
-                        WORDS[c % 16],
-                        WORDS[(c / 16 + i) % 16],
-                        WORDS[i % 16]
-                    ))
-                    .brand(format!("brand{}", i % 300))
-                    .category(format!("c{}/s{c}", c % 20))
-                    .price(1.0 + (i % 500) as f64)
-                    .embedding(
-                        centroids[c]
-                            .iter()
-                            .map(|x| x + 0.1 * (rng.f32() - 0.5))
-                            .collect(),
-                    )
-            })
-            .collect();
-        e.upsert_products(batch).expect("upsert");
-        e.commit().expect("commit");
-    }
-    eprintln!(
-        "products: {n_products} in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    let products = std::mem::take(&mut shop.products);
+    let n = shopdb::demo::store_products(&e, products, 10_000, &hidden).expect("products");
+    eprintln!("products: {n} in {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let mut events = Vec::with_capacity(100_000);
-    for j in 0..n_events {
-        let u = j % n_users;
-        let taste = (u * 7) % CATEGORIES;
-        let c = if rng.below(10) < 8 {
-            taste
-        } else {
-            rng.below(CATEGORIES)
-        };
-        let item = c + CATEGORIES * rng.below(n_products / CATEGORIES / 4);
-        let kind = [
-            EventKind::View,
-            EventKind::Click,
-            EventKind::Cart,
-            EventKind::Purchase,
-        ][rng.below(4)];
-        events.push(Event::new(
-            format!("u{u}"),
-            format!("p{item}"),
-            kind,
-            1_600_000_000 + j as i64,
-        ));
-        if events.len() == 100_000 {
-            e.append_events(std::mem::take(&mut events))
-                .expect("append");
-            e.commit().expect("commit");
-        }
-    }
-    e.append_events(events).expect("append");
-    e.commit().expect("commit");
-    eprintln!("events: {n_events} in {:.1} s", t.elapsed().as_secs_f64());
+    let n = shopdb::demo::store_events(&e, &shop.events, &hidden).expect("events");
+    eprintln!("events: {n} in {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     e.train(&TrainOptions::default()).expect("train");
     eprintln!("training: {:.1} s", t.elapsed().as_secs_f64());
-    e
+    (e, shop)
 }
 
 fn percentiles(name: &str, e: &Engine, queries: &[Query]) {
@@ -153,22 +68,32 @@ fn percentiles(name: &str, e: &Engine, queries: &[Query]) {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = build(dir.path());
-    let n_users = env("SHOPDB_BENCH_EVENTS", 1_000_000) / 50;
-    let mut rng = Rng(5);
-    let make = |kind: usize, rng: &mut Rng| {
-        let u = format!("u{}", rng.below(n_users));
-        let text = format!("{} {}", WORDS[rng.below(16)], WORDS[rng.below(16)]);
+    let (e, shop) = build(dir.path());
+    let users: Vec<String> = {
+        let mut u: Vec<String> = shop.events.iter().map(|ev| ev.user.clone()).collect();
+        u.dedup();
+        u
+    };
+    let texts: Vec<&str> = shop.queries.iter().map(|q| q.text.as_str()).collect();
+    // Distinct requests, so the hot-query cache never answers.
+    let make = |kind: usize, i: usize| {
+        let u = users[(i * 7919) % users.len()].clone();
+        let text = texts[i % texts.len()];
         match kind {
             0 => Query::new().text(text).user(u).k(10).candidates(500),
             1 => Query::new().user(u).k(10).candidates(200),
             2 => Query::new().text(text).k(10).candidates(500),
-            _ => Query::new()
+            3 => Query::new()
                 .text(text)
                 .user(u)
                 .filter(Filter::price(None, Some(100.0)))
                 .k(10)
                 .candidates(500),
+            _ => Query::new()
+                .user(u)
+                .k(10)
+                .candidates(200)
+                .fusion(Fusion::default_linear()),
         }
     };
     for (kind, name) in [
@@ -176,32 +101,39 @@ fn bench(c: &mut Criterion) {
         (1, "recommend_mlp"),
         (2, "search_text"),
         (3, "personalized_filtered"),
+        (4, "recommend_linear"),
     ] {
-        let qs: Vec<Query> = (0..500).map(|_| make(kind, &mut rng)).collect();
+        // Only distinct requests: a repeated one would be answered by the cache.
+        let mut seen = std::collections::HashSet::new();
+        let qs: Vec<Query> = (0..500)
+            .map(|i| make(kind, i))
+            .filter(|q| seen.insert(format!("{q:?}")))
+            .collect();
         percentiles(name, &e, &qs);
     }
-    let linear: Vec<Query> = (0..500)
-        .map(|_| make(1, &mut rng).fusion(Fusion::default_linear()))
-        .collect();
-    percentiles("recommend_linear", &e, &linear);
 
     let mut g = c.benchmark_group("query");
     g.sample_size(50);
-    let q = make(0, &mut rng);
-    g.bench_function("personalized_hybrid", |b| {
-        b.iter(|| e.query(&q).expect("query"))
-    });
-    let q = make(1, &mut rng);
-    g.bench_function("recommend_mlp", |b| b.iter(|| e.query(&q).expect("query")));
-    let v: Vec<f32> = (0..DIM).map(|_| rng.f32() - 0.5).collect();
+    // Each iteration takes the next request of a long list, so the cache never answers.
+    let mut bench_kind = |name: &str, kind: usize| {
+        let qs: Vec<Query> = (10_000..60_000).map(|i| make(kind, i)).collect();
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % qs.len();
+                e.query(&qs[i]).expect("query")
+            })
+        });
+    };
+    bench_kind("personalized_hybrid", 0);
+    bench_kind("recommend_mlp", 1);
+    bench_kind("recommend_cf_linear", 4);
+    let v = shop.queries[0].vector.clone();
     g.bench_function("vector_search_k10", |b| {
         b.iter(|| e.search_vector(&v, &Filter::All, 10).expect("vector"))
     });
     g.bench_function("text_search_k10", |b| {
-        b.iter(|| {
-            e.search_text("running shoe", &Filter::All, 10)
-                .expect("text")
-        })
+        b.iter(|| e.search_text(texts[0], &Filter::All, 10).expect("text"))
     });
     g.finish();
 }

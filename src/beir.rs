@@ -243,7 +243,17 @@ pub fn read_vectors(dir: &Path, name: &str) -> Result<Option<HashMap<String, Vec
     if !f32_path.exists() {
         return Ok(None);
     }
-    let ids_path = dir.join(format!("{name}.ids"));
+    read_vector_files(&f32_path, &dir.join(format!("{name}.ids"))).map(Some)
+}
+
+/// Reads an embeddings file pair: raw little-endian `f32` rows in `f32_path`, one row per
+/// line of `ids_path`, every row the same width.
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::Corrupt`] when the `.f32` size is not a whole number of rows of one
+/// width for the ids listed, or an id repeats.
+pub fn read_vector_files(f32_path: &Path, ids_path: &Path) -> Result<HashMap<String, Vec<f32>>> {
+    let (f32_path, ids_path) = (f32_path.to_path_buf(), ids_path.to_path_buf());
     let mut ids = Vec::new();
     each_line(&ids_path, |_, text| {
         ids.push(text.trim().to_string());
@@ -279,7 +289,7 @@ pub fn read_vectors(dir: &Path, name: &str) -> Result<Option<HashMap<String, Vec
             return Err(Error::corrupt(&ids_path, format!("id {id:?} repeats")));
         }
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// Reads a BEIR folder with the qrels of `split` (`qrels/<split>.tsv`), e.g. `"test"`.
@@ -408,7 +418,7 @@ pub fn fit_query(text: &str, limits: &Limits) -> (String, bool) {
 }
 
 /// The ranked ids `method` retrieves for one query, at most `k`.
-fn retrieve(
+pub(crate) fn retrieve(
     engine: &Engine,
     set: &BeirSet,
     method: SearchMethod,

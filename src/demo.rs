@@ -83,10 +83,10 @@ pub struct DemoReport {
 }
 
 /// splitmix64: tiny, fast and good enough for synthetic data.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -95,12 +95,12 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    fn f64(&mut self) -> f64 {
+    pub(crate) fn f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in 0..n (n > 0).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         ((self.next_u64() >> 32).wrapping_mul(n as u64) >> 32) as usize
     }
 
@@ -109,7 +109,7 @@ impl Rng {
     }
 
     /// Standard normal (Box-Muller).
-    fn gauss(&mut self) -> f64 {
+    pub(crate) fn gauss(&mut self) -> f64 {
         let u = self.f64().max(f64::MIN_POSITIVE);
         let v = self.f64();
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
@@ -459,44 +459,97 @@ fn round_price(p: f64) -> f64 {
     }
 }
 
-/// Fills `engine` with the demo shop and (by default) trains it. Meant for an empty
-/// database; existing products with the same ids (`p00001`, ...) are replaced.
-///
-/// # Errors
-/// The engine's errors while storing or training; what was committed before stays.
-pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
-    let mut timings = Vec::new();
-    let mut rng = Rng(options.seed);
-    let dim = engine.config().dim;
-    let progress = if options.progress {
-        indicatif::ProgressBar::new_spinner()
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+/// A generated shop held in memory: what [`generate`] stores, and what the benchmark
+/// harness ingests, times and scores against.
+#[derive(Clone, Debug)]
+pub struct Shop {
+    /// The catalog, in id order.
+    pub products: Vec<Product>,
+    /// The interaction log, user by user (each user's events in time order).
+    pub events: Vec<Event>,
+    /// Labelled searches: one per (category leaf, brand) that is stocked.
+    pub queries: Vec<ShopQuery>,
+    /// The user with the most events (a good showcase).
+    pub busiest_user: String,
+    /// A popular product, a running shoe when there is one.
+    pub popular_item: String,
+}
 
-    // # The catalog
-    let t = Instant::now();
-    progress.set_message("generating the catalog");
-    let tops: Vec<&str> = BRANDS.iter().map(|(t, _)| *t).collect();
-    let top_centroids: Vec<Vec<f64>> = tops.iter().map(|_| rng.gauss_vec(dim, 1.0)).collect();
-    let leaf_offsets: Vec<Vec<f64>> = LEAVES.iter().map(|_| rng.gauss_vec(dim, 0.6)).collect();
-    let mut brand_names: Vec<&str> = BRANDS
-        .iter()
-        .flat_map(|(_, b)| b.iter().map(|(n, _)| *n))
-        .collect();
-    brand_names.sort_unstable();
-    brand_names.dedup();
-    let brand_offsets: Vec<Vec<f64>> = brand_names
-        .iter()
-        .map(|_| rng.gauss_vec(dim, 0.3))
-        .collect();
-    let adjective_offsets: Vec<Vec<f64>> =
-        ADJECTIVES.iter().map(|_| rng.gauss_vec(dim, 0.2)).collect();
+/// A search with known answers: the text and vector a shopper looking for one brand's
+/// products of one category would send, and those products.
+#[derive(Clone, Debug)]
+pub struct ShopQuery {
+    /// E.g. "acme running shoe".
+    pub text: String,
+    /// The concept's embedding (category, leaf and brand directions, unit length).
+    pub vector: Vec<f32>,
+    /// Ids of the products of that leaf and brand.
+    pub relevant: Vec<String>,
+}
 
-    let mut items: Vec<Item> = Vec::with_capacity(options.products);
-    let mut products: Vec<Product> = Vec::with_capacity(options.products);
-    for i in 0..options.products {
+/// The hidden structure the catalog's embeddings are built from, kept to build the
+/// embeddings of labelled queries.
+struct Directions {
+    tops: Vec<&'static str>,
+    top_centroids: Vec<Vec<f64>>,
+    leaf_offsets: Vec<Vec<f64>>,
+    brand_names: Vec<&'static str>,
+    brand_offsets: Vec<Vec<f64>>,
+    adjective_offsets: Vec<Vec<f64>>,
+}
+
+impl Directions {
+    fn new(rng: &mut Rng, dim: usize) -> Self {
+        let tops: Vec<&str> = BRANDS.iter().map(|(t, _)| *t).collect();
+        let top_centroids: Vec<Vec<f64>> = tops.iter().map(|_| rng.gauss_vec(dim, 1.0)).collect();
+        let leaf_offsets: Vec<Vec<f64>> = LEAVES.iter().map(|_| rng.gauss_vec(dim, 0.6)).collect();
+        let mut brand_names: Vec<&str> = BRANDS
+            .iter()
+            .flat_map(|(_, b)| b.iter().map(|(n, _)| *n))
+            .collect();
+        brand_names.sort_unstable();
+        brand_names.dedup();
+        let brand_offsets: Vec<Vec<f64>> = brand_names
+            .iter()
+            .map(|_| rng.gauss_vec(dim, 0.3))
+            .collect();
+        let adjective_offsets: Vec<Vec<f64>> =
+            ADJECTIVES.iter().map(|_| rng.gauss_vec(dim, 0.2)).collect();
+        Directions {
+            tops,
+            top_centroids,
+            leaf_offsets,
+            brand_names,
+            brand_offsets,
+            adjective_offsets,
+        }
+    }
+
+    /// The un-normalised direction of a leaf and brand (what every such product shares).
+    fn concept(&self, leaf: usize, brand: &str) -> Vec<f64> {
+        let ti = self
+            .tops
+            .iter()
+            .position(|t| *t == top_of(LEAVES[leaf].path))
+            .unwrap_or(0);
+        let bi = self
+            .brand_names
+            .iter()
+            .position(|b| *b == brand)
+            .unwrap_or(0);
+        let mut v = self.top_centroids[ti].clone();
+        add(&mut v, &self.leaf_offsets[leaf]);
+        add(&mut v, &self.brand_offsets[bi]);
+        v
+    }
+}
+
+/// Generates the catalog: products and their hidden variables.
+fn catalog(rng: &mut Rng, dirs: &Directions, n: usize) -> (Vec<Product>, Vec<Item>) {
+    let dim = dirs.top_centroids.first().map_or(0, Vec::len);
+    let mut items: Vec<Item> = Vec::with_capacity(n);
+    let mut products: Vec<Product> = Vec::with_capacity(n);
+    for i in 0..n {
         let li = rng.below(LEAVES.len());
         let lf = &LEAVES[li];
         let brands = brands_of(lf.path);
@@ -520,12 +573,8 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
             lf.zh
         );
         let price = round_price(lf.price * tier * (rng.gauss() * 0.2).exp());
-        let ti = tops.iter().position(|t| *t == top_of(lf.path)).unwrap_or(0);
-        let bi = brand_names.iter().position(|b| *b == brand).unwrap_or(0);
-        let mut v = top_centroids[ti].clone();
-        add(&mut v, &leaf_offsets[li]);
-        add(&mut v, &brand_offsets[bi]);
-        add(&mut v, &adjective_offsets[ai]);
+        let mut v = dirs.concept(li, brand);
+        add(&mut v, &dirs.adjective_offsets[ai]);
         add(&mut v, &rng.gauss_vec(dim, 0.25));
         let mut p = Product::new(format!("p{:05}", i + 1))
             .title(title)
@@ -547,47 +596,21 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
             popularity: (rng.gauss() * 0.9).exp(),
         });
     }
-    timings.push(("catalog generated".to_string(), t.elapsed().as_secs_f64()));
+    (products, items)
+}
 
-    let t = Instant::now();
-    progress.set_message(format!("storing {} products", products.len()));
-    let n_products = products.len();
-    let mut batch = Vec::with_capacity(PRODUCT_BATCH);
-    for p in products {
-        batch.push(p);
-        if batch.len() >= PRODUCT_BATCH {
-            engine.upsert_products(std::mem::take(&mut batch))?;
-            engine.commit()?;
-        }
-    }
-    engine.upsert_products(batch)?;
-    engine.commit()?;
-    timings.push(("products stored".to_string(), t.elapsed().as_secs_f64()));
-
-    // # Users and their events
-    let t = Instant::now();
-    progress.set_message("generating users and events");
-    let mut by_leaf: Vec<Vec<usize>> = vec![Vec::new(); LEAVES.len()];
-    for (i, it) in items.iter().enumerate() {
-        by_leaf[it.leaf].push(i);
-    }
-    let leaf_cum: Vec<Vec<f64>> = by_leaf
-        .iter()
-        .map(|ids| cumulative(ids.iter().map(|i| items[*i].popularity)))
-        .collect();
-    let stocked: Vec<usize> = (0..LEAVES.len())
-        .filter(|l| !by_leaf[*l].is_empty())
-        .collect();
+/// Draws each user's hidden taste.
+fn tastes(rng: &mut Rng, tops: &[&'static str], stocked: &[usize], n: usize) -> Vec<Taste> {
     let top_weights = cumulative(tops.iter().map(|t| match *t {
         "clothing" | "electronics" => 3.0,
         "shoes" | "home" => 2.5,
         _ => 1.5,
     }));
-    let mut tastes = Vec::with_capacity(options.users);
-    for _ in 0..options.users {
-        let mut fav_tops = vec![tops[sample(&mut rng, &top_weights)]];
+    let mut tastes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut fav_tops = vec![tops[sample(rng, &top_weights)]];
         if rng.chance(0.5) {
-            fav_tops.push(tops[sample(&mut rng, &top_weights)]);
+            fav_tops.push(tops[sample(rng, &top_weights)]);
         }
         let candidates: Vec<usize> = stocked
             .iter()
@@ -596,7 +619,7 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
             .collect();
         let mut leaves = Vec::new();
         for _ in 0..1 + rng.below(3) {
-            if let Some(l) = rng.pick(&candidates).or_else(|| rng.pick(&stocked)) {
+            if let Some(l) = rng.pick(&candidates).or_else(|| rng.pick(stocked)) {
                 if !leaves.contains(l) {
                     leaves.push(*l);
                 }
@@ -620,13 +643,39 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
             activity: (rng.gauss() * 0.8).exp(),
         });
     }
-    let end = options.end_ts.unwrap_or_else(|| {
+    tastes
+}
+
+fn end_of(options: &DemoOptions) -> i64 {
+    options.end_ts.unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
             .unwrap_or(0);
         now - now.rem_euclid(SECONDS_PER_DAY)
-    });
+    })
+}
+
+/// Generates the interaction log from the users' tastes: sessions of views, some clicks,
+/// fewer carts and purchases. Returns the events and the busiest user's index.
+fn interactions(
+    rng: &mut Rng,
+    items: &[Item],
+    tastes: &[Taste],
+    options: &DemoOptions,
+) -> (Vec<Event>, usize) {
+    let mut by_leaf: Vec<Vec<usize>> = vec![Vec::new(); LEAVES.len()];
+    for (i, it) in items.iter().enumerate() {
+        by_leaf[it.leaf].push(i);
+    }
+    let leaf_cum: Vec<Vec<f64>> = by_leaf
+        .iter()
+        .map(|ids| cumulative(ids.iter().map(|i| items[*i].popularity)))
+        .collect();
+    let stocked: Vec<usize> = (0..LEAVES.len())
+        .filter(|l| !by_leaf[*l].is_empty())
+        .collect();
+    let end = end_of(options);
     let start = end - 365 * SECONDS_PER_DAY;
     let total_activity: f64 = tastes.iter().map(|t| t.activity).sum::<f64>().max(1e-9);
     let mut events: Vec<Event> = Vec::with_capacity(options.events + 64);
@@ -651,7 +700,7 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
                 // their taste most of the time.
                 let mut best: Option<(usize, f64)> = None;
                 for _ in 0..6 {
-                    let i = by_leaf[leaf][sample(&mut rng, &leaf_cum[leaf])];
+                    let i = by_leaf[leaf][sample(rng, &leaf_cum[leaf])];
                     let it = &items[i];
                     let mut s = rng.f64() * 0.8;
                     if taste.brands.contains(&it.brand) {
@@ -672,16 +721,16 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
                     *ts += 5 + rng.below(240) as i64;
                     events.push(Event::new(user.clone(), item.clone(), kind, (*ts).min(end)));
                 };
-                push(EventKind::View, &mut ts, &mut rng);
+                push(EventKind::View, &mut ts, rng);
                 made += 1;
                 if rng.chance(0.45) {
-                    push(EventKind::Click, &mut ts, &mut rng);
+                    push(EventKind::Click, &mut ts, rng);
                     made += 1;
                     if rng.chance(if fan { 0.5 } else { 0.3 }) {
-                        push(EventKind::Cart, &mut ts, &mut rng);
+                        push(EventKind::Cart, &mut ts, rng);
                         made += 1;
                         if rng.chance(0.55) {
-                            push(EventKind::Purchase, &mut ts, &mut rng);
+                            push(EventKind::Purchase, &mut ts, rng);
                             made += 1;
                         }
                     }
@@ -689,33 +738,41 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
             }
         }
     }
-    timings.push(("events generated".to_string(), t.elapsed().as_secs_f64()));
+    (events, most_active.0)
+}
 
-    let t = Instant::now();
-    let n_events = events.len();
-    let mut stored = 0;
-    for chunk in events.chunks(EVENT_BATCH) {
-        progress.set_message(format!("storing events {stored}/{n_events}"));
-        engine.append_events(chunk.to_vec())?;
-        let c = engine.commit()?;
-        stored += chunk.len() - c.duplicate_events;
+/// One labelled search per stocked (leaf, brand): the products of that leaf and brand are
+/// the relevant answers.
+fn labelled_queries(dirs: &Directions, items: &[Item]) -> Vec<ShopQuery> {
+    let mut groups: std::collections::BTreeMap<(usize, &str), Vec<String>> =
+        std::collections::BTreeMap::new();
+    for (i, it) in items.iter().enumerate() {
+        groups
+            .entry((it.leaf, it.brand))
+            .or_default()
+            .push(format!("p{:05}", i + 1));
     }
-    timings.push(("events stored".to_string(), t.elapsed().as_secs_f64()));
+    groups
+        .into_iter()
+        .map(|((leaf, brand), relevant)| ShopQuery {
+            text: format!("{} {}", brand, LEAVES[leaf].en).to_lowercase(),
+            vector: normalise(&dirs.concept(leaf, brand)),
+            relevant,
+        })
+        .collect()
+}
 
-    // # Training
-    let trained = if options.train {
-        let t = Instant::now();
-        progress.set_message("training");
-        let report = engine.train(&TrainOptions::default())?;
-        timings.push(("trained".to_string(), t.elapsed().as_secs_f64()));
-        Some(report)
-    } else {
-        None
-    };
-    progress.finish_and_clear();
-
-    // # Examples: a busy user and a popular product make good showcases.
-    let user = format!("u{:04}", most_active.0 + 1);
+/// Generates the shop described by `options` with `dim`-dimensional embeddings, in memory.
+/// Deterministic: the same options give the same shop.
+pub fn shop(options: &DemoOptions, dim: usize) -> Shop {
+    let mut rng = Rng(options.seed);
+    let dirs = Directions::new(&mut rng, dim);
+    let (products, items) = catalog(&mut rng, &dirs, options.products);
+    let stocked: Vec<usize> = (0..LEAVES.len())
+        .filter(|l| items.iter().any(|it| it.leaf == *l))
+        .collect();
+    let tastes = tastes(&mut rng, &dirs.tops, &stocked, options.users);
+    let (events, busiest) = interactions(&mut rng, &items, &tastes, options);
     let popular = items
         .iter()
         .enumerate()
@@ -728,13 +785,110 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
                 .max_by(|a, b| a.1.popularity.total_cmp(&b.1.popularity))
         })
         .map_or(1, |(i, _)| i + 1);
+    Shop {
+        queries: labelled_queries(&dirs, &items),
+        products,
+        events,
+        busiest_user: format!("u{:04}", busiest + 1),
+        popular_item: format!("p{popular:05}"),
+    }
+}
+
+/// Upserts `products`, committing every `batch`, and advances `progress` by each batch.
+/// Returns how many were stored.
+///
+/// # Errors
+/// The engine's validation and commit errors; earlier batches stay committed.
+pub fn store_products(
+    engine: &Engine,
+    products: Vec<Product>,
+    batch: usize,
+    progress: &indicatif::ProgressBar,
+) -> Result<usize> {
+    let n = products.len();
+    let mut staged = Vec::with_capacity(batch.min(n));
+    for p in products {
+        staged.push(p);
+        if staged.len() >= batch.max(1) {
+            progress.inc(staged.len() as u64);
+            engine.upsert_products(std::mem::take(&mut staged))?;
+            engine.commit()?;
+        }
+    }
+    progress.inc(staged.len() as u64);
+    engine.upsert_products(staged)?;
+    engine.commit()?;
+    Ok(n)
+}
+
+/// Appends `events`, committing every 50,000, and advances `progress` by each batch.
+/// Returns how many were new (exact duplicates of stored events add nothing).
+///
+/// # Errors
+/// The engine's validation and commit errors; earlier batches stay committed.
+pub fn store_events(
+    engine: &Engine,
+    events: &[Event],
+    progress: &indicatif::ProgressBar,
+) -> Result<usize> {
+    let mut stored = 0;
+    for chunk in events.chunks(EVENT_BATCH) {
+        engine.append_events(chunk.to_vec())?;
+        let c = engine.commit()?;
+        stored += chunk.len() - c.duplicate_events;
+        progress.inc(chunk.len() as u64);
+    }
+    Ok(stored)
+}
+
+/// Fills `engine` with the demo shop and (by default) trains it. Meant for an empty
+/// database; existing products with the same ids (`p00001`, ...) are replaced.
+///
+/// # Errors
+/// The engine's errors while storing or training; what was committed before stays.
+pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
+    let mut timings = Vec::new();
+    let progress = if options.progress {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+
+    let t = Instant::now();
+    progress.set_message("generating the shop");
+    let shop = shop(options, engine.config().dim);
+    timings.push(("shop generated".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    progress.set_message(format!("storing {} products", shop.products.len()));
+    let n_products = store_products(engine, shop.products, PRODUCT_BATCH, &progress)?;
+    timings.push(("products stored".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    progress.set_message(format!("storing {} events", shop.events.len()));
+    let stored = store_events(engine, &shop.events, &progress)?;
+    timings.push(("events stored".to_string(), t.elapsed().as_secs_f64()));
+
+    let trained = if options.train {
+        let t = Instant::now();
+        progress.set_message("training");
+        let report = engine.train(&TrainOptions::default())?;
+        timings.push(("trained".to_string(), t.elapsed().as_secs_f64()));
+        Some(report)
+    } else {
+        None
+    };
+    progress.finish_and_clear();
+
+    let (user, popular) = (&shop.busiest_user, &shop.popular_item);
     let examples = vec![
         "SELECT id, title, price, score FROM search('lightweight running shoes') LIMIT 5".to_string(),
         "SELECT id, title, price, score FROM search('跑步鞋') LIMIT 5".to_string(),
         "SELECT id, title, brand, price FROM search('waterproof jacket') WHERE price < 150 AND category = 'clothing' LIMIT 5"
             .to_string(),
         format!("SELECT id, title, category, score FROM recommend('{user}') LIMIT 5"),
-        format!("SELECT id, title, brand, score FROM similar('p{popular:05}') LIMIT 5"),
+        format!("SELECT id, title, brand, score FROM similar('{popular}') LIMIT 5"),
         format!("EXPLAIN SELECT id, title, score FROM search('wireless headphones', user => '{user}') LIMIT 3"),
         format!("SELECT item_id, kind, ts FROM events WHERE user_id = '{user}' ORDER BY ts DESC LIMIT 5"),
     ];

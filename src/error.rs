@@ -101,7 +101,7 @@ pub enum Error {
     /// An error reported by one of the storage backends.
     #[error("{backend} error: {message}")]
     Backend {
-        /// `sled`, `tantivy` or `hnsw`.
+        /// `sled`, `tantivy`, `hnsw` or `plotters` (the benchmark report).
         backend: &'static str,
         /// The backend's message.
         message: String,

@@ -175,6 +175,21 @@ pub(crate) fn parse_product_line(text: &str) -> std::result::Result<Product, Str
 /// # Errors
 /// [`Error::BadRow`] (abort mode), [`Error::Io`], or an engine validation error naming the row.
 pub fn products_jsonl(engine: &Engine, path: &Path, on_error: OnError) -> Result<ImportReport> {
+    products_jsonl_with_vectors(engine, path, on_error, None)
+}
+
+/// [`products_jsonl`], with embeddings kept apart from the JSON lines (e.g. a `.f32` + `.ids`
+/// pair read by [`crate::beir::read_vector_files`]): a product whose id is in `vectors` gets
+/// that embedding, replacing any in its line.
+///
+/// # Errors
+/// As [`products_jsonl`]; a vector of the wrong dimension or not finite is a bad row.
+pub fn products_jsonl_with_vectors(
+    engine: &Engine,
+    path: &Path,
+    on_error: OnError,
+    vectors: Option<&std::collections::HashMap<String, Vec<f32>>>,
+) -> Result<ImportReport> {
     let pb = bar(file_len(path), "products");
     let mut rows = Rows::new(on_error);
     let limits = engine.config().limits.clone();
@@ -187,6 +202,9 @@ pub fn products_jsonl(engine: &Engine, path: &Path, on_error: OnError) -> Result
                 return Ok(None);
             }
             let mut p = parse_product_line(&text).map_err(|e| bad(path, line, e))?;
+            if let Some(v) = vectors.and_then(|m| m.get(&p.id)) {
+                p.embedding = Some(v.clone());
+            }
             p.validate(&limits, dim)
                 .map_err(|e| bad(path, line, e.to_string()))?;
             Ok(Some(p))

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod beir;
+pub mod bench;
 mod catalog;
 mod codec;
 mod config;

@@ -488,6 +488,33 @@ impl TextIndex {
         self.resolve(&searcher, top)
     }
 
+    /// The reference the benchmark harness times `search` against: the same analysed terms
+    /// as a plain tantivy disjunction on the text field, top `limit` by BM25, with none of
+    /// the engine's work around it (title boost, typo tolerance, filters, mapping documents
+    /// back to items). Returns the number of documents found.
+    pub fn search_bare(&self, text: &str, limit: usize) -> Result<usize> {
+        let terms = analyze(text);
+        if terms.is_empty() || limit == 0 {
+            return Ok(0);
+        }
+        let should: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|t| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.text, t),
+                    IndexRecordOption::WithFreqs,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        let searcher = self.reader.searcher();
+        let top = searcher.search(
+            &BooleanQuery::new(should),
+            &TopDocs::with_limit(limit).order_by_score(),
+        )?;
+        Ok(top.len())
+    }
+
     /// Every item matching the text (any term, typo tolerance as in `search`) and the filter.
     pub fn matching(&self, text: &str, filter: &Filter) -> Result<Vec<ItemId>> {
         let terms = analyze(text);

@@ -5,11 +5,13 @@
 //! shopdb DIR -c "SQL; SQL"        run statements and exit
 //! shopdb DIR script.sql           run a script (or -f script.sql); stdin when it is not a terminal
 //! shopdb demo [DIR] [--small]     generate the demo shop (default DIR demo.shopdb)
+//! shopdb bench --dataset D ...    the benchmark harness (see `shopdb bench --help`)
 //! ```
 //!
 //! The exit code is 0 when every statement succeeded, 1 when one failed (scripts stop at the
 //! first error) or the database could not be opened, 2 for bad arguments.
 
+mod bench;
 mod shell;
 
 use std::io::{IsTerminal, Read};
@@ -77,6 +79,9 @@ enum Command {
     /// Generate the demo shop: products in English and Chinese, users, a year of events,
     /// trained models; then run a few example queries.
     Demo(DemoArgs),
+    /// Benchmark quality, latency, ingest and training on a data set; writes report.json,
+    /// report.md and SVG plots into --out.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Demo(args)) => demo(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => match &cli.dir {
             Some(dir) => run(&cli, dir),
             None => {

@@ -1,0 +1,468 @@
+//! The benchmark harness behind `shopdb bench`: one run loads a data set, and measures in
+//! one report what a user chooses an engine by: ingest rates, training time per model,
+//! quality of every method alone and of every fusion mode (the ablation), query latency and
+//! throughput on one and two threads, approximate against exact vector search, the engine's
+//! BM25 against bare tantivy on the same index, and peak memory.
+//!
+//! Quality is measured on the test part of the split (recommendation) or on the test qrels
+//! (search); nothing here tunes on them. Speed is measured, never asserted.
+
+mod data;
+mod plot;
+mod report;
+mod speed;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use data::{write_events_csv, write_products_jsonl, write_vectors, Dataset, Scale};
+pub use report::{
+    AnnRow, IngestRow, LatencyRow, Memory, OverheadRow, QualityRow, Report, Sizes, TrainingRow,
+};
+pub use speed::peak_rss_mb;
+
+use crate::beir::{BeirSet, SearchMethod};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::query::{Fusion, Query};
+use crate::train::{EvalOn, EvalOptions, SplitKind, TrainOptions};
+
+/// The five ranking metrics, in the report's order.
+const METRICS: [&str; 5] = ["recall", "precision", "ndcg", "mrr", "hit"];
+/// Above this many user × item scores, full-ranking recommendation quality is skipped (it
+/// would take hours; the 1M-product scale is there to measure speed).
+const MAX_RANKING_CELLS: f64 = 5e9;
+/// Exact scans are slow on large catalogs: at most this many ANN comparisons.
+const MAX_ANN_QUERIES: usize = 200;
+
+/// How a run goes.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// What to load.
+    pub dataset: Dataset,
+    /// The recommendation split. Default RecBole (random 80/10/10 per user, seed 2020).
+    pub split: SplitKind,
+    /// The metrics' cut-off. Default 10.
+    pub k: usize,
+    /// Requests per operation and thread count in the latency phase. Default 1,000.
+    pub queries: usize,
+    /// Measure speed (latency, ANN recall, BM25 overhead). Default true.
+    pub speed: bool,
+    /// Store a generated shop's embeddings (vector index, vector search, ANN figures).
+    /// Default true; without them the products rate is catalog + text alone.
+    pub vectors: bool,
+    /// Where the engine is created; must not exist yet (or be empty). The caller removes it.
+    pub db_dir: PathBuf,
+    /// Progress bars on stderr. Default false.
+    pub progress: bool,
+}
+
+impl BenchOptions {
+    /// Defaults for `dataset`, with the engine in `db_dir`.
+    pub fn new(dataset: Dataset, db_dir: impl Into<PathBuf>) -> Self {
+        BenchOptions {
+            dataset,
+            split: SplitKind::RecBole { seed: 2020 },
+            k: 10,
+            queries: 1_000,
+            speed: true,
+            vectors: true,
+            db_dir: db_dir.into(),
+            progress: false,
+        }
+    }
+}
+
+/// The name of a split in the report and on the command line.
+pub fn split_name(split: SplitKind) -> &'static str {
+    match split {
+        SplitKind::RecBole { .. } => "recbole",
+        SplitKind::LeaveOneOut => "loo",
+        SplitKind::Temporal { .. } => "temporal",
+    }
+}
+
+/// Parses `recbole`, `loo` or `temporal` (last 10% validation, 10% test).
+pub fn parse_split(s: &str) -> Option<SplitKind> {
+    match s {
+        "recbole" => Some(SplitKind::RecBole { seed: 2020 }),
+        "loo" => Some(SplitKind::LeaveOneOut),
+        "temporal" => Some(SplitKind::Temporal {
+            valid: 0.1,
+            test: 0.1,
+        }),
+        _ => None,
+    }
+}
+
+/// Progress bars, one per phase, or none.
+pub(crate) struct Phase {
+    enabled: bool,
+}
+
+impl Phase {
+    fn style(bar: &indicatif::ProgressBar, template: &str) {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+    }
+
+    /// A bar of `len` steps.
+    pub(crate) fn bar(&self, what: &str, len: usize) -> indicatif::ProgressBar {
+        if !self.enabled {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len as u64);
+        Self::style(
+            &bar,
+            "{msg:32} [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise}",
+        );
+        bar.set_message(what.to_string());
+        bar
+    }
+
+    /// A spinner for a phase of unknown length.
+    pub(crate) fn spinner(&self, what: &str) -> indicatif::ProgressBar {
+        if !self.enabled {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        Self::style(&bar, "{msg:32} {spinner} {elapsed_precise}");
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    }
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// [`Error::Invalid`] for `k == 0` or a `db_dir` that holds files; the loaders' errors
+/// ([`Error::Io`], [`Error::BadRow`], [`Error::Corrupt`]) and the engine's.
+pub fn run(options: &BenchOptions) -> Result<Report> {
+    let started = Instant::now();
+    if options.k == 0 {
+        return Err(Error::invalid("k", "must be at least 1"));
+    }
+    let occupied = std::fs::read_dir(&options.db_dir).is_ok_and(|mut d| d.next().is_some());
+    if occupied {
+        return Err(Error::invalid(
+            "db_dir",
+            format!("{} is not empty", options.db_dir.display()),
+        ));
+    }
+    let phase = Phase {
+        enabled: options.progress,
+    };
+    let loaded = data::load(&options.dataset, &options.db_dir, &phase, options.vectors)?;
+    let engine = &loaded.engine;
+    let mut report = Report {
+        dataset: options.dataset.name(),
+        split: match options.dataset {
+            Dataset::Beir(_) => "test".to_string(),
+            _ => split_name(options.split).to_string(),
+        },
+        ingest: loaded.ingest.clone(),
+        notes: loaded.notes.clone(),
+        ..Report::default()
+    };
+    let stats = engine.stats();
+    report.sizes = Sizes {
+        products: stats.products,
+        vectors: stats.vectors,
+        users: stats.users,
+        events: stats.events,
+        search_queries: loaded.search.as_ref().map_or(0, |s| s.qrels.len()),
+    };
+    let trained = stats.events > 0;
+    if trained {
+        report.training = train(engine, &phase)?;
+        recommend_quality(engine, options, &phase, &mut report)?;
+    }
+    if let Some(set) = &loaded.search {
+        search_quality(engine, set, options.k, &phase, &mut report)?;
+    }
+    if options.speed {
+        latency(engine, &loaded, options, trained, &phase, &mut report)?;
+    }
+    report.memory = Memory {
+        peak_rss_mb: peak_rss_mb().unwrap_or(0.0),
+    };
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Trains every model on the whole log: seconds per model and in total.
+fn train(engine: &Engine, phase: &Phase) -> Result<Vec<TrainingRow>> {
+    let bar = phase.spinner("training");
+    let t = Instant::now();
+    let r = engine.train(&TrainOptions::default())?;
+    let total = t.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let mut rows: Vec<TrainingRow> = r
+        .timings
+        .into_iter()
+        .map(|(model, seconds)| TrainingRow { model, seconds })
+        .collect();
+    rows.push(TrainingRow {
+        model: "total".to_string(),
+        seconds: total,
+    });
+    Ok(rows)
+}
+
+/// Full-ranking quality of every model and fusion mode on the test part of the split.
+fn recommend_quality(
+    engine: &Engine,
+    options: &BenchOptions,
+    phase: &Phase,
+    report: &mut Report,
+) -> Result<()> {
+    let cells = report.sizes.users as f64 * report.sizes.products as f64;
+    if cells > MAX_RANKING_CELLS {
+        report.notes.push(format!(
+            "recommendation quality skipped: full ranking of {} users x {} products is too slow for a benchmark run",
+            report.sizes.users, report.sizes.products
+        ));
+        return Ok(());
+    }
+    let bar = phase.spinner("evaluating recommendations");
+    let eval = engine.evaluate(&EvalOptions {
+        split: options.split,
+        ks: vec![options.k],
+        on: EvalOn::Test,
+        ..EvalOptions::default()
+    })?;
+    bar.finish_and_clear();
+    report.quality.extend(
+        eval.rows
+            .into_iter()
+            .filter(|r| METRICS.contains(&r.metric.as_str()))
+            .map(|r| QualityRow {
+                task: "recommend".to_string(),
+                method: r.model,
+                metric: r.metric,
+                k: r.k,
+                value: r.value,
+            }),
+    );
+    Ok(())
+}
+
+/// Recall, precision, nDCG (graded), MRR and hit of one ranking, in [`METRICS`] order.
+fn search_metrics(
+    ranked: &[String],
+    rels: &std::collections::HashMap<String, u32>,
+    k: usize,
+) -> [f64; 5] {
+    let [ndcg, recall, mrr] = crate::beir::score_ranking(ranked, rels, k);
+    let found = ranked
+        .iter()
+        .take(k)
+        .filter(|id| rels.get(*id).is_some_and(|g| *g > 0))
+        .count();
+    let hit = if found > 0 { 1.0 } else { 0.0 };
+    [recall, found as f64 / k as f64, ndcg, mrr, hit]
+}
+
+/// Quality of each search method on the labelled queries, one query at a time (so the
+/// median time per query is the method's latency in the latency-against-recall plot).
+fn search_quality(
+    engine: &Engine,
+    set: &BeirSet,
+    k: usize,
+    phase: &Phase,
+    report: &mut Report,
+) -> Result<()> {
+    let mut methods = vec![("bm25", SearchMethod::Bm25)];
+    if set.query_vectors.is_some() && engine.stats().vectors > 0 {
+        methods.push(("vector", SearchMethod::Vector));
+        methods.push((
+            "fused_linear",
+            SearchMethod::Hybrid(Fusion::default_linear()),
+        ));
+        methods.push(("fused_rrf", SearchMethod::Hybrid(Fusion::Rrf { k: 60.0 })));
+    }
+    let qids = set.query_ids();
+    for (name, method) in methods {
+        let bar = phase.bar(&format!("search quality: {name}"), qids.len());
+        let mut sums = [0.0; 5];
+        let mut times = Vec::with_capacity(qids.len());
+        for qid in &qids {
+            let t = Instant::now();
+            let ranked = crate::beir::retrieve(engine, set, method, qid, k)?;
+            times.push(speed::ms_since(t));
+            if let Some(rels) = set.qrels.get(qid) {
+                for (s, v) in sums.iter_mut().zip(search_metrics(&ranked, rels, k)) {
+                    *s += v;
+                }
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let n = qids.len().max(1) as f64;
+        for (metric, sum) in METRICS.iter().zip(sums) {
+            report.quality.push(QualityRow {
+                task: "search".to_string(),
+                method: name.to_string(),
+                metric: metric.to_string(),
+                k,
+                value: sum / n,
+            });
+        }
+        times.sort_by(f64::total_cmp);
+        report
+            .search_latency
+            .push((name.to_string(), speed::quantile(&times, 0.5)));
+    }
+    Ok(())
+}
+
+/// Deterministic picks from the data set's users, products and texts.
+struct Picker(crate::demo::Rng);
+
+impl Picker {
+    fn pick<'a>(&mut self, xs: &'a [String]) -> Option<&'a String> {
+        if xs.is_empty() {
+            None
+        } else {
+            xs.get(self.0.below(xs.len()))
+        }
+    }
+}
+
+/// Up to `2 * n` distinct requests made by `make`, split in two halves (one per thread
+/// count), so that no request is answered from the hot-query cache.
+fn distinct_halves(n: usize, mut make: impl FnMut() -> Option<Query>) -> [Vec<Query>; 2] {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(2 * n);
+    for _ in 0..20 * n {
+        if out.len() >= 2 * n {
+            break;
+        }
+        let Some(q) = make() else { break };
+        if seen.insert(format!("{q:?}")) {
+            out.push(q);
+        }
+    }
+    let second = out.split_off(out.len() / 2);
+    [out, second]
+}
+
+fn user_names(engine: &Engine) -> Vec<String> {
+    engine
+        .users
+        .read()
+        .names
+        .iter()
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// Latency and throughput per operation on 1 and 2 threads, then ANN recall and the BM25
+/// overhead.
+fn latency(
+    engine: &Engine,
+    loaded: &data::Loaded,
+    options: &BenchOptions,
+    trained: bool,
+    phase: &Phase,
+    report: &mut Report,
+) -> Result<()> {
+    let (k, n) = (options.k, options.queries.max(1));
+    let users = if trained {
+        user_names(engine)
+    } else {
+        Vec::new()
+    };
+    let items = engine.product_ids();
+    let texts = &loaded.texts;
+    let mut rng = Picker(crate::demo::Rng(7));
+    let mut ops: Vec<(&str, [Vec<Query>; 2])> = Vec::new();
+    if !users.is_empty() && !texts.is_empty() {
+        let qs = distinct_halves(n, || {
+            let (t, u) = (rng.pick(texts)?, rng.pick(&users)?);
+            Some(Query::new().text(t.clone()).user(u.clone()).k(k))
+        });
+        ops.push(("query_personalized_hybrid", qs));
+    }
+    if !texts.is_empty() {
+        let qs = distinct_halves(n, || Some(Query::new().text(rng.pick(texts)?.clone()).k(k)));
+        ops.push(("search", qs));
+    }
+    if !users.is_empty() {
+        let qs = distinct_halves(n, || {
+            Some(Query::new().user(rng.pick(&users)?.clone()).k(k))
+        });
+        ops.push(("recommend", qs));
+    }
+    if trained || engine.stats().vectors > 0 {
+        let qs = distinct_halves(n, || {
+            Some(Query::new().similar_to(rng.pick(&items)?.clone()).k(k))
+        });
+        ops.push(("similar_to", qs));
+    }
+    for (name, halves) in &ops {
+        for (threads, requests) in [1, 2].into_iter().zip(halves) {
+            if requests.is_empty() {
+                continue;
+            }
+            let bar = phase.bar(&format!("{name}, {threads} thread(s)"), requests.len());
+            let (hits_before, _) = engine.query_cache_stats();
+            let mut row = speed::measure(name, threads, requests, &bar, |q| {
+                engine.query(q).map(|_| ())
+            })?;
+            row.cache_hits = engine.query_cache_stats().0 - hits_before;
+            bar.finish_and_clear();
+            report.latency.push(row);
+        }
+    }
+    direct_searches(engine, loaded, k, n, phase, report)
+}
+
+/// The two single-channel searches that bypass `Engine::query` (BM25 and vector), then the
+/// BM25 overhead and ANN recall.
+fn direct_searches(
+    engine: &Engine,
+    loaded: &data::Loaded,
+    k: usize,
+    n: usize,
+    phase: &Phase,
+    report: &mut Report,
+) -> Result<()> {
+    let texts: Vec<String> = loaded.texts.iter().cycle().take(n).cloned().collect();
+    if !texts.is_empty() {
+        for threads in [1, 2] {
+            let bar = phase.bar(&format!("search_text, {threads} thread(s)"), texts.len());
+            let row = speed::measure("search_text", threads, &texts, &bar, |t| {
+                engine.search_text(t, &Filter::All, k).map(|_| ())
+            })?;
+            bar.finish_and_clear();
+            report.latency.push(row);
+        }
+        let bar = phase.bar("BM25: engine against tantivy", texts.len());
+        report.bm25_overhead = Some(speed::bm25_overhead(engine, &texts, k, &bar)?);
+        bar.finish_and_clear();
+    }
+    if engine.stats().vectors == 0 || loaded.vectors.is_empty() {
+        return Ok(());
+    }
+    let vectors: Vec<Vec<f32>> = loaded.vectors.iter().cycle().take(n).cloned().collect();
+    for threads in [1, 2] {
+        let bar = phase.bar(&format!("search_vector, {threads} thread(s)"), n);
+        let row = speed::measure("search_vector", threads, &vectors, &bar, |v| {
+            engine.search_vector(v, &Filter::All, k).map(|_| ())
+        })?;
+        bar.finish_and_clear();
+        report.latency.push(row);
+    }
+    let mut probes = data::sample_vectors(engine, MAX_ANN_QUERIES / 2);
+    probes.extend(loaded.vectors.iter().take(MAX_ANN_QUERIES / 2).cloned());
+    let bar = phase.bar("ANN recall against exact scan", probes.len());
+    report.ann = Some(speed::ann_recall(engine, &probes, k, &bar)?);
+    bar.finish_and_clear();
+    Ok(())
+}

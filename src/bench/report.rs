@@ -1,0 +1,298 @@
+//! The report: every figure of a run, written as `report.json` (the stable, scriptable form),
+//! `report.md` (for people) and SVG plots.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One quality figure: a method's metric at a cut-off on one task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityRow {
+    /// `recommend` (held-out events) or `search` (labelled queries).
+    pub task: String,
+    /// popularity, item_cf, user_cf, mf, kg, bm25, vector, fused_linear, fused_rrf, fused_mlp.
+    pub method: String,
+    /// recall, precision, ndcg, mrr or hit.
+    pub metric: String,
+    /// Cut-off.
+    pub k: usize,
+    /// Mean over users (recommend) or queries (search).
+    pub value: f64,
+}
+
+/// Latency of one operation at one thread count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyRow {
+    /// E.g. `query_personalized_hybrid`, `search`, `recommend`, `similar_to`.
+    pub operation: String,
+    /// Threads issuing queries at once.
+    pub threads: usize,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 95th percentile, milliseconds.
+    pub p95_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Queries answered per second of wall time, all threads together.
+    pub qps: f64,
+    /// Queries timed.
+    pub queries: usize,
+    /// Answers served from the hot-query cache (the harness sends distinct requests, so 0
+    /// unless the data set has too few distinct ones).
+    pub cache_hits: u64,
+}
+
+/// One ingest rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngestRow {
+    /// `products` (catalog, text and vector index), `products_text_only` (no vectors),
+    /// `events`.
+    pub what: String,
+    /// Records per second, commits (with fsync) included.
+    pub per_second: f64,
+    /// Records ingested.
+    pub count: usize,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+/// One training step's time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRow {
+    /// `item_cf`, `user_cf`, `mf`, `popularity`, `kg`, `mlp`, ... or `total`.
+    pub model: String,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// Memory use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Memory {
+    /// Peak resident set of the process (`VmHWM`), MiB; 0 where the OS does not report it.
+    pub peak_rss_mb: f64,
+}
+
+/// Approximate against exact nearest neighbours.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnnRow {
+    /// Cut-off.
+    pub k: usize,
+    /// Mean share of the exact top k the graph search returns.
+    pub recall: f64,
+    /// Median graph search time, milliseconds.
+    pub hnsw_p50_ms: f64,
+    /// Median exact scan time, milliseconds.
+    pub exact_p50_ms: f64,
+    /// Queries compared.
+    pub queries: usize,
+}
+
+/// The engine's BM25 search against a bare tantivy search of the same terms on the same
+/// index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OverheadRow {
+    /// Median `Engine::search_text`, milliseconds.
+    pub engine_p50_ms: f64,
+    /// Median bare tantivy search, milliseconds.
+    pub tantivy_p50_ms: f64,
+    /// `engine_p50_ms / tantivy_p50_ms`.
+    pub ratio: f64,
+    /// Queries compared.
+    pub queries: usize,
+}
+
+/// Sizes of the data set as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Sizes {
+    /// Products in the catalog.
+    pub products: usize,
+    /// Products with a vector.
+    pub vectors: usize,
+    /// Users with events.
+    pub users: usize,
+    /// Events stored.
+    pub events: u64,
+    /// Labelled search queries.
+    pub search_queries: usize,
+}
+
+/// Every figure of one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Report {
+    /// E.g. `generated-small`, `movielens-100k`, `beir-scifact`, `generic`.
+    pub dataset: String,
+    /// `recbole`, `loo` or `temporal` (the recommendation split); `test` for a BEIR folder
+    /// (its test qrels).
+    pub split: String,
+    /// The ablation: every method alone and every fusion mode, per task.
+    pub quality: Vec<QualityRow>,
+    /// Query latency per operation, on 1 and 2 threads.
+    pub latency: Vec<LatencyRow>,
+    /// Ingest rates.
+    pub ingest: Vec<IngestRow>,
+    /// Training time per model.
+    pub training: Vec<TrainingRow>,
+    /// Peak memory.
+    pub memory: Memory,
+    /// Graph search against exact scan, when the data set has vectors.
+    pub ann: Option<AnnRow>,
+    /// Engine BM25 against bare tantivy, when the data set has text.
+    pub bm25_overhead: Option<OverheadRow>,
+    /// Per search method: median time of one labelled query, milliseconds (the latency
+    /// side of the latency-against-recall plot).
+    pub search_latency: Vec<(String, f64)>,
+    /// What was loaded.
+    pub sizes: Sizes,
+    /// What was skipped and why, and other remarks.
+    pub notes: Vec<String>,
+    /// Wall seconds of the whole run.
+    pub total_seconds: f64,
+}
+
+impl Report {
+    /// The value of one quality figure.
+    pub fn quality(&self, task: &str, method: &str, metric: &str, k: usize) -> Option<f64> {
+        self.quality
+            .iter()
+            .find(|r| r.task == task && r.method == method && r.metric == metric && r.k == k)
+            .map(|r| r.value)
+    }
+
+    /// Writes `report.json`, `report.md`, `latency_recall.svg` and `ablation.svg` into `dir`
+    /// (created when absent).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be written, [`Error::Backend`] when a plot fails.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::invalid("report", e.to_string()))?;
+        write_file(&dir.join("report.json"), json.as_bytes())?;
+        write_file(&dir.join("report.md"), self.markdown().as_bytes())?;
+        super::plot::latency_recall(self, &dir.join("latency_recall.svg"))?;
+        super::plot::ablation(self, &dir.join("ablation.svg"))?;
+        Ok(())
+    }
+
+    /// The Markdown report.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# shopdb bench: {} (split {})\n",
+            self.dataset, self.split
+        );
+        let z = &self.sizes;
+        let _ = writeln!(
+            s,
+            "{} products ({} with vectors), {} users, {} events, {} labelled queries; {:.1} s in all.\n",
+            z.products, z.vectors, z.users, z.events, z.search_queries, self.total_seconds
+        );
+        self.quality_tables(&mut s);
+        if !self.latency.is_empty() {
+            let _ = writeln!(s, "## Latency\n");
+            let _ = writeln!(
+                s,
+                "| operation | threads | p50 ms | p95 ms | p99 ms | QPS | queries |\n|---|---|---|---|---|---|---|"
+            );
+            for r in &self.latency {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
+                    r.operation, r.threads, r.p50_ms, r.p95_ms, r.p99_ms, r.qps, r.queries
+                );
+            }
+            let _ = writeln!(s);
+        }
+        if let Some(a) = &self.ann {
+            let _ = writeln!(
+                s,
+                "ANN recall@{} against an exact scan: {:.4} ({} queries; graph p50 {:.3} ms, exact scan p50 {:.3} ms).\n",
+                a.k, a.recall, a.queries, a.hnsw_p50_ms, a.exact_p50_ms
+            );
+        }
+        if let Some(o) = &self.bm25_overhead {
+            let _ = writeln!(
+                s,
+                "BM25 through the engine p50 {:.3} ms, bare tantivy p50 {:.3} ms: overhead ratio {:.2} ({} queries).\n",
+                o.engine_p50_ms, o.tantivy_p50_ms, o.ratio, o.queries
+            );
+        }
+        self.ingest_tables(&mut s);
+        let _ = writeln!(s, "Peak RSS: {:.0} MiB.\n", self.memory.peak_rss_mb);
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "## Notes\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+        s
+    }
+
+    fn quality_tables(&self, s: &mut String) {
+        for task in ["recommend", "search"] {
+            let rows: Vec<&QualityRow> = self.quality.iter().filter(|r| r.task == task).collect();
+            let Some(k) = rows.first().map(|r| r.k) else {
+                continue;
+            };
+            let _ = writeln!(s, "## Quality: {task} (@{k})\n");
+            let _ = writeln!(
+                s,
+                "| method | recall | precision | ndcg | mrr | hit |\n|---|---|---|---|---|---|"
+            );
+            let mut methods: Vec<&str> = Vec::new();
+            for r in &rows {
+                if !methods.contains(&r.method.as_str()) {
+                    methods.push(&r.method);
+                }
+            }
+            for m in methods {
+                let g = |metric| {
+                    self.quality(task, m, metric, k)
+                        .map_or("-".to_string(), |v| format!("{v:.4}"))
+                };
+                let _ = writeln!(
+                    s,
+                    "| {m} | {} | {} | {} | {} | {} |",
+                    g("recall"),
+                    g("precision"),
+                    g("ndcg"),
+                    g("mrr"),
+                    g("hit")
+                );
+            }
+            let _ = writeln!(s);
+        }
+    }
+
+    fn ingest_tables(&self, s: &mut String) {
+        if !self.ingest.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Ingest\n\n| what | per second | count | seconds |\n|---|---|---|---|"
+            );
+            for r in &self.ingest {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} | {} | {:.2} |",
+                    r.what, r.per_second, r.count, r.seconds
+                );
+            }
+            let _ = writeln!(s);
+        }
+        if !self.training.is_empty() {
+            let _ = writeln!(s, "## Training\n\n| model | seconds |\n|---|---|");
+            for r in &self.training {
+                let _ = writeln!(s, "| {} | {:.2} |", r.model, r.seconds);
+            }
+            let _ = writeln!(s);
+        }
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
