@@ -94,7 +94,9 @@ pub struct HnswParams {
     /// exactly instead of walking the graph (filtered graph walks slow down sharply when few
     /// nodes pass). Default 0.05.
     pub exact_scan_below: f64,
-    /// Changes applied since the last snapshot that trigger a new snapshot at commit.
+    /// Changes applied since the last snapshot that trigger a new snapshot at commit, or a
+    /// quarter of the index's size when larger (a snapshot writes the whole graph, so
+    /// snapshots at a fixed interval would cost time quadratic in the catalog).
     /// Default 20,000.
     pub snapshot_every: usize,
 }

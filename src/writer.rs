@@ -382,7 +382,14 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
         .collect();
     engine.vectors.upsert(&refs);
     engine.publish(seq);
-    if engine.vectors.pending_changes() >= engine.config().hnsw.snapshot_every {
+    // A snapshot writes the whole graph: waiting for a quarter of its size in changes (at
+    // least `snapshot_every`) keeps the total snapshot cost linear in the catalog size.
+    let due = engine
+        .config()
+        .hnsw
+        .snapshot_every
+        .max(engine.vectors.len() / 4);
+    if engine.vectors.pending_changes() >= due {
         engine.vectors.snapshot(seq)?;
         compact_changes(engine)?;
     }

@@ -26,6 +26,10 @@ pub struct KgParams {
     pub shrink: f32,
     /// Entities attached to a larger fraction of the items are ignored (in `(0, 1]`).
     pub max_df_fraction: f32,
+    /// Entities attached to more items than this are ignored too (>= 1): the pairs an entity
+    /// contributes grow with the square of its item count (a category of 100,000 products
+    /// is 10^10 pairs), and so common an entity says little about any one pair.
+    pub max_df_items: usize,
 }
 
 impl Default for KgParams {
@@ -34,6 +38,7 @@ impl Default for KgParams {
             k: 300,
             shrink: 100.0,
             max_df_fraction: 0.2,
+            max_df_items: 1_000,
         }
     }
 }
@@ -106,7 +111,15 @@ impl KgRelatedness {
         for &e in &binary.indices {
             df[e as usize] += 1;
         }
-        let max_df = (params.max_df_fraction * n_items as f32).max(1.0);
+        if params.max_df_items == 0 {
+            return Err(ModelError::InvalidParam {
+                name: "max_df_items",
+                reason: "must be >= 1".into(),
+            });
+        }
+        let max_df = (params.max_df_fraction * n_items as f32)
+            .max(1.0)
+            .min(params.max_df_items as f32);
         let n = n_items.max(1) as f32;
         let entity_idf: Vec<f32> = df
             .iter()

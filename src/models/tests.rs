@@ -264,6 +264,7 @@ fn kg_idf_and_best_link() {
         k: 10,
         shrink: 0.0,
         max_df_fraction: 0.6,
+        ..KgParams::default()
     };
     let m = KgRelatedness::fit(4, &ents, 3, &p).unwrap();
     assert_eq!(m.entity_idf(0), 0.0);
@@ -277,6 +278,15 @@ fn kg_idf_and_best_link() {
     m.score_history(&[(0, 1.0)], &mut s).unwrap();
     assert!(s[1] > 0.0 && s[2] == 0.0 && s[3] == 0.0);
     assert!(KgRelatedness::fit(4, &[vec![7]], 3, &KgParams::default()).is_err());
+    // An absolute cap: the director and the actor (2 items each) pass a cap of 2; a cap of
+    // 1 leaves no informative entity at all.
+    let capped = |max_df_items| KgParams { max_df_items, ..p };
+    let m2 = KgRelatedness::fit(4, &ents, 3, &capped(2)).unwrap();
+    assert!(m2.entity_idf(1) > 0.0 && m2.entity_idf(2) > 0.0);
+    let m1 = KgRelatedness::fit(4, &ents, 3, &capped(1)).unwrap();
+    assert_eq!((m1.entity_idf(1), m1.entity_idf(2)), (0.0, 0.0));
+    assert!(m1.related(0).is_empty());
+    assert!(KgRelatedness::fit(4, &ents, 3, &capped(0)).is_err());
 }
 
 #[test]
@@ -891,6 +901,7 @@ fn ml100k_tune_kg() {
                     k,
                     shrink,
                     max_df_fraction,
+                    ..KgParams::default()
                 };
                 let m = KgRelatedness::fit(
                     t.split.train.n_items,
