@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 pub struct QualityRow {
     /// `recommend` (held-out events) or `search` (labelled queries).
     pub task: String,
-    /// popularity, item_cf, user_cf, mf, kg, bm25, vector, fused_linear, fused_rrf, fused_mlp.
+    /// popularity, item_cf, user_cf, mf, kg, bm25, vector, fused_linear, fused_rrf,
+    /// fused_learned (the learned channel weights), fused_mlp.
     pub method: String,
     /// recall, precision, ndcg, mrr or hit.
     pub metric: String,

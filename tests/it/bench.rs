@@ -55,8 +55,8 @@ fn generic_files_give_the_same_figures_as_the_in_memory_shop() {
             .collect()
     };
     let (a, b) = (recommend(&memory), recommend(&files));
-    // Eight methods (five models, three fusion modes) by five metrics.
-    assert_eq!(a.len(), 40, "{a:?}");
+    // Nine methods (five models, four fusion modes) by five metrics.
+    assert_eq!(a.len(), 45, "{a:?}");
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!((&x.method, &x.metric, x.k), (&y.method, &y.metric, y.k));
@@ -101,7 +101,7 @@ fn bad_bench_input_is_a_typed_error() {
     assert!(matches!(bench::run(&occupied), Err(Error::Invalid { .. })));
 }
 
-const METHODS: [&str; 10] = [
+const METHODS: [&str; 11] = [
     "popularity",
     "item_cf",
     "user_cf",
@@ -111,6 +111,7 @@ const METHODS: [&str; 10] = [
     "vector",
     "fused_linear",
     "fused_rrf",
+    "fused_learned",
     "fused_mlp",
 ];
 const METRICS: [&str; 5] = ["recall", "precision", "ndcg", "mrr", "hit"];
