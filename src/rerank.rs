@@ -40,7 +40,7 @@ pub(crate) const MODEL_CHANNELS: [Channel; 5] = [
 pub(crate) const N_FEATURES: usize = 3 * MODEL_CHANNELS.len() + 8;
 
 /// History items the knowledge-graph path count looks at (the user's strongest).
-const KG_PATH_HISTORY: usize = 50;
+const KG_PATH_HISTORY: usize = 20;
 
 /// What the features know about an item.
 #[derive(Clone, Debug, Default)]
