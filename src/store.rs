@@ -204,6 +204,7 @@ impl Store {
 }
 
 fn open_sled(path: &Path) -> Result<sled::Db> {
+    remove_unfinished_sled_snapshots(path)?;
     sled::Config::new()
         .path(path)
         .cache_capacity(256 << 20)
@@ -214,6 +215,27 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
             }
             other => Error::from(other),
         })
+}
+
+/// sled writes its snapshot to `snap.<lsn>.generating` and renames it when complete, but at
+/// open it also reads `.generating` files, and the newest name sorts last: after a kill while
+/// sled wrote a snapshot (it does so during open, too), the half-written file made the store
+/// unopenable ("Corruption { at: None }"). Such a file is never needed: sled falls back to the
+/// previous snapshot, or to the log, which is the source of truth.
+fn remove_unfinished_sled_snapshots(path: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// `store.new` / `store.old` beside `store`.
@@ -303,5 +325,19 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(count(&s), 100);
         assert!(!sibling(&path, "new").exists() && !sibling(&path, "old").exists());
+    }
+
+    #[test]
+    fn a_half_written_sled_snapshot_does_not_make_the_store_unopenable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        drop(store_with(&path, 50));
+        // What a kill while sled writes a snapshot leaves: a short `.generating` file whose
+        // name sorts after every finished snapshot.
+        let half = path.join("snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&half, [1u8, 2, 3, 4, 5]).unwrap();
+        let s = Store::open(&path).unwrap();
+        assert_eq!(count(&s), 50);
+        assert!(!half.exists());
     }
 }
