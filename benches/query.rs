@@ -81,7 +81,11 @@ fn bench(c: &mut Criterion) {
         let text = texts[i % texts.len()];
         match kind {
             0 => Query::new().text(text).user(u).k(10).candidates(500),
-            1 => Query::new().user(u).k(10).candidates(200),
+            1 => Query::new()
+                .user(u)
+                .k(10)
+                .candidates(200)
+                .fusion(Fusion::Mlp),
             2 => Query::new().text(text).k(10).candidates(500),
             3 => Query::new()
                 .text(text)
