@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use shopdb::{Engine, Event, EventKind, Filter, HnswParams, Product, TrainOptions};
@@ -172,16 +172,7 @@ enum Kill {
 
 /// Runs one child, kills it with SIGKILL, and folds its acknowledgements in.
 fn run_and_kill(dir: &Path, phase: &str, kill: Kill, acked: &mut Acked) {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(&exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "crash::child_writer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SHOPDB_CRASH_DIR", dir)
+    let mut child = crate::support::child_test("crash::child_writer", "SHOPDB_CRASH_DIR", dir)
         .env("SHOPDB_CRASH_PHASE", phase)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

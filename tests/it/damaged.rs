@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shopdb::{Engine, Event, EventKind, Filter, TrainOptions};
@@ -117,16 +117,7 @@ fn pristine() -> tempfile::TempDir {
 
 /// Runs the child on `dir`; its `RESULT` line, or a failure naming how it died.
 fn open_in_child(dir: &Path) -> Result<String, String> {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(&exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "damaged::child_open",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SHOPDB_DAMAGED_DIR", dir)
+    let mut child = crate::support::child_test("damaged::child_open", "SHOPDB_DAMAGED_DIR", dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use shopdb::{Engine, Filter, Product};
 
@@ -13,16 +13,7 @@ use crate::support::{products, tempdir, vector};
 const DIM: usize = 8;
 
 fn child(test: &str, dir: &Path) -> (Vec<String>, std::process::ExitStatus, String) {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            test,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SHOPDB_FAULT_DIR", dir)
+    let out = crate::support::child_test(test, "SHOPDB_FAULT_DIR", dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()

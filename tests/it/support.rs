@@ -54,3 +54,18 @@ pub fn products(n: u64, dim: usize) -> Vec<Product> {
 pub fn open(dir: &std::path::Path) -> Engine {
     Engine::builder().dim(8).open(dir).expect("open")
 }
+
+/// A command that runs one ignored test of this binary in a child process (crash, damage
+/// and fault tests need a process they can kill or limit), with `dir` passed as `env_key`.
+pub fn child_test(test: &str, env_key: &str, dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--ignored",
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(env_key, dir);
+    cmd
+}
