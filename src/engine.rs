@@ -1151,27 +1151,68 @@ impl Engine {
     /// then incoming ones with the relation prefixed by `~`. Products are `item:<id>`.
     /// `relation` keeps only edges of that relation.
     ///
+    /// A product's brand and category edges are read from its record; the products of a
+    /// brand or category (`~brand`, `~category`) are found by a scan of the catalog.
+    ///
     /// # Errors
     /// [`Error::Invalid`] for an unknown entity.
     pub fn neighbors(&self, entity: &str, relation: Option<&str>) -> Result<Vec<(String, String)>> {
+        let items = self.items.read();
         let kg = self.kg.read();
-        let eid = *kg
-            .entity_ids
-            .get(entity)
-            .ok_or_else(|| Error::invalid("entity", format!("{entity:?} is not in the graph")))?;
-        let mut out = Vec::new();
-        for (outgoing, mark) in [(true, ""), (false, "~")] {
-            for (rel, other) in graph::edges(&self.store, eid, outgoing)? {
-                let shown = format!(
-                    "{mark}{}",
-                    kg.relations.get(rel as usize).map_or("", String::as_str)
-                );
-                if relation.is_none_or(|r| r == shown) {
-                    let oname = kg.entities.get(other as usize).cloned().unwrap_or_default();
-                    out.push((shown, oname));
+        let eid = kg.entity_ids.get(entity).copied();
+        let product = entity
+            .strip_prefix("item:")
+            .and_then(|id| items.live_iid(id))
+            .and_then(|iid| items.get(iid));
+        if eid.is_none() && product.is_none() {
+            return Err(Error::invalid(
+                "entity",
+                format!("{entity:?} is not in the graph"),
+            ));
+        }
+        let wanted = |shown: &str| relation.is_none_or(|r| r == shown);
+        let mut out: Vec<(String, String)> = Vec::new();
+        if let Some(p) = product {
+            for (rel, tail) in graph::product_edges(p) {
+                if wanted(rel) {
+                    out.push((rel.to_string(), tail));
                 }
             }
         }
+        let name = |id: u32| kg.entities.get(id as usize).cloned().unwrap_or_default();
+        let rel_name = |id: u16| kg.relations.get(id as usize).map_or("", String::as_str);
+        if let Some(eid) = eid {
+            for (rel, other) in graph::edges(&self.store, eid, true)? {
+                if wanted(rel_name(rel)) {
+                    out.push((rel_name(rel).to_string(), name(other)));
+                }
+            }
+        }
+        for rel in [graph::REL_BRAND, graph::REL_CATEGORY] {
+            let shown = format!("~{rel}");
+            if !entity.starts_with(&format!("{rel}:")) || !wanted(&shown) {
+                continue;
+            }
+            for p in items.items.iter().flatten() {
+                if graph::product_edges(p)
+                    .iter()
+                    .any(|(r, tail)| *r == rel && tail == entity)
+                {
+                    out.push((shown.clone(), graph::item_entity(&p.id)));
+                }
+            }
+        }
+        if let Some(eid) = eid {
+            for (rel, other) in graph::edges(&self.store, eid, false)? {
+                let shown = format!("~{}", rel_name(rel));
+                if wanted(&shown) {
+                    out.push((shown, name(other)));
+                }
+            }
+        }
+        // A database written before the automatic edges were derived also stores them.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|edge| seen.insert(edge.clone()));
         Ok(out)
     }
 

@@ -3,8 +3,13 @@
 //! "Here is an entity, give me its neighbours." Every product is an entity named `item:<id>`,
 //! linked automatically to `brand:<brand>` (relation `brand`) and to each level of its category
 //! path `category:<path>` (relation `category`). External triples (e.g. Freebase for MovieLens)
-//! and item-to-entity links are imported beside them. Names and ids are kept in memory; edges
-//! live in the store under both directions.
+//! and item-to-entity links are imported beside them. Names and ids are kept in memory;
+//! imported edges live in the store under both directions.
+//!
+//! The automatic edges are not stored: they follow from the product record
+//! ([`product_edges`]), so a product costs the store no graph records (ingest speed at a
+//! million products), and only its brand and category names enter the dictionary. A product
+//! gets an entity id of its own only when a triple or a link names it.
 
 use std::collections::HashMap;
 
@@ -39,6 +44,20 @@ pub(crate) fn product_edges(p: &Product) -> Vec<(&'static str, String)> {
         out.push((REL_CATEGORY, format!("category:{c}")));
     }
     out
+}
+
+/// A product's automatic edges as dictionary ids: `(relation, tail entity)`. Names the
+/// dictionary lacks (none, once the product is committed) are left out.
+pub(crate) fn automatic_edges(kg: &Dictionary, p: &Product) -> Vec<(u16, u32)> {
+    product_edges(p)
+        .into_iter()
+        .filter_map(|(rel, tail)| {
+            Some((
+                *kg.relation_ids.get(rel)?,
+                *kg.entity_ids.get(tail.as_str())?,
+            ))
+        })
+        .collect()
 }
 
 /// Entity and relation dictionaries (in memory, mirrored in the store).

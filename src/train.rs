@@ -386,8 +386,11 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
             });
             item_categories[i].push(id);
         }
+        let mut ents: Vec<u32> = graph::automatic_edges(&kg, p)
+            .into_iter()
+            .map(|(_, tail)| tail)
+            .collect();
         if let Some(&eid) = kg.entity_ids.get(&item_entity(&p.id)) {
-            let mut ents = Vec::new();
             for (rel, tail) in graph::edges(&engine.store, eid, true)? {
                 ents.push(tail);
                 // One hop further from externally linked entities (actors, directors, ...).
@@ -403,10 +406,10 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
                     );
                 }
             }
-            ents.sort_unstable();
-            ents.dedup();
-            item_entities[i] = ents;
         }
+        ents.sort_unstable();
+        ents.dedup();
+        item_entities[i] = ents;
     }
     Ok(Dataset {
         data: Interactions {
@@ -640,6 +643,9 @@ pub struct EvalOptions {
     pub fused: bool,
     /// Candidates per channel for the fused pipeline. Default 100.
     pub candidates: usize,
+    /// Score at most this many users of the scored part, a fixed random sample (seed 2020),
+    /// so that large catalogs can be measured in minutes. Default `None`: every user.
+    pub max_users: Option<usize>,
 }
 
 impl Default for EvalOptions {
@@ -651,6 +657,7 @@ impl Default for EvalOptions {
             train: TrainOptions::default(),
             fused: true,
             candidates: crate::rerank::CANDIDATES,
+            max_users: None,
         }
     }
 }
@@ -723,6 +730,28 @@ impl std::fmt::Display for EvalReport {
 
 /// Splits the log, fits every model on the training part and scores the held-out part by
 /// full ranking.
+/// The rows of at most `max` users of `set`, drawn at random with a fixed seed.
+fn sample_users(set: &Interactions, max: usize) -> Interactions {
+    let mut users: Vec<u32> = set.rows.iter().map(|r| r.user).collect();
+    users.sort_unstable();
+    users.dedup();
+    if users.len() > max {
+        crate::models::SplitMix64::new(2020).shuffle(&mut users);
+        users.truncate(max);
+    }
+    let keep: std::collections::HashSet<u32> = users.into_iter().collect();
+    Interactions {
+        n_users: set.n_users,
+        n_items: set.n_items,
+        rows: set
+            .rows
+            .iter()
+            .filter(|r| keep.contains(&r.user))
+            .copied()
+            .collect(),
+    }
+}
+
 pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport> {
     let ds = dataset(engine, &opts.train)?;
     let split = match opts.split {
@@ -734,6 +763,14 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
     let (target, exclude): (&Interactions, Vec<&Interactions>) = match opts.on {
         EvalOn::Valid => (&split.valid, vec![&split.train]),
         EvalOn::Test => (&split.test, vec![&split.train, &split.valid]),
+    };
+    let sampled;
+    let target = match opts.max_users {
+        Some(max) => {
+            sampled = sample_users(target, max);
+            &sampled
+        }
+        None => target,
     };
     let mut timings = Vec::new();
     let base = fit_all(&ds, &split.train, &opts.train, &mut timings, None)?;

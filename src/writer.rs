@@ -39,6 +39,7 @@ fn relation(kg: &mut Dictionary, name: &str, batch: &mut Batch) -> Result<u16> {
         .ok_or_else(|| Error::invalid("relation", "more than 65,535 relation types"))
 }
 
+/// The dictionary ids of a product's brand and category edges, allocating new names.
 fn edges_of(kg: &mut Dictionary, p: &Product, batch: &mut Batch) -> Result<Vec<(u16, u32)>> {
     let mut out = Vec::new();
     for (rel, tail) in product_edges(p) {
@@ -46,6 +47,24 @@ fn edges_of(kg: &mut Dictionary, p: &Product, batch: &mut Batch) -> Result<Vec<(
         out.push((r, kg.entity(&tail, batch)));
     }
     Ok(out)
+}
+
+/// Removes a product's brand and category edges from the store, where a database written
+/// before they were derived from the record holds them (only products with an entity of
+/// their own, i.e. older or linked ones, can).
+fn remove_stored_automatic_edges(
+    kg: &mut Dictionary,
+    id: &str,
+    old: Option<&Product>,
+    batch: &mut Batch,
+) -> Result<()> {
+    let (Some(old), Some(&head)) = (old, kg.entity_ids.get(&item_entity(id))) else {
+        return Ok(());
+    };
+    for (r, t) in edges_of(kg, old, batch)? {
+        graph::remove_edge(batch, head, r, t);
+    }
+    Ok(())
 }
 
 /// Applies `ops` (called with the engine's commit lock held).
@@ -102,15 +121,10 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                         Some(state) => state.clone(),
                         None => items.get(iid).cloned(),
                     };
-                    let head = kg.entity(&item_entity(&p.id), &mut batch);
-                    if let Some(old) = &old {
-                        for (r, t) in edges_of(&mut kg, old, &mut batch)? {
-                            graph::remove_edge(&mut batch, head, r, t);
-                        }
-                    }
-                    for (r, t) in edges_of(&mut kg, &p, &mut batch)? {
-                        graph::put_edge(&mut batch, head, r, t);
-                    }
+                    // Brand and category edges are read from the product record; only
+                    // their tail entities go into the dictionary (once per brand/category).
+                    edges_of(&mut kg, &p, &mut batch)?;
+                    remove_stored_automatic_edges(&mut kg, &p.id, old.as_deref(), &mut batch)?;
                     let record = StoredProduct {
                         iid: iid.0,
                         seq,
@@ -140,12 +154,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
                         Some(state) => state.clone(),
                         None => items.get(iid).cloned(),
                     };
-                    if let Some(old) = &old {
-                        let head = kg.entity(&item_entity(&id), &mut batch);
-                        for (r, t) in edges_of(&mut kg, old, &mut batch)? {
-                            graph::remove_edge(&mut batch, head, r, t);
-                        }
-                    }
+                    remove_stored_automatic_edges(&mut kg, &id, old.as_deref(), &mut batch)?;
                     batch.remove(key(store::PRODUCT, &[id.as_bytes()]));
                     batch.put(
                         key(store::CHANGE, &[&seq.to_be_bytes()]),

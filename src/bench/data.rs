@@ -33,26 +33,30 @@ pub enum Scale {
     Tiny,
     /// The demo shop: 3,000 products, 2,000 users, 300,000 events.
     Small,
+    /// 100,000 products, 50,000 users, 1,000,000 events: the criterion benches' size.
+    HundredK,
     /// 1,000,000 products, 200,000 users, 10,000,000 events.
     Million,
 }
 
 impl Scale {
-    /// Parses `tiny`, `small` or `1m`.
+    /// Parses `tiny`, `small`, `100k` or `1m`.
     pub fn parse(s: &str) -> Option<Scale> {
         match s {
             "tiny" => Some(Scale::Tiny),
             "small" => Some(Scale::Small),
+            "100k" => Some(Scale::HundredK),
             "1m" => Some(Scale::Million),
             _ => None,
         }
     }
 
-    /// `tiny`, `small` or `1m`.
+    /// `tiny`, `small`, `100k` or `1m`.
     pub fn name(self) -> &'static str {
         match self {
             Scale::Tiny => "tiny",
             Scale::Small => "small",
+            Scale::HundredK => "100k",
             Scale::Million => "1m",
         }
     }
@@ -62,6 +66,7 @@ impl Scale {
         let (products, users, events) = match self {
             Scale::Tiny => (300, 150, 6_000),
             Scale::Small => (3_000, 2_000, 300_000),
+            Scale::HundredK => (100_000, 50_000, 1_000_000),
             Scale::Million => (1_000_000, 200_000, 10_000_000),
         };
         DemoOptions {

@@ -74,6 +74,20 @@ pub struct TrainingRow {
 pub struct Memory {
     /// Peak resident set of the process (`VmHWM`), MiB; 0 where the OS does not report it.
     pub peak_rss_mb: f64,
+    /// The peak so far at the end of each phase, in run order: where memory goes.
+    #[serde(default)]
+    pub after_phase: Vec<PhaseMemory>,
+}
+
+/// The peak resident set at the end of a phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseMemory {
+    /// `load`, `training`, `recommend_quality`, `search_quality` or `latency`.
+    pub phase: String,
+    /// MiB.
+    pub peak_rss_mb: f64,
+    /// Seconds since the run started.
+    pub at_seconds: f64,
 }
 
 /// Approximate against exact nearest neighbours.
@@ -224,6 +238,17 @@ impl Report {
         }
         self.ingest_tables(&mut s);
         let _ = writeln!(s, "Peak RSS: {:.0} MiB.\n", self.memory.peak_rss_mb);
+        if !self.memory.after_phase.is_empty() {
+            let _ = writeln!(s, "| after phase | peak RSS MiB | at s |\n|---|---|---|");
+            for m in &self.memory.after_phase {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} | {:.1} |",
+                    m.phase, m.peak_rss_mb, m.at_seconds
+                );
+            }
+            s.push('\n');
+        }
         if !self.notes.is_empty() {
             let _ = writeln!(s, "## Notes\n");
             for n in &self.notes {

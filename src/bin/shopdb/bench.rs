@@ -22,7 +22,8 @@ pub struct BenchArgs {
     dataset: DatasetArg,
 
     /// Size of the generated data set: tiny (300 products), small (3,000 products, 300,000
-    /// events) or 1m (1,000,000 products, 10,000,000 events).
+    /// events), 100k (100,000 products, 1,000,000 events) or 1m (1,000,000 products,
+    /// 10,000,000 events).
     #[arg(long, default_value = "small")]
     scale: String,
 
@@ -79,10 +80,11 @@ fn dataset(args: &BenchArgs) -> Result<Dataset, String> {
             .ok_or_else(|| format!("--dataset {:?} needs {flag}", args.dataset))
     };
     Ok(match args.dataset {
-        DatasetArg::Generated => Dataset::Generated(
-            Scale::parse(&args.scale)
-                .ok_or_else(|| format!("--scale {:?}: expected tiny, small or 1m", args.scale))?,
-        ),
+        DatasetArg::Generated => {
+            Dataset::Generated(Scale::parse(&args.scale).ok_or_else(|| {
+                format!("--scale {:?}: expected tiny, small, 100k or 1m", args.scale)
+            })?)
+        }
         DatasetArg::Movielens => Dataset::MovieLens(need(&args.data, "--data DIR")?),
         DatasetArg::Beir => Dataset::Beir(need(&args.data, "--data DIR")?),
         DatasetArg::Generic => Dataset::Generic {

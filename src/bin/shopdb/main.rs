@@ -26,6 +26,11 @@ use shopdb::Engine;
 
 use shell::{Mode, Runner};
 
+/// mimalloc rather than the system allocator: the indexing threads and the writer allocate
+/// many small blocks at once, and glibc's arenas made ingest wait on their locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An embedded search-and-recommend database: SQL-like shell.
 #[derive(Parser, Debug)]
 #[command(name = "shopdb", version, args_conflicts_with_subcommands = true)]
