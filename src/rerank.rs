@@ -42,26 +42,49 @@ pub(crate) const N_FEATURES: usize = 3 * MODEL_CHANNELS.len() + 8;
 /// History items the knowledge-graph path count looks at (the user's strongest).
 const KG_PATH_HISTORY: usize = 20;
 
-/// What the features know about an item.
-#[derive(Clone, Debug, Default)]
+/// What the features know about an item. Names are kept as 64-bit hashes (0: none), so
+/// that building a candidate's row allocates nothing.
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ItemInfo {
     /// Top-level category.
-    pub category: String,
+    pub category: u64,
     /// Brand, lower-case.
-    pub brand: String,
+    pub brand: u64,
     /// Price, when known and positive.
     pub price: Option<f64>,
+}
+
+/// FNV-1a over `chars`; 0 for none (a non-empty name never hashes to 0 in practice).
+fn name_key(chars: impl Iterator<Item = char>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut any = false;
+    for c in chars {
+        any = true;
+        let mut buf = [0u8; 4];
+        for b in c.encode_utf8(&mut buf).bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    if any {
+        h.max(1)
+    } else {
+        0
+    }
 }
 
 impl ItemInfo {
     /// The features' view of a product.
     pub fn of(p: &crate::catalog::Product) -> Self {
+        let top = p
+            .category
+            .split(['/', '>'])
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .unwrap_or("");
         ItemInfo {
-            category: crate::catalog::category_ancestors(&p.category)
-                .into_iter()
-                .next()
-                .unwrap_or_default(),
-            brand: p.brand.to_lowercase(),
+            category: name_key(top.chars()),
+            brand: name_key(p.brand.chars().flat_map(char::to_lowercase)),
             price: p.price.filter(|x| x.is_finite() && *x > 0.0),
         }
     }
@@ -70,12 +93,43 @@ impl ItemInfo {
 /// The top `n` items of a score vector that pass `ok`, best first. `ok` is called in score
 /// order on as few items as possible (a filter check costs more than a comparison).
 pub(crate) fn top_allowed(scores: &[f32], n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
-    let mut v: Vec<(u32, f32)> = scores
+    let positive = |s: &f32| s.is_finite() && *s > 0.0;
+    // Large score vectors: a threshold read off a strided sample keeps about eight times
+    // what the first round needs, instead of collecting every positive score. Exact: every
+    // item at or above the threshold is kept, so when `n` of them pass `ok` they are the
+    // top `n` of the whole vector.
+    let first = (n * 2).max(16);
+    if scores.len() > 64 * first {
+        let stride = (scores.len() / 4_096).max(1);
+        let mut sample: Vec<f32> = scores.iter().step_by(stride).copied().filter(positive).collect();
+        let keep = (8 * first) as f64 / scores.len() as f64;
+        let k = ((sample.len() as f64 * keep).ceil() as usize).max(1);
+        if k < sample.len() {
+            sample.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            let threshold = sample[k - 1];
+            let head: Vec<(u32, f32)> = scores
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| positive(s) && **s >= threshold)
+                .map(|(i, s)| (i as u32, *s))
+                .collect();
+            let out = top_allowed_of(head, n, ok);
+            if out.len() >= n {
+                return out;
+            }
+        }
+    }
+    let v: Vec<(u32, f32)> = scores
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.is_finite() && **s > 0.0)
+        .filter(|(_, s)| positive(s))
         .map(|(i, s)| (i as u32, *s))
         .collect();
+    top_allowed_of(v, n, ok)
+}
+
+/// The top `n` of `v` that pass `ok`, best first, checking `ok` in score order.
+fn top_allowed_of(mut v: Vec<(u32, f32)>, n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
     let mut out = Vec::with_capacity(n);
     let mut want = (n * 2).max(16);
     let mut done = 0;
@@ -176,8 +230,8 @@ pub(crate) fn model_channels(
 /// What the features need to know about the shopper.
 pub(crate) struct UserContext {
     history_len: f32,
-    category_share: HashMap<String, f32>,
-    brand_share: HashMap<String, f32>,
+    category_share: HashMap<u64, f32>,
+    brand_share: HashMap<u64, f32>,
     /// Mean log price of the priced history items.
     mean_log_price: Option<f64>,
     /// The strongest history items, for the knowledge-graph path count.
@@ -187,16 +241,16 @@ pub(crate) struct UserContext {
 impl UserContext {
     /// Builds the context from the history and a lookup of item facts.
     pub fn new(history: &[(u32, f32)], info: &dyn Fn(u32) -> ItemInfo) -> Self {
-        let mut category_share: HashMap<String, f32> = HashMap::new();
-        let mut brand_share: HashMap<String, f32> = HashMap::new();
+        let mut category_share: HashMap<u64, f32> = HashMap::new();
+        let mut brand_share: HashMap<u64, f32> = HashMap::new();
         let n = history.len().max(1) as f32;
         let (mut log_price, mut priced) = (0f64, 0usize);
         for (i, _) in history {
             let it = info(*i);
-            if !it.category.is_empty() {
+            if it.category != 0 {
                 *category_share.entry(it.category).or_default() += 1.0 / n;
             }
-            if !it.brand.is_empty() {
+            if it.brand != 0 {
                 *brand_share.entry(it.brand).or_default() += 1.0 / n;
             }
             if let Some(p) = it.price {
@@ -694,4 +748,64 @@ pub(crate) fn model_scores_for(
     pop.sort_by(|a, c| c.1.total_cmp(&a.1).then(a.0.cmp(&c.0)));
     out.push((Channel::Popularity, pop));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sorting everything, then filtering: what `top_allowed` must return.
+    fn brute(scores: &[f32], n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
+        let mut v: Vec<(u32, f32)> = scores
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.is_finite() && **s > 0.0 && ok(*i as u32))
+            .map(|(i, s)| (i as u32, *s))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
+    #[test]
+    fn top_allowed_equals_a_full_sort_on_large_vectors() {
+        let mut rng = crate::models::SplitMix64::new(11);
+        let scores: Vec<f32> = (0..200_000)
+            .map(|i| match i % 7 {
+                0 => 0.0,
+                1 => -1.0,
+                2 => f32::NAN,
+                // Many ties, so the threshold lands on equal scores.
+                3 => 0.5,
+                _ => rng.next_f64() as f32,
+            })
+            .collect();
+        let filters: [&dyn Fn(u32) -> bool; 4] = [
+            &|_| true,
+            &|i| i % 3 == 0,
+            // Only a few items pass: the fast path falls back to the full scan.
+            &|i| i % 10_007 == 5,
+            &|_| false,
+        ];
+        for ok in filters {
+            for n in [1, 10, 100, 500] {
+                assert_eq!(top_allowed(&scores, n, ok), brute(&scores, n, ok), "n {n}");
+            }
+        }
+        let small = [0.3, 0.9, 0.0, 0.9, 0.1];
+        assert_eq!(top_allowed(&small, 2, &|_| true), vec![(1, 0.9), (3, 0.9)]);
+    }
+
+    #[test]
+    fn item_info_keys_are_case_blind_for_brands_and_take_the_top_category() {
+        let a = ItemInfo::of(&crate::Product::new("a").brand("ACME").category("Shoes/Running"));
+        let b = ItemInfo::of(&crate::Product::new("b").brand("acme").category(" Shoes > Trail"));
+        let c = ItemInfo::of(&crate::Product::new("c").brand("Globex").category("shoes"));
+        assert_eq!(a.brand, b.brand);
+        assert_eq!(a.category, b.category);
+        assert_ne!(a.brand, c.brand);
+        assert_ne!(a.category, c.category, "categories keep their case");
+        let none = ItemInfo::of(&crate::Product::new("d"));
+        assert_eq!((none.brand, none.category), (0, 0));
+    }
 }

@@ -595,7 +595,15 @@ pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
     }
     let path = dir.join(name);
     let bytes = crate::fsutil::read(&path)?;
-    let set: ModelSet = crate::codec::decode_file(MODEL_MAGIC, MODEL_VERSION, &bytes, &path)?;
+    let mut set: ModelSet =
+        crate::codec::decode_file(MODEL_MAGIC, MODEL_VERSION, &bytes, &path)?;
+    if let Some(ranker) = set.mlp.as_mut() {
+        ranker.mlp.flush_subnormal_weights();
+        ranker
+            .mlp
+            .validate()
+            .map_err(|e| Error::corrupt(&path, format!("re-ranker: {e}")))?;
+    }
     Ok(Some(set))
 }
 
