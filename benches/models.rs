@@ -7,8 +7,8 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{Array1, Array2};
 use shopdb::models::mlp::{Mlp, MlpConfig, MlpScratch};
-use shopdb::models::{Interaction, Interactions, ItemCf, ItemCfParams, Mf, MfParams, };
 use shopdb::models::SplitMix64;
+use shopdb::models::{Interaction, Interactions, ItemCf, ItemCfParams, Mf, MfParams};
 
 const ITEMS: usize = 100_000;
 const USERS: usize = 20_000;
@@ -62,7 +62,10 @@ fn bench(c: &mut Criterion) {
         let mut scratch = MlpScratch::new(&m);
         let mut out = vec![0f32; 1_000];
         g.bench_function(name, |b| {
-            b.iter(|| m.predict_into(x.view(), &mut scratch, &mut out).map(|()| out[0]))
+            b.iter(|| {
+                m.predict_into(x.view(), &mut scratch, &mut out)
+                    .map(|()| out[0])
+            })
         });
     }
     let data = interactions(&mut rng);

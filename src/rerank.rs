@@ -101,7 +101,12 @@ pub(crate) fn top_allowed(scores: &[f32], n: usize, ok: &dyn Fn(u32) -> bool) ->
     let first = (n * 2).max(16);
     if scores.len() > 64 * first {
         let stride = (scores.len() / 4_096).max(1);
-        let mut sample: Vec<f32> = scores.iter().step_by(stride).copied().filter(positive).collect();
+        let mut sample: Vec<f32> = scores
+            .iter()
+            .step_by(stride)
+            .copied()
+            .filter(positive)
+            .collect();
         let keep = (8 * first) as f64 / scores.len() as f64;
         let k = ((sample.len() as f64 * keep).ceil() as usize).max(1);
         if k < sample.len() {
@@ -798,8 +803,16 @@ mod tests {
 
     #[test]
     fn item_info_keys_are_case_blind_for_brands_and_take_the_top_category() {
-        let a = ItemInfo::of(&crate::Product::new("a").brand("ACME").category("Shoes/Running"));
-        let b = ItemInfo::of(&crate::Product::new("b").brand("acme").category(" Shoes > Trail"));
+        let a = ItemInfo::of(
+            &crate::Product::new("a")
+                .brand("ACME")
+                .category("Shoes/Running"),
+        );
+        let b = ItemInfo::of(
+            &crate::Product::new("b")
+                .brand("acme")
+                .category(" Shoes > Trail"),
+        );
         let c = ItemInfo::of(&crate::Product::new("c").brand("Globex").category("shoes"));
         assert_eq!(a.brand, b.brand);
         assert_eq!(a.category, b.category);

@@ -595,8 +595,7 @@ pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
     }
     let path = dir.join(name);
     let bytes = crate::fsutil::read(&path)?;
-    let mut set: ModelSet =
-        crate::codec::decode_file(MODEL_MAGIC, MODEL_VERSION, &bytes, &path)?;
+    let mut set: ModelSet = crate::codec::decode_file(MODEL_MAGIC, MODEL_VERSION, &bytes, &path)?;
     if let Some(ranker) = set.mlp.as_mut() {
         ranker.mlp.flush_subnormal_weights();
         ranker
