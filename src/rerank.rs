@@ -160,7 +160,22 @@ fn top_allowed_of(mut v: Vec<(u32, f32)>, n: usize, ok: &dyn Fn(u32) -> bool) ->
     out
 }
 
+/// The top `n` of a sparse model's scores that pass `ok` (positive, finite scores only, as
+/// [`top_allowed`] takes them from a dense vector).
+fn top_sparse(s: crate::models::SparseScores, n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
+    let v: Vec<(u32, f32)> = s
+        .into_entries()
+        .into_iter()
+        .filter(|(_, x)| x.is_finite() && *x > 0.0)
+        .collect();
+    top_allowed_of(v, n, ok)
+}
+
 /// Runs every model channel for a user (known to the models, or described by `history`).
+///
+/// The neighbourhood channels (item-CF, user-CF, KG) score only the items the history or the
+/// neighbours reach, and popularity is read in place: only MF without its factor index
+/// touches every item.
 pub(crate) fn model_channels(
     b: &BaseModels,
     n_users: usize,
@@ -171,28 +186,28 @@ pub(crate) fn model_channels(
     factor_index: Option<&crate::vector::VectorIndex>,
 ) -> Vec<(Channel, ChannelHits)> {
     let n_items = b.popularity.n_items();
-    let mut scores = vec![0f32; n_items];
     let mut out = Vec::with_capacity(MODEL_CHANNELS.len());
     let history: Vec<(u32, f32)> = history
         .iter()
         .copied()
         .filter(|(i, _)| (*i as usize) < n_items)
         .collect();
-    let mut ann_hits: Option<ChannelHits> = None;
-    let mut run = |c: Channel, fill: &dyn Fn(&mut [f32]) -> bool| {
-        scores.iter_mut().for_each(|s| *s = 0.0);
-        if fill(&mut scores) {
-            out.push((c, top_allowed(&scores, n, ok)));
-        }
+    let dense = |fill: &dyn Fn(&mut [f32]) -> bool| -> Option<ChannelHits> {
+        let mut scores = vec![0f32; n_items];
+        fill(&mut scores).then(|| top_allowed(&scores, n, ok))
     };
+    let mut ann_hits: Option<ChannelHits> = None;
     if !history.is_empty() {
-        run(Channel::ItemCf, &|s| {
-            b.item_cf.score_history(&history, s).is_ok()
-        });
+        out.push((
+            Channel::ItemCf,
+            top_sparse(b.item_cf.score_history_sparse(&history), n, ok),
+        ));
     }
     match user.filter(|u| (*u as usize) < n_users) {
         Some(u) => {
-            run(Channel::UserCf, &|s| b.user_cf.score_user(u, s).is_ok());
+            if let Some(s) = b.user_cf.score_user_sparse(u) {
+                out.push((Channel::UserCf, top_sparse(s, n, ok)));
+            }
             let ann = match (factor_index, b.mf.user_vector(u)) {
                 // Large catalogs: user-to-item recall is a graph walk over the item factors.
                 (Some(index), Some(uf))
@@ -211,21 +226,34 @@ pub(crate) fn model_channels(
             };
             match ann {
                 Some(hits) => ann_hits = Some(hits),
-                None => run(Channel::Mf, &|s| b.mf.score_user(u, s).is_ok()),
+                None => {
+                    if let Some(hits) = dense(&|s| b.mf.score_user(u, s).is_ok()) {
+                        out.push((Channel::Mf, hits));
+                    }
+                }
             }
         }
         None if !history.is_empty() => {
-            run(Channel::UserCf, &|s| {
-                b.user_cf.score_history(&history, s).is_ok()
-            });
-            run(Channel::Mf, &|s| b.mf.score_history(&history, s).is_ok());
+            out.push((
+                Channel::UserCf,
+                top_sparse(b.user_cf.score_history_sparse(&history), n, ok),
+            ));
+            if let Some(hits) = dense(&|s| b.mf.score_history(&history, s).is_ok()) {
+                out.push((Channel::Mf, hits));
+            }
         }
         None => {}
     }
     if !history.is_empty() {
-        run(Channel::Kg, &|s| b.kg.score_history(&history, s).is_ok());
+        out.push((
+            Channel::Kg,
+            top_sparse(b.kg.score_history_sparse(&history), n, ok),
+        ));
     }
-    run(Channel::Popularity, &|s| b.popularity.score(s).is_ok());
+    out.push((
+        Channel::Popularity,
+        top_allowed(b.popularity.scores(), n, ok),
+    ));
     if let Some(hits) = ann_hits {
         out.push((Channel::Mf, hits));
     }
@@ -691,32 +719,26 @@ pub(crate) fn model_scores_for(
         .filter(|(i, _)| (*i as usize) < n_items)
         .collect();
     let mut out = Vec::new();
-    let mut scores = vec![0f32; n_items];
-    let pick = |scores: &[f32]| -> ChannelHits {
+    let pick = |score: &dyn Fn(u32) -> f32| -> ChannelHits {
         let mut v: ChannelHits = cands
             .iter()
-            .filter_map(|&i| {
-                scores
-                    .get(i as usize)
-                    .copied()
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .map(|s| (i, s))
-            })
+            .map(|&i| (i, score(i)))
+            .filter(|(_, s)| s.is_finite() && *s > 0.0)
             .collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         v
     };
     let known = user.filter(|u| (*u as usize) < n_users);
-    if !history.is_empty() && b.item_cf.score_history(&history, &mut scores).is_ok() {
-        out.push((Channel::ItemCf, pick(&scores)));
+    if !history.is_empty() {
+        let s = b.item_cf.score_history_sparse(&history);
+        out.push((Channel::ItemCf, pick(&|i| s.get(i))));
     }
-    scores.iter_mut().for_each(|s| *s = 0.0);
     let user_cf = match known {
-        Some(u) => b.user_cf.score_user(u, &mut scores).is_ok(),
-        None => !history.is_empty() && b.user_cf.score_history(&history, &mut scores).is_ok(),
+        Some(u) => b.user_cf.score_user_sparse(u),
+        None => (!history.is_empty()).then(|| b.user_cf.score_history_sparse(&history)),
     };
-    if user_cf {
-        out.push((Channel::UserCf, pick(&scores)));
+    if let Some(s) = user_cf {
+        out.push((Channel::UserCf, pick(&|i| s.get(i))));
     }
     match known.and_then(|u| b.mf.user_vector(u)) {
         Some(uf) => {
@@ -732,18 +754,19 @@ pub(crate) fn model_scores_for(
             out.push((Channel::Mf, v));
         }
         None if !history.is_empty() => {
-            scores.iter_mut().for_each(|s| *s = 0.0);
+            let mut scores = vec![0f32; n_items];
             if b.mf.score_history(&history, &mut scores).is_ok() {
-                out.push((Channel::Mf, pick(&scores)));
+                out.push((
+                    Channel::Mf,
+                    pick(&|i| scores.get(i as usize).copied().unwrap_or(0.0)),
+                ));
             }
         }
         None => {}
     }
     if !history.is_empty() {
-        scores.iter_mut().for_each(|s| *s = 0.0);
-        if b.kg.score_history(&history, &mut scores).is_ok() {
-            out.push((Channel::Kg, pick(&scores)));
-        }
+        let s = b.kg.score_history_sparse(&history);
+        out.push((Channel::Kg, pick(&|i| s.get(i))));
     }
     let mut pop: ChannelHits = cands
         .iter()

@@ -210,6 +210,12 @@ impl ItemCf {
         Ok(())
     }
 
+    /// As `score_history`, for the items the history reaches only (every other item scores
+    /// 0): cost in the history's neighbours, not in the catalog size.
+    pub fn score_history_sparse(&self, history: &[(u32, f32)]) -> super::SparseScores {
+        self.neighbours.accumulate_sparse(history, self.n_items)
+    }
+
     /// Explains a recommendation: the history item contributing most to `candidate`'s score and
     /// its contribution (`w * sim`), or `None` when no history item links to it.
     pub fn explain(&self, candidate: u32, history: &[(u32, f32)]) -> Option<(u32, f32)> {

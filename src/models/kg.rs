@@ -212,6 +212,12 @@ impl KgRelatedness {
         Ok(())
     }
 
+    /// As `score_history`, for the items the history reaches only (every other item scores
+    /// 0): cost in the history's neighbours, not in the catalog size.
+    pub fn score_history_sparse(&self, history: &[(u32, f32)]) -> super::SparseScores {
+        self.neighbours.accumulate_sparse(history, self.n_items)
+    }
+
     /// The shared entity that links `a` and `b` best (the rarest one, highest IDF), with its
     /// IDF; `None` when they share no informative entity.
     pub fn best_link(&self, a: u32, b: u32) -> Option<(u32, f32)> {

@@ -511,6 +511,24 @@ impl Neighbours {
         self.row(a).iter().find(|e| e.0 == b).map(|e| e.1)
     }
 
+    /// As [`Neighbours::accumulate`], for the touched items only: `(j, score)` for every `j`
+    /// some history row reaches, in first-reached order, summed in the same order (so each
+    /// score equals the dense one bit for bit). `j >= n_items` is skipped.
+    pub(crate) fn accumulate_sparse(&self, history: &[(u32, f32)], n_items: usize) -> SparseScores {
+        let mut out = SparseScores::default();
+        for &(i, w) in history {
+            if !w.is_finite() {
+                continue;
+            }
+            for &(j, s) in self.row(i as usize) {
+                if (j as usize) < n_items {
+                    out.add(j, w * s);
+                }
+            }
+        }
+        out
+    }
+
     /// `scores[j] = sum over (i, w) in history of w * score(i -> j)`; unknown rows are skipped.
     pub(crate) fn accumulate(&self, history: &[(u32, f32)], scores: &mut [f32]) {
         scores.iter_mut().for_each(|s| *s = 0.0);
@@ -602,6 +620,37 @@ pub(crate) fn check_param(name: &'static str, x: f32, min: f32) -> Result<(), Mo
         });
     }
     Ok(())
+}
+
+/// Scores of the items a sparse model reaches (the others score 0): what a query needs when
+/// a catalog has a million items and a history reaches a few thousand.
+#[derive(Clone, Debug, Default)]
+pub struct SparseScores {
+    index: std::collections::HashMap<u32, usize>,
+    entries: Vec<(u32, f32)>,
+}
+
+impl SparseScores {
+    /// Adds `x` to item `j`'s score.
+    pub fn add(&mut self, j: u32, x: f32) {
+        match self.index.get(&j) {
+            Some(&k) => self.entries[k].1 += x,
+            None => {
+                self.index.insert(j, self.entries.len());
+                self.entries.push((j, x));
+            }
+        }
+    }
+
+    /// Item `j`'s score (0 when unreached).
+    pub fn get(&self, j: u32) -> f32 {
+        self.index.get(&j).map_or(0.0, |&k| self.entries[k].1)
+    }
+
+    /// `(item, score)` of every reached item, in first-reached order.
+    pub fn into_entries(self) -> Vec<(u32, f32)> {
+        self.entries
+    }
 }
 
 /// SplitMix64: a tiny, fast, deterministic PRNG (Steele, Lea and Flood 2014) for splits,

@@ -193,6 +193,32 @@ impl UserCf {
         Ok(())
     }
 
+    /// As [`UserCf::score_user`], for the items the neighbours have only (every other item
+    /// scores 0). `None` for an unknown user.
+    pub fn score_user_sparse(&self, user: u32) -> Option<super::SparseScores> {
+        ((user as usize) < self.n_users)
+            .then(|| self.sparse_from_neighbours(self.neighbours.row(user as usize)))
+    }
+
+    /// As [`UserCf::score_history`], for the items the neighbours have only.
+    pub fn score_history_sparse(&self, history: &[(u32, f32)]) -> super::SparseScores {
+        let nb = self.similar_users(history);
+        self.sparse_from_neighbours(&nb)
+    }
+
+    fn sparse_from_neighbours(&self, nb: &[(u32, f32)]) -> super::SparseScores {
+        let mut out = super::SparseScores::default();
+        for &(v, s) in nb {
+            let (items, ws) = self.user_items.row(v as usize);
+            for (&j, &w) in items.iter().zip(ws) {
+                if (j as usize) < self.n_items {
+                    out.add(j, s * w);
+                }
+            }
+        }
+        out
+    }
+
     fn score_from_neighbours(&self, nb: &[(u32, f32)], scores: &mut [f32]) {
         scores.iter_mut().for_each(|s| *s = 0.0);
         for &(v, s) in nb {
