@@ -170,13 +170,14 @@ pub(crate) const FACTOR_ANN_MIN_ITEMS: usize = 1_000_000;
 impl ModelSet {
     /// Builds the factor index when the catalog is large: on a background thread at open
     /// (queries score every item until it is ready), in the caller's thread after training.
+    /// Returns whether the catalog is large enough to have one.
     pub(crate) fn spawn_factor_index(
         self: &Arc<Self>,
         params: &crate::config::HnswParams,
         background: bool,
-    ) {
+    ) -> bool {
         if self.n_items < FACTOR_ANN_MIN_ITEMS {
-            return;
+            return false;
         }
         let set = Arc::clone(self);
         let params = params.clone();
@@ -203,6 +204,7 @@ impl ModelSet {
         } else {
             build();
         }
+        true
     }
 }
 
@@ -549,7 +551,10 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
     }
     .to_string();
     let set = Arc::new(set);
-    set.spawn_factor_index(engine.hnsw_params(), false);
+    let t = Instant::now();
+    if set.spawn_factor_index(engine.hnsw_params(), false) {
+        timings.push(("factor_index".to_string(), t.elapsed().as_secs_f64()));
+    }
     *engine.models.write() = Some(set);
     engine.on_new_models();
     Ok(TrainReport {
