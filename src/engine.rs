@@ -127,7 +127,8 @@ pub struct Stats {
     pub events: u64,
     /// Users with at least one event.
     pub users: usize,
-    /// Knowledge-graph entities.
+    /// Named knowledge-graph entities: brands, category levels, imported entities, and the
+    /// products that a triple or link names (every product is implicitly `item:<id>`).
     pub entities: usize,
     /// Knowledge-graph relation types.
     pub relations: usize,
