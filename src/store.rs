@@ -203,18 +203,51 @@ impl Store {
     }
 }
 
+/// How long `open` waits for a closing sled instance of this process to let go of the store.
+const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn open_sled(path: &Path) -> Result<sled::Db> {
+    wait_for_sled_release(path)?;
     remove_unfinished_sled_snapshots(path)?;
     sled::Config::new()
         .path(path)
         .cache_capacity(256 << 20)
         .open()
         .map_err(|e| match e {
-            sled::Error::Io(source) if source.kind() == std::io::ErrorKind::WouldBlock => {
+            sled::Error::Io(source) if source.to_string().contains("could not acquire lock") => {
                 Error::Locked(path.to_path_buf())
             }
             other => Error::from(other),
         })
+}
+
+/// Waits until no sled instance holds the store's lock (sled locks the file `db` in it).
+///
+/// The engine's own `LOCK` is taken first, so whoever still holds this one is a sled
+/// instance of this process that is closing: dropping a sled database returns while jobs on
+/// sled's I/O threads still hold it, and a reopen right after a close failed with "could not
+/// acquire lock" on a loaded machine. Waiting here also keeps
+/// [`remove_unfinished_sled_snapshots`] from removing a snapshot that such a job is writing.
+fn wait_for_sled_release(path: &Path) -> Result<()> {
+    let lock_path = path.join("db");
+    let file = match std::fs::OpenOptions::new().read(true).open(&lock_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&lock_path, e)),
+    };
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        if fs2::FileExt::try_lock_exclusive(&file).is_ok() {
+            // Closing `file` releases the lock for sled to take.
+            return Ok(());
+        }
+        if started.elapsed() >= SLED_RELEASE_WAIT {
+            return Err(Error::Locked(path.to_path_buf()));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
+    }
 }
 
 /// sled writes its snapshot to `snap.<lsn>.generating` and renames it when complete, but at
@@ -339,5 +372,30 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(count(&s), 50);
         assert!(!half.exists());
+    }
+
+    #[test]
+    fn open_waits_for_a_closing_sled_instance_to_release_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        drop(store_with(&path, 20));
+        // Stand-in for sled's I/O threads of a database being closed: the lock on `db` is
+        // held for a while after the handle is gone.
+        let held = std::fs::File::open(path.join("db")).unwrap();
+        fs2::FileExt::lock_exclusive(&held).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let s = Store::open(&path).unwrap();
+        assert_eq!(count(&s), 20);
+        release.join().unwrap();
+        // A lock that is never released gives a typed error, not a hang.
+        drop(s);
+        let held = std::fs::File::open(path.join("db")).unwrap();
+        fs2::FileExt::lock_exclusive(&held).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(Store::open(&path), Err(Error::Locked(_))));
+        assert!(started.elapsed() >= SLED_RELEASE_WAIT);
     }
 }
