@@ -250,9 +250,15 @@ pub(crate) fn model_channels(
             top_sparse(b.kg.score_history_sparse(&history), n, ok),
         ));
     }
+    let pop = &b.popularity;
     out.push((
         Channel::Popularity,
-        top_allowed(b.popularity.scores(), n, ok),
+        pop.ranked()
+            .iter()
+            .filter(|&&i| ok(i))
+            .take(n)
+            .map(|&i| (i, pop.item_score(i)))
+            .collect(),
     ));
     if let Some(hits) = ann_hits {
         out.push((Channel::Mf, hits));

@@ -550,6 +550,8 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         _ => "linear",
     }
     .to_string();
+    // Sorted now rather than by the first recommendation.
+    let _ = set.base.popularity.ranked();
     let set = Arc::new(set);
     let t = Instant::now();
     if set.spawn_factor_index(engine.hnsw_params(), false) {
@@ -601,6 +603,7 @@ pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
     let path = dir.join(name);
     let bytes = crate::fsutil::read(&path)?;
     let mut set: ModelSet = crate::codec::decode_file(MODEL_MAGIC, MODEL_VERSION, &bytes, &path)?;
+    let _ = set.base.popularity.ranked();
     if let Some(ranker) = set.mlp.as_mut() {
         ranker.mlp.flush_subnormal_weights();
         ranker

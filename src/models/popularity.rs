@@ -42,6 +42,9 @@ pub struct Popularity {
     /// The newest interaction time in the data.
     #[serde(default)]
     t_max: i64,
+    /// Items with a positive score, most popular first: computed on first use.
+    #[serde(skip)]
+    ranked: std::sync::OnceLock<Vec<u32>>,
 }
 
 impl Popularity {
@@ -128,6 +131,26 @@ impl Popularity {
             categories,
             last_ts,
             t_max,
+            ranked: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The items with a positive score, most popular first (ties by id), as a dense score
+    /// vector would rank them. Sorted once, on first use.
+    pub fn ranked(&self) -> &[u32] {
+        self.ranked.get_or_init(|| {
+            let mut v: Vec<u32> = (0..self.scores.len() as u32)
+                .filter(|&i| {
+                    let s = self.scores[i as usize];
+                    s.is_finite() && s > 0.0
+                })
+                .collect();
+            v.sort_unstable_by(|&a, &b| {
+                self.scores[b as usize]
+                    .total_cmp(&self.scores[a as usize])
+                    .then(a.cmp(&b))
+            });
+            v
         })
     }
 

@@ -240,6 +240,8 @@ fn popularity_decay_and_categories() {
     let mut s = vec![0.0; 3];
     p.score(&mut s).unwrap();
     assert_eq!(s, vec![2.0, 1.0, 1.0]);
+    // Most popular first, ties by id: the order a dense ranking of the scores gives.
+    assert_eq!(p.ranked(), &[0, 1, 2]);
     let decayed = PopularityParams {
         use_weights: true,
         half_life: Some(100.0),
