@@ -219,6 +219,10 @@ pub(crate) struct ItemTable {
     pub names: Vec<String>,
     /// Number of live products.
     pub live: usize,
+    /// What the re-ranker's features read of each product, by internal id (default for
+    /// deleted ones): kept beside the records so that a query's feature rows read one small
+    /// dense array instead of following every candidate's record and strings.
+    pub facts: Vec<crate::rerank::ItemInfo>,
 }
 
 impl ItemTable {
@@ -242,12 +246,22 @@ impl ItemTable {
         self.lookup(id).filter(|iid| self.get(*iid).is_some())
     }
 
+    /// The re-ranker's facts about an item (defaults for unknown or deleted ones).
+    pub fn facts(&self, iid: u32) -> crate::rerank::ItemInfo {
+        self.facts.get(iid as usize).copied().unwrap_or_default()
+    }
+
     pub fn set(&mut self, iid: ItemId, id: &str, product: Option<Arc<Product>>) {
         let i = iid.0 as usize;
         if self.items.len() <= i {
             self.items.resize(i + 1, None);
             self.names.resize(i + 1, String::new());
+            self.facts.resize(i + 1, crate::rerank::ItemInfo::default());
         }
+        self.facts[i] = product
+            .as_deref()
+            .map(crate::rerank::ItemInfo::of)
+            .unwrap_or_default();
         if self.names[i].is_empty() {
             self.names[i] = id.to_string();
         }

@@ -636,12 +636,7 @@ fn finish(
     let mlp_scores: Option<HashMap<ItemId, f32>> = match (fusion, ranker) {
         (Fusion::Mlp, Some((m, ranker))) => {
             let net = &ranker.mlp;
-            let info = |i: u32| {
-                items
-                    .get(ItemId(i))
-                    .map(|p| crate::rerank::ItemInfo::of(p))
-                    .unwrap_or_default()
-            };
+            let info = |i: u32| items.facts(i);
             let c32: Vec<u32> = cands.iter().map(|i| i.0).collect();
             let model_chans: Vec<(Channel, crate::rerank::ChannelHits)> = channels
                 .iter()

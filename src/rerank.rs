@@ -54,23 +54,34 @@ pub(crate) struct ItemInfo {
     pub price: Option<f64>,
 }
 
-/// FNV-1a over `chars`; 0 for none (a non-empty name never hashes to 0 in practice).
-fn name_key(chars: impl Iterator<Item = char>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut any = false;
-    for c in chars {
-        any = true;
-        let mut buf = [0u8; 4];
-        for b in c.encode_utf8(&mut buf).bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+/// FNV-1a step.
+#[inline]
+fn fnv(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A name's key: FNV-1a over its UTF-8 bytes, lower-cased when `lower`; 0 for an empty name
+/// (a non-empty one never maps to 0).
+fn name_key(name: &str, lower: bool) -> u64 {
+    if name.is_empty() {
+        return 0;
     }
-    if any {
-        h.max(1)
+    let h = if !lower {
+        name.bytes().fold(FNV_START, fnv)
+    } else if name.is_ascii() {
+        name.bytes()
+            .fold(FNV_START, |h, b| fnv(h, b.to_ascii_lowercase()))
     } else {
-        0
-    }
+        let mut buf = [0u8; 4];
+        name.chars()
+            .flat_map(char::to_lowercase)
+            .fold(FNV_START, |h, c| {
+                c.encode_utf8(&mut buf).bytes().fold(h, fnv)
+            })
+    };
+    h.max(1)
 }
 
 impl ItemInfo {
@@ -83,8 +94,8 @@ impl ItemInfo {
             .find(|s| !s.is_empty())
             .unwrap_or("");
         ItemInfo {
-            category: name_key(top.chars()),
-            brand: name_key(p.brand.chars().flat_map(char::to_lowercase)),
+            category: name_key(top, false),
+            brand: name_key(&p.brand, true),
             price: p.price.filter(|x| x.is_finite() && *x > 0.0),
         }
     }
@@ -847,6 +858,10 @@ mod tests {
         assert_eq!(a.category, b.category);
         assert_ne!(a.brand, c.brand);
         assert_ne!(a.category, c.category, "categories keep their case");
+        let de = ItemInfo::of(&crate::Product::new("e").brand("ÄPFEL Co"));
+        let de2 = ItemInfo::of(&crate::Product::new("f").brand("äpfel co"));
+        assert_eq!(de.brand, de2.brand);
+        assert_ne!(de.brand, a.brand);
         let none = ItemInfo::of(&crate::Product::new("d"));
         assert_eq!((none.brand, none.category), (0, 0));
     }
