@@ -376,10 +376,10 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
     let mut item_categories = vec![Vec::new(); n_items];
     let kg = engine.kg.read();
     let mut item_entities = vec![Vec::new(); n_items];
-    let mut item_info = vec![crate::rerank::ItemInfo::default(); n_items];
+    let item_info: Vec<crate::rerank::ItemInfo> =
+        (0..n_items as u32).map(|i| items.facts(i)).collect();
     for (i, p) in items.items.iter().enumerate() {
         let Some(p) = p else { continue };
-        item_info[i] = crate::rerank::ItemInfo::of(p);
         for c in category_ancestors(&p.category) {
             let next = cat_ids.len() as u32;
             let id = *cat_ids.entry(c.clone()).or_insert_with(|| {

@@ -183,11 +183,6 @@ impl Popularity {
         self.scores.get(item as usize).copied().unwrap_or(0.0)
     }
 
-    /// Every item's popularity, by item id.
-    pub fn scores(&self) -> &[f32] {
-        &self.scores
-    }
-
     /// Writes every item's popularity.
     ///
     /// # Errors
