@@ -9,10 +9,12 @@
 //!   validation) are removed, and the top `k` are compared with the user's test items. Recall,
 //!   Precision, NDCG (binary relevance, ideal DCG over `min(|test items|, k)`), MRR (first hit
 //!   within `k`) and Hit are averaged over users; item coverage is the share of all items that
-//!   appear in at least one user's top `k`.
+//!   appear in at least one user's top `k`. Ties are pessimistic: a held-out item scored the same
+//!   as other candidates ranks below all of them ([`select_top_k_pessimistic`]), so no model gains
+//!   from ties and no order of item ids leaks into a figure.
 //! - Rating metrics: RMSE and MAE.
 
-use crate::models::{select_top_k, Csr, Interaction, Interactions, ModelError, SplitMix64};
+use crate::models::{Csr, Interaction, Interactions, ModelError, SplitMix64};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -364,9 +366,9 @@ where
                         .filter(|(_, s)| !s.is_nan() && **s > f32::NEG_INFINITY)
                         .map(|(j, &s)| (j as u32, s)),
                 );
-                select_top_k(cands, max_k);
-                let ranked: Vec<u32> = cands.iter().map(|c| c.0).collect();
                 let relevant = te.row(u as usize).0;
+                select_top_k_pessimistic(cands, relevant, max_k);
+                let ranked: Vec<u32> = cands.iter().map(|c| c.0).collect();
                 let m = ks
                     .iter()
                     .map(|&k| {
@@ -413,6 +415,30 @@ where
         n_users: n_eval,
         at,
     }
+}
+
+/// Keeps the `k` best `(item, score)` pairs, best first, with **pessimistic ties**: at equal
+/// scores every item of `relevant` (sorted) is ranked below every other item, so a target tied
+/// with other candidates counts as ranked below all of them (the published next-item protocol:
+/// rank = 1 + #(score above) + #(others at the same score)). Ties among items of the same kind
+/// are broken by item id, which then only decides which non-relevant items fill a list (item
+/// coverage), never a metric.
+pub fn select_top_k_pessimistic(cands: &mut Vec<(u32, f32)>, relevant: &[u32], k: usize) {
+    if k == 0 {
+        cands.clear();
+        return;
+    }
+    let order = |a: &(u32, f32), b: &(u32, f32)| {
+        let rel = |i: u32| relevant.binary_search(&i).is_ok();
+        b.1.total_cmp(&a.1)
+            .then_with(|| rel(a.0).cmp(&rel(b.0)))
+            .then(a.0.cmp(&b.0))
+    };
+    if cands.len() > k {
+        cands.select_nth_unstable_by(k - 1, order);
+        cands.truncate(k);
+    }
+    cands.sort_unstable_by(order);
 }
 
 fn check_pairs(pred: &[f32], actual: &[f32]) -> Result<(), ModelError> {
@@ -523,6 +549,61 @@ mod tests {
         let (r, p, n, mrr, h) = user_metrics(&[3, 4], &[3], 10);
         assert!(close(r, 1.0) && close(p, 0.1) && close(n, 1.0) && close(mrr, 1.0));
         assert!(close(h, 1.0));
+    }
+
+    #[test]
+    fn ties_are_pessimistic_hand_computed() {
+        // 1 user, 8 items; item 0 in train. Scores: items 1 and 2 at 0.9; the target, item 5,
+        // tied at 0.5 with items 3, 4 and 6; item 7 at 0.1. Pessimistic rank of the target =
+        // 1 + #(above: 1, 2) + #(others tied: 3, 4, 6) = 6, whatever the item ids.
+        let train = Interactions {
+            n_users: 1,
+            n_items: 8,
+            rows: vec![row(0, 0, 0)],
+        };
+        let test = Interactions {
+            n_users: 1,
+            n_items: 8,
+            rows: vec![row(0, 5, 1)],
+        };
+        let scores = [0.99, 0.9, 0.9, 0.5, 0.5, 0.5, 0.5, 0.1];
+        let m = evaluate_ranking(&train, &test, &[5, 6, 10], |_, s| s.copy_from_slice(&scores));
+        let at = |k| m.at_k(k).copied().unwrap_or_default();
+        // Rank 6 is outside the top 5 (an optimistic or id-order tie break would put it at 3).
+        assert!(close(at(5).hit, 0.0) && close(at(5).ndcg, 0.0), "{:?}", at(5));
+        assert!(close(at(6).hit, 1.0));
+        assert!(close(at(6).ndcg, 1.0 / 7f64.log2()), "{}", at(6).ndcg);
+        assert!(close(at(6).mrr, 1.0 / 6.0));
+        assert!(close(at(10).ndcg, 1.0 / 7f64.log2()));
+        // The same with the target given the lowest id of its tie group (item 3): still 6.
+        let test3 = Interactions {
+            n_users: 1,
+            n_items: 8,
+            rows: vec![row(0, 3, 1)],
+        };
+        let m3 = evaluate_ranking(&train, &test3, &[6], |_, s| s.copy_from_slice(&scores));
+        let a = m3.at_k(6).copied().unwrap_or_default();
+        assert!(close(a.mrr, 1.0 / 6.0), "{a:?}");
+        // A target alone at its score is ranked by it: item 7 at 0.1 is rank 7.
+        let test7 = Interactions {
+            n_users: 1,
+            n_items: 8,
+            rows: vec![row(0, 7, 1)],
+        };
+        let m7 = evaluate_ranking(&train, &test7, &[10], |_, s| s.copy_from_slice(&scores));
+        assert!(close(m7.at_k(10).map_or(0.0, |a| a.mrr), 1.0 / 7.0));
+    }
+
+    #[test]
+    fn select_top_k_pessimistic_puts_relevant_items_last_among_equals() {
+        let mut c = vec![(4, 1.0), (1, 1.0), (9, 2.0), (2, 1.0), (7, 0.5)];
+        select_top_k_pessimistic(&mut c, &[1, 2], 4);
+        assert_eq!(c, vec![(9, 2.0), (4, 1.0), (1, 1.0), (2, 1.0)]);
+        let mut c = vec![(4, 1.0), (1, 1.0)];
+        select_top_k_pessimistic(&mut c, &[1], 1);
+        assert_eq!(c, vec![(4, 1.0)]);
+        select_top_k_pessimistic(&mut c, &[], 0);
+        assert!(c.is_empty());
     }
 
     #[test]

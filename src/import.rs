@@ -1,5 +1,6 @@
-//! Readers for the file formats the engine imports: products JSONL, events CSV/TSV, the
-//! MovieLens 100K folder, and RecBole-style knowledge-graph `.kg` + `.link` files.
+//! Readers for the file formats the engine imports: products JSONL, events CSV/TSV, user
+//! sequences (the S3-Rec / P5 `user_sequence.txt`), the MovieLens 100K folder, and
+//! RecBole-style knowledge-graph `.kg` + `.link` files.
 //!
 //! A bad row reports file, line and reason ([`Error::BadRow`]); [`OnError`] picks whether it
 //! aborts the import (nothing from the file is stored) or is skipped and counted.
@@ -331,6 +332,117 @@ pub fn events_csv(engine: &Engine, path: &Path, on_error: OnError) -> Result<Imp
     let mut report = rows.report;
     report.imported = rows.rows.len();
     for chunk in rows.rows.chunks(CHUNK * 5) {
+        engine.append_events(chunk.to_vec())?;
+        engine.commit()?;
+    }
+    Ok(report)
+}
+
+/// The time of the first interaction of every imported sequence (2020-09-13 UTC): fixed, so
+/// that an import is the same on every day; the next ones follow [`SEQUENCE_STEP_SECS`] apart.
+pub const SEQUENCE_START_TS: i64 = 1_600_000_000;
+/// Seconds between two consecutive items of an imported sequence.
+pub const SEQUENCE_STEP_SECS: i64 = 60;
+
+/// One user's time-ordered items, as read from a sequence file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sequence {
+    /// The user id.
+    pub user: String,
+    /// The items, oldest first.
+    pub items: Vec<String>,
+    /// The line it was read from (1-based).
+    pub line: u64,
+}
+
+/// Reads the S3-Rec / P5 `user_sequence.txt` format: one line per user, `user item1 item2 ...`
+/// separated by spaces or tabs, items in time order (no timestamps). Blank lines are skipped.
+/// A line with a user and no item, a user on two lines, an id over
+/// [`Limits::max_id_bytes`](crate::config::Limits) or invalid UTF-8 is a bad row naming its
+/// line.
+///
+/// # Errors
+/// [`Error::BadRow`] (abort mode), [`Error::Io`].
+pub fn read_sequences(
+    path: &Path,
+    limits: &crate::config::Limits,
+    on_error: OnError,
+) -> Result<(Vec<Sequence>, ImportReport)> {
+    let mut rows = Rows::new(on_error);
+    let mut first_line: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (line, bytes) in lines(path)? {
+        let bytes = bytes.map_err(|e| Error::io(path, e))?;
+        let parsed = utf8(path, line, bytes).and_then(|text| {
+            let mut fields = text.split_whitespace();
+            let Some(user) = fields.next() else {
+                return Ok(None);
+            };
+            let items: Vec<String> = fields.map(str::to_string).collect();
+            if items.is_empty() {
+                return Err(bad(path, line, format!("user {user:?} has no items")));
+            }
+            crate::catalog::validate_id("sequence.user", user, limits)
+                .map_err(|e| bad(path, line, e.to_string()))?;
+            for item in &items {
+                crate::catalog::validate_id("sequence.item", item, limits)
+                    .map_err(|e| bad(path, line, e.to_string()))?;
+            }
+            if let Some(first) = first_line.get(user) {
+                return Err(bad(
+                    path,
+                    line,
+                    format!("user {user:?} already has a sequence on line {first}"),
+                ));
+            }
+            first_line.insert(user.to_string(), line);
+            Ok(Some(Sequence {
+                user: user.to_string(),
+                items,
+                line,
+            }))
+        });
+        rows.push(parsed)?;
+    }
+    let sequences: Vec<Sequence> = rows.rows.into_iter().flatten().collect();
+    let mut report = rows.report;
+    report.imported = sequences.iter().map(|s| s.items.len()).sum();
+    Ok((sequences, report))
+}
+
+/// Imports a sequence file ([`read_sequences`]): every item not yet in the catalog becomes a
+/// product with only its id (created in the order of their ids, so that no item's dense id
+/// follows the order of the sequences), and every item of a sequence a purchase by its user,
+/// at [`SEQUENCE_START_TS`] plus [`SEQUENCE_STEP_SECS`] per position, so that time order is
+/// sequence order. The whole file is read and checked before anything is stored.
+///
+/// # Errors
+/// [`Error::BadRow`] (abort mode), [`Error::Io`].
+pub fn sequences(engine: &Engine, path: &Path, on_error: OnError) -> Result<ImportReport> {
+    let limits = engine.config().limits.clone();
+    let (seqs, mut report) = read_sequences(path, &limits, on_error)?;
+    let known: std::collections::HashSet<String> = engine.product_ids().into_iter().collect();
+    let mut new_items: Vec<&str> = seqs
+        .iter()
+        .flat_map(|s| s.items.iter().map(String::as_str))
+        .filter(|i| !known.contains(*i))
+        .collect();
+    new_items.sort_unstable();
+    new_items.dedup();
+    let now = crate::engine::now_secs();
+    let mut events = Vec::with_capacity(report.imported);
+    for s in &seqs {
+        for (pos, item) in s.items.iter().enumerate() {
+            let ts = SEQUENCE_START_TS + SEQUENCE_STEP_SECS * pos as i64;
+            let e = Event::new(s.user.as_str(), item.as_str(), EventKind::Purchase, ts);
+            e.validate(&limits, now)
+                .map_err(|err| bad(path, s.line, err.to_string()))?;
+            events.push(e);
+        }
+    }
+    let products: Vec<Product> = new_items.iter().map(|id| Product::new(*id)).collect();
+    report.imported += products.len();
+    stage_products(engine, products)?;
+    for chunk in events.chunks(CHUNK * 5) {
         engine.append_events(chunk.to_vec())?;
         engine.commit()?;
     }

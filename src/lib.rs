@@ -39,6 +39,6 @@ pub use filter::Filter;
 pub use fusion::ChannelWeights;
 pub use query::{Channel, ChannelScore, Explanation, Fusion, Hit, Query};
 pub use train::{
-    Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, FusionHoldout, RatingWeight,
-    RetrainPolicy, SplitKind, TrainOptions, TrainReport,
+    Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, FittedOn, FusionHoldout,
+    RatingWeight, RetrainPolicy, SplitKind, TrainOptions, TrainReport,
 };

@@ -695,6 +695,9 @@ pub struct EvalRow {
 pub struct EvalReport {
     /// Users with at least one held-out interaction.
     pub users: usize,
+    /// What the models were fitted on and the history scored with (`None` only for an
+    /// empty report).
+    pub fitted_on: Option<FittedOn>,
     /// Every figure.
     pub rows: Vec<EvalRow>,
 }
@@ -743,8 +746,6 @@ impl std::fmt::Display for EvalReport {
     }
 }
 
-/// Splits the log, fits every model on the training part and scores the held-out part by
-/// full ranking.
 /// The rows of at most `max` users of `set`, drawn at random with a fixed seed.
 fn sample_users(set: &Interactions, max: usize) -> Interactions {
     let mut users: Vec<u32> = set.rows.iter().map(|r| r.user).collect();
@@ -767,6 +768,42 @@ fn sample_users(set: &Interactions, max: usize) -> Interactions {
     }
 }
 
+/// What the models of one evaluation phase are fitted on, and the history they score with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FittedOn {
+    /// The training part only.
+    Train,
+    /// The training and the validation part: everything before the test part.
+    TrainValid,
+}
+
+impl FittedOn {
+    /// `train` or `train+valid`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FittedOn::Train => "train",
+            FittedOn::TrainValid => "train+valid",
+        }
+    }
+
+    /// The phase's fitting data. Validation always fits on the training part. The test phase
+    /// of a split by time (leave-one-out, temporal) fits on everything before the test part,
+    /// as next-item protocols do (SASRec, S3-Rec, RecTools): otherwise each user's most recent
+    /// interaction, the validation one, would be in neither the models nor the history. The
+    /// random split keeps RecBole's protocol (test scored with the models fitted on train).
+    pub fn for_phase(split: SplitKind, on: EvalOn) -> FittedOn {
+        match (split, on) {
+            (_, EvalOn::Valid) | (SplitKind::RecBole { .. }, EvalOn::Test) => FittedOn::Train,
+            (SplitKind::LeaveOneOut | SplitKind::Temporal { .. }, EvalOn::Test) => {
+                FittedOn::TrainValid
+            }
+        }
+    }
+}
+
+/// Splits the log, fits every model on the phase's fitting data ([`FittedOn::for_phase`])
+/// and scores the held-out part by full ranking.
 pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport> {
     let ds = dataset(engine, &opts.train)?;
     let split = match opts.split {
@@ -779,6 +816,21 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
         EvalOn::Valid => (&split.valid, vec![&split.train]),
         EvalOn::Test => (&split.test, vec![&split.train, &split.valid]),
     };
+    let fitted_on = FittedOn::for_phase(opts.split, opts.on);
+    let train_valid;
+    let fit_data: &Interactions = match fitted_on {
+        FittedOn::Train => &split.train,
+        FittedOn::TrainValid => {
+            let mut rows = split.train.rows.clone();
+            rows.extend_from_slice(&split.valid.rows);
+            train_valid = Interactions {
+                n_users: split.train.n_users,
+                n_items: split.train.n_items,
+                rows,
+            };
+            &train_valid
+        }
+    };
     let sampled;
     let target = match opts.max_users {
         Some(max) => {
@@ -788,9 +840,9 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
         None => target,
     };
     let mut timings = Vec::new();
-    let base = fit_all(&ds, &split.train, &opts.train, &mut timings, None)?;
+    let base = fit_all(&ds, fit_data, &opts.train, &mut timings, None)?;
     let mlp = if opts.fused {
-        fit_mlp(&ds, &split.train, &opts.train, &mut timings)?
+        fit_mlp(&ds, fit_data, &opts.train, &mut timings)?
     } else {
         None
     };
@@ -801,7 +853,7 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
         popularity,
         kg,
     } = &base;
-    let csr = split.train.user_item_csr().map_err(model_err)?;
+    let csr = fit_data.user_item_csr().map_err(model_err)?;
     let history = |u: u32| -> Vec<(u32, f32)> {
         if (u as usize) < csr.n_rows {
             let (items, weights) = csr.row(u as usize);
@@ -810,7 +862,10 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
             Vec::new()
         }
     };
-    let mut report = EvalReport::default();
+    let mut report = EvalReport {
+        fitted_on: Some(fitted_on),
+        ..EvalReport::default()
+    };
     let mut push = |name: &str, m: eval::Metrics| {
         report.users = m.n_users;
         for a in &m.at {
@@ -888,7 +943,7 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
                 let h = history(u);
                 let chans = crate::rerank::model_channels(
                     &base,
-                    split.train.n_users,
+                    fit_data.n_users,
                     Some(u),
                     &h,
                     opts.candidates,

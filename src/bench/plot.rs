@@ -93,10 +93,11 @@ pub(super) fn ablation(report: &Report, path: &Path) -> Result<()> {
     let bars: Vec<(&str, &str, f64, usize)> = report
         .quality
         .iter()
-        .filter(|r| r.metric == "ndcg")
+        .filter(|r| r.metric == "ndcg" && (r.task == "recommend" || r.task == "search"))
         .map(|r| (r.task.as_str(), r.method.as_str(), r.value, r.k))
         .collect();
     let k = bars.first().map_or(10, |b| b.3);
+    let bars: Vec<_> = bars.into_iter().filter(|b| b.3 == k).collect();
     let n = bars.len().max(1);
     let root = SVGBackend::new(path, (120 + 80 * n as u32, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;

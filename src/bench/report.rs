@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 /// One quality figure: a method's metric at a cut-off on one task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QualityRow {
-    /// `recommend` (held-out events) or `search` (labelled queries).
+    /// `recommend` (held-out events, the test part), `recommend_valid` (the validation part,
+    /// leave-one-out only) or `search` (labelled queries).
     pub task: String,
     /// popularity, item_cf, user_cf, mf, kg, bm25, vector, fused_linear, fused_rrf,
     /// fused_learned (the learned channel weights), fused_mlp.
@@ -259,39 +260,48 @@ impl Report {
     }
 
     fn quality_tables(&self, s: &mut String) {
-        for task in ["recommend", "search"] {
+        for task in ["recommend", "recommend_valid", "search"] {
             let rows: Vec<&QualityRow> = self.quality.iter().filter(|r| r.task == task).collect();
-            let Some(k) = rows.first().map(|r| r.k) else {
-                continue;
-            };
-            let _ = writeln!(s, "## Quality: {task} (@{k})\n");
-            let _ = writeln!(
-                s,
-                "| method | recall | precision | ndcg | mrr | hit |\n|---|---|---|---|---|---|"
-            );
-            let mut methods: Vec<&str> = Vec::new();
+            let mut ks: Vec<usize> = Vec::new();
             for r in &rows {
-                if !methods.contains(&r.method.as_str()) {
-                    methods.push(&r.method);
+                if !ks.contains(&r.k) {
+                    ks.push(r.k);
                 }
             }
-            for m in methods {
-                let g = |metric| {
-                    self.quality(task, m, metric, k)
-                        .map_or("-".to_string(), |v| format!("{v:.4}"))
-                };
-                let _ = writeln!(
-                    s,
-                    "| {m} | {} | {} | {} | {} | {} |",
-                    g("recall"),
-                    g("precision"),
-                    g("ndcg"),
-                    g("mrr"),
-                    g("hit")
-                );
+            for k in ks {
+                self.quality_table(s, task, &rows, k);
             }
-            let _ = writeln!(s);
         }
+    }
+
+    fn quality_table(&self, s: &mut String, task: &str, rows: &[&QualityRow], k: usize) {
+        let _ = writeln!(s, "## Quality: {task} (@{k})\n");
+        let _ = writeln!(
+            s,
+            "| method | recall | precision | ndcg | mrr | hit |\n|---|---|---|---|---|---|"
+        );
+        let mut methods: Vec<&str> = Vec::new();
+        for r in rows {
+            if !methods.contains(&r.method.as_str()) {
+                methods.push(&r.method);
+            }
+        }
+        for m in methods {
+            let g = |metric| {
+                self.quality(task, m, metric, k)
+                    .map_or("-".to_string(), |v| format!("{v:.4}"))
+            };
+            let _ = writeln!(
+                s,
+                "| {m} | {} | {} | {} | {} | {} |",
+                g("recall"),
+                g("precision"),
+                g("ndcg"),
+                g("mrr"),
+                g("hit")
+            );
+        }
+        let _ = writeln!(s);
     }
 
     fn ingest_tables(&self, s: &mut String) {

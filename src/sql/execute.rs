@@ -505,6 +505,13 @@ impl<'e> Session<'e> {
                     self.write_import(|| import::events_csv(engine, &p, *on_error))?,
                 )
             }
+            Import::Sequences { path, on_error } => {
+                let p = self.resolve_path(path)?;
+                (
+                    "purchases and new products",
+                    self.write_import(|| import::sequences(engine, &p, *on_error))?,
+                )
+            }
             Import::MovieLens { dir } => {
                 let p = self.resolve_path(dir)?;
                 (

@@ -19,6 +19,7 @@
 //! DELETE FROM users WHERE id = 'u1';
 //! TRAIN; EVALUATE; SHOW STATS; SHOW TABLES; DESCRIBE products;
 //! IMPORT PRODUCTS FROM 'products.jsonl'; IMPORT EVENTS FROM 'events.csv';
+//! IMPORT SEQUENCES FROM 'user_sequence.txt';
 //! IMPORT MOVIELENS FROM 'ml-100k'; IMPORT KG FROM 'x.kg' LINKS 'x.link';
 //! ```
 //!

@@ -472,7 +472,7 @@ impl Cursor<'_> {
 }
 
 /// `IMPORT PRODUCTS FROM 'f' [ON ERROR SKIP|ABORT]`, `IMPORT EVENTS FROM 'f' [...]`,
-/// `IMPORT MOVIELENS FROM 'dir'`, `IMPORT KG FROM 'kg' LINKS 'link'`.
+/// `IMPORT SEQUENCES FROM 'f' [...]`, `IMPORT MOVIELENS FROM 'dir'`, `IMPORT KG FROM 'kg' LINKS 'link'`.
 fn import(c: &mut Cursor<'_>) -> Result<Plan> {
     let on_error = |c: &mut Cursor<'_>| -> Result<OnError> {
         if !c.eat("ON") {
@@ -501,6 +501,13 @@ fn import(c: &mut Cursor<'_>) -> Result<Plan> {
             path,
             on_error: on_error(c)?,
         }
+    } else if c.eat("SEQUENCES") {
+        c.expect_keyword("FROM")?;
+        let path = c.string("a file path")?;
+        Import::Sequences {
+            path,
+            on_error: on_error(c)?,
+        }
     } else if c.eat("MOVIELENS") {
         c.expect_keyword("FROM")?;
         Import::MovieLens {
@@ -513,7 +520,7 @@ fn import(c: &mut Cursor<'_>) -> Result<Plan> {
         let links = c.string("a .link file path")?;
         Import::Kg { kg, links }
     } else {
-        return Err(c.error("PRODUCTS, EVENTS, MOVIELENS or KG after IMPORT"));
+        return Err(c.error("PRODUCTS, EVENTS, SEQUENCES, MOVIELENS or KG after IMPORT"));
     };
     Ok(Plan::Import(import))
 }

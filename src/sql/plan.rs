@@ -430,6 +430,14 @@ pub enum Import {
         /// Bad-row policy.
         on_error: OnError,
     },
+    /// `IMPORT SEQUENCES FROM 'user_sequence.txt' [ON ERROR SKIP]`: one line per user,
+    /// `user item1 item2 ...`, time ordered.
+    Sequences {
+        /// The file.
+        path: String,
+        /// Bad-row policy.
+        on_error: OnError,
+    },
     /// `IMPORT MOVIELENS FROM 'dir'`.
     MovieLens {
         /// The MovieLens 100K folder.

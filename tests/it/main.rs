@@ -10,6 +10,7 @@ mod fuzz_corpus;
 mod io_faults;
 mod limits;
 mod models;
+mod next_item;
 mod query;
 mod scifact;
 mod sql;

@@ -12,6 +12,7 @@ pub enum DatasetArg {
     Generated,
     Movielens,
     Beir,
+    Sequences,
     Generic,
 }
 
@@ -27,7 +28,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "small")]
     scale: String,
 
-    /// The data folder (movielens, beir).
+    /// The data folder (movielens, beir) or the user-sequence file (sequences).
     #[arg(long)]
     data: Option<PathBuf>,
 
@@ -87,6 +88,7 @@ fn dataset(args: &BenchArgs) -> Result<Dataset, String> {
         }
         DatasetArg::Movielens => Dataset::MovieLens(need(&args.data, "--data DIR")?),
         DatasetArg::Beir => Dataset::Beir(need(&args.data, "--data DIR")?),
+        DatasetArg::Sequences => Dataset::Sequences(need(&args.data, "--data FILE")?),
         DatasetArg::Generic => Dataset::Generic {
             products: need(&args.products, "--products F.jsonl")?,
             events: need(&args.events, "--events F.csv")?,

@@ -1,0 +1,209 @@
+//! Next-item evaluation: the user-sequence format, and the leave-one-out test phase scoring
+//! each user with everything before the test item.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use shopdb::import::{self, OnError};
+use shopdb::{Engine, EvalOn, EvalOptions, FittedOn, SplitKind};
+
+use crate::support::{tempdir, Rng};
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn bad_row(e: &shopdb::Error) -> (u64, String) {
+    match e {
+        shopdb::Error::BadRow { line, reason, .. } => (*line, reason.clone()),
+        other => panic!("expected BadRow, got {other:?}"),
+    }
+}
+
+#[test]
+fn sequence_reader_good_and_bad_lines() {
+    let dir = tempdir();
+    let limits = shopdb::Limits::default();
+    let good = write(
+        dir.path(),
+        "good.txt",
+        "u1 a b c\r\n\nu2\tb  d\n   \nu3 a\n",
+    );
+    let (seqs, report) = import::read_sequences(&good, &limits, OnError::Abort).unwrap();
+    let got: Vec<(&str, Vec<&str>, u64)> = seqs
+        .iter()
+        .map(|s| {
+            (
+                s.user.as_str(),
+                s.items.iter().map(String::as_str).collect(),
+                s.line,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("u1", vec!["a", "b", "c"], 1),
+            ("u2", vec!["b", "d"], 3),
+            ("u3", vec!["a"], 5)
+        ]
+    );
+    assert_eq!(report.imported, 6);
+
+    let long = "x".repeat(limits.max_id_bytes + 1);
+    let cases: Vec<(String, u64, &str)> = vec![
+        ("u1 a b\nu2\nu3 c\n".to_string(), 2, "has no items"),
+        ("u1 a\nu2 b\nu1 c\n".to_string(), 3, "already has a sequence on line 1"),
+        (format!("u1 a\nu2 {long}\n"), 2, "sequence.item"),
+        (format!("{long} a\n"), 1, "sequence.user"),
+    ];
+    for (text, line, reason) in &cases {
+        let p = write(dir.path(), "bad.txt", text);
+        let e = import::read_sequences(&p, &limits, OnError::Abort).unwrap_err();
+        let (l, r) = bad_row(&e);
+        assert_eq!(l, *line, "{text:?}: {r}");
+        assert!(r.contains(reason), "{text:?}: {r}");
+    }
+    let mut bytes = b"u1 a\nu2 b".to_vec();
+    bytes.extend([0xff, 0xfe, b'\n']);
+    let p = dir.path().join("utf8.txt");
+    std::fs::write(&p, bytes).unwrap();
+    let (l, r) = bad_row(&import::read_sequences(&p, &limits, OnError::Abort).unwrap_err());
+    assert_eq!(l, 2, "{r}");
+    assert!(r.contains("UTF-8"), "{r}");
+
+    // Skip mode keeps the good lines and counts the bad ones.
+    let p = write(dir.path(), "mixed.txt", "u1 a b\nu2\nu3 c\nu1 d\n");
+    let (seqs, report) = import::read_sequences(&p, &limits, OnError::Skip).unwrap();
+    assert_eq!(seqs.len(), 2);
+    assert_eq!(report.skipped, 2);
+    assert_eq!(report.errors.len(), 2);
+}
+
+#[test]
+fn a_bad_sequence_file_stores_nothing_and_a_good_one_becomes_purchases_in_order() {
+    let dir = tempdir();
+    let e = Engine::builder().dim(4).open(dir.path().join("db")).unwrap();
+    let bad = write(dir.path(), "bad.txt", "u1 a b\nu2 c\nu3\n");
+    assert!(matches!(
+        import::sequences(&e, &bad, OnError::Abort),
+        Err(shopdb::Error::BadRow { line: 3, .. })
+    ));
+    assert_eq!(e.stats().products, 0);
+    assert_eq!(e.stats().events, 0);
+
+    let good = write(dir.path(), "good.txt", "u1 c a b\nu2 b c\n");
+    let r = import::sequences(&e, &good, OnError::Abort).unwrap();
+    assert_eq!(r.imported, 5 + 3, "5 purchases and 3 new products");
+    let s = e.stats();
+    assert_eq!((s.products, s.users, s.events), (3, 2, 5));
+    let history = e.user_history("u1", None).unwrap();
+    let items: Vec<&str> = history.iter().map(|ev| ev.item.as_str()).collect();
+    assert_eq!(items, ["c", "a", "b"], "time order is sequence order");
+    assert!(history
+        .windows(2)
+        .all(|w| w[1].ts - w[0].ts == import::SEQUENCE_STEP_SECS));
+    assert!(history
+        .iter()
+        .all(|ev| ev.kind == shopdb::EventKind::Purchase));
+}
+
+/// A sequence file of `users` users whose items are pairs: every user buys pairs `(x, x')`
+/// one after the other, `x'` always right after `x`, so a pair's second item is predicted by
+/// its first and by nothing else in the history.
+fn pairs_file(dir: &Path, users: u64, pairs: u64, per_user: u64) -> std::path::PathBuf {
+    let mut rng = Rng(11);
+    let mut text = String::new();
+    for u in 0..users {
+        let _ = write!(text, "u{u}");
+        let mut used = std::collections::HashSet::new();
+        while (used.len() as u64) < per_user {
+            let p = rng.below(pairs);
+            if used.insert(p) {
+                let _ = write!(text, " a{p} b{p}");
+            }
+        }
+        text.push('\n');
+    }
+    write(dir, "pairs.txt", &text)
+}
+
+fn loo(on: EvalOn) -> EvalOptions {
+    EvalOptions {
+        split: SplitKind::LeaveOneOut,
+        ks: vec![10],
+        on,
+        fused: false,
+        ..EvalOptions::default()
+    }
+}
+
+#[test]
+fn the_leave_one_out_test_phase_scores_with_the_validation_item_in_the_history() {
+    // The test item is the second of a pair whose first item is the validation item: it can
+    // only be found with the validation item in the history and in the models.
+    let dir = tempdir();
+    let e = Engine::builder().dim(4).open(dir.path().join("db")).unwrap();
+    let file = pairs_file(dir.path(), 800, 150, 5);
+    import::sequences(&e, &file, OnError::Abort).unwrap();
+    let test = e.evaluate(&loo(EvalOn::Test)).unwrap();
+    println!("test phase:\n{test}");
+    assert_eq!(test.fitted_on, Some(FittedOn::TrainValid));
+    assert_eq!(test.users, 800);
+    for model in ["item_cf", "user_cf"] {
+        let hit = test.get(model, "hit", 10).unwrap();
+        // Without the validation item the test item is one of 290 items the user has not
+        // bought, drawn at random: a hit rate of about 10 / 290.
+        assert!(hit > 0.5, "{model}: test hit@10 {hit}");
+    }
+    // Validation keeps the classic protocol: fitted on the training part only.
+    let valid = e.evaluate(&loo(EvalOn::Valid)).unwrap();
+    assert_eq!(valid.fitted_on, Some(FittedOn::Train));
+    // A validation item is the first of a pair, not predictable from the pairs before it.
+    let item_cf_valid = valid.get("item_cf", "hit", 10).unwrap();
+    assert!(item_cf_valid < 0.2, "item_cf valid hit@10 {item_cf_valid}");
+}
+
+#[test]
+fn test_and_validation_agree_when_behaviour_does_not_change_over_time() {
+    // Stationary next-item behaviour: each user walks a ring of items of their taste, one step
+    // forward at a time (sometimes two), so the next item follows from the last one in the
+    // same way at every position.
+    let dir = tempdir();
+    let e = Engine::builder().dim(4).open(dir.path().join("db")).unwrap();
+    let (users, tastes, ring) = (1_500u64, 6u64, 40u64);
+    let mut rng = Rng(5);
+    let mut text = String::new();
+    for u in 0..users {
+        let taste = u % tastes;
+        let mut pos = rng.below(ring);
+        let _ = write!(text, "u{u}");
+        for _ in 0..8 {
+            let _ = write!(text, " t{taste}_{pos}");
+            pos = (pos + 1 + rng.below(4) / 3) % ring;
+        }
+        text.push('\n');
+    }
+    let file = write(dir.path(), "rings.txt", &text);
+    import::sequences(&e, &file, OnError::Abort).unwrap();
+    let test = e.evaluate(&loo(EvalOn::Test)).unwrap();
+    let valid = e.evaluate(&loo(EvalOn::Valid)).unwrap();
+    println!("test:\n{test}\nvalid:\n{valid}");
+    let n = test.users as f64;
+    for model in ["item_cf", "user_cf", "mf"] {
+        let (t, v) = (
+            test.get(model, "hit", 10).unwrap(),
+            valid.get(model, "hit", 10).unwrap(),
+        );
+        // Four standard errors of the difference of two hit rates over n users each.
+        let p = (t + v) / 2.0;
+        let bound = 4.0 * (2.0 * p * (1.0 - p) / n).sqrt() + 1e-3;
+        assert!(
+            (t - v).abs() <= bound,
+            "{model}: test hit@10 {t}, valid {v}, bound {bound}"
+        );
+        assert!(t > 0.2, "{model} learned the rings: test hit@10 {t}");
+    }
+}
