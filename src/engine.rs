@@ -842,6 +842,12 @@ impl Engine {
         self.models.read().as_ref().map_or(0, |m| m.generation)
     }
 
+    /// What tuning tried and chose for the serving model generation (`None` before the first
+    /// training or when it trained without tuning).
+    pub fn tuning_report(&self) -> Option<crate::tune::TuneReport> {
+        self.models.read().as_ref().and_then(|m| m.tuning.clone())
+    }
+
     pub(crate) fn on_new_models(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         *self.last_training.lock() = (self.events_count(), std::time::Instant::now());

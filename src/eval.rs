@@ -18,6 +18,25 @@ use crate::models::{Csr, Interaction, Interactions, ModelError, SplitMix64};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+/// How to split the log for offline evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SplitKind {
+    /// Per user, a random 80/10/10 split (RecBole's default), seeded.
+    RecBole {
+        /// Random seed.
+        seed: u64,
+    },
+    /// Per user by time: the last interaction to test, the one before to validation.
+    LeaveOneOut,
+    /// One global time cut: the last fractions go to validation and test.
+    Temporal {
+        /// Fraction for validation.
+        valid: f64,
+        /// Fraction for test.
+        test: f64,
+    },
+}
+
 /// A train/validation/test split of one [`Interactions`]; all three keep the original shape.
 #[derive(Clone, Debug, Default)]
 pub struct Split {
@@ -225,6 +244,28 @@ pub fn split_random_rows(
         }
     }
     Ok((train, test))
+}
+
+/// The rows of at most `max` users of `set`, drawn at random with a fixed seed.
+pub fn sample_users(set: &Interactions, max: usize, seed: u64) -> Interactions {
+    let mut users: Vec<u32> = set.rows.iter().map(|r| r.user).collect();
+    users.sort_unstable();
+    users.dedup();
+    if users.len() > max {
+        SplitMix64::new(seed).shuffle(&mut users);
+        users.truncate(max);
+    }
+    let keep: std::collections::HashSet<u32> = users.into_iter().collect();
+    Interactions {
+        n_users: set.n_users,
+        n_items: set.n_items,
+        rows: set
+            .rows
+            .iter()
+            .filter(|r| keep.contains(&r.user))
+            .copied()
+            .collect(),
+    }
 }
 
 /// Ranking metrics at one cut-off `k`, averaged over evaluated users.
@@ -567,10 +608,16 @@ mod tests {
             rows: vec![row(0, 5, 1)],
         };
         let scores = [0.99, 0.9, 0.9, 0.5, 0.5, 0.5, 0.5, 0.1];
-        let m = evaluate_ranking(&train, &test, &[5, 6, 10], |_, s| s.copy_from_slice(&scores));
+        let m = evaluate_ranking(&train, &test, &[5, 6, 10], |_, s| {
+            s.copy_from_slice(&scores)
+        });
         let at = |k| m.at_k(k).copied().unwrap_or_default();
         // Rank 6 is outside the top 5 (an optimistic or id-order tie break would put it at 3).
-        assert!(close(at(5).hit, 0.0) && close(at(5).ndcg, 0.0), "{:?}", at(5));
+        assert!(
+            close(at(5).hit, 0.0) && close(at(5).ndcg, 0.0),
+            "{:?}",
+            at(5)
+        );
         assert!(close(at(6).hit, 1.0));
         assert!(close(at(6).ndcg, 1.0 / 7f64.log2()), "{}", at(6).ndcg);
         assert!(close(at(6).mrr, 1.0 / 6.0));

@@ -27,6 +27,7 @@ pub mod sql;
 mod store;
 mod text;
 mod train;
+mod tune;
 mod vector;
 mod writer;
 
@@ -42,3 +43,4 @@ pub use train::{
     Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, FittedOn, FusionHoldout,
     RatingWeight, RetrainPolicy, SplitKind, TrainOptions, TrainReport,
 };
+pub use tune::{Trial, TuneOptions, TuneReport};

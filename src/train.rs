@@ -14,6 +14,7 @@ use crate::catalog::category_ancestors;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::eval;
+pub use crate::eval::SplitKind;
 use crate::events::EventKind;
 use crate::graph::{self, item_entity};
 use crate::models::{
@@ -23,7 +24,7 @@ use crate::models::{
 use crate::rerank::BaseModels;
 
 pub(crate) const MODEL_MAGIC: &[u8; 4] = b"MODL";
-pub(crate) const MODEL_VERSION: u32 = 2;
+pub(crate) const MODEL_VERSION: u32 = 3;
 
 /// How much each kind of event counts.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,6 +105,11 @@ pub struct TrainOptions {
     pub kg: KgParams,
     /// The MLP re-ranker; `None` skips it (fusion then falls back to linear).
     pub mlp: Option<crate::models::mlp::MlpConfig>,
+    /// Per-shop tuning of item-CF, user-CF and MF on a held-out part of the log before the
+    /// final fit ([`TuneOptions`](crate::TuneOptions)); `None` fits the parameters above as
+    /// they are.
+    /// Default on, with a 60 s budget.
+    pub tune: Option<crate::tune::TuneOptions>,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -120,6 +126,7 @@ impl Default for TrainOptions {
             popularity: PopularityParams::default(),
             kg: KgParams::default(),
             mlp: Some(crate::rerank::default_mlp_config()),
+            tune: Some(crate::tune::TuneOptions::default()),
             progress: false,
         }
     }
@@ -156,6 +163,8 @@ pub(crate) struct ModelSet {
     /// Category names by popularity category id.
     pub categories: Vec<String>,
     pub cleaning: Cleaning,
+    /// What tuning tried and chose for this generation, when it ran.
+    pub tuning: Option<crate::tune::TuneReport>,
     /// MF item factors in an HNSW graph (inner product), built in the background after
     /// training or loading when the catalog is large; until then MF scores every item.
     #[serde(skip)]
@@ -235,6 +244,8 @@ pub struct TrainReport {
     pub fusion_holdout: Option<FusionHoldout>,
     /// What `Fusion::Auto` uses for recommendations: `mlp`, `learned` or `linear`.
     pub auto_fusion: String,
+    /// What tuning tried and chose, when it ran.
+    pub tuning: Option<crate::tune::TuneReport>,
 }
 
 /// NDCG@10 of each fusion mode on the candidates of users held out at training, and the
@@ -278,6 +289,19 @@ impl std::fmt::Display for TrainReport {
                 "learned weights: item_cf {} user_cf {} mf {} kg {} popularity {}",
                 w.item_cf, w.user_cf, w.mf, w.kg, w.popularity
             )?;
+        }
+        if let Some(t) = &self.tuning {
+            writeln!(
+                f,
+                "tuned on {} held-out users, {} settings tried in {:.1} s{} (SHOW MODELS lists them):",
+                t.users,
+                t.trials.len(),
+                t.seconds,
+                if t.budget_exhausted { ", budget used up" } else { "" }
+            )?;
+            for (model, setting) in &t.chosen {
+                writeln!(f, "  {model:<8} {setting}")?;
+            }
         }
         for (step, secs) in &self.timings {
             writeln!(f, "  {step:<12} {secs:>8.3} s")?;
@@ -483,6 +507,35 @@ fn models_dir(engine: &Engine) -> PathBuf {
 }
 
 /// Trains the re-ranker on `data` (models refitted without each user's last interaction).
+/// `opts` with the parameters tuning chose on `data` (held out by `split`'s rule), and the
+/// tuning report; `opts` as they are when tuning is off.
+fn tuned_options(
+    data: &Interactions,
+    opts: &TrainOptions,
+    split: SplitKind,
+    timings: &mut Vec<(String, f64)>,
+) -> Result<(TrainOptions, Option<crate::tune::TuneReport>)> {
+    let Some(tune) = &opts.tune else {
+        return Ok((opts.clone(), None));
+    };
+    let start = Instant::now();
+    let from = crate::tune::Tuned {
+        item_cf: opts.item_cf,
+        user_cf: opts.user_cf,
+        mf: opts.mf,
+    };
+    let (chosen, report) = crate::tune::tune(data, from, tune, split).map_err(model_err)?;
+    timings.push(("tune".to_string(), start.elapsed().as_secs_f64()));
+    let tuned = TrainOptions {
+        item_cf: chosen.item_cf,
+        user_cf: chosen.user_cf,
+        mf: chosen.mf,
+        tune: None,
+        ..opts.clone()
+    };
+    Ok((tuned, Some(report)))
+}
+
 fn fit_mlp(
     ds: &Dataset,
     data: &Interactions,
@@ -517,6 +570,12 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         }
         pb
     });
+    let split = opts
+        .tune
+        .as_ref()
+        .map_or(SplitKind::LeaveOneOut, |t| t.split);
+    let (tuned, tuning) = tuned_options(&ds.data, opts, split, &mut timings)?;
+    let opts = &tuned;
     let base = fit_all(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
     let mlp = fit_mlp(&ds, &ds.data, opts, &mut timings)?;
     let generation = engine.models.read().as_ref().map_or(0, |m| m.generation) + 1;
@@ -529,6 +588,7 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         mlp,
         categories: ds.categories,
         cleaning: ds.cleaning.clone(),
+        tuning: tuning.clone(),
         factor_index: Arc::default(),
     };
     let t = Instant::now();
@@ -566,6 +626,7 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         timings,
         fusion_holdout,
         auto_fusion,
+        tuning,
     })
 }
 
@@ -612,25 +673,6 @@ pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
             .map_err(|e| Error::corrupt(&path, format!("re-ranker: {e}")))?;
     }
     Ok(Some(set))
-}
-
-/// How to split the log for offline evaluation.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum SplitKind {
-    /// Per user, a random 80/10/10 split (RecBole's default), seeded.
-    RecBole {
-        /// Random seed.
-        seed: u64,
-    },
-    /// Per user by time: the last interaction to test, the one before to validation.
-    LeaveOneOut,
-    /// One global time cut: the last fractions go to validation and test.
-    Temporal {
-        /// Fraction for validation.
-        valid: f64,
-        /// Fraction for test.
-        test: f64,
-    },
 }
 
 /// Which part of the split is scored.
@@ -698,6 +740,8 @@ pub struct EvalReport {
     /// What the models were fitted on and the history scored with (`None` only for an
     /// empty report).
     pub fitted_on: Option<FittedOn>,
+    /// What tuning tried and chose on the fitting data, when it ran.
+    pub tuning: Option<crate::tune::TuneReport>,
     /// Every figure.
     pub rows: Vec<EvalRow>,
 }
@@ -743,28 +787,6 @@ impl std::fmt::Display for EvalReport {
             }
         }
         Ok(())
-    }
-}
-
-/// The rows of at most `max` users of `set`, drawn at random with a fixed seed.
-fn sample_users(set: &Interactions, max: usize) -> Interactions {
-    let mut users: Vec<u32> = set.rows.iter().map(|r| r.user).collect();
-    users.sort_unstable();
-    users.dedup();
-    if users.len() > max {
-        crate::models::SplitMix64::new(2020).shuffle(&mut users);
-        users.truncate(max);
-    }
-    let keep: std::collections::HashSet<u32> = users.into_iter().collect();
-    Interactions {
-        n_users: set.n_users,
-        n_items: set.n_items,
-        rows: set
-            .rows
-            .iter()
-            .filter(|r| keep.contains(&r.user))
-            .copied()
-            .collect(),
     }
 }
 
@@ -834,15 +856,16 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
     let sampled;
     let target = match opts.max_users {
         Some(max) => {
-            sampled = sample_users(target, max);
+            sampled = eval::sample_users(target, max, 2020);
             &sampled
         }
         None => target,
     };
     let mut timings = Vec::new();
-    let base = fit_all(&ds, fit_data, &opts.train, &mut timings, None)?;
+    let (train_opts, tuning) = tuned_options(fit_data, &opts.train, opts.split, &mut timings)?;
+    let base = fit_all(&ds, fit_data, &train_opts, &mut timings, None)?;
     let mlp = if opts.fused {
-        fit_mlp(&ds, fit_data, &opts.train, &mut timings)?
+        fit_mlp(&ds, fit_data, &train_opts, &mut timings)?
     } else {
         None
     };
@@ -864,6 +887,7 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
     };
     let mut report = EvalReport {
         fitted_on: Some(fitted_on),
+        tuning,
         ..EvalReport::default()
     };
     let mut push = |name: &str, m: eval::Metrics| {

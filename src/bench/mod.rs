@@ -270,6 +270,9 @@ fn recommend_quality(
                 eval.users, report.sizes.products
             ));
         }
+        if on == EvalOn::Test {
+            report.tuning = eval.tuning.clone();
+        }
         if let Some(f) = eval.fitted_on {
             report.notes.push(format!(
                 "{task}: {} users scored, models fitted on {} and each user's history from it; ties pessimistic (a held-out item tied with other candidates ranks below all of them)",

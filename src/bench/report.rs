@@ -166,6 +166,10 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Wall seconds of the whole run.
     pub total_seconds: f64,
+    /// What tuning tried and chose in the test phase of the recommendation quality, when it
+    /// ran.
+    #[serde(default)]
+    pub tuning: Option<crate::tune::TuneReport>,
 }
 
 impl Report {
@@ -238,6 +242,29 @@ impl Report {
             );
         }
         self.ingest_tables(&mut s);
+        if let Some(t) = &self.tuning {
+            let _ = writeln!(
+                s,
+                "## Tuning (test phase: on a held-out part of its fitting data)\n\n{} held-out users, {} settings in {:.1} s{}.\n\n| model | setting | held-out NDCG@10 | seconds | chosen |\n|---|---|---|---|---|",
+                t.users,
+                t.trials.len(),
+                t.seconds,
+                if t.budget_exhausted { ", budget used up" } else { "" }
+            );
+            for x in &t.trials {
+                let chosen = t.chosen(&x.model) == Some(x.setting.as_str());
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.4} | {:.2} | {} |",
+                    x.model,
+                    x.setting,
+                    x.ndcg,
+                    x.seconds,
+                    if chosen { "yes" } else { "" }
+                );
+            }
+            let _ = writeln!(s);
+        }
         let _ = writeln!(s, "Peak RSS: {:.0} MiB.\n", self.memory.peak_rss_mb);
         if !self.memory.after_phase.is_empty() {
             let _ = writeln!(s, "| after phase | peak RSS MiB | at s |\n|---|---|---|");

@@ -12,7 +12,7 @@ use crate::filter::Filter;
 use crate::query::Query;
 use crate::train::{EvalOptions, EvalReport, TrainOptions, TrainReport};
 
-use super::plan::Tuning;
+use super::plan::{TrainSettings, Tuning};
 
 /// What a retrieval asks the engine for.
 pub(crate) struct Request<'a> {
@@ -84,12 +84,24 @@ pub(crate) fn query(engine: &Engine, r: &Request<'_>) -> Result<Vec<Hit>> {
         .collect())
 }
 
-/// Trains every model with the default options.
+/// Trains every model with the default options and the statement's settings.
 ///
 /// # Errors
 /// As `Engine::train`.
-pub(crate) fn train(engine: &Engine) -> Result<TrainReport> {
-    engine.train(&TrainOptions::default())
+pub(crate) fn train(engine: &Engine, settings: &TrainSettings) -> Result<TrainReport> {
+    let mut opts = TrainOptions::default();
+    if settings.tune == Some(false) {
+        opts.tune = None;
+    }
+    if let (Some(secs), Some(t)) = (settings.tune_budget_secs, opts.tune.as_mut()) {
+        t.budget = std::time::Duration::from_secs_f64(secs);
+    }
+    engine.train(&opts)
+}
+
+/// What tuning chose for the serving generation.
+pub(crate) fn tuning(engine: &Engine) -> Option<crate::tune::TuneReport> {
+    engine.tuning_report()
 }
 
 /// Offline evaluation with the default options.

@@ -154,10 +154,11 @@ impl<'e> Session<'e> {
             Plan::Retrieve(r) => self.retrieve(r),
             Plan::Scan(s) if s.table == Table::Events => self.scan_events(s),
             Plan::Scan(s) => self.scan_products(s),
-            Plan::Train => {
-                let report = adapter::train(engine)?;
+            Plan::Train(settings) => {
+                let report = adapter::train(engine, settings)?;
                 Ok(ResultSet::status(report.to_string()))
             }
+            Plan::ShowModels => Ok(self.models()),
             Plan::Evaluate => self.evaluate(),
             Plan::ShowStats => self.stats(),
             Plan::ShowTables => Ok(self.tables()),
@@ -399,6 +400,62 @@ impl<'e> Session<'e> {
             rows,
             status: None,
         })
+    }
+
+    /// One row per tuned model (the chosen setting and its held-out NDCG@10) and one per
+    /// tried setting.
+    fn models(&self) -> ResultSet {
+        let generation = adapter::model_generation(self.engine);
+        let mut rows = Vec::new();
+        let tuning = adapter::tuning(self.engine);
+        for (model, setting) in tuning.iter().flat_map(|t| t.chosen.iter()) {
+            let trial = tuning.as_ref().and_then(|t| {
+                t.trials
+                    .iter()
+                    .find(|x| &x.model == model && &x.setting == setting)
+            });
+            rows.push(vec![
+                Value::Text(model.clone()),
+                Value::Text("chosen".into()),
+                Value::Text(setting.clone()),
+                trial.map_or(Value::Null, |x| Value::Float(x.ndcg)),
+                trial.map_or(Value::Null, |x| Value::Float(x.seconds)),
+            ]);
+        }
+        for t in tuning.iter().flat_map(|t| t.trials.iter()) {
+            rows.push(vec![
+                Value::Text(t.model.clone()),
+                Value::Text("tried".into()),
+                Value::Text(t.setting.clone()),
+                Value::Float(t.ndcg),
+                Value::Float(t.seconds),
+            ]);
+        }
+        let status = match &tuning {
+            _ if generation == 0 => "no models yet: run TRAIN".to_string(),
+            None => format!("generation {generation}, trained without tuning"),
+            Some(t) => format!(
+                "generation {generation}: tuned on {} held-out users in {:.1} s{}",
+                t.users,
+                t.seconds,
+                if t.budget_exhausted {
+                    " (budget used up)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        ResultSet {
+            columns: vec![
+                "model".into(),
+                "row".into(),
+                "setting".into(),
+                "valid_ndcg10".into(),
+                "seconds".into(),
+            ],
+            rows,
+            status: Some(status),
+        }
     }
 
     fn tables(&self) -> ResultSet {

@@ -53,7 +53,7 @@ pub use parse::{
 };
 pub use plan::{
     CmpOp, Column, Field, Import, Lit, NewEvent, OrderKey, Plan, Pred, Retrieval, Retrieve, Scan,
-    Table, Tuning,
+    Table, TrainSettings, Tuning,
 };
 
 use crate::error::Result;

@@ -21,7 +21,7 @@ use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 use crate::error::{Error, Result};
 use crate::import::OnError;
 
-use super::plan::{Import, Plan};
+use super::plan::{Import, Plan, TrainSettings};
 
 /// Longest statement accepted, in bytes (1 MiB: an `INSERT` of a thousand 64-d vectors is
 /// about 700 KB). Longer statements get [`Error::LimitExceeded`]; split them.
@@ -341,7 +341,7 @@ pub(crate) fn parse(source: &Source) -> Result<Parsed> {
                         end,
                     };
                     let plan = match verb.as_str() {
-                        "TRAIN" => Plan::Train,
+                        "TRAIN" => train(&mut c)?,
                         "EVALUATE" => Plan::Evaluate,
                         _ => import(&mut c)?,
                     };
@@ -462,12 +462,90 @@ impl Cursor<'_> {
         }
     }
 
+    /// The next token if it is `tok`.
+    fn eat_token(&mut self, tok: &Token) -> bool {
+        let hit = self.tokens.get(self.i).is_some_and(|t| &t.token == tok);
+        if hit {
+            self.i += 1;
+        }
+        hit
+    }
+
+    fn expect_token(&mut self, tok: &Token) -> Result<()> {
+        if self.eat_token(tok) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("{tok}")))
+        }
+    }
+
+    /// An unquoted word (any case), lower-cased.
+    fn word(&mut self, what: &str) -> Result<String> {
+        match self.tokens.get(self.i).map(|t| &t.token) {
+            Some(Token::Word(w)) if w.quote_style.is_none() => {
+                self.i += 1;
+                Ok(w.value.to_ascii_lowercase())
+            }
+            _ => Err(self.error(what)),
+        }
+    }
+
+    /// A non-negative number.
+    fn number(&mut self, what: &str) -> Result<f64> {
+        match self.tokens.get(self.i).map(|t| &t.token) {
+            Some(Token::Number(n, _)) => match n.parse::<f64>() {
+                Ok(x) if x.is_finite() && x >= 0.0 => {
+                    self.i += 1;
+                    Ok(x)
+                }
+                _ => Err(self.error(what)),
+            },
+            _ => Err(self.error(what)),
+        }
+    }
+
     fn expect_end(&self) -> Result<()> {
         if self.i < self.tokens.len() {
             Err(self.error("end of statement"))
         } else {
             Ok(())
         }
+    }
+}
+
+/// `TRAIN [WITH (tune = on|off, tune_budget = SECONDS)]`.
+fn train(c: &mut Cursor<'_>) -> Result<Plan> {
+    let mut settings = TrainSettings::default();
+    if !c.eat("WITH") {
+        return Ok(Plan::Train(settings));
+    }
+    c.expect_token(&Token::LParen)?;
+    loop {
+        let name = c.word("a setting: tune or tune_budget")?;
+        c.expect_token(&Token::Eq)?;
+        match name.as_str() {
+            "tune" => {
+                settings.tune = Some(if c.eat("ON") || c.eat("TRUE") {
+                    true
+                } else if c.eat("OFF") || c.eat("FALSE") {
+                    false
+                } else {
+                    return Err(c.error("on or off"));
+                });
+            }
+            "tune_budget" => {
+                settings.tune_budget_secs =
+                    Some(c.number("a number of seconds such as 30")?.min(86_400.0));
+            }
+            _ => {
+                c.i = c.i.saturating_sub(2);
+                return Err(c.error("a setting: tune or tune_budget"));
+            }
+        }
+        if c.eat_token(&Token::RParen) {
+            return Ok(Plan::Train(settings));
+        }
+        c.expect_token(&Token::Comma)?;
     }
 }
 

@@ -413,6 +413,16 @@ pub struct Scan {
     pub offset: usize,
 }
 
+/// The settings of `TRAIN WITH (tune = on|off, tune_budget = SECONDS)`; unset ones keep the
+/// defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainSettings {
+    /// Tune each model on a held-out part of the log first (default on).
+    pub tune: Option<bool>,
+    /// The tuning budget in seconds.
+    pub tune_budget_secs: Option<f64>,
+}
+
 /// An `IMPORT` statement; paths as written, resolved and checked when run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Import {
@@ -480,14 +490,17 @@ pub enum Plan {
     Retrieve(Retrieve),
     /// A table scan.
     Scan(Scan),
-    /// `TRAIN`.
-    Train,
+    /// `TRAIN [WITH (...)]`.
+    Train(TrainSettings),
     /// `EVALUATE`.
     Evaluate,
     /// `SHOW STATS`.
     ShowStats,
     /// `SHOW TABLES`.
     ShowTables,
+    /// `SHOW MODELS`: the serving generation's models, the settings tuning chose and what it
+    /// tried.
+    ShowModels,
     /// `DESCRIBE table`.
     Describe(Table),
     /// `IMPORT ...`.
@@ -529,7 +542,7 @@ pub(crate) fn plan(parsed: Parsed) -> Result<Plan> {
 }
 
 const STATEMENTS: &str =
-    "SELECT, INSERT, DELETE, EXPLAIN, SHOW STATS, SHOW TABLES, DESCRIBE, TRAIN, EVALUATE or IMPORT";
+    "SELECT, INSERT, DELETE, EXPLAIN, SHOW STATS, SHOW MODELS, SHOW TABLES, DESCRIBE, TRAIN, EVALUATE or IMPORT";
 
 fn statement_plan(st: &Statement, cx: Ctx) -> Result<Plan> {
     match st {
@@ -546,11 +559,18 @@ fn statement_plan(st: &Statement, cx: Ctx) -> Result<Plan> {
         Statement::ShowTables { .. } => Ok(Plan::ShowTables),
         Statement::ShowVariable { variable } => match variable.as_slice() {
             [v] if v.value.eq_ignore_ascii_case("stats") => Ok(Plan::ShowStats),
+            [v] if v.value.eq_ignore_ascii_case("models") => Ok(Plan::ShowModels),
             [v, ..] => Err(cx.err(
                 v.span,
-                format!("expected SHOW STATS or SHOW TABLES, found SHOW {}", v.value),
+                format!(
+                    "expected SHOW STATS, SHOW MODELS or SHOW TABLES, found SHOW {}",
+                    v.value
+                ),
             )),
-            [] => Err(plan_error(cx.start, "expected SHOW STATS or SHOW TABLES")),
+            [] => Err(plan_error(
+                cx.start,
+                "expected SHOW STATS, SHOW MODELS or SHOW TABLES",
+            )),
         },
         _ => Err(plan_error(
             cx.start,

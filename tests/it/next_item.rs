@@ -55,7 +55,11 @@ fn sequence_reader_good_and_bad_lines() {
     let long = "x".repeat(limits.max_id_bytes + 1);
     let cases: Vec<(String, u64, &str)> = vec![
         ("u1 a b\nu2\nu3 c\n".to_string(), 2, "has no items"),
-        ("u1 a\nu2 b\nu1 c\n".to_string(), 3, "already has a sequence on line 1"),
+        (
+            "u1 a\nu2 b\nu1 c\n".to_string(),
+            3,
+            "already has a sequence on line 1",
+        ),
         (format!("u1 a\nu2 {long}\n"), 2, "sequence.item"),
         (format!("{long} a\n"), 1, "sequence.user"),
     ];
@@ -85,7 +89,10 @@ fn sequence_reader_good_and_bad_lines() {
 #[test]
 fn a_bad_sequence_file_stores_nothing_and_a_good_one_becomes_purchases_in_order() {
     let dir = tempdir();
-    let e = Engine::builder().dim(4).open(dir.path().join("db")).unwrap();
+    let e = Engine::builder()
+        .dim(4)
+        .open(dir.path().join("db"))
+        .unwrap();
     let bad = write(dir.path(), "bad.txt", "u1 a b\nu2 c\nu3\n");
     assert!(matches!(
         import::sequences(&e, &bad, OnError::Abort),
@@ -145,7 +152,10 @@ fn the_leave_one_out_test_phase_scores_with_the_validation_item_in_the_history()
     // The test item is the second of a pair whose first item is the validation item: it can
     // only be found with the validation item in the history and in the models.
     let dir = tempdir();
-    let e = Engine::builder().dim(4).open(dir.path().join("db")).unwrap();
+    let e = Engine::builder()
+        .dim(4)
+        .open(dir.path().join("db"))
+        .unwrap();
     let file = pairs_file(dir.path(), 800, 150, 5);
     import::sequences(&e, &file, OnError::Abort).unwrap();
     let test = e.evaluate(&loo(EvalOn::Test)).unwrap();
@@ -168,25 +178,14 @@ fn the_leave_one_out_test_phase_scores_with_the_validation_item_in_the_history()
 
 #[test]
 fn test_and_validation_agree_when_behaviour_does_not_change_over_time() {
-    // Stationary next-item behaviour: each user walks a ring of items of their taste, one step
-    // forward at a time (sometimes two), so the next item follows from the last one in the
-    // same way at every position.
+    // Stationary next-item behaviour: each user walks a ring of items of their taste
+    // ([`rings`]).
     let dir = tempdir();
-    let e = Engine::builder().dim(4).open(dir.path().join("db")).unwrap();
-    let (users, tastes, ring) = (1_500u64, 6u64, 40u64);
-    let mut rng = Rng(5);
-    let mut text = String::new();
-    for u in 0..users {
-        let taste = u % tastes;
-        let mut pos = rng.below(ring);
-        let _ = write!(text, "u{u}");
-        for _ in 0..8 {
-            let _ = write!(text, " t{taste}_{pos}");
-            pos = (pos + 1 + rng.below(4) / 3) % ring;
-        }
-        text.push('\n');
-    }
-    let file = write(dir.path(), "rings.txt", &text);
+    let e = Engine::builder()
+        .dim(4)
+        .open(dir.path().join("db"))
+        .unwrap();
+    let file = write(dir.path(), "rings.txt", &rings(1_500, false));
     import::sequences(&e, &file, OnError::Abort).unwrap();
     let test = e.evaluate(&loo(EvalOn::Test)).unwrap();
     let valid = e.evaluate(&loo(EvalOn::Valid)).unwrap();
@@ -206,4 +205,80 @@ fn test_and_validation_agree_when_behaviour_does_not_change_over_time() {
         );
         assert!(t > 0.2, "{model} learned the rings: test hit@10 {t}");
     }
+}
+
+/// Ring walks of `users` users, as a sequence file's text: each user walks a ring of 40 items
+/// of their taste, one step forward at a time (sometimes two), so the next item follows from
+/// the last one in the same way at every position. With `poison`, every user's last item is
+/// replaced by an item of another taste, which the user never bought.
+fn rings(users: u64, poison: bool) -> String {
+    let (tastes, ring) = (6u64, 40u64);
+    let mut rng = Rng(5);
+    let mut text = String::new();
+    for u in 0..users {
+        let taste = u % tastes;
+        let mut pos = rng.below(ring);
+        let mut items = Vec::new();
+        for _ in 0..8 {
+            items.push(format!("t{taste}_{pos}"));
+            pos = (pos + 1 + rng.below(4) / 3) % ring;
+        }
+        if poison {
+            let other = (taste + 3) % tastes;
+            if let Some(last) = items.last_mut() {
+                *last = format!("t{other}_{}", u % ring);
+            }
+        }
+        let _ = writeln!(text, "u{u} {}", items.join(" "));
+    }
+    text
+}
+
+#[test]
+fn tuning_never_reads_the_test_part() {
+    // The same log twice, the second with every test item replaced: what tuning tries and
+    // chooses for the test phase must not change, while the test figures do.
+    let dir = tempdir();
+    let opts = EvalOptions {
+        train: shopdb::TrainOptions {
+            mlp: None,
+            tune: Some(shopdb::TuneOptions {
+                // Large enough that every planned setting is tried on any machine.
+                budget: std::time::Duration::from_secs(3_600),
+                ..shopdb::TuneOptions::default()
+            }),
+            ..shopdb::TrainOptions::default()
+        },
+        ..loo(EvalOn::Test)
+    };
+    let mut reports = Vec::new();
+    for (name, poison) in [("clean", false), ("poisoned", true)] {
+        let e = Engine::builder()
+            .dim(4)
+            .open(dir.path().join(name))
+            .unwrap();
+        let file = write(dir.path(), &format!("{name}.txt"), &rings(600, poison));
+        import::sequences(&e, &file, OnError::Abort).unwrap();
+        reports.push((e.stats().products, e.evaluate(&opts).unwrap()));
+    }
+    let (clean, poisoned) = (&reports[0], &reports[1]);
+    assert_eq!(clean.0, poisoned.0, "the same catalog");
+    let (a, b) = (
+        clean.1.tuning.as_ref().unwrap(),
+        poisoned.1.tuning.as_ref().unwrap(),
+    );
+    assert!(!a.budget_exhausted && a.trials.len() > 10, "{a:?}");
+    assert_eq!(a.chosen, b.chosen);
+    let rated = |r: &shopdb::TuneReport| -> Vec<(String, String, f64)> {
+        r.trials
+            .iter()
+            .map(|t| (t.model.clone(), t.setting.clone(), t.ndcg))
+            .collect()
+    };
+    assert_eq!(rated(a), rated(b));
+    let (c, p) = (
+        clean.1.get("item_cf", "ndcg", 10).unwrap(),
+        poisoned.1.get("item_cf", "ndcg", 10).unwrap(),
+    );
+    assert!(c > 0.1 && p < c / 4.0, "test ndcg clean {c}, poisoned {p}");
 }

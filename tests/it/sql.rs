@@ -1,7 +1,7 @@
 //! The query language through the real binary: every statement kind with checked output,
 //! error positions, all-or-nothing writes, limits. Plus the pure planner.
 
-use shopdb::sql::{plan, Field, Plan, Pred};
+use shopdb::sql::{plan, Field, Plan, Pred, TrainSettings};
 use shopdb::{Error, Filter, Fusion};
 
 use super::cli::{compact, Scratch};
@@ -42,6 +42,7 @@ fn every_statement_kind() {
         "data/ml/u.data",
         "7\t1\t5\t874965758\n7\t2\t3\t874965759\n8\t1\t4\t874965760\n",
     );
+    s.write("data/seq.txt", "s1 q2 p1 q1\ns2 q1 q2\n");
     s.write(
         "data/x.kg",
         "head_id:token\trelation_id:token\ttail_id:token\nm.1\tfilm.genre\tm.2\n",
@@ -92,7 +93,9 @@ fn every_statement_kind() {
             ("DESCRIBE events", "user_id,text,who; item_id,text,which product (must exist); kind,text,*"),
             ("SHOW STATS", "*"),
             // Models.
+            ("SHOW MODELS", ""),
             ("TRAIN", "model generation 1 trained on log sequence *"),
+            ("SHOW MODELS", "item_cf,chosen,*"),
             ("EVALUATE", "popularity,10,*"),
             ("SELECT id FROM recommend('u1') WHERE category = 'bags'", "p4"),
             ("EXPLAIN SELECT id FROM recommend('u2') WHERE category = 'shoes' LIMIT 1", "*"),
@@ -109,6 +112,12 @@ fn every_statement_kind() {
             ("IMPORT KG FROM 'data/x.kg' LINKS 'data/x.link'", "imported 2 triples and links, skipped 1"),
             ("SELECT id, title, category FROM products WHERE id IN ('1', 'p5') ORDER BY id", "1,Toy Story (1995),genre/Comedy; p5,Summer dress 连衣裙,clothing/dresses"),
             ("SELECT item_id, kind FROM events WHERE user_id = '7' ORDER BY item_id", "1,5.0; 2,3.0"),
+            ("IMPORT SEQUENCES FROM 'data/seq.txt'", "imported 6 purchases and new products"),
+            ("SELECT item_id FROM events WHERE user_id = 's1' ORDER BY ts", "q2; p1; q1"),
+            ("TRAIN WITH (tune = off)", "model generation 2 trained on log sequence *"),
+            ("SHOW MODELS", ""),
+            ("TRAIN WITH (tune = on, tune_budget = 5)", "model generation 3 trained *"),
+            ("SHOW MODELS", "item_cf,chosen,*"),
         ],
     );
     // EXPLAIN gives every hit an explanation, one line per channel.
@@ -146,6 +155,22 @@ p4 | Travel backpack 双肩背包                     |    45
 
 /// (statement, position, words of the message)
 const MALFORMED: &[(&str, &str, &str)] = &[
+    (
+        "TRAIN WITH (tune = maybe)",
+        "1:20",
+        "expected on or off, found maybe",
+    ),
+    (
+        "TRAIN WITH (tune_budget = -3)",
+        "1:27",
+        "expected a number of seconds",
+    ),
+    (
+        "TRAIN WITH (epochs = 3)",
+        "1:13",
+        "expected a setting: tune or tune_budget, found epochs",
+    ),
+    ("IMPORT SEQUENCES 'x.txt'", "1:18", "expected FROM"),
     (
         "SELEC * FROM products",
         "1:1",
@@ -464,7 +489,11 @@ fn the_planner_is_pure_and_typed() {
         (r.tuning.max_per_brand, r.tuning.exclude_purchased),
         (Some(2), Some(false))
     );
-    assert!(matches!(plan("TRAIN;"), Ok(Plan::Train)));
+    assert!(matches!(plan("TRAIN;"), Ok(Plan::Train(t)) if t == TrainSettings::default()));
+    assert!(matches!(
+        plan("train with (TUNE = off, tune_budget = 2.5)"),
+        Ok(Plan::Train(TrainSettings { tune: Some(false), tune_budget_secs: Some(b) })) if b == 2.5
+    ));
     // One statement at a time (scripts are split first).
     assert!(
         matches!(plan("SELECT * FROM products; SELECT 1"), Err(Error::Syntax(m)) if m.contains("at 1:23: expected end of statement, found ';'"))

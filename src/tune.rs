@@ -1,0 +1,503 @@
+//! Per-shop tuning: the hyper-parameters of item-CF, user-CF and matrix factorisation chosen
+//! on a held-out part of the shop's own log, within a time budget, before the final fit.
+//!
+//! The data a phase fits on is split once more, by the same rule as the evaluation split
+//! ([`holdout`]): leave-one-out holds out each user's latest interaction, the random split a
+//! tenth of each user's, the temporal split the latest fraction. Every tried setting is fitted
+//! on the rest and rated by full-ranking NDCG@10 of the held-out interactions (a fixed sample
+//! of at most [`TuneOptions::max_users`] users); the best of each model is then refitted by the
+//! caller on all of the phase's data. Nothing outside that data is read, so the test part of an
+//! evaluation never influences a choice.
+//!
+//! Each model is searched coordinate-wise from its default: first the families (similarity and
+//! user weighting, or confidence and regularisation), then sizes around the best one. A setting
+//! is only adopted when it beats the best so far, so with no budget left the defaults stand.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::eval;
+use crate::eval::SplitKind;
+use crate::models::{
+    Interactions, ItemCf, ItemCfParams, ItemSimilarity, Mf, MfParams, ModelError, UserCf,
+    UserCfParams, Weighting,
+};
+
+/// The cut-off of the tuning metric (NDCG@10).
+const TUNE_K: usize = 10;
+/// Seed of the held-out user sample and of the random split.
+const TUNE_SEED: u64 = 2021;
+
+/// How tuning runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TuneOptions {
+    /// Stop trying new settings after this long (a setting being rated is finished). Default
+    /// 60 s: the whole search of the three models on a shop of 20,000 users and 12,000 items
+    /// takes about half of it on two cores.
+    pub budget: Duration,
+    /// Rate settings on at most this many held-out users (a fixed random sample). Default
+    /// 5,000.
+    pub max_users: usize,
+    /// How [`Engine::train`](crate::Engine::train) holds out data to tune on. Default
+    /// leave-one-out: each user's latest interaction, the next-item task a shop serves.
+    /// [`Engine::evaluate`](crate::Engine::evaluate) uses the evaluation's own split kind.
+    pub split: SplitKind,
+}
+
+impl Default for TuneOptions {
+    fn default() -> Self {
+        TuneOptions {
+            budget: Duration::from_secs(60),
+            max_users: 5_000,
+            split: SplitKind::LeaveOneOut,
+        }
+    }
+}
+
+/// One tried setting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    /// `item_cf`, `user_cf` or `mf`.
+    pub model: String,
+    /// The setting, e.g. `cosine k=200 shrink=0 bm25(1.2,0.75) raw`.
+    pub setting: String,
+    /// Held-out NDCG@10.
+    pub ndcg: f64,
+    /// Seconds to fit and rate it.
+    pub seconds: f64,
+}
+
+/// What tuning tried and chose.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TuneReport {
+    /// Every tried setting, in the order tried.
+    pub trials: Vec<Trial>,
+    /// `(model, setting)` chosen for each model.
+    pub chosen: Vec<(String, String)>,
+    /// Held-out users the settings were rated on.
+    pub users: usize,
+    /// Seconds spent in all.
+    pub seconds: f64,
+    /// Whether the budget ran out before every planned setting was tried.
+    pub budget_exhausted: bool,
+}
+
+impl TuneReport {
+    /// The setting chosen for `model`.
+    pub fn chosen(&self, model: &str) -> Option<&str> {
+        self.chosen
+            .iter()
+            .find(|(m, _)| m == model)
+            .map(|(_, s)| s.as_str())
+    }
+}
+
+/// The parameters tuning searches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Tuned {
+    pub item_cf: ItemCfParams,
+    pub user_cf: UserCfParams,
+    pub mf: MfParams,
+}
+
+/// Splits `data` into what tuning fits on and what it rates, by the rule of `split`: the
+/// held-out part is what that split's test part would be on `data`.
+///
+/// # Errors
+/// The split's errors (bad fractions, invalid interactions).
+pub(crate) fn holdout(
+    data: &Interactions,
+    split: SplitKind,
+) -> Result<(Interactions, Interactions), ModelError> {
+    let s = match split {
+        SplitKind::LeaveOneOut => eval::split_leave_one_out(data)?,
+        SplitKind::RecBole { .. } => eval::split_random_by_user(data, [0.9, 0.0, 0.1], TUNE_SEED)?,
+        SplitKind::Temporal { test, .. } => eval::split_temporal(data, 0.0, test)?,
+    };
+    let mut fit = s.train;
+    fit.rows.extend_from_slice(&s.valid.rows);
+    Ok((fit, s.test))
+}
+
+fn weighting_name(w: Weighting) -> String {
+    match w {
+        Weighting::None => "raw".to_string(),
+        Weighting::Idf => "idf".to_string(),
+        Weighting::Bm25 { k1, b } => format!("bm25({k1},{b})"),
+    }
+}
+
+/// A short readable form of item-CF parameters.
+pub fn item_cf_setting(p: &ItemCfParams) -> String {
+    let sim = match p.similarity {
+        ItemSimilarity::Cosine => format!("cosine shrink={}", p.shrink),
+        ItemSimilarity::Rp3Beta { alpha, beta } => format!("rp3beta alpha={alpha} beta={beta}"),
+    };
+    format!(
+        "{sim} k={} {} {}",
+        p.k,
+        weighting_name(p.weighting),
+        if p.normalize { "l1" } else { "unnormalised" }
+    )
+}
+
+/// A short readable form of user-CF parameters.
+pub fn user_cf_setting(p: &UserCfParams) -> String {
+    format!(
+        "k={} shrink={} {}",
+        p.k,
+        p.shrink,
+        weighting_name(p.weighting)
+    )
+}
+
+/// A short readable form of MF parameters.
+pub fn mf_setting(p: &MfParams) -> String {
+    format!(
+        "factors={} reg={} alpha={} it={}",
+        p.factors, p.regularization, p.alpha, p.iterations
+    )
+}
+
+/// The search state of one run: the deadline, the rating data and the report.
+struct Search<'a> {
+    fit: &'a Interactions,
+    held: Interactions,
+    history: crate::models::Csr,
+    deadline: Instant,
+    report: TuneReport,
+}
+
+impl Search<'_> {
+    fn over(&mut self) -> bool {
+        let over = Instant::now() >= self.deadline;
+        if over {
+            self.report.budget_exhausted = true;
+        }
+        over
+    }
+
+    /// Rates one fitted scorer: mean NDCG@10 over the held-out sample.
+    fn rate(&self, scorer: impl Fn(u32, &mut [f32]) + Sync) -> f64 {
+        let m = eval::evaluate_ranking_excluding(&[self.fit], &self.held, &[TUNE_K], scorer);
+        m.at_k(TUNE_K).map_or(0.0, |a| a.ndcg)
+    }
+
+    /// Tries `candidates` in order (after the current best), keeping the best; the first
+    /// candidate is always tried (it is the baseline).
+    fn run<P: Copy + PartialEq>(
+        &mut self,
+        model: &str,
+        best: &mut Option<(P, f64)>,
+        candidates: Vec<P>,
+        name: impl Fn(&P) -> String,
+        score: impl Fn(&Self, &P) -> Result<f64, ModelError>,
+    ) {
+        for p in candidates {
+            if best.is_some_and(|(b, _)| b == p)
+                || self
+                    .report
+                    .trials
+                    .iter()
+                    .any(|t| t.model == model && t.setting == name(&p))
+            {
+                continue;
+            }
+            if best.is_some() && self.over() {
+                return;
+            }
+            let t = Instant::now();
+            // A setting the data cannot fit (e.g. more factors than items) is not a choice.
+            let Ok(ndcg) = score(self, &p) else {
+                continue;
+            };
+            self.report.trials.push(Trial {
+                model: model.to_string(),
+                setting: name(&p),
+                ndcg,
+                seconds: t.elapsed().as_secs_f64(),
+            });
+            if best.is_none_or(|(_, b)| ndcg > b) {
+                *best = Some((p, ndcg));
+            }
+        }
+    }
+}
+
+impl Search<'_> {
+    /// Line search along each step in turn: from the best setting, keep stepping up while the
+    /// score improves; if the first step up did not improve, step down the same way.
+    fn lines<P: Copy + PartialEq>(
+        &mut self,
+        model: &str,
+        best: &mut Option<(P, f64)>,
+        steps: &[Step<P>],
+        name: impl Fn(&P) -> String + Copy,
+        score: impl Fn(&Self, &P) -> Result<f64, ModelError> + Copy,
+    ) {
+        for step in steps {
+            for up in [true, false] {
+                let mut moved = false;
+                while let Some((b, before)) = *best {
+                    let Some(next) = step(&b, up) else {
+                        break;
+                    };
+                    self.run(model, best, vec![next], name, score);
+                    if best.is_none_or(|(_, after)| after <= before) {
+                        break;
+                    }
+                    moved = true;
+                }
+                if moved || self.over() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn item_cf_families(d: &ItemCfParams) -> Vec<ItemCfParams> {
+    let bm25 = Weighting::Bm25 { k1: 1.2, b: 0.75 };
+    let cosine = |weighting, shrink, normalize| ItemCfParams {
+        k: d.k,
+        shrink,
+        similarity: ItemSimilarity::Cosine,
+        weighting,
+        normalize,
+    };
+    let rp3 = |beta, normalize| ItemCfParams {
+        similarity: ItemSimilarity::Rp3Beta { alpha: 1.0, beta },
+        normalize,
+        ..*d
+    };
+    vec![
+        *d,
+        cosine(bm25, 0.0, false),
+        cosine(Weighting::None, 0.0, false),
+        cosine(bm25, 0.0, true),
+        cosine(bm25, 100.0, false),
+        rp3(0.3, true),
+        rp3(0.0, true),
+        rp3(0.3, false),
+    ]
+}
+
+/// A step along one parameter from `p`, up or down; `None` past the parameter's range.
+type Step<P> = fn(&P, bool) -> Option<P>;
+
+/// Most factors tuning goes to: below a million items a recommendation scores every item's
+/// factors, so the factor count is also a latency budget (MF scoring of 100k items takes
+/// 0.97 ms at 64 factors in `cargo bench --bench models`, about four times that at 256).
+const MAX_FACTORS: usize = 256;
+
+fn scaled(x: usize, up: bool, lo: usize, hi: usize) -> Option<usize> {
+    let y = if up { x.saturating_mul(2) } else { x / 2 };
+    (lo..=hi).contains(&y).then_some(y).filter(|&y| y != x)
+}
+
+/// Shrinkage steps: 0 <-> 10, then by threes up to 1,000.
+fn shrink_step(x: f32, up: bool) -> Option<f32> {
+    let y = match (x, up) {
+        (x, true) if x <= 0.0 => 10.0,
+        (x, false) if x <= 10.0 => 0.0,
+        (x, true) => x * 3.0,
+        (x, false) => x / 3.0,
+    };
+    (y != x && y <= 1_000.0).then_some(y)
+}
+
+fn item_cf_steps(b: &ItemCfParams) -> Vec<Step<ItemCfParams>> {
+    let mut steps: Vec<Step<ItemCfParams>> =
+        vec![|p, up| scaled(p.k, up, 10, 1_600).map(|k| ItemCfParams { k, ..*p })];
+    match b.similarity {
+        ItemSimilarity::Cosine => steps
+            .push(|p, up| shrink_step(p.shrink, up).map(|shrink| ItemCfParams { shrink, ..*p })),
+        ItemSimilarity::Rp3Beta { .. } => steps.push(|p, up| match p.similarity {
+            ItemSimilarity::Rp3Beta { alpha, beta } => {
+                let beta = if up { beta + 0.15 } else { beta - 0.15 };
+                (0.0..=1.0).contains(&beta).then_some(ItemCfParams {
+                    similarity: ItemSimilarity::Rp3Beta { alpha, beta },
+                    ..*p
+                })
+            }
+            ItemSimilarity::Cosine => None,
+        }),
+    }
+    steps
+}
+
+fn user_cf_candidates(d: &UserCfParams) -> Vec<UserCfParams> {
+    vec![
+        *d,
+        UserCfParams {
+            weighting: Weighting::None,
+            ..*d
+        },
+    ]
+}
+
+fn user_cf_steps() -> Vec<Step<UserCfParams>> {
+    vec![
+        |p, up| scaled(p.k, up, 10, 1_600).map(|k| UserCfParams { k, ..*p }),
+        |p, up| shrink_step(p.shrink, up).map(|shrink| UserCfParams { shrink, ..*p }),
+    ]
+}
+
+fn mf_steps() -> Vec<Step<MfParams>> {
+    vec![
+        // Confidence: by fours, from 1/64 to 1,024.
+        |p, up| {
+            let alpha = if up { p.alpha * 4.0 } else { p.alpha / 4.0 };
+            (1.0 / 64.0..=1_024.0)
+                .contains(&alpha)
+                .then_some(MfParams { alpha, ..*p })
+        },
+        // Regularisation: by twos, from 1/8 to 1,000.
+        |p, up| {
+            let regularization = if up {
+                p.regularization * 2.0
+            } else {
+                p.regularization / 2.0
+            };
+            (0.125..=1_000.0)
+                .contains(&regularization)
+                .then_some(MfParams {
+                    regularization,
+                    ..*p
+                })
+        },
+        |p, up| scaled(p.factors, up, 8, MAX_FACTORS).map(|factors| MfParams { factors, ..*p }),
+    ]
+}
+
+/// Searches each model's parameters from `start` on a held-out part of `data`.
+///
+/// # Errors
+/// A model's fitting errors.
+pub(crate) fn tune(
+    data: &Interactions,
+    start: Tuned,
+    opts: &TuneOptions,
+    split: SplitKind,
+) -> Result<(Tuned, TuneReport), ModelError> {
+    let began = Instant::now();
+    let (fit, held) = holdout(data, split)?;
+    if held.rows.is_empty() || fit.rows.is_empty() {
+        // Nothing to hold out (every user has one interaction): the defaults stand.
+        let report = TuneReport {
+            chosen: vec![
+                ("item_cf".to_string(), item_cf_setting(&start.item_cf)),
+                ("user_cf".to_string(), user_cf_setting(&start.user_cf)),
+                ("mf".to_string(), mf_setting(&start.mf)),
+            ],
+            seconds: began.elapsed().as_secs_f64(),
+            ..TuneReport::default()
+        };
+        return Ok((start, report));
+    }
+    let held = eval::sample_users(&held, opts.max_users, TUNE_SEED);
+    let history = fit.user_item_csr()?;
+    let mut users: Vec<u32> = held.rows.iter().map(|r| r.user).collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut s = Search {
+        fit: &fit,
+        held,
+        history,
+        deadline: began + opts.budget,
+        report: TuneReport {
+            users: users.len(),
+            ..TuneReport::default()
+        },
+    };
+    let history_of = |s: &Search<'_>, u: u32| -> Vec<(u32, f32)> {
+        if (u as usize) < s.history.n_rows {
+            let (items, weights) = s.history.row(u as usize);
+            items.iter().copied().zip(weights.iter().copied()).collect()
+        } else {
+            Vec::new()
+        }
+    };
+
+    let item_score = |s: &Search<'_>, p: &ItemCfParams| -> Result<f64, ModelError> {
+        let m = ItemCf::fit(s.fit, p)?;
+        Ok(s.rate(|u, out| {
+            let _ = m.score_history(&history_of(s, u), out);
+        }))
+    };
+    let mut item = None;
+    s.run(
+        "item_cf",
+        &mut item,
+        item_cf_families(&start.item_cf),
+        item_cf_setting,
+        item_score,
+    );
+    if let Some((b, _)) = item {
+        let flip = ItemCfParams {
+            normalize: !b.normalize,
+            ..b
+        };
+        s.run(
+            "item_cf",
+            &mut item,
+            vec![flip],
+            item_cf_setting,
+            item_score,
+        );
+        s.lines(
+            "item_cf",
+            &mut item,
+            &item_cf_steps(&b),
+            item_cf_setting,
+            item_score,
+        );
+    }
+
+    let user_score = |s: &Search<'_>, p: &UserCfParams| -> Result<f64, ModelError> {
+        let m = UserCf::fit(s.fit, p)?;
+        Ok(s.rate(|u, out| {
+            let _ = m.score_user(u, out);
+        }))
+    };
+    let mut user = None;
+    s.run(
+        "user_cf",
+        &mut user,
+        user_cf_candidates(&start.user_cf),
+        user_cf_setting,
+        user_score,
+    );
+    s.lines(
+        "user_cf",
+        &mut user,
+        &user_cf_steps(),
+        user_cf_setting,
+        user_score,
+    );
+
+    let mf_score = |s: &Search<'_>, p: &MfParams| -> Result<f64, ModelError> {
+        let m = Mf::fit(s.fit, p)?;
+        Ok(s.rate(|u, out| {
+            let _ = m.score_user(u, out);
+        }))
+    };
+    let mut mf = None;
+    s.run("mf", &mut mf, vec![start.mf], mf_setting, mf_score);
+    s.lines("mf", &mut mf, &mf_steps(), mf_setting, mf_score);
+
+    let chosen = Tuned {
+        item_cf: item.map_or(start.item_cf, |(p, _)| p),
+        user_cf: user.map_or(start.user_cf, |(p, _)| p),
+        mf: mf.map_or(start.mf, |(p, _)| p),
+    };
+    let mut report = s.report;
+    report.chosen = vec![
+        ("item_cf".to_string(), item_cf_setting(&chosen.item_cf)),
+        ("user_cf".to_string(), user_cf_setting(&chosen.user_cf)),
+        ("mf".to_string(), mf_setting(&chosen.mf)),
+    ];
+    report.seconds = began.elapsed().as_secs_f64();
+    Ok((chosen, report))
+}
