@@ -9,7 +9,9 @@
 //!   validation) are removed, and the top `k` are compared with the user's test items. Recall,
 //!   Precision, NDCG (binary relevance, ideal DCG over `min(|test items|, k)`), MRR (first hit
 //!   within `k`) and Hit are averaged over users; item coverage is the share of all items that
-//!   appear in at least one user's top `k`. Ties are pessimistic: a held-out item scored the same
+//!   appear in at least one user's top `k`, the Gini index of how often each item is shown and
+//!   the share of shown slots in the long tail (beyond the top 20% items by interactions)
+//!   measure exposure beyond accuracy. Ties are pessimistic: a held-out item scored the same
 //!   as other candidates ranks below all of them ([`select_top_k_pessimistic`]), so no model gains
 //!   from ties and no order of item ids leaks into a figure.
 //! - Rating metrics: RMSE and MAE.
@@ -285,6 +287,11 @@ pub struct MetricsAtK {
     pub hit: f64,
     /// Share of all items recommended to at least one user within `k`.
     pub coverage: f64,
+    /// Gini index of how often each item is recommended within `k` (0 even, 1 one item).
+    pub gini: f64,
+    /// Share of the recommended slots within `k` that go to the long tail: items outside
+    /// the top 20% by interactions in the exclusion sets (the data the models saw).
+    pub long_tail: f64,
 }
 
 /// The result of [`evaluate_ranking`].
@@ -422,18 +429,22 @@ where
         )
         .collect();
     let n_eval = per_user.len();
+    let head = head_items(&ex, n_items);
     let at = ks
         .iter()
         .enumerate()
         .map(|(ki, &k)| {
             let mut sums = [0f64; 5];
-            let mut seen = vec![false; n_items];
+            let mut exposure = vec![0u64; n_items];
+            let (mut slots, mut tail) = (0u64, 0u64);
             for (m, ranked) in &per_user {
                 for (s, v) in sums.iter_mut().zip(m[ki]) {
                     *s += v;
                 }
                 for &j in ranked.iter().take(k) {
-                    seen[j as usize] = true;
+                    exposure[j as usize] += 1;
+                    slots += 1;
+                    tail += u64::from(!head[j as usize]);
                 }
             }
             let d = (n_eval as f64).max(1.0);
@@ -447,7 +458,13 @@ where
                 coverage: if n_items == 0 {
                     0.0
                 } else {
-                    seen.iter().filter(|&&b| b).count() as f64 / n_items as f64
+                    exposure.iter().filter(|&&c| c > 0).count() as f64 / n_items as f64
+                },
+                gini: gini(&mut exposure),
+                long_tail: if slots == 0 {
+                    0.0
+                } else {
+                    tail as f64 / slots as f64
                 },
             }
         })
@@ -456,6 +473,43 @@ where
         n_users: n_eval,
         at,
     }
+}
+
+/// The popular head: the top 20% of items by interactions in `seen` (rounded up; ties by
+/// item id), as a mask. Everything else is the long tail.
+fn head_items(seen: &Csr, n_items: usize) -> Vec<bool> {
+    let mut counts = vec![0u64; n_items];
+    for u in 0..seen.n_rows {
+        for &j in seen.row(u).0 {
+            if let Some(c) = counts.get_mut(j as usize) {
+                *c += 1;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n_items).collect();
+    order.sort_by_key(|&j| (std::cmp::Reverse(counts[j]), j));
+    let mut head = vec![false; n_items];
+    for &j in order.iter().take(n_items.div_ceil(5)) {
+        head[j] = true;
+    }
+    head
+}
+
+/// Gini index of `exposure` over all items: 0 when every item is recommended equally often,
+/// towards 1 when a few items take every slot (0 for no exposure at all). Sorts in place.
+pub fn gini(exposure: &mut [u64]) -> f64 {
+    exposure.sort_unstable();
+    let n = exposure.len() as f64;
+    let total: f64 = exposure.iter().map(|&x| x as f64).sum();
+    if total == 0.0 || exposure.len() < 2 {
+        return 0.0;
+    }
+    let weighted: f64 = exposure
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (2.0 * (i as f64 + 1.0) - n - 1.0) * x as f64)
+        .sum();
+    weighted / (n * total)
 }
 
 /// Keeps the `k` best `(item, score)` pairs, best first, with **pessimistic ties**: at equal
@@ -639,6 +693,40 @@ mod tests {
         };
         let m7 = evaluate_ranking(&train, &test7, &[10], |_, s| s.copy_from_slice(&scores));
         assert!(close(m7.at_k(10).map_or(0.0, |a| a.mrr), 1.0 / 7.0));
+    }
+
+    #[test]
+    fn gini_and_long_tail_hand_computed() {
+        assert!(close(gini(&mut [5, 5, 5, 5]), 0.0));
+        // One of four items takes every slot: (2·4 - 4 - 1)·8 / (4·8) = 0.75.
+        assert!(close(gini(&mut [0, 8, 0, 0]), 0.75));
+        // Sorted 1, 3: (-1·1 + 1·3) / (2·4) = 0.25.
+        assert!(close(gini(&mut [3, 1]), 0.25));
+        assert!(close(gini(&mut []), 0.0) && close(gini(&mut [0, 0]), 0.0));
+
+        // 10 items; train makes item 0 and 1 the head (top 20%). Two users, top-2 lists
+        // {0, 5} and {0, 6}: 2 of 4 slots in the tail; exposure 2, 1, 1 on 10 items.
+        let train = Interactions {
+            n_users: 3,
+            n_items: 10,
+            rows: vec![row(2, 0, 0), row(2, 1, 0), row(1, 1, 0), row(0, 1, 0)],
+        };
+        let test = Interactions {
+            n_users: 3,
+            n_items: 10,
+            rows: vec![row(0, 5, 1), row(1, 6, 1)],
+        };
+        let m = evaluate_ranking(&train, &test, &[2], |u, s| {
+            s[0] = 3.0;
+            s[5 + u as usize] = 2.0;
+        });
+        let a = m.at_k(2).copied().unwrap_or_default();
+        assert!(close(a.long_tail, 0.5), "{a:?}");
+        assert!(close(a.coverage, 0.3));
+        assert!(
+            close(a.gini, gini(&mut [2, 1, 1, 0, 0, 0, 0, 0, 0, 0])),
+            "{a:?}"
+        );
     }
 
     #[test]

@@ -724,7 +724,8 @@ impl Default for EvalOptions {
 pub struct EvalRow {
     /// `popularity`, `item_cf`, `user_cf`, `mf` or `kg`.
     pub model: String,
-    /// `recall`, `precision`, `ndcg`, `mrr`, `hit` or `coverage`.
+    /// `recall`, `precision`, `ndcg`, `mrr`, `hit`, `coverage`, `gini` (of exposure) or
+    /// `long_tail` (share of recommendations outside the top 20% items).
     pub metric: String,
     /// Cut-off.
     pub k: usize,
@@ -900,6 +901,8 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
                 ("mrr", a.mrr),
                 ("hit", a.hit),
                 ("coverage", a.coverage),
+                ("gini", a.gini),
+                ("long_tail", a.long_tail),
             ] {
                 report.rows.push(EvalRow {
                     model: name.to_string(),

@@ -32,6 +32,9 @@ use crate::train::{EvalOn, EvalOptions, SplitKind, TrainOptions};
 
 /// The five ranking metrics, in the report's order.
 const METRICS: [&str; 5] = ["recall", "precision", "ndcg", "mrr", "hit"];
+/// Beyond accuracy, for recommendations: item coverage, the Gini index of exposure and the
+/// long-tail share of the recommended slots.
+const EXPOSURE: [&str; 3] = ["coverage", "gini", "long_tail"];
 /// At most this many user × item scores in the recommendation quality phase: above it, a
 /// fixed random sample of the test users is scored (the note in the report says how many).
 const MAX_RANKING_CELLS: f64 = 2e9;
@@ -283,7 +286,9 @@ fn recommend_quality(
         report.quality.extend(
             eval.rows
                 .into_iter()
-                .filter(|r| METRICS.contains(&r.metric.as_str()))
+                .filter(|r| {
+                    METRICS.contains(&r.metric.as_str()) || EXPOSURE.contains(&r.metric.as_str())
+                })
                 .map(|r| QualityRow {
                     task: task.to_string(),
                     method: r.model,

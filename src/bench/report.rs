@@ -17,7 +17,8 @@ pub struct QualityRow {
     /// popularity, item_cf, user_cf, mf, kg, bm25, vector, fused_linear, fused_rrf,
     /// fused_learned (the learned channel weights), fused_mlp.
     pub method: String,
-    /// recall, precision, ndcg, mrr or hit.
+    /// recall, precision, ndcg, mrr or hit; for recommendations also coverage, gini (of
+    /// exposure) and long_tail (share of slots outside the top 20% items by interactions).
     pub metric: String,
     /// Cut-off.
     pub k: usize,
@@ -303,9 +304,17 @@ impl Report {
 
     fn quality_table(&self, s: &mut String, task: &str, rows: &[&QualityRow], k: usize) {
         let _ = writeln!(s, "## Quality: {task} (@{k})\n");
+        // Recommendations also show exposure: coverage, Gini, long-tail share.
+        let exposure = rows.iter().any(|r| r.metric == "gini");
+        let mut metrics = vec!["recall", "precision", "ndcg", "mrr", "hit"];
+        if exposure {
+            metrics.extend(["coverage", "gini", "long_tail"]);
+        }
         let _ = writeln!(
             s,
-            "| method | recall | precision | ndcg | mrr | hit |\n|---|---|---|---|---|---|"
+            "| method | {} |\n|---|{}",
+            metrics.join(" | "),
+            "---|".repeat(metrics.len())
         );
         let mut methods: Vec<&str> = Vec::new();
         for r in rows {
@@ -318,15 +327,8 @@ impl Report {
                 self.quality(task, m, metric, k)
                     .map_or("-".to_string(), |v| format!("{v:.4}"))
             };
-            let _ = writeln!(
-                s,
-                "| {m} | {} | {} | {} | {} | {} |",
-                g("recall"),
-                g("precision"),
-                g("ndcg"),
-                g("mrr"),
-                g("hit")
-            );
+            let cells: Vec<String> = metrics.iter().map(|metric| g(metric)).collect();
+            let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
         }
         let _ = writeln!(s);
     }

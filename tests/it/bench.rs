@@ -55,8 +55,8 @@ fn generic_files_give_the_same_figures_as_the_in_memory_shop() {
             .collect()
     };
     let (a, b) = (recommend(&memory), recommend(&files));
-    // Nine methods (five models, four fusion modes) by five metrics.
-    assert_eq!(a.len(), 45, "{a:?}");
+    // Nine methods (five models, four fusion modes) by five metrics and three of exposure.
+    assert_eq!(a.len(), 72, "{a:?}");
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!((&x.method, &x.metric, x.k), (&y.method, &y.metric, y.k));
@@ -114,7 +114,16 @@ const METHODS: [&str; 11] = [
     "fused_learned",
     "fused_mlp",
 ];
-const METRICS: [&str; 5] = ["recall", "precision", "ndcg", "mrr", "hit"];
+const METRICS: [&str; 8] = [
+    "recall",
+    "precision",
+    "ndcg",
+    "mrr",
+    "hit",
+    "coverage",
+    "gini",
+    "long_tail",
+];
 
 fn number(v: &serde_json::Value, what: &str) -> f64 {
     v.as_f64()

@@ -160,7 +160,6 @@ fn the_leave_one_out_test_phase_scores_with_the_validation_item_in_the_history()
     import::sequences(&e, &file, OnError::Abort).unwrap();
     let test = e.evaluate(&loo(EvalOn::Test)).unwrap();
     println!("test phase:\n{test}");
-    assert_eq!(test.fitted_on, Some(FittedOn::TrainValid));
     assert_eq!(test.users, 800);
     for model in ["item_cf", "user_cf"] {
         let hit = test.get(model, "hit", 10).unwrap();
@@ -168,6 +167,7 @@ fn the_leave_one_out_test_phase_scores_with_the_validation_item_in_the_history()
         // bought, drawn at random: a hit rate of about 10 / 290.
         assert!(hit > 0.5, "{model}: test hit@10 {hit}");
     }
+    assert_eq!(test.fitted_on, Some(FittedOn::TrainValid));
     // Validation keeps the classic protocol: fitted on the training part only.
     let valid = e.evaluate(&loo(EvalOn::Valid)).unwrap();
     assert_eq!(valid.fitted_on, Some(FittedOn::Train));

@@ -112,7 +112,7 @@ fn every_statement_kind() {
             ("IMPORT KG FROM 'data/x.kg' LINKS 'data/x.link'", "imported 2 triples and links, skipped 1"),
             ("SELECT id, title, category FROM products WHERE id IN ('1', 'p5') ORDER BY id", "1,Toy Story (1995),genre/Comedy; p5,Summer dress 连衣裙,clothing/dresses"),
             ("SELECT item_id, kind FROM events WHERE user_id = '7' ORDER BY item_id", "1,5.0; 2,3.0"),
-            ("IMPORT SEQUENCES FROM 'data/seq.txt'", "imported 6 purchases and new products"),
+            ("IMPORT SEQUENCES FROM 'data/seq.txt'", "imported 7 purchases and new products"),
             ("SELECT item_id FROM events WHERE user_id = 's1' ORDER BY ts", "q2; p1; q1"),
             ("TRAIN WITH (tune = off)", "model generation 2 trained on log sequence *"),
             ("SHOW MODELS", ""),
@@ -235,7 +235,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "IMPORT STUFF FROM 'x'",
         "1:8",
-        "expected PRODUCTS, EVENTS, MOVIELENS or KG",
+        "expected PRODUCTS, EVENTS, SEQUENCES, MOVIELENS or KG",
     ),
     (
         "SELECT * FROM search('x', usr => 'u')",
@@ -273,7 +273,11 @@ const MALFORMED: &[(&str, &str, &str)] = &[
         "1:39",
         "expected fusion => 'auto', 'mlp', 'learned', 'linear' or 'rrf'",
     ),
-    ("SHOW FRUIT", "1:6", "expected SHOW STATS or SHOW TABLES"),
+    (
+        "SHOW FRUIT",
+        "1:6",
+        "expected SHOW STATS, SHOW MODELS or SHOW TABLES",
+    ),
 ];
 
 #[test]
