@@ -411,6 +411,7 @@ pub(crate) fn train_mlp(
     fit: &dyn Fn(&Interactions) -> Result<BaseModels>,
     info: &dyn Fn(u32) -> ItemInfo,
     cfg: &MlpConfig,
+    rule: crate::eval::SplitKind,
 ) -> Result<Option<TrainedRanker>> {
     let mut by_user: HashMap<u32, Vec<Interaction>> = HashMap::new();
     for r in &data.rows {
@@ -427,7 +428,9 @@ pub(crate) fn train_mlp(
     }
     let stride = users.len().div_ceil(TRAIN_USERS);
     let users: Vec<u32> = users.into_iter().step_by(stride.max(1)).collect();
-    // Hold out a fifth of each sampled user's interactions (at least one): the positives.
+    // Hold out part of each sampled user's interactions by the rule of the split, so the
+    // re-ranker learns the task it is rated on: the latest one (leave-one-out), the latest
+    // fifth (temporal) or a random fifth (random split); at least one. These are the positives.
     let mut held: HashMap<u32, std::collections::HashSet<u32>> = HashMap::new();
     let mut rest = Interactions {
         n_users: data.n_users,
@@ -440,8 +443,21 @@ pub(crate) fn train_mlp(
             continue;
         }
         let mut order: Vec<usize> = (0..rows.len()).collect();
-        crate::models::SplitMix64::new(0x5eed ^ u64::from(*u)).shuffle(&mut order);
-        let n_out = (rows.len() / 5).max(1);
+        let n_out = match rule {
+            crate::eval::SplitKind::RecBole { .. } => {
+                crate::models::SplitMix64::new(0x5eed ^ u64::from(*u)).shuffle(&mut order);
+                (rows.len() / 5).max(1)
+            }
+            crate::eval::SplitKind::LeaveOneOut | crate::eval::SplitKind::Temporal { .. } => {
+                // Latest first (ties: later row first).
+                order.sort_by_key(|&i| std::cmp::Reverse((rows[i].ts, i)));
+                if matches!(rule, crate::eval::SplitKind::LeaveOneOut) {
+                    1
+                } else {
+                    (rows.len() / 5).max(1)
+                }
+            }
+        };
         let out: std::collections::HashSet<u32> =
             order[..n_out].iter().map(|&i| rows[i].item).collect();
         rest.rows

@@ -105,6 +105,11 @@ pub struct TrainOptions {
     pub kg: KgParams,
     /// The MLP re-ranker; `None` skips it (fusion then falls back to linear).
     pub mlp: Option<crate::models::mlp::MlpConfig>,
+    /// How training holds out part of the log to tune on and to train the re-ranker and the
+    /// channel weights on: the rule of a split kind ([`SplitKind::LeaveOneOut`]: each user's
+    /// latest interaction, the next-item task a shop serves; the default).
+    /// [`Engine::evaluate`](crate::Engine::evaluate) uses its own split's rule instead.
+    pub holdout: SplitKind,
     /// Per-shop tuning of item-CF, user-CF and MF on a held-out part of the log before the
     /// final fit ([`TuneOptions`](crate::TuneOptions)); `None` fits the parameters above as
     /// they are.
@@ -126,6 +131,7 @@ impl Default for TrainOptions {
             popularity: PopularityParams::default(),
             kg: KgParams::default(),
             mlp: Some(crate::rerank::default_mlp_config()),
+            holdout: SplitKind::LeaveOneOut,
             tune: Some(crate::tune::TuneOptions::default()),
             progress: false,
         }
@@ -507,24 +513,39 @@ fn models_dir(engine: &Engine) -> PathBuf {
 }
 
 /// Trains the re-ranker on `data` (models refitted without each user's last interaction).
-/// `opts` with the parameters tuning chose on `data` (held out by `split`'s rule), and the
-/// tuning report; `opts` as they are when tuning is off.
+/// What tuning rates settings on: a part of the data to fit on and a held-out part.
+enum TuneOn<'a> {
+    /// Hold out part of this data by the rule of the split kind.
+    Holdout(&'a Interactions, SplitKind),
+    /// These two parts (an evaluation's training and validation parts).
+    Parts(&'a Interactions, &'a Interactions),
+}
+
+/// `opts` with the parameters tuning chose, and the tuning report; `opts` as they are when
+/// tuning is off.
 fn tuned_options(
-    data: &Interactions,
+    on: TuneOn<'_>,
     opts: &TrainOptions,
-    split: SplitKind,
     timings: &mut Vec<(String, f64)>,
 ) -> Result<(TrainOptions, Option<crate::tune::TuneReport>)> {
     let Some(tune) = &opts.tune else {
         return Ok((opts.clone(), None));
     };
     let start = Instant::now();
+    let held_out;
+    let (fit, held) = match on {
+        TuneOn::Holdout(data, split) => {
+            held_out = crate::tune::holdout(data, split).map_err(model_err)?;
+            (&held_out.0, &held_out.1)
+        }
+        TuneOn::Parts(fit, held) => (fit, held),
+    };
     let from = crate::tune::Tuned {
         item_cf: opts.item_cf,
         user_cf: opts.user_cf,
         mf: opts.mf,
     };
-    let (chosen, report) = crate::tune::tune(data, from, tune, split).map_err(model_err)?;
+    let (chosen, report) = crate::tune::tune(fit, held, from, tune).map_err(model_err)?;
     timings.push(("tune".to_string(), start.elapsed().as_secs_f64()));
     let tuned = TrainOptions {
         item_cf: chosen.item_cf,
@@ -548,7 +569,7 @@ fn fit_mlp(
     let start = Instant::now();
     let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
     let fit = |d: &Interactions| fit_all(ds, d, opts, &mut Vec::new(), None);
-    let mlp = crate::rerank::train_mlp(data, &fit, &info, cfg)?;
+    let mlp = crate::rerank::train_mlp(data, &fit, &info, cfg, opts.holdout)?;
     timings.push(("mlp".to_string(), start.elapsed().as_secs_f64()));
     Ok(mlp)
 }
@@ -570,11 +591,8 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         }
         pb
     });
-    let split = opts
-        .tune
-        .as_ref()
-        .map_or(SplitKind::LeaveOneOut, |t| t.split);
-    let (tuned, tuning) = tuned_options(&ds.data, opts, split, &mut timings)?;
+    let on = TuneOn::Holdout(&ds.data, opts.holdout);
+    let (tuned, tuning) = tuned_options(on, opts, &mut timings)?;
     let opts = &tuned;
     let base = fit_all(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
     let mlp = fit_mlp(&ds, &ds.data, opts, &mut timings)?;
@@ -863,7 +881,17 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
         None => target,
     };
     let mut timings = Vec::new();
-    let (train_opts, tuning) = tuned_options(fit_data, &opts.train, opts.split, &mut timings)?;
+    // Tuning never reads the scored part: the test phase tunes on the training and validation
+    // parts, the validation phase on a held-out part of the training part.
+    let tune_on = match opts.on {
+        EvalOn::Test => TuneOn::Parts(&split.train, &split.valid),
+        EvalOn::Valid => TuneOn::Holdout(fit_data, opts.split),
+    };
+    let own_rule = TrainOptions {
+        holdout: opts.split,
+        ..opts.train.clone()
+    };
+    let (train_opts, tuning) = tuned_options(tune_on, &own_rule, &mut timings)?;
     let base = fit_all(&ds, fit_data, &train_opts, &mut timings, None)?;
     let mlp = if opts.fused {
         fit_mlp(&ds, fit_data, &train_opts, &mut timings)?
