@@ -40,8 +40,8 @@ pub enum Fusion {
         beta: f32,
     },
     /// Linear fusion with the per-channel weights fitted at training on held-out
-    /// interactions (recommendations; searches and untrained engines use
-    /// [`Fusion::default_linear`]).
+    /// interactions, or the one channel that ranked held-out users better than those weights
+    /// (recommendations; searches and untrained engines use [`Fusion::default_linear`]).
     Learned,
     /// Reciprocal rank fusion: the sum over channels of `1 / (k + rank)`.
     Rrf {

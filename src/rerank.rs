@@ -530,8 +530,10 @@ pub(crate) fn train_mlp(
     let labels: Vec<&[f32]> = (0..n_groups)
         .map(|g| &ys[offsets[g]..offsets[g + 1]])
         .collect();
-    let weights = fit_channel_weights(&xs[..n_fit], &labels[..n_fit]);
+    let mut weights = fit_channel_weights(&xs[..n_fit], &labels[..n_fit]);
     let seed = ChannelWeights::seed(crate::fusion::DEFAULT_BETA);
+    let alone = one_channel_weights();
+    let mut alone_ndcg = vec![0.0; alone.len()];
     let (mut mlp_ndcg, mut linear_ndcg, mut learned_ndcg, mut users_scored) = (0.0, 0.0, 0.0, 0);
     for g in n_fit..n_groups {
         if labels[g].iter().all(|v| *v == 0.0) {
@@ -543,7 +545,23 @@ pub(crate) fn train_mlp(
         mlp_ndcg += ndcg_at_10(p.as_slice().unwrap_or(&[]), labels[g]);
         linear_ndcg += ndcg_at_10(&weighted_scores(&xs[g], &seed), labels[g]);
         learned_ndcg += ndcg_at_10(&weighted_scores(&xs[g], &weights), labels[g]);
+        for (w, sum) in alone.iter().zip(alone_ndcg.iter_mut()) {
+            *sum += ndcg_at_10(&weighted_scores(&xs[g], w), labels[g]);
+        }
         users_scored += 1;
+    }
+    // One channel alone is one of the learned options: when it ranks the held-out users
+    // better than the weights fitted on the others, it is what `Fusion::Learned` serves, so
+    // `Fusion::Auto` never chooses below the best single channel on held-out users.
+    if let Some((w, best)) = alone
+        .iter()
+        .zip(&alone_ndcg)
+        .max_by(|a, b| a.1.total_cmp(b.1))
+    {
+        if *best > learned_ndcg {
+            weights = *w;
+            learned_ndcg = *best;
+        }
     }
     let n = users_scored.max(1) as f64;
     Ok(Some(TrainedRanker {
@@ -576,6 +594,19 @@ const WEIGHT_GRID: [f32; 12] = [
     0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
+/// The weights of each model channel alone.
+fn one_channel_weights() -> Vec<ChannelWeights> {
+    MODEL_CHANNELS
+        .iter()
+        .map(|c| {
+            let mut w = ChannelWeights::seed(0.0);
+            w.set(Channel::Popularity, 0.0);
+            w.set(*c, 1.0);
+            w
+        })
+        .collect()
+}
+
 /// Fits per-channel linear weights by coordinate ascent on mean NDCG@10 over the training
 /// users' candidate lists: a few passes over the channels, each keeping the grid value that
 /// ranks best. A change must improve the mean to be kept, so the result is never worse on
@@ -591,15 +622,9 @@ fn fit_channel_weights(xs: &[Array2<f32>], labels: &[&[f32]]) -> ChannelWeights 
     };
     // Start from the best of the seed formula and each channel alone: from the seed, a
     // greedy search can stall short of one dominant channel.
-    let alone = MODEL_CHANNELS.iter().map(|c| {
-        let mut w = ChannelWeights::seed(0.0);
-        w.set(Channel::Popularity, 0.0);
-        w.set(*c, 1.0);
-        w
-    });
     let (mut best, mut best_ndcg) =
         std::iter::once(ChannelWeights::seed(crate::fusion::DEFAULT_BETA))
-            .chain(alone)
+            .chain(one_channel_weights())
             .map(|w| (w, mean_ndcg(&w)))
             .fold((ChannelWeights::seed(0.0), f64::NEG_INFINITY), |a, b| {
                 if b.1 > a.1 {
@@ -652,7 +677,8 @@ fn ndcg_at_10(scores: &[f32], labels: &[f32]) -> f64 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct TrainedRanker {
     pub mlp: Mlp,
-    /// Linear fusion weights fitted on the training users' candidates.
+    /// Linear fusion weights fitted on the training users' candidates, or one channel alone
+    /// when that ranked the held-out users better.
     pub weights: ChannelWeights,
     /// NDCG@10 of the re-ranker's order on held-out users' candidates.
     pub holdout_ndcg: f64,

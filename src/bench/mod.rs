@@ -63,6 +63,9 @@ pub struct BenchOptions {
     pub db_dir: PathBuf,
     /// Progress bars on stderr. Default false.
     pub progress: bool,
+    /// Tune each model inside training and every evaluation phase (the engine's default).
+    /// Default true; false measures the models at their fixed defaults.
+    pub tune: bool,
 }
 
 impl BenchOptions {
@@ -77,6 +80,7 @@ impl BenchOptions {
             vectors: true,
             db_dir: db_dir.into(),
             progress: false,
+            tune: true,
         }
     }
 }
@@ -193,7 +197,7 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     mark("load");
     let trained = stats.events > 0;
     if trained {
-        report.training = train(engine, &phase)?;
+        report.training = train(engine, &train_options(options), &phase)?;
         mark("training");
         recommend_quality(engine, options, &phase, &mut report)?;
         mark("recommend_quality");
@@ -214,11 +218,20 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     Ok(report)
 }
 
+/// The engine's default training options, without tuning when the run asks so.
+fn train_options(options: &BenchOptions) -> TrainOptions {
+    let mut t = TrainOptions::default();
+    if !options.tune {
+        t.tune = None;
+    }
+    t
+}
+
 /// Trains every model on the whole log: seconds per model and in total.
-fn train(engine: &Engine, phase: &Phase) -> Result<Vec<TrainingRow>> {
+fn train(engine: &Engine, opts: &TrainOptions, phase: &Phase) -> Result<Vec<TrainingRow>> {
     let bar = phase.spinner("training");
     let t = Instant::now();
-    let r = engine.train(&TrainOptions::default())?;
+    let r = engine.train(opts)?;
     let total = t.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let mut rows: Vec<TrainingRow> = r
@@ -264,6 +277,7 @@ fn recommend_quality(
             ks: ks.clone(),
             on,
             max_users,
+            train: train_options(options),
             ..EvalOptions::default()
         })?;
         bar.finish_and_clear();

@@ -70,6 +70,11 @@ pub struct BenchArgs {
     #[arg(long)]
     no_vectors: bool,
 
+    /// Fit the models at their fixed defaults instead of tuning them on held-out data (the
+    /// engine tunes by default; this measures what tuning buys).
+    #[arg(long)]
+    no_tune: bool,
+
     /// Keep the benchmark database (OUT/db) instead of removing it at the end.
     #[arg(long)]
     keep_db: bool,
@@ -128,6 +133,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         queries: args.queries,
         progress: std::io::stderr().is_terminal(),
         vectors: !args.no_vectors,
+        tune: !args.no_tune,
         ..BenchOptions::new(dataset(args)?, &db_dir)
     };
     let result = shopdb::bench::run(&options);
