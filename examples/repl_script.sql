@@ -41,8 +41,10 @@ SELECT id, title FROM search('red tour') LIMIT 1;
 DELETE FROM users WHERE id = 'tour-user';
 DELETE FROM products WHERE id = 'tour-1';
 
--- # Models: retrain on the log (the forgotten user is gone from it), then measure offline
--- # on a RecBole-style split: one row per model and cut-off.
+-- # Models: retrain on the log (the forgotten user is gone from it; each model is tuned on
+-- # the shop's held-out interactions first), list what tuning tried and chose, then measure
+-- # offline on a RecBole-style split: one row per model and cut-off.
 TRAIN;
+SHOW MODELS;
 EVALUATE;
 SHOW STATS;

@@ -17,7 +17,8 @@
 //! SELECT * FROM events WHERE user_id = 'u1';
 //! DELETE FROM products WHERE id IN ('p1', 'p2');
 //! DELETE FROM users WHERE id = 'u1';
-//! TRAIN; EVALUATE; SHOW STATS; SHOW TABLES; DESCRIBE products;
+//! TRAIN; TRAIN WITH (tune = off, tune_budget = 30); EVALUATE; SHOW MODELS;
+//! SHOW STATS; SHOW TABLES; DESCRIBE products;
 //! IMPORT PRODUCTS FROM 'products.jsonl'; IMPORT EVENTS FROM 'events.csv';
 //! IMPORT SEQUENCES FROM 'user_sequence.txt';
 //! IMPORT MOVIELENS FROM 'ml-100k'; IMPORT KG FROM 'x.kg' LINKS 'x.link';

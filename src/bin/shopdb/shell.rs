@@ -39,9 +39,11 @@ Statements end with ';' and may span lines.
   INSERT INTO products (id, title, brand, category, price, embedding, color) VALUES (...), (...);
   INSERT INTO events (user_id, item_id, kind, ts) VALUES ('u1', 'p1', 'purchase', 1732000000);
   DELETE FROM products WHERE id IN ('p1', 'p2');  DELETE FROM users WHERE id = 'u1';
-  TRAIN;  EVALUATE;  SHOW STATS;  SHOW TABLES;  DESCRIBE products;
+  TRAIN;  TRAIN WITH (tune = off);  TRAIN WITH (tune_budget = 30);  EVALUATE;
+  SHOW MODELS;  SHOW STATS;  SHOW TABLES;  DESCRIBE products;
   IMPORT PRODUCTS FROM 'file.jsonl' [ON ERROR SKIP];  IMPORT EVENTS FROM 'file.csv';
-  IMPORT MOVIELENS FROM 'ml-100k';  IMPORT KG FROM 'x.kg' LINKS 'x.link';
+  IMPORT SEQUENCES FROM 'user_sequence.txt';  IMPORT MOVIELENS FROM 'ml-100k';
+  IMPORT KG FROM 'x.kg' LINKS 'x.link';
 
 Shell commands:
   .help              this text
