@@ -50,6 +50,15 @@ pub struct Split {
     pub test: Interactions,
 }
 
+impl Split {
+    /// The training and validation parts together: everything before the test part.
+    pub fn before_test(&self) -> Interactions {
+        let mut out = self.train.clone();
+        out.rows.extend_from_slice(&self.valid.rows);
+        out
+    }
+}
+
 fn empty_like(data: &Interactions) -> Interactions {
     Interactions {
         n_users: data.n_users,

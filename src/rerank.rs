@@ -443,20 +443,15 @@ pub(crate) fn train_mlp(
             continue;
         }
         let mut order: Vec<usize> = (0..rows.len()).collect();
+        if matches!(rule, crate::eval::SplitKind::RecBole { .. }) {
+            crate::models::SplitMix64::new(0x5eed ^ u64::from(*u)).shuffle(&mut order);
+        } else {
+            // Latest first (ties: later row first).
+            order.sort_by_key(|&i| std::cmp::Reverse((rows[i].ts, i)));
+        }
         let n_out = match rule {
-            crate::eval::SplitKind::RecBole { .. } => {
-                crate::models::SplitMix64::new(0x5eed ^ u64::from(*u)).shuffle(&mut order);
-                (rows.len() / 5).max(1)
-            }
-            crate::eval::SplitKind::LeaveOneOut | crate::eval::SplitKind::Temporal { .. } => {
-                // Latest first (ties: later row first).
-                order.sort_by_key(|&i| std::cmp::Reverse((rows[i].ts, i)));
-                if matches!(rule, crate::eval::SplitKind::LeaveOneOut) {
-                    1
-                } else {
-                    (rows.len() / 5).max(1)
-                }
-            }
+            crate::eval::SplitKind::LeaveOneOut => 1,
+            _ => (rows.len() / 5).max(1),
         };
         let out: std::collections::HashSet<u32> =
             order[..n_out].iter().map(|&i| rows[i].item).collect();
@@ -473,13 +468,8 @@ pub(crate) fn train_mlp(
     let mut groups: Vec<u32> = Vec::new();
     for u in &users {
         let Some(targets) = held.get(u) else { continue };
-        let (items, weights) = if (*u as usize) < csr.n_rows {
-            csr.row(*u as usize)
-        } else {
-            (&[][..], &[][..])
-        };
-        let history: Vec<(u32, f32)> = items.iter().copied().zip(weights.iter().copied()).collect();
-        let seen: std::collections::HashSet<u32> = items.iter().copied().collect();
+        let history = csr.row_pairs(*u as usize);
+        let seen: std::collections::HashSet<u32> = history.iter().map(|h| h.0).collect();
         let ok = |i: u32| !seen.contains(&i);
         let chans = model_channels(
             &base,

@@ -512,7 +512,6 @@ fn models_dir(engine: &Engine) -> PathBuf {
     engine.dir().join("models")
 }
 
-/// Trains the re-ranker on `data` (models refitted without each user's last interaction).
 /// What tuning rates settings on: a part of the data to fit on and a held-out part.
 enum TuneOn<'a> {
     /// Hold out part of this data by the rule of the split kind.
@@ -557,6 +556,8 @@ fn tuned_options(
     Ok((tuned, Some(report)))
 }
 
+/// Trains the re-ranker on `data` (models refitted without the part of each sampled user's
+/// interactions that `opts.holdout` holds out).
 fn fit_mlp(
     ds: &Dataset,
     data: &Interactions,
@@ -862,13 +863,7 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
     let fit_data: &Interactions = match fitted_on {
         FittedOn::Train => &split.train,
         FittedOn::TrainValid => {
-            let mut rows = split.train.rows.clone();
-            rows.extend_from_slice(&split.valid.rows);
-            train_valid = Interactions {
-                n_users: split.train.n_users,
-                n_items: split.train.n_items,
-                rows,
-            };
+            train_valid = split.before_test();
             &train_valid
         }
     };
@@ -906,14 +901,7 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
         kg,
     } = &base;
     let csr = fit_data.user_item_csr().map_err(model_err)?;
-    let history = |u: u32| -> Vec<(u32, f32)> {
-        if (u as usize) < csr.n_rows {
-            let (items, weights) = csr.row(u as usize);
-            items.iter().copied().zip(weights.iter().copied()).collect()
-        } else {
-            Vec::new()
-        }
-    };
+    let history = |u: u32| csr.row_pairs(u as usize);
     let mut report = EvalReport {
         fitted_on: Some(fitted_on),
         tuning,

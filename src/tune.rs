@@ -11,8 +11,10 @@
 //! part of an evaluation is never read, so it never influences a choice.
 //!
 //! Each model is searched coordinate-wise from its default: first the families (similarity and
-//! user weighting, or confidence and regularisation), then sizes around the best one. A setting
-//! is only adopted when it beats the best so far, so with no budget left the defaults stand.
+//! user weighting), then line searches along each parameter from the best so far (neighbours,
+//! shrinkage, RP3beta's beta, MF confidence, regularisation and factors). A setting is only
+//! adopted when it rates 1% better than the best so far ([`MIN_GAIN`]), so with no budget
+//! left, or no clear gain, the defaults stand.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +111,17 @@ pub(crate) struct Tuned {
     pub mf: MfParams,
 }
 
+impl Tuned {
+    /// `(model, setting)` of each model, as [`TuneReport::chosen`] lists them.
+    fn settings(&self) -> Vec<(String, String)> {
+        vec![
+            ("item_cf".to_string(), item_cf_setting(&self.item_cf)),
+            ("user_cf".to_string(), user_cf_setting(&self.user_cf)),
+            ("mf".to_string(), mf_setting(&self.mf)),
+        ]
+    }
+}
+
 /// Splits `data` into what tuning fits on and what it rates, by the rule of `split`: the
 /// held-out part is what that split's test part would be on `data`.
 ///
@@ -123,9 +136,7 @@ pub(crate) fn holdout(
         SplitKind::RecBole { .. } => eval::split_random_by_user(data, [0.9, 0.0, 0.1], TUNE_SEED)?,
         SplitKind::Temporal { test, .. } => eval::split_temporal(data, 0.0, test)?,
     };
-    let mut fit = s.train;
-    fit.rows.extend_from_slice(&s.valid.rows);
-    Ok((fit, s.test))
+    Ok((s.before_test(), s.test))
 }
 
 fn weighting_name(w: Weighting) -> String {
@@ -203,13 +214,9 @@ impl Search<'_> {
         score: impl Fn(&Self, &P) -> Result<f64, ModelError>,
     ) {
         for p in candidates {
-            if best.is_some_and(|(b, _)| b == p)
-                || self
-                    .report
-                    .trials
-                    .iter()
-                    .any(|t| t.model == model && t.setting == name(&p))
-            {
+            let setting = name(&p);
+            let tried = |t: &Trial| t.model == model && t.setting == setting;
+            if best.is_some_and(|(b, _)| b == p) || self.report.trials.iter().any(tried) {
                 continue;
             }
             if best.is_some() && self.over() {
@@ -222,7 +229,7 @@ impl Search<'_> {
             };
             self.report.trials.push(Trial {
                 model: model.to_string(),
-                setting: name(&p),
+                setting,
                 ndcg,
                 seconds: t.elapsed().as_secs_f64(),
             });
@@ -231,9 +238,7 @@ impl Search<'_> {
             }
         }
     }
-}
 
-impl Search<'_> {
     /// Line search along each step in turn: from the best setting, keep stepping up while the
     /// score improves; if the first step up did not improve, step down the same way.
     fn lines<P: Copy + PartialEq>(
@@ -394,11 +399,7 @@ pub(crate) fn tune(
     if held.rows.is_empty() || fit.rows.is_empty() {
         // Nothing to hold out (every user has one interaction): the defaults stand.
         let report = TuneReport {
-            chosen: vec![
-                ("item_cf".to_string(), item_cf_setting(&start.item_cf)),
-                ("user_cf".to_string(), user_cf_setting(&start.user_cf)),
-                ("mf".to_string(), mf_setting(&start.mf)),
-            ],
+            chosen: start.settings(),
             seconds: began.elapsed().as_secs_f64(),
             ..TuneReport::default()
         };
@@ -422,19 +423,10 @@ pub(crate) fn tune(
             ..TuneReport::default()
         },
     };
-    let history_of = |s: &Search<'_>, u: u32| -> Vec<(u32, f32)> {
-        if (u as usize) < s.history.n_rows {
-            let (items, weights) = s.history.row(u as usize);
-            items.iter().copied().zip(weights.iter().copied()).collect()
-        } else {
-            Vec::new()
-        }
-    };
-
     let item_score = |s: &Search<'_>, p: &ItemCfParams| -> Result<f64, ModelError> {
         let m = ItemCf::fit(s.fit, p)?;
         Ok(s.rate(|u, out| {
-            let _ = m.score_history(&history_of(s, u), out);
+            let _ = m.score_history(&s.history.row_pairs(u as usize), out);
         }))
     };
     let mut item = None;
@@ -512,11 +504,7 @@ pub(crate) fn tune(
         mf: mf.map_or(start.mf, |(p, _)| p),
     };
     let mut report = s.report;
-    report.chosen = vec![
-        ("item_cf".to_string(), item_cf_setting(&chosen.item_cf)),
-        ("user_cf".to_string(), user_cf_setting(&chosen.user_cf)),
-        ("mf".to_string(), mf_setting(&chosen.mf)),
-    ];
+    report.chosen = chosen.settings();
     report.seconds = began.elapsed().as_secs_f64();
     Ok((chosen, report))
 }

@@ -307,6 +307,12 @@ impl Csr {
         (&self.indices[a..b], &self.values[a..b])
     }
 
+    /// Row `r` as `(column, value)` pairs (empty when out of range): a user's history.
+    pub fn row_pairs(&self, r: usize) -> Vec<(u32, f32)> {
+        let (cols, vals) = self.row(r);
+        cols.iter().copied().zip(vals.iter().copied()).collect()
+    }
+
     /// Number of stored entries in row `r` (0 when out of range).
     pub fn row_len(&self, r: usize) -> usize {
         if r >= self.n_rows {
