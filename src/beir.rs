@@ -24,11 +24,12 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::catalog::Product;
+use crate::channel::Fusion;
 use crate::config::Limits;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::query::{Fusion, Query};
+use crate::query::Query;
 
 /// Products staged per commit by [`load_into`].
 const BATCH: usize = 1_000;

@@ -222,7 +222,7 @@ pub(crate) struct ItemTable {
     /// What the re-ranker's features read of each product, by internal id (default for
     /// deleted ones): kept beside the records so that a query's feature rows read one small
     /// dense array instead of following every candidate's record and strings.
-    pub facts: Vec<crate::rerank::ItemInfo>,
+    pub facts: Vec<ItemInfo>,
 }
 
 impl ItemTable {
@@ -247,7 +247,7 @@ impl ItemTable {
     }
 
     /// The re-ranker's facts about an item (defaults for unknown or deleted ones).
-    pub fn facts(&self, iid: u32) -> crate::rerank::ItemInfo {
+    pub fn facts(&self, iid: u32) -> ItemInfo {
         self.facts.get(iid as usize).copied().unwrap_or_default()
     }
 
@@ -256,12 +256,9 @@ impl ItemTable {
         if self.items.len() <= i {
             self.items.resize(i + 1, None);
             self.names.resize(i + 1, String::new());
-            self.facts.resize(i + 1, crate::rerank::ItemInfo::default());
+            self.facts.resize(i + 1, ItemInfo::default());
         }
-        self.facts[i] = product
-            .as_deref()
-            .map(crate::rerank::ItemInfo::of)
-            .unwrap_or_default();
+        self.facts[i] = product.as_deref().map(ItemInfo::of).unwrap_or_default();
         if self.names[i].is_empty() {
             self.names[i] = id.to_string();
         }
@@ -279,5 +276,86 @@ impl ItemTable {
     /// The number of internal ids ever assigned.
     pub fn capacity(&self) -> usize {
         self.items.len()
+    }
+}
+
+/// What the features know about an item. Names are kept as 64-bit hashes (0: none), so
+/// that building a candidate's row allocates nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ItemInfo {
+    /// Top-level category.
+    pub category: u64,
+    /// Brand, lower-case.
+    pub brand: u64,
+    /// Price, when known and positive.
+    pub price: Option<f64>,
+}
+
+/// FNV-1a step.
+#[inline]
+fn fnv(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A name's key: FNV-1a over its UTF-8 bytes, lower-cased when `lower`; 0 for an empty name
+/// (a non-empty one never maps to 0).
+fn name_key(name: &str, lower: bool) -> u64 {
+    if name.is_empty() {
+        return 0;
+    }
+    let h = if !lower {
+        name.bytes().fold(FNV_START, fnv)
+    } else if name.is_ascii() {
+        name.bytes()
+            .fold(FNV_START, |h, b| fnv(h, b.to_ascii_lowercase()))
+    } else {
+        let mut buf = [0u8; 4];
+        name.chars()
+            .flat_map(char::to_lowercase)
+            .fold(FNV_START, |h, c| {
+                c.encode_utf8(&mut buf).bytes().fold(h, fnv)
+            })
+    };
+    h.max(1)
+}
+
+impl ItemInfo {
+    /// The features' view of a product.
+    pub fn of(p: &Product) -> Self {
+        let top = p
+            .category
+            .split(['/', '>'])
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .unwrap_or("");
+        ItemInfo {
+            category: name_key(top, false),
+            brand: name_key(&p.brand, true),
+            price: p.price.filter(|x| x.is_finite() && *x > 0.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_info_keys_are_case_blind_for_brands_and_take_the_top_category() {
+        let a = ItemInfo::of(&Product::new("a").brand("ACME").category("Shoes/Running"));
+        let b = ItemInfo::of(&Product::new("b").brand("acme").category(" Shoes > Trail"));
+        let c = ItemInfo::of(&Product::new("c").brand("Globex").category("shoes"));
+        assert_eq!(a.brand, b.brand);
+        assert_eq!(a.category, b.category);
+        assert_ne!(a.brand, c.brand);
+        assert_ne!(a.category, c.category, "categories keep their case");
+        let de = ItemInfo::of(&Product::new("e").brand("ÄPFEL Co"));
+        let de2 = ItemInfo::of(&Product::new("f").brand("äpfel co"));
+        assert_eq!(de.brand, de2.brand);
+        assert_ne!(de.brand, a.brand);
+        let none = ItemInfo::of(&Product::new("d"));
+        assert_eq!((none.brand, none.category), (0, 0));
     }
 }

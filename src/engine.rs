@@ -28,7 +28,7 @@ use crate::filter::Filter;
 use crate::graph::{self, Dictionary};
 use crate::store::{self, be_u32, be_u64, key, Store};
 use crate::text::{TextIndex, TextQuery};
-use crate::vector::{Allowed, LoadOutcome, VectorIndex};
+use crate::vector::{LoadOutcome, VectorIndex};
 use crate::writer::Op;
 
 /// A product as stored in the catalog.
@@ -1033,27 +1033,15 @@ impl Engine {
         self.check_k(k)?;
         validate_vector(vector, self.config.dim)?;
         filter.validate(&self.config.limits)?;
-        let hits = if filter.is_all() {
-            self.vectors.search(vector, k, Allowed::All)
-        } else {
-            let items = self.items.read();
-            let allowed: Vec<ItemId> = items
-                .items
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.as_ref().is_some_and(|p| filter.matches(p)))
-                .map(|(i, _)| ItemId(i as u32))
-                .collect();
-            let fraction = allowed.len() as f64 / items.live.max(1) as f64;
-            if fraction < self.config.hnsw.exact_scan_below {
-                drop(items);
-                self.vectors.search(vector, k, Allowed::Exact(&allowed))
-            } else {
-                let pred = |iid: ItemId| items.get(iid).is_some_and(|p| filter.matches(p));
-                self.vectors.search(vector, k, Allowed::Predicate(&pred))
-            }
-        };
-        Ok(hits.into_iter().map(|h| (h.item, h.score)).collect())
+        let items = self.items.read();
+        Ok(crate::channel::search_vectors(
+            &self.vectors,
+            &items,
+            filter,
+            vector,
+            k,
+            self.config.hnsw.exact_scan_below,
+        ))
     }
 
     /// Exact nearest neighbours over every vector (no graph): the reference for ANN recall.

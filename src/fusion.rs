@@ -7,7 +7,7 @@ use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
-use crate::query::{Channel, ChannelScore, Fusion};
+use crate::channel::{Channel, ChannelScore, Fusion, REGISTRY};
 
 /// Popularity's weight in the seed formula: a tie-breaker, not a channel of its own.
 const POPULARITY_WEIGHT: f32 = 0.05;
@@ -17,60 +17,65 @@ pub(crate) const DEFAULT_ALPHA: f32 = 0.5;
 pub(crate) const DEFAULT_BETA: f32 = 0.5;
 
 /// Number of [`Channel`] variants (the index of a channel's weight).
-const N_CHANNELS: usize = 7;
+const N_CHANNELS: usize = Channel::ALL.len();
 
 /// Per-channel weights of linear fusion for recommendations, fitted at training on held-out
 /// interactions (see `Engine::train`): the part of channel `c` is `weight(c) * normalised`.
+/// Content channels (text, vector) have none.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChannelWeights {
-    /// Item-based CF.
-    pub item_cf: f32,
-    /// User-based CF.
-    pub user_cf: f32,
-    /// Matrix factorisation.
-    pub mf: f32,
-    /// Knowledge-graph relatedness.
-    pub kg: f32,
-    /// Popularity.
-    pub popularity: f32,
-}
+pub struct ChannelWeights([f32; N_CHANNELS]);
 
 impl ChannelWeights {
-    /// The seed formula's weights for recommendations: `beta` spread over the four
-    /// collaborative channels, popularity as a tie-breaker.
+    /// The seed formula's weights for recommendations: `beta` spread over the collaborative
+    /// channels (every model channel but popularity), popularity as a tie-breaker.
     pub(crate) fn seed(beta: f32) -> Self {
-        let each = beta / 4.0;
-        ChannelWeights {
-            item_cf: each,
-            user_cf: each,
-            mf: each,
-            kg: each,
-            popularity: POPULARITY_WEIGHT,
+        let n_collab = REGISTRY
+            .iter()
+            .filter(|s| is_collaborative(s.channel))
+            .count()
+            .max(1);
+        let each = beta / n_collab as f32;
+        let mut w = ChannelWeights([0.0; N_CHANNELS]);
+        for spec in REGISTRY {
+            w.set(
+                spec.channel,
+                if is_collaborative(spec.channel) {
+                    each
+                } else {
+                    POPULARITY_WEIGHT
+                },
+            );
         }
+        w
     }
 
     /// The weight of a model channel (0 for the content channels).
     pub fn get(&self, c: Channel) -> f32 {
-        match c {
-            Channel::ItemCf => self.item_cf,
-            Channel::UserCf => self.user_cf,
-            Channel::Mf => self.mf,
-            Channel::Kg => self.kg,
-            Channel::Popularity => self.popularity,
-            Channel::Text | Channel::Vector => 0.0,
-        }
+        self.0[c.index()]
     }
 
     /// Sets the weight of a model channel (content channels are ignored).
     pub(crate) fn set(&mut self, c: Channel, w: f32) {
-        match c {
-            Channel::ItemCf => self.item_cf = w,
-            Channel::UserCf => self.user_cf = w,
-            Channel::Mf => self.mf = w,
-            Channel::Kg => self.kg = w,
-            Channel::Popularity => self.popularity = w,
-            Channel::Text | Channel::Vector => {}
+        if !c.is_content() {
+            self.0[c.index()] = w;
         }
+    }
+
+    /// Every model channel's weight, in registry order.
+    pub fn iter(&self) -> impl Iterator<Item = (Channel, f32)> + '_ {
+        REGISTRY.iter().map(|s| (s.channel, self.get(s.channel)))
+    }
+}
+
+impl std::fmt::Display for ChannelWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (c, w)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{} {w}", c.name())?;
+        }
+        Ok(())
     }
 }
 
@@ -92,7 +97,7 @@ impl Formula {
         let n_collab = count(&|c| is_collaborative(*c)) as f32;
         let mut w = [0f32; N_CHANNELS];
         for c in present {
-            w[*c as usize] = if c.is_content() {
+            w[c.index()] = if c.is_content() {
                 alpha / n_content
             } else if is_collaborative(*c) {
                 beta / n_collab
@@ -111,7 +116,7 @@ impl Formula {
             Formula::Rrf { .. } => [0.0; N_CHANNELS],
         };
         for c in present.iter().filter(|c| !c.is_content()) {
-            w[*c as usize] = weights.get(*c);
+            w[c.index()] = weights.get(*c);
         }
         Formula::Weighted(w)
     }
@@ -135,7 +140,7 @@ impl Formula {
     /// (1-based).
     pub fn part(&self, c: Channel, normalized: f32, rank: usize) -> f32 {
         match self {
-            Formula::Weighted(w) => w[c as usize] * normalized,
+            Formula::Weighted(w) => w[c.index()] * normalized,
             Formula::Rrf { k } => 1.0 / (k + rank as f32),
         }
     }
@@ -199,6 +204,19 @@ pub(crate) fn fuse_item<K: Copy + Eq + Hash>(
         .filter_map(|n| n.score(item, formula))
         .collect();
     (parts.iter().map(|p| p.contribution).sum(), parts)
+}
+
+/// The fused score of `item` under `formula`, as [`fuse_item`] sums it, without the parts.
+pub(crate) fn fused_sum<K: Copy + Eq + Hash>(
+    norms: &[ChannelNorm<K>],
+    item: K,
+    formula: &Formula,
+) -> f32 {
+    norms
+        .iter()
+        .filter_map(|n| n.score(item, formula))
+        .map(|p| p.contribution)
+        .sum()
 }
 
 #[cfg(test)]

@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::catalog::Product;
+use crate::channel::Fusion;
 use crate::config::{HnswParams, Metric};
 use crate::engine::{Engine, Stats};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::filter::Filter;
 use crate::import::{self, OnError};
-use crate::query::{Fusion, Query};
+use crate::query::Query;
 
 mod ops;
 

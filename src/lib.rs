@@ -5,6 +5,7 @@
 pub mod beir;
 pub mod bench;
 mod catalog;
+mod channel;
 mod codec;
 mod config;
 pub mod demo;
@@ -21,6 +22,7 @@ mod graph;
 pub mod import;
 #[allow(missing_docs)]
 pub mod models;
+mod options;
 mod query;
 mod rerank;
 pub mod sql;
@@ -32,13 +34,14 @@ mod vector;
 mod writer;
 
 pub use catalog::Product;
+pub use channel::{Channel, ChannelScore, Fusion};
 pub use config::{Config, HnswParams, Limits, Metric};
 pub use engine::{Appended, Committed, Engine, EngineBuilder, Facets, Recovery, Scored, Stats};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::Filter;
 pub use fusion::ChannelWeights;
-pub use query::{Channel, ChannelScore, Explanation, Fusion, Hit, Query};
+pub use query::{Explanation, Hit, Query};
 pub use train::{
     Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, FittedOn, FusionHoldout,
     RatingWeight, RetrainPolicy, SplitKind, TrainOptions, TrainReport,

@@ -11,92 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::catalog::{ItemId, Product};
+pub use crate::channel::{Channel, ChannelScore, Fusion};
+use crate::channel::{ChannelHits, Reason, Request, Retriever, TextChannel, VectorChannel};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::filter::Filter;
-use crate::fusion::ChannelNorm;
-use crate::text::TextQuery;
+use crate::options::HistoryRule;
+use crate::rerank::FuseInput;
 use crate::train::ModelSet;
-
-/// How channel scores become one score.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
-pub enum Fusion {
-    /// For recommendations once trained, whichever of the MLP re-ranker and
-    /// [`Fusion::Learned`] ranked better on held-out users at training;
-    /// [`Fusion::default_linear`] for searches and before training. The default.
-    #[default]
-    Auto,
-    /// The MLP re-ranker's probability (recommendations; searches fall back to linear).
-    Mlp,
-    /// The seed's formula with min-max normalised scores:
-    /// `alpha * content + beta * collaborative + 0.05 * popularity`, where `content` is the
-    /// mean of the text and vector channels present and `collaborative` the mean of item-CF,
-    /// user-CF, MF and KG present.
-    Linear {
-        /// Weight of the content channels.
-        alpha: f32,
-        /// Weight of the collaborative channels.
-        beta: f32,
-    },
-    /// Linear fusion with the per-channel weights fitted at training on held-out
-    /// interactions, or the one channel that ranked held-out users better than those weights
-    /// (recommendations; searches and untrained engines use [`Fusion::default_linear`]).
-    Learned,
-    /// Reciprocal rank fusion: the sum over channels of `1 / (k + rank)`.
-    Rrf {
-        /// The rank offset (60 in the original paper).
-        k: f32,
-    },
-}
-
-impl Fusion {
-    /// `Linear { alpha: 0.5, beta: 0.5 }`.
-    pub fn default_linear() -> Self {
-        Fusion::Linear {
-            alpha: crate::fusion::DEFAULT_ALPHA,
-            beta: crate::fusion::DEFAULT_BETA,
-        }
-    }
-}
-
-/// A retrieval channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Channel {
-    /// BM25 over title, description, brand and category.
-    Text,
-    /// Nearest neighbours of the query vector (or of the `similar_to` item's vector).
-    Vector,
-    /// Item-based CF from the user's recent history (or the `similar_to` item).
-    ItemCf,
-    /// User-based CF.
-    UserCf,
-    /// Matrix factorisation.
-    Mf,
-    /// Knowledge-graph relatedness to the history (or the `similar_to` item).
-    Kg,
-    /// Popularity: the cold-start fallback.
-    Popularity,
-}
-
-impl Channel {
-    /// The channel's short name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Channel::Text => "bm25",
-            Channel::Vector => "vector",
-            Channel::ItemCf => "item_cf",
-            Channel::UserCf => "user_cf",
-            Channel::Mf => "mf",
-            Channel::Kg => "kg",
-            Channel::Popularity => "popularity",
-        }
-    }
-
-    pub(crate) fn is_content(&self) -> bool {
-        matches!(self, Channel::Text | Channel::Vector)
-    }
-}
 
 /// A request to [`Engine::query`]. Text alone is a search, a user alone is a recommendation,
 /// both is a personalised search, `similar_to` is item-to-item.
@@ -240,21 +163,6 @@ impl Deadline {
     }
 }
 
-/// One channel's part in a hit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ChannelScore {
-    /// The channel.
-    pub channel: Channel,
-    /// Its raw score.
-    pub raw: f32,
-    /// Min-max normalised over the channel's candidates.
-    pub normalized: f32,
-    /// 1-based rank in the channel.
-    pub rank: usize,
-    /// What it added to the fused score.
-    pub contribution: f32,
-}
-
 /// Why a hit is there.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Explanation {
@@ -320,21 +228,8 @@ pub struct Hit {
     pub explanation: Option<Explanation>,
 }
 
-/// Event weights for the live history (the same order as training's defaults).
-fn history_weight(kind: EventKind) -> f32 {
-    match kind {
-        EventKind::View => 1.0,
-        EventKind::Click => 2.0,
-        EventKind::Cart => 4.0,
-        EventKind::Purchase => 8.0,
-        EventKind::Rating(_) => 1.0,
-    }
-}
-
 /// Most recent history events used by the CF channels.
 const HISTORY: usize = 100;
-
-type ChannelHits = Vec<(ItemId, f32)>;
 
 /// Maximal marginal relevance over the best `max(10 k, 100)` hits: each pick maximises
 /// `lambda * relevance - (1 - lambda) * max similarity to the picks so far`, with relevance
@@ -451,32 +346,42 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
             "cold start: no trained models; text, vector and knowledge graph only".to_string(),
         );
     }
+    let items = engine.items.read();
 
-    // The shopper's recent history, live from the log (a new event counts at once).
+    // The shopper's recent history, live from the log (a new event counts at once), weighed
+    // by the rule the model generation was trained with.
+    let default_rule;
+    let rule = match &models {
+        Some(m) => &m.history_rule,
+        None => {
+            default_rule = HistoryRule::default();
+            &default_rule
+        }
+    };
     let mut history: Vec<(u32, f32)> = Vec::new();
     let mut purchased: Vec<ItemId> = Vec::new();
+    let uid = q.user.as_deref().and_then(|u| engine.users.read().get(u));
     if let Some(user) = &q.user {
-        match engine.users.read().get(user) {
+        match uid {
             Some(u) => {
                 let evs = engine.user_events(u, Some(HISTORY))?;
-                let mut agg: HashMap<u32, f32> = HashMap::new();
-                for e in &evs {
-                    *agg.entry(e.item.0).or_default() += history_weight(e.kind);
-                    if e.kind == EventKind::Purchase {
-                        purchased.push(e.item);
-                    }
-                }
-                history = agg.into_iter().collect();
-                history.sort_unstable_by_key(|h| h.0);
+                history = rule.history(
+                    evs.iter()
+                        .filter(|e| items.get(e.item).is_some())
+                        .map(|e| (e.item.0, e.kind, e.ts)),
+                );
+                purchased = evs
+                    .iter()
+                    .filter(|e| e.kind == EventKind::Purchase)
+                    .map(|e| e.item)
+                    .collect();
             }
             None => notes.push(format!("cold start: user {user:?} has no history")),
         }
     }
     let mut seed_item = None;
     if let Some(item) = &q.similar_to {
-        let iid = engine
-            .items
-            .read()
+        let iid = items
             .live_iid(item)
             .ok_or_else(|| Error::UnknownItem(item.clone()))?;
         seed_item = Some(iid);
@@ -484,138 +389,68 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
             history = vec![(iid.0, 1.0)];
         }
     }
-
-    let n = q.candidates;
-    let mut channels: Vec<(Channel, ChannelHits)> = Vec::new();
-    let searching = q.text.is_some() || q.vector.is_some();
-    if let Some(text) = &q.text {
-        deadline.check("the text channel")?;
-        let hits = engine.text.search(&TextQuery {
-            text,
-            filter: &q.filter,
-            limit: n,
-            title_boost: 0.0,
-            fuzzy: true,
-        })?;
-        channels.push((
-            Channel::Text,
-            hits.into_iter().map(|h| (h.item, h.score)).collect(),
-        ));
-    }
     let query_vector = match (&q.vector, seed_item) {
         (Some(v), _) => Some(v.clone()),
         (None, Some(iid)) => engine.vectors.vector(iid),
         _ => None,
     };
-    if let Some(v) = query_vector {
-        deadline.check("the vector channel")?;
-        // One more than asked, as the `similar_to` item itself is usually the nearest.
-        let hits = engine.vector_hits(&v, &q.filter, (n + 1).min(limits.max_k))?;
-        channels.push((Channel::Vector, hits));
-    }
-    deadline.check("the model channels")?;
-    finish(
-        engine,
-        q,
-        models.as_deref(),
-        channels,
-        &history,
-        &purchased,
-        seed_item,
-        searching,
-        notes,
-        &deadline,
-    )
-}
-
-/// The concrete fusion a call uses: `Auto` becomes what ranked best on held-out users at
-/// training; the trained modes fall back to the seed formula (with a note) for searches and
-/// untrained engines.
-fn resolve_fusion(
-    asked: Fusion,
-    ranker: Option<&crate::rerank::TrainedRanker>,
-    searching: bool,
-    notes: &mut Vec<String>,
-) -> Fusion {
-    let trained = ranker.filter(|_| !searching);
-    match (asked, trained) {
-        (Fusion::Auto, Some(r)) => r.auto(),
-        (Fusion::Mlp | Fusion::Learned, Some(_)) => asked,
-        (Fusion::Mlp | Fusion::Learned, None) => {
-            notes.push(format!(
-                "{} fusion needs a trained model set and no search text: linear fusion used",
-                if asked == Fusion::Mlp {
-                    "MLP"
-                } else {
-                    "learned"
-                }
-            ));
-            Fusion::default_linear()
-        }
-        (Fusion::Auto, None) => Fusion::default_linear(),
-        (f @ (Fusion::Linear { .. } | Fusion::Rrf { .. }), _) => f,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    engine: &Engine,
-    q: &Query,
-    models: Option<&ModelSet>,
-    mut channels: Vec<(Channel, ChannelHits)>,
-    history: &[(u32, f32)],
-    purchased: &[ItemId],
-    seed_item: Option<ItemId>,
-    searching: bool,
-    mut notes: Vec<String>,
-    deadline: &Deadline,
-) -> Result<Vec<Hit>> {
-    let uid = q.user.as_deref().and_then(|u| engine.users.read().get(u));
-    let items = engine.items.read();
-    let ok = |iid: ItemId| -> bool {
+    let (user, known) = match &models {
+        Some(m) => m.models.known(uid.map(|u| u.0), &history),
+        None => (None, Vec::new()),
+    };
+    let req = Request {
+        user,
+        history: &known,
+        text: q.text.as_deref(),
+        vector: query_vector.as_deref(),
+        filter: &q.filter,
+    };
+    let ok = |i: u32| -> bool {
+        let iid = ItemId(i);
         items.get(iid).is_some_and(|p| q.filter.matches(p))
             && Some(iid) != seed_item
             && !(q.exclude_purchased && purchased.contains(&iid))
     };
+
+    // Content channels first: with text or a vector the query is a search.
     let n = q.candidates;
-    if let Some(m) = models {
-        let ok32 = |i: u32| ok(ItemId(i));
-        let user = uid.map(|u| u.0);
+    let mut channels: Vec<(Channel, ChannelHits)> = Vec::new();
+    let text = TextChannel {
+        index: &engine.text,
+    };
+    let vector = VectorChannel {
+        index: &engine.vectors,
+        items: &items,
+        exact_scan_below: engine.config().hnsw.exact_scan_below,
+        max_k: limits.max_k,
+    };
+    for (stage, channel) in [
+        ("the text channel", &text as &dyn Retriever),
+        ("the vector channel", &vector),
+    ] {
+        deadline.check(stage)?;
+        if let Some(hits) = channel.propose(&req, n, &ok)? {
+            channels.push((channel.channel(), hits));
+        }
+    }
+    let searching = q.text.is_some() || q.vector.is_some();
+    deadline.check("the model channels")?;
+    if let Some(m) = &models {
         let model_hits = if searching {
             // A search: the collaborative channels score its content candidates only.
-            let mut content: Vec<u32> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for (_, hits) in &channels {
-                for (i, _) in hits {
-                    if ok(*i) && seen.insert(i.0) {
-                        content.push(i.0);
-                    }
-                }
-            }
-            crate::rerank::model_scores_for(&m.base, m.n_users, user, history, &content)
+            let content = crate::channel::union(&channels, &ok);
+            m.models.score(&req, &content)
         } else {
-            crate::rerank::model_channels(
-                &m.base,
-                m.n_users,
-                user,
-                history,
-                n,
-                &ok32,
-                m.factor_index.get(),
-            )
+            m.models.propose(&req, n, &ok)?
         };
-        channels.extend(
-            model_hits
-                .into_iter()
-                .map(|(c, hits)| (c, hits.into_iter().map(|(i, s)| (ItemId(i), s)).collect())),
-        );
+        channels.extend(model_hits);
     }
     if channels.iter().all(|(_, h)| h.is_empty()) && !searching {
         notes.push("no channel had candidates".to_string());
     }
 
     // Candidate set: a search keeps its content candidates; a recommendation takes all.
-    let mut cands: Vec<ItemId> = Vec::new();
+    let mut cands: Vec<u32> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (c, hits) in &channels {
         if searching && !c.is_content() {
@@ -629,53 +464,24 @@ fn finish(
     }
 
     deadline.check("fusion")?;
-    // Fusion: once trained, recommendations use what ranked best on held-out users; searches
-    // use the linear formula.
-    let ranker = models.and_then(|m| m.mlp.as_ref().map(|r| (m, r)));
-    let fusion = resolve_fusion(q.fusion, ranker.map(|(_, r)| r), searching, &mut notes);
-    let mlp_scores: Option<HashMap<ItemId, f32>> = match (fusion, ranker) {
-        (Fusion::Mlp, Some((m, ranker))) => {
-            let net = &ranker.mlp;
-            let info = |i: u32| items.facts(i);
-            let c32: Vec<u32> = cands.iter().map(|i| i.0).collect();
-            let model_chans: Vec<(Channel, crate::rerank::ChannelHits)> = channels
-                .iter()
-                .filter(|(c, _)| !c.is_content())
-                .map(|(c, h)| (*c, h.iter().map(|(i, s)| (i.0, *s)).collect()))
-                .collect();
-            let ctx = crate::rerank::UserContext::new(history, &info);
-            let x = crate::rerank::features(&c32, &model_chans, &m.base, &ctx, &info);
-            let p = net
-                .predict(x.view())
-                .map_err(|e| Error::invalid("re-ranker", e.to_string()))?;
-            notes.push("fused by the MLP re-ranker".to_string());
-            Some(cands.iter().copied().zip(p.iter().copied()).collect())
-        }
-        _ => None,
-    };
-    let present: Vec<Channel> = channels.iter().map(|(c, _)| *c).collect();
-    let formula =
-        crate::fusion::Formula::resolve(fusion, ranker.map(|(_, r)| &r.weights), &present);
-    if fusion == Fusion::Learned {
-        notes.push("fused with the channel weights learned at training".to_string());
-    }
-
-    // Each channel's normalised score and part; for a search, CF channels score the content
-    // candidates.
-    let norms: Vec<ChannelNorm<ItemId>> = channels
-        .iter()
-        .map(|(c, hits)| ChannelNorm::new(*c, hits))
-        .collect();
+    let info = |i: u32| items.facts(i);
+    let fused = crate::rerank::fuse(&FuseInput {
+        fusion: q.fusion,
+        searching,
+        cands: &cands,
+        channels: &channels,
+        models: models.as_deref().map(|m| &m.models),
+        ranker: models.as_deref().and_then(|m| m.mlp.as_ref()),
+        history: &history,
+        info: &info,
+        explain: q.explain,
+    });
+    notes.extend(fused.notes);
+    let mut parts = fused.parts.into_iter();
     let mut hits: Vec<(ItemId, f32, Vec<ChannelScore>)> = cands
-        .into_iter()
-        .map(|i| {
-            let (sum, parts) = crate::fusion::fuse_item(&norms, i, &formula);
-            let score = match &mlp_scores {
-                Some(m) => m.get(&i).copied().unwrap_or(0.0),
-                None => sum,
-            };
-            (i, score, parts)
-        })
+        .iter()
+        .zip(fused.scores)
+        .map(|(i, score)| (ItemId(*i), score, parts.next().unwrap_or_default()))
         .collect();
     hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     if let Some(lambda) = q.mmr {
@@ -690,7 +496,6 @@ fn finish(
         .as_deref()
         .map(crate::text::analyze)
         .unwrap_or_default();
-    let kg_names = engine.kg.read();
     for (iid, score, parts) in hits {
         let Some(p) = items.get(iid) else { continue };
         if let Some(cap) = q.max_per_brand {
@@ -720,21 +525,22 @@ fn finish(
                     .cloned()
                     .collect();
             }
-            if let Some(m) = models {
-                if e.channels.iter().any(|c| c.channel == Channel::ItemCf) {
-                    e.because_of = m
-                        .base
-                        .item_cf
-                        .explain(iid.0, history)
-                        .and_then(|(h, _)| items.name(ItemId(h)).map(str::to_string));
-                }
-                if e.channels.iter().any(|c| c.channel == Channel::Kg) {
-                    e.kg_entity = m
-                        .base
-                        .kg
-                        .explain(iid.0, history)
-                        .and_then(|(h, _)| m.base.kg.best_link(iid.0, h))
-                        .and_then(|(ent, _)| kg_names.entities.get(ent as usize).cloned());
+            if let Some(m) = &models {
+                let reasons: Vec<Reason> = e
+                    .channels
+                    .iter()
+                    .filter_map(|c| m.models.get(c.channel))
+                    .filter_map(|r| r.explain(iid.0, &req))
+                    .collect();
+                for reason in reasons {
+                    match reason {
+                        Reason::HistoryItem(h) => {
+                            e.because_of = items.name(ItemId(h)).map(str::to_string);
+                        }
+                        Reason::Entity(ent) => {
+                            e.kg_entity = engine.kg.read().entities.get(ent as usize).cloned();
+                        }
+                    }
                 }
             }
             e

@@ -1,281 +1,27 @@
-//! Candidate generation from the trained models, per-candidate features, and the MLP
-//! re-ranker: shared by the query path, training and offline evaluation so that features are
-//! computed the same way everywhere.
+//! Per-candidate features, the MLP re-ranker and the one fusion path: shared by the query
+//! path, training and offline evaluation, so that features and fused scores are computed
+//! the same way everywhere.
 
 use std::collections::HashMap;
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::ItemInfo;
+use crate::channel::{
+    union, Channel, ChannelHits, ChannelScore, Fusion, Models, Request, REGISTRY,
+};
 use crate::error::{Error, Result};
 use crate::fusion::{ChannelNorm, ChannelWeights, Formula};
 use crate::models::mlp::{Mlp, MlpConfig};
-use crate::models::{Interaction, Interactions, ItemCf, KgRelatedness, Mf, Popularity, UserCf};
-use crate::query::{Channel, Fusion};
-
-/// The collaborative and popularity models of one generation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct BaseModels {
-    pub item_cf: ItemCf,
-    pub user_cf: UserCf,
-    pub mf: Mf,
-    pub popularity: Popularity,
-    pub kg: KgRelatedness,
-}
-
-/// Candidates of one channel: `(item, raw score)`, best first.
-pub(crate) type ChannelHits = Vec<(u32, f32)>;
-
-/// Channels the models provide, in feature order.
-pub(crate) const MODEL_CHANNELS: [Channel; 5] = [
-    Channel::ItemCf,
-    Channel::UserCf,
-    Channel::Mf,
-    Channel::Kg,
-    Channel::Popularity,
-];
+use crate::models::{Interaction, Interactions, KgRelatedness, Popularity};
 
 /// Number of features per candidate: three per model channel, then eight about the item and
 /// the shopper (see [`features`]).
-pub(crate) const N_FEATURES: usize = 3 * MODEL_CHANNELS.len() + 8;
+pub(crate) const N_FEATURES: usize = 3 * REGISTRY.len() + 8;
 
 /// History items the knowledge-graph path count looks at (the user's strongest).
 const KG_PATH_HISTORY: usize = 20;
-
-/// What the features know about an item. Names are kept as 64-bit hashes (0: none), so
-/// that building a candidate's row allocates nothing.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ItemInfo {
-    /// Top-level category.
-    pub category: u64,
-    /// Brand, lower-case.
-    pub brand: u64,
-    /// Price, when known and positive.
-    pub price: Option<f64>,
-}
-
-/// FNV-1a step.
-#[inline]
-fn fnv(h: u64, b: u8) -> u64 {
-    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-}
-
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// A name's key: FNV-1a over its UTF-8 bytes, lower-cased when `lower`; 0 for an empty name
-/// (a non-empty one never maps to 0).
-fn name_key(name: &str, lower: bool) -> u64 {
-    if name.is_empty() {
-        return 0;
-    }
-    let h = if !lower {
-        name.bytes().fold(FNV_START, fnv)
-    } else if name.is_ascii() {
-        name.bytes()
-            .fold(FNV_START, |h, b| fnv(h, b.to_ascii_lowercase()))
-    } else {
-        let mut buf = [0u8; 4];
-        name.chars()
-            .flat_map(char::to_lowercase)
-            .fold(FNV_START, |h, c| {
-                c.encode_utf8(&mut buf).bytes().fold(h, fnv)
-            })
-    };
-    h.max(1)
-}
-
-impl ItemInfo {
-    /// The features' view of a product.
-    pub fn of(p: &crate::catalog::Product) -> Self {
-        let top = p
-            .category
-            .split(['/', '>'])
-            .map(str::trim)
-            .find(|s| !s.is_empty())
-            .unwrap_or("");
-        ItemInfo {
-            category: name_key(top, false),
-            brand: name_key(&p.brand, true),
-            price: p.price.filter(|x| x.is_finite() && *x > 0.0),
-        }
-    }
-}
-
-/// The top `n` items of a score vector that pass `ok`, best first. `ok` is called in score
-/// order on as few items as possible (a filter check costs more than a comparison).
-pub(crate) fn top_allowed(scores: &[f32], n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
-    let positive = |s: &f32| s.is_finite() && *s > 0.0;
-    // Large score vectors: a threshold read off a strided sample keeps about eight times
-    // what the first round needs, instead of collecting every positive score. Exact: every
-    // item at or above the threshold is kept, so when `n` of them pass `ok` they are the
-    // top `n` of the whole vector.
-    let first = (n * 2).max(16);
-    if scores.len() > 64 * first {
-        let stride = (scores.len() / 4_096).max(1);
-        let mut sample: Vec<f32> = scores
-            .iter()
-            .step_by(stride)
-            .copied()
-            .filter(positive)
-            .collect();
-        let keep = (8 * first) as f64 / scores.len() as f64;
-        let k = ((sample.len() as f64 * keep).ceil() as usize).max(1);
-        if k < sample.len() {
-            sample.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-            let threshold = sample[k - 1];
-            let head: Vec<(u32, f32)> = scores
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| positive(s) && **s >= threshold)
-                .map(|(i, s)| (i as u32, *s))
-                .collect();
-            let out = top_allowed_of(head, n, ok);
-            if out.len() >= n {
-                return out;
-            }
-        }
-    }
-    let v: Vec<(u32, f32)> = scores
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| positive(s))
-        .map(|(i, s)| (i as u32, *s))
-        .collect();
-    top_allowed_of(v, n, ok)
-}
-
-/// The top `n` of `v` that pass `ok`, best first, checking `ok` in score order.
-fn top_allowed_of(mut v: Vec<(u32, f32)>, n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
-    let mut out = Vec::with_capacity(n);
-    let mut want = (n * 2).max(16);
-    let mut done = 0;
-    while out.len() < n && done < v.len() {
-        let rest = &mut v[done..];
-        let take = want.min(rest.len());
-        if take < rest.len() {
-            rest.select_nth_unstable_by(take - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        }
-        let head = &mut rest[..take];
-        head.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        for &(i, s) in head.iter() {
-            if out.len() >= n {
-                break;
-            }
-            if ok(i) {
-                out.push((i, s));
-            }
-        }
-        done += take;
-        want *= 4;
-    }
-    out
-}
-
-/// The top `n` of a sparse model's scores that pass `ok` (positive, finite scores only, as
-/// [`top_allowed`] takes them from a dense vector).
-fn top_sparse(s: crate::models::SparseScores, n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
-    let v: Vec<(u32, f32)> = s
-        .into_entries()
-        .into_iter()
-        .filter(|(_, x)| x.is_finite() && *x > 0.0)
-        .collect();
-    top_allowed_of(v, n, ok)
-}
-
-/// Runs every model channel for a user (known to the models, or described by `history`).
-///
-/// The neighbourhood channels (item-CF, user-CF, KG) score only the items the history or the
-/// neighbours reach, and popularity is read in place: only MF without its factor index
-/// touches every item.
-pub(crate) fn model_channels(
-    b: &BaseModels,
-    n_users: usize,
-    user: Option<u32>,
-    history: &[(u32, f32)],
-    n: usize,
-    ok: &(dyn Fn(u32) -> bool + Sync),
-    factor_index: Option<&crate::vector::VectorIndex>,
-) -> Vec<(Channel, ChannelHits)> {
-    let n_items = b.popularity.n_items();
-    let mut out = Vec::with_capacity(MODEL_CHANNELS.len());
-    let history: Vec<(u32, f32)> = history
-        .iter()
-        .copied()
-        .filter(|(i, _)| (*i as usize) < n_items)
-        .collect();
-    let dense = |fill: &dyn Fn(&mut [f32]) -> bool| -> Option<ChannelHits> {
-        let mut scores = vec![0f32; n_items];
-        fill(&mut scores).then(|| top_allowed(&scores, n, ok))
-    };
-    let mut ann_hits: Option<ChannelHits> = None;
-    if !history.is_empty() {
-        out.push((
-            Channel::ItemCf,
-            top_sparse(b.item_cf.score_history_sparse(&history), n, ok),
-        ));
-    }
-    match user.filter(|u| (*u as usize) < n_users) {
-        Some(u) => {
-            if let Some(s) = b.user_cf.score_user_sparse(u) {
-                out.push((Channel::UserCf, top_sparse(s, n, ok)));
-            }
-            let ann = match (factor_index, b.mf.user_vector(u)) {
-                // Large catalogs: user-to-item recall is a graph walk over the item factors.
-                (Some(index), Some(uf))
-                    if crate::catalog::validate_vector(uf, b.mf.dim()).is_ok() =>
-                {
-                    let keep = |i: crate::catalog::ItemId| ok(i.0);
-                    let hits = index.search(uf, n, crate::vector::Allowed::Predicate(&keep));
-                    Some(
-                        hits.into_iter()
-                            .filter(|h| h.score > 0.0)
-                            .map(|h| (h.item.0, h.score))
-                            .collect::<ChannelHits>(),
-                    )
-                }
-                _ => None,
-            };
-            match ann {
-                Some(hits) => ann_hits = Some(hits),
-                None => {
-                    if let Some(hits) = dense(&|s| b.mf.score_user(u, s).is_ok()) {
-                        out.push((Channel::Mf, hits));
-                    }
-                }
-            }
-        }
-        None if !history.is_empty() => {
-            out.push((
-                Channel::UserCf,
-                top_sparse(b.user_cf.score_history_sparse(&history), n, ok),
-            ));
-            if let Some(hits) = dense(&|s| b.mf.score_history(&history, s).is_ok()) {
-                out.push((Channel::Mf, hits));
-            }
-        }
-        None => {}
-    }
-    if !history.is_empty() {
-        out.push((
-            Channel::Kg,
-            top_sparse(b.kg.score_history_sparse(&history), n, ok),
-        ));
-    }
-    let pop = &b.popularity;
-    out.push((
-        Channel::Popularity,
-        pop.ranked()
-            .iter()
-            .filter(|&&i| ok(i))
-            .take(n)
-            .map(|&i| (i, pop.item_score(i)))
-            .collect(),
-    ));
-    if let Some(hits) = ann_hits {
-        out.push((Channel::Mf, hits));
-    }
-    out
-}
 
 /// What the features need to know about the shopper.
 pub(crate) struct UserContext {
@@ -321,20 +67,6 @@ impl UserContext {
     }
 }
 
-/// The union of the channels' candidates, in first-seen order.
-pub(crate) fn union(channels: &[(Channel, ChannelHits)], ok: &dyn Fn(u32) -> bool) -> Vec<u32> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (_, hits) in channels {
-        for (i, _) in hits {
-            if ok(*i) && seen.insert(*i) {
-                out.push(*i);
-            }
-        }
-    }
-    out
-}
-
 /// One feature row per candidate: for each model channel its min-max normalised score and
 /// reciprocal rank (0 when absent), then log popularity, log history length, the user's share
 /// of history in the item's category and brand, the fraction of channels proposing it, each
@@ -345,15 +77,16 @@ pub(crate) fn union(channels: &[(Channel, ChannelHits)], ok: &dyn Fn(u32) -> boo
 pub(crate) fn features(
     cands: &[u32],
     channels: &[(Channel, ChannelHits)],
-    b: &BaseModels,
+    models: &Models,
     ctx: &UserContext,
     info: &dyn Fn(u32) -> ItemInfo,
 ) -> Array2<f32> {
+    let n_channels = REGISTRY.len();
     let mut x = Array2::<f32>::zeros((cands.len(), N_FEATURES));
-    let base = 2 * MODEL_CHANNELS.len();
+    let base = 2 * n_channels;
     let index: HashMap<u32, usize> = cands.iter().enumerate().map(|(r, i)| (*i, r)).collect();
-    for (ci, c) in MODEL_CHANNELS.iter().enumerate() {
-        let Some((_, hits)) = channels.iter().find(|(ch, _)| ch == c) else {
+    for (ci, spec) in REGISTRY.iter().enumerate() {
+        let Some((_, hits)) = channels.iter().find(|(ch, _)| *ch == spec.channel) else {
             continue;
         };
         let min = hits.iter().map(|h| h.1).fold(f32::INFINITY, f32::min);
@@ -371,26 +104,31 @@ pub(crate) fn features(
             }
         }
     }
-    let tail = base + 5 + MODEL_CHANNELS.len();
+    let tail = base + 5 + n_channels;
+    let popularity = models.typed::<Popularity>();
+    let kg = models.typed::<KgRelatedness>();
     for (r, item) in cands.iter().enumerate() {
         let it = info(*item);
-        x[[r, base]] = b.popularity.item_score(*item).max(0.0).ln_1p();
+        if let Some(pop) = popularity {
+            x[[r, base]] = pop.item_score(*item).max(0.0).ln_1p();
+            x[[r, tail]] = pop
+                .item_age(*item)
+                .map_or(0.0, |age| (age as f32 / 86_400.0).ln_1p());
+        }
         x[[r, base + 1]] = ctx.history_len.ln_1p();
         x[[r, base + 2]] = ctx.category_share.get(&it.category).copied().unwrap_or(0.0);
         x[[r, base + 3]] = ctx.brand_share.get(&it.brand).copied().unwrap_or(0.0);
-        x[[r, tail]] = b
-            .popularity
-            .item_age(*item)
-            .map_or(0.0, |age| (age as f32 / 86_400.0).ln_1p());
         if let (Some(p), Some(mean)) = (it.price, ctx.mean_log_price) {
             x[[r, tail + 1]] = (p.ln() - mean) as f32;
         }
-        x[[r, tail + 2]] =
-            (b.kg.linked_history(*item, &ctx.strongest, KG_PATH_HISTORY) as f32).ln_1p();
-        let present = (0..MODEL_CHANNELS.len())
+        if let Some(kg) = kg {
+            x[[r, tail + 2]] =
+                (kg.linked_history(*item, &ctx.strongest, KG_PATH_HISTORY) as f32).ln_1p();
+        }
+        let present = (0..n_channels)
             .filter(|ci| x[[r, 2 * ci + 1]] > 0.0)
             .count();
-        x[[r, base + 4]] = present as f32 / MODEL_CHANNELS.len() as f32;
+        x[[r, base + 4]] = present as f32 / n_channels as f32;
     }
     x
 }
@@ -408,7 +146,7 @@ const TRAIN_USERS: usize = 1_000;
 /// the log is too small to hold anything out.
 pub(crate) fn train_mlp(
     data: &Interactions,
-    fit: &dyn Fn(&Interactions) -> Result<BaseModels>,
+    fit: &dyn Fn(&Interactions) -> Result<Models>,
     info: &dyn Fn(u32) -> ItemInfo,
     cfg: &MlpConfig,
     rule: crate::eval::SplitKind,
@@ -471,15 +209,8 @@ pub(crate) fn train_mlp(
         let history = csr.row_pairs(*u as usize);
         let seen: std::collections::HashSet<u32> = history.iter().map(|h| h.0).collect();
         let ok = |i: u32| !seen.contains(&i);
-        let chans = model_channels(
-            &base,
-            data.n_users,
-            Some(*u),
-            &history,
-            CANDIDATES,
-            &ok,
-            None,
-        );
+        let (user, known) = base.known(Some(*u), &history);
+        let chans = base.propose(&Request::shopper(user, &known), CANDIDATES, &ok)?;
         let cands = union(&chans, &ok);
         if cands.is_empty() {
             continue;
@@ -569,10 +300,10 @@ pub(crate) fn train_mlp(
 fn weighted_scores(x: &Array2<f32>, w: &ChannelWeights) -> Vec<f32> {
     (0..x.nrows())
         .map(|r| {
-            MODEL_CHANNELS
+            REGISTRY
                 .iter()
                 .enumerate()
-                .map(|(ci, c)| w.get(*c) * x[[r, 2 * ci]])
+                .map(|(ci, spec)| w.get(spec.channel) * x[[r, 2 * ci]])
                 .sum()
         })
         .collect()
@@ -586,12 +317,12 @@ const WEIGHT_GRID: [f32; 12] = [
 
 /// The weights of each model channel alone.
 fn one_channel_weights() -> Vec<ChannelWeights> {
-    MODEL_CHANNELS
+    REGISTRY
         .iter()
-        .map(|c| {
+        .map(|spec| {
             let mut w = ChannelWeights::seed(0.0);
             w.set(Channel::Popularity, 0.0);
-            w.set(*c, 1.0);
+            w.set(spec.channel, 1.0);
             w
         })
         .collect()
@@ -625,10 +356,10 @@ fn fit_channel_weights(xs: &[Array2<f32>], labels: &[&[f32]]) -> ChannelWeights 
             });
     for _pass in 0..5 {
         let before = best_ndcg;
-        for c in MODEL_CHANNELS {
+        for spec in REGISTRY {
             for v in WEIGHT_GRID {
                 let mut w = best;
-                w.set(c, v);
+                w.set(spec.channel, v);
                 let n = mean_ndcg(&w);
                 if n > best_ndcg + 1e-9 {
                     (best, best_ndcg) = (w, n);
@@ -702,199 +433,174 @@ impl TrainedRanker {
     }
 }
 
-/// The default re-ranker configuration: one hidden layer of 64, early stopping.
-pub(crate) fn default_mlp_config() -> MlpConfig {
-    MlpConfig {
-        hidden: vec![64],
-        max_epochs: 60,
-        patience: 6,
-        batch_size: 256,
-        learning_rate: 1e-3,
-        ..MlpConfig::default()
-    }
+/// What one call of [`fuse`] fuses.
+pub(crate) struct FuseInput<'a> {
+    /// The fusion asked for (`Auto` included).
+    pub fusion: Fusion,
+    /// A search (text or vector): the trained modes fall back to the seed formula.
+    pub searching: bool,
+    /// The candidates, in the order their scores are returned.
+    pub cands: &'a [u32],
+    /// Every channel's hits (content and model channels).
+    pub channels: &'a [(Channel, ChannelHits)],
+    /// The model generation's channels, when trained.
+    pub models: Option<&'a Models>,
+    /// Its re-ranker and learned weights, when trained.
+    pub ranker: Option<&'a TrainedRanker>,
+    /// The shopper's history (for the re-ranker's features).
+    pub history: &'a [(u32, f32)],
+    /// Item facts (for the re-ranker's features).
+    pub info: &'a dyn Fn(u32) -> ItemInfo,
+    /// Return each channel's part of each candidate's score.
+    pub explain: bool,
 }
 
-/// Fused scores of `cands` (recommendation: model channels only), as the query path computes
-/// them: the formula of [`crate::fusion`] or, for `Mlp`, the network's probability.
-pub(crate) fn fuse(
-    fusion: Fusion,
-    cands: &[u32],
-    channels: &[(Channel, ChannelHits)],
-    b: &BaseModels,
-    ranker: Option<&TrainedRanker>,
-    ctx: &UserContext,
-    info: &dyn Fn(u32) -> ItemInfo,
-) -> Vec<f32> {
-    if let (Fusion::Mlp, Some(r)) = (fusion, ranker) {
-        let x = features(cands, channels, b, ctx, info);
-        if let Ok(p) = r.mlp.predict(x.view()) {
-            return p.to_vec();
+/// The fused scores of one request's candidates.
+pub(crate) struct Fused {
+    /// Per candidate, in the order given.
+    pub scores: Vec<f32>,
+    /// Per candidate, each channel's part (empty unless asked for).
+    pub parts: Vec<Vec<ChannelScore>>,
+    /// What happened on the way (fallbacks, the mode used), for explanations.
+    pub notes: Vec<String>,
+}
+
+/// The one fusion path, used by queries and by offline evaluation alike.
+///
+/// `Auto` becomes what ranked best on held-out users at training. The trained modes (`Mlp`,
+/// `Learned`) need a trained generation and a recommendation; otherwise the seed formula
+/// is used, with a note. When the re-ranker fails on a candidate set (its input does not
+/// match, a non-finite output), the call does not fail: the learned weights rank instead
+/// (the seed formula before any training), with a note saying why. Under `Mlp` every
+/// channel's part is reported with a contribution of 0: the network's probability is not a
+/// sum.
+pub(crate) fn fuse(input: &FuseInput<'_>) -> Fused {
+    let mut notes = Vec::new();
+    let ranker = input.ranker.filter(|_| input.models.is_some());
+    let mut fusion = resolve_fusion(input.fusion, ranker, input.searching, &mut notes);
+    let mut mlp_scores: Option<Vec<f32>> = None;
+    if let (Fusion::Mlp, Some(r), Some(models)) = (fusion, ranker, input.models) {
+        let model_chans: Vec<(Channel, ChannelHits)> = input
+            .channels
+            .iter()
+            .filter(|(c, _)| !c.is_content())
+            .cloned()
+            .collect();
+        let ctx = UserContext::new(input.history, input.info);
+        let x = features(input.cands, &model_chans, models, &ctx, input.info);
+        match r.mlp.predict(x.view()) {
+            Ok(p) if p.iter().all(|v| v.is_finite()) => {
+                notes.push("fused by the MLP re-ranker".to_string());
+                mlp_scores = Some(p.to_vec());
+            }
+            failed => {
+                let why = match failed {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "a non-finite score".to_string(),
+                };
+                notes.push(format!(
+                    "the MLP re-ranker failed ({why}): the learned channel weights used"
+                ));
+                fusion = Fusion::Learned;
+            }
         }
     }
-    let fusion = match fusion {
-        Fusion::Mlp | Fusion::Auto => Fusion::default_linear(),
-        f => f,
-    };
-    let present: Vec<Channel> = channels.iter().map(|(c, _)| *c).collect();
+    if fusion == Fusion::Learned {
+        notes.push("fused with the channel weights learned at training".to_string());
+    }
+    let present: Vec<Channel> = input.channels.iter().map(|(c, _)| *c).collect();
     let formula = Formula::resolve(fusion, ranker.map(|r| &r.weights), &present);
-    let norms: Vec<ChannelNorm<u32>> = channels
+    let norms: Vec<ChannelNorm<u32>> = input
+        .channels
         .iter()
         .map(|(c, hits)| ChannelNorm::new(*c, hits))
         .collect();
-    cands
-        .iter()
-        .map(|i| crate::fusion::fuse_item(&norms, *i, &formula).0)
-        .collect()
+    let mut scores = Vec::with_capacity(input.cands.len());
+    let mut parts = Vec::new();
+    for (r, &i) in input.cands.iter().enumerate() {
+        let sum = if input.explain {
+            let (sum, p) = crate::fusion::fuse_item(&norms, i, &formula);
+            parts.push(p);
+            sum
+        } else {
+            crate::fusion::fused_sum(&norms, i, &formula)
+        };
+        scores.push(match &mlp_scores {
+            Some(m) => m.get(r).copied().unwrap_or(0.0),
+            None => sum,
+        });
+    }
+    Fused {
+        scores,
+        parts,
+        notes,
+    }
 }
 
-/// The model channels' scores of given candidates only (a personalised search re-ranks its
-/// content candidates; it does not need each channel's best items over the whole catalog).
-pub(crate) fn model_scores_for(
-    b: &BaseModels,
-    n_users: usize,
-    user: Option<u32>,
-    history: &[(u32, f32)],
-    cands: &[u32],
-) -> Vec<(Channel, ChannelHits)> {
-    let n_items = b.popularity.n_items();
-    let cands: Vec<u32> = cands
-        .iter()
-        .copied()
-        .filter(|i| (*i as usize) < n_items)
-        .collect();
-    let history: Vec<(u32, f32)> = history
-        .iter()
-        .copied()
-        .filter(|(i, _)| (*i as usize) < n_items)
-        .collect();
-    let mut out = Vec::new();
-    let pick = |score: &dyn Fn(u32) -> f32| -> ChannelHits {
-        let mut v: ChannelHits = cands
-            .iter()
-            .map(|&i| (i, score(i)))
-            .filter(|(_, s)| s.is_finite() && *s > 0.0)
-            .collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        v
-    };
-    let known = user.filter(|u| (*u as usize) < n_users);
-    if !history.is_empty() {
-        let s = b.item_cf.score_history_sparse(&history);
-        out.push((Channel::ItemCf, pick(&|i| s.get(i))));
-    }
-    let user_cf = match known {
-        Some(u) => b.user_cf.score_user_sparse(u),
-        None => (!history.is_empty()).then(|| b.user_cf.score_history_sparse(&history)),
-    };
-    if let Some(s) = user_cf {
-        out.push((Channel::UserCf, pick(&|i| s.get(i))));
-    }
-    match known.and_then(|u| b.mf.user_vector(u)) {
-        Some(uf) => {
-            let mut v: ChannelHits = cands
-                .iter()
-                .filter_map(|&i| {
-                    let f = b.mf.item_vector(i)?;
-                    let s: f32 = uf.iter().zip(f).map(|(a, c)| a * c).sum();
-                    (s.is_finite() && s > 0.0).then_some((i, s))
-                })
-                .collect();
-            v.sort_by(|a, c| c.1.total_cmp(&a.1).then(a.0.cmp(&c.0)));
-            out.push((Channel::Mf, v));
+/// The concrete fusion a call uses: `Auto` becomes what ranked best on held-out users at
+/// training; the trained modes fall back to the seed formula (with a note) for searches and
+/// untrained engines.
+fn resolve_fusion(
+    asked: Fusion,
+    ranker: Option<&TrainedRanker>,
+    searching: bool,
+    notes: &mut Vec<String>,
+) -> Fusion {
+    let trained = ranker.filter(|_| !searching);
+    match (asked, trained) {
+        (Fusion::Auto, Some(r)) => r.auto(),
+        (Fusion::Mlp | Fusion::Learned, Some(_)) => asked,
+        (Fusion::Mlp | Fusion::Learned, None) => {
+            notes.push(format!(
+                "{} fusion needs a trained model set and no search text: linear fusion used",
+                if asked == Fusion::Mlp {
+                    "MLP"
+                } else {
+                    "learned"
+                }
+            ));
+            Fusion::default_linear()
         }
-        None if !history.is_empty() => {
-            let mut scores = vec![0f32; n_items];
-            if b.mf.score_history(&history, &mut scores).is_ok() {
-                out.push((
-                    Channel::Mf,
-                    pick(&|i| scores.get(i as usize).copied().unwrap_or(0.0)),
-                ));
-            }
-        }
-        None => {}
+        (Fusion::Auto, None) => Fusion::default_linear(),
+        (f @ (Fusion::Linear { .. } | Fusion::Rrf { .. }), _) => f,
     }
-    if !history.is_empty() {
-        let s = b.kg.score_history_sparse(&history);
-        out.push((Channel::Kg, pick(&|i| s.get(i))));
-    }
-    let mut pop: ChannelHits = cands
-        .iter()
-        .map(|&i| (i, b.popularity.item_score(i)))
-        .filter(|(_, s)| s.is_finite() && *s > 0.0)
-        .collect();
-    pop.sort_by(|a, c| c.1.total_cmp(&a.1).then(a.0.cmp(&c.0)));
-    out.push((Channel::Popularity, pop));
-    out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A model generation as offline evaluation scores it.
+pub(crate) struct Pipeline<'a> {
+    pub models: &'a Models,
+    pub ranker: Option<&'a TrainedRanker>,
+    /// Item facts (for the re-ranker's features).
+    pub info: &'a (dyn Fn(u32) -> ItemInfo + Sync),
+}
 
-    /// Sorting everything, then filtering: what `top_allowed` must return.
-    fn brute(scores: &[f32], n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
-        let mut v: Vec<(u32, f32)> = scores
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.is_finite() && **s > 0.0 && ok(*i as u32))
-            .map(|(i, s)| (i as u32, *s))
-            .collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        v.truncate(n);
-        v
-    }
-
-    #[test]
-    fn top_allowed_equals_a_full_sort_on_large_vectors() {
-        let mut rng = crate::models::SplitMix64::new(11);
-        let scores: Vec<f32> = (0..200_000)
-            .map(|i| match i % 7 {
-                0 => 0.0,
-                1 => -1.0,
-                2 => f32::NAN,
-                // Many ties, so the threshold lands on equal scores.
-                3 => 0.5,
-                _ => rng.next_f64() as f32,
-            })
-            .collect();
-        let filters: [&dyn Fn(u32) -> bool; 4] = [
-            &|_| true,
-            &|i| i % 3 == 0,
-            // Only a few items pass: the fast path falls back to the full scan.
-            &|i| i % 10_007 == 5,
-            &|_| false,
-        ];
-        for ok in filters {
-            for n in [1, 10, 100, 500] {
-                assert_eq!(top_allowed(&scores, n, ok), brute(&scores, n, ok), "n {n}");
-            }
-        }
-        let small = [0.3, 0.9, 0.0, 0.9, 0.1];
-        assert_eq!(top_allowed(&small, 2, &|_| true), vec![(1, 0.9), (3, 0.9)]);
-    }
-
-    #[test]
-    fn item_info_keys_are_case_blind_for_brands_and_take_the_top_category() {
-        let a = ItemInfo::of(
-            &crate::Product::new("a")
-                .brand("ACME")
-                .category("Shoes/Running"),
-        );
-        let b = ItemInfo::of(
-            &crate::Product::new("b")
-                .brand("acme")
-                .category(" Shoes > Trail"),
-        );
-        let c = ItemInfo::of(&crate::Product::new("c").brand("Globex").category("shoes"));
-        assert_eq!(a.brand, b.brand);
-        assert_eq!(a.category, b.category);
-        assert_ne!(a.brand, c.brand);
-        assert_ne!(a.category, c.category, "categories keep their case");
-        let de = ItemInfo::of(&crate::Product::new("e").brand("ÄPFEL Co"));
-        let de2 = ItemInfo::of(&crate::Product::new("f").brand("äpfel co"));
-        assert_eq!(de.brand, de2.brand);
-        assert_ne!(de.brand, a.brand);
-        let none = ItemInfo::of(&crate::Product::new("d"));
-        assert_eq!((none.brand, none.category), (0, 0));
+impl Pipeline<'_> {
+    /// A recommendation for a shopper the models know: every model channel's candidates
+    /// that pass `ok`, fused. Returns the candidates and their fused scores.
+    pub fn recommend(
+        &self,
+        fusion: Fusion,
+        user: u32,
+        history: &[(u32, f32)],
+        n: usize,
+        ok: &crate::channel::Allow<'_>,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let (known_user, known) = self.models.known(Some(user), history);
+        let chans = self
+            .models
+            .propose(&Request::shopper(known_user, &known), n, ok)?;
+        let cands = union(&chans, ok);
+        let fused = fuse(&FuseInput {
+            fusion,
+            searching: false,
+            cands: &cands,
+            channels: &chans,
+            models: Some(self.models),
+            ranker: self.ranker,
+            history,
+            info: self.info,
+            explain: false,
+        });
+        Ok((cands, fused.scores))
     }
 }

@@ -11,132 +11,19 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::category_ancestors;
+use crate::channel::{FitInput, MfChannel, Models, Request, REGISTRY};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::eval;
 pub use crate::eval::SplitKind;
 use crate::events::EventKind;
 use crate::graph::{self, item_entity};
-use crate::models::{
-    Interaction, Interactions, ItemCf, ItemCfParams, KgParams, KgRelatedness, Mf, MfParams,
-    ModelError, Popularity, PopularityParams, UserCf, UserCfParams,
-};
-use crate::rerank::BaseModels;
+use crate::models::{Interaction, Interactions, ModelError};
+use crate::options::HistoryRule;
+pub use crate::options::{EventWeights, RatingWeight, TrainOptions};
 
 pub(crate) const MODEL_MAGIC: &[u8; 4] = b"MODL";
-pub(crate) const MODEL_VERSION: u32 = 3;
-
-/// How much each kind of event counts.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EventWeights {
-    /// Default 1.
-    pub view: f32,
-    /// Default 2.
-    pub click: f32,
-    /// Default 4.
-    pub cart: f32,
-    /// Default 8.
-    pub purchase: f32,
-    /// How ratings count.
-    pub rating: RatingWeight,
-}
-
-/// How a rating event counts.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RatingWeight {
-    /// Every rating is one implicit interaction of weight 1 (RecBole's default on MovieLens).
-    Implicit,
-    /// The weight is the rating value.
-    Value,
-    /// Ratings below the threshold are dropped; the rest weigh 1.
-    AtLeast(f32),
-}
-
-impl Default for EventWeights {
-    fn default() -> Self {
-        EventWeights {
-            view: 1.0,
-            click: 2.0,
-            cart: 4.0,
-            purchase: 8.0,
-            rating: RatingWeight::Implicit,
-        }
-    }
-}
-
-impl EventWeights {
-    fn weight(&self, kind: EventKind) -> Option<f32> {
-        Some(match kind {
-            EventKind::View => self.view,
-            EventKind::Click => self.click,
-            EventKind::Cart => self.cart,
-            EventKind::Purchase => self.purchase,
-            EventKind::Rating(v) => match self.rating {
-                RatingWeight::Implicit => 1.0,
-                RatingWeight::Value => v,
-                RatingWeight::AtLeast(t) if v >= t => 1.0,
-                RatingWeight::AtLeast(_) => return None,
-            },
-        })
-        .filter(|w| *w > 0.0)
-    }
-}
-
-/// Options of [`Engine::train`].
-#[derive(Clone, Debug)]
-pub struct TrainOptions {
-    /// Event weights.
-    pub weights: EventWeights,
-    /// Exponential time decay: an event this many days older than the newest counts half.
-    /// Default none.
-    pub half_life_days: Option<f64>,
-    /// Users averaging more events per active day than this are dropped as robots.
-    /// Default 2,000.
-    pub max_events_per_day: f64,
-    /// Item-based CF.
-    pub item_cf: ItemCfParams,
-    /// User-based CF.
-    pub user_cf: UserCfParams,
-    /// Matrix factorisation (implicit ALS).
-    pub mf: MfParams,
-    /// Popularity.
-    pub popularity: PopularityParams,
-    /// Knowledge-graph relatedness.
-    pub kg: KgParams,
-    /// The MLP re-ranker; `None` skips it (fusion then falls back to linear).
-    pub mlp: Option<crate::models::mlp::MlpConfig>,
-    /// How training holds out part of the log to tune on and to train the re-ranker and the
-    /// channel weights on: the rule of a split kind ([`SplitKind::LeaveOneOut`]: each user's
-    /// latest interaction, the next-item task a shop serves; the default).
-    /// [`Engine::evaluate`](crate::Engine::evaluate) uses its own split's rule instead.
-    pub holdout: SplitKind,
-    /// Per-shop tuning of item-CF, user-CF and MF on a held-out part of the log before the
-    /// final fit ([`TuneOptions`](crate::TuneOptions)); `None` fits the parameters above as
-    /// they are.
-    /// Default on, with a 60 s budget.
-    pub tune: Option<crate::tune::TuneOptions>,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        TrainOptions {
-            weights: EventWeights::default(),
-            half_life_days: None,
-            max_events_per_day: 2_000.0,
-            item_cf: ItemCfParams::default(),
-            user_cf: UserCfParams::default(),
-            mf: MfParams::default(),
-            popularity: PopularityParams::default(),
-            kg: KgParams::default(),
-            mlp: Some(crate::rerank::default_mlp_config()),
-            holdout: SplitKind::LeaveOneOut,
-            tune: Some(crate::tune::TuneOptions::default()),
-            progress: false,
-        }
-    }
-}
+pub(crate) const MODEL_VERSION: u32 = 4;
 
 /// What cleaning removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,14 +43,18 @@ pub struct Cleaning {
 }
 
 /// The trained models of one generation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ModelSet {
     pub generation: u64,
     /// The log sequence the models were trained on.
     pub seq: u64,
     pub n_users: usize,
     pub n_items: usize,
-    pub base: BaseModels,
+    /// The model channels of the registry, fitted.
+    pub models: Models,
+    /// How a shopper's events were weighed into their history: the query path weighs a
+    /// live history by the same rule.
+    pub history_rule: HistoryRule,
     /// The re-ranker, when trained.
     pub mlp: Option<crate::rerank::TrainedRanker>,
     /// Category names by popularity category id.
@@ -171,10 +62,6 @@ pub(crate) struct ModelSet {
     pub cleaning: Cleaning,
     /// What tuning tried and chose for this generation, when it ran.
     pub tuning: Option<crate::tune::TuneReport>,
-    /// MF item factors in an HNSW graph (inner product), built in the background after
-    /// training or loading when the catalog is large; until then MF scores every item.
-    #[serde(skip)]
-    pub factor_index: Arc<std::sync::OnceLock<crate::vector::VectorIndex>>,
 }
 
 /// Below this many items, scoring every item's factor beats a graph walk: at 100k items
@@ -197,7 +84,10 @@ impl ModelSet {
         let set = Arc::clone(self);
         let params = params.clone();
         let build = move || {
-            let mf = &set.base.mf;
+            let Some(channel) = set.models.typed::<MfChannel>() else {
+                return;
+            };
+            let mf = &channel.mf;
             let dim = mf.dim();
             let index = crate::vector::VectorIndex::in_memory(
                 dim,
@@ -212,7 +102,7 @@ impl ModelSet {
             for chunk in factors.chunks(10_000) {
                 index.upsert(chunk);
             }
-            let _ = set.factor_index.set(index);
+            let _ = channel.index.set(index);
         };
         if background {
             std::thread::spawn(build);
@@ -290,11 +180,7 @@ impl std::fmt::Display for TrainReport {
                 "fusion on {} held-out users, NDCG@10: MLP {:.4}, learned weights {:.4}, linear {:.4}; default fusion: {}",
                 h.users, h.mlp, h.learned, h.linear, self.auto_fusion
             )?;
-            writeln!(
-                f,
-                "learned weights: item_cf {} user_cf {} mf {} kg {} popularity {}",
-                w.item_cf, w.user_cf, w.mf, w.kg, w.popularity
-            )?;
+            writeln!(f, "learned weights: {w}")?;
         }
         if let Some(t) = &self.tuning {
             writeln!(
@@ -329,7 +215,9 @@ pub(crate) struct Dataset {
     pub n_entities: usize,
     pub cleaning: Cleaning,
     /// What the re-ranker's features know about each item.
-    pub item_info: Vec<crate::rerank::ItemInfo>,
+    pub item_info: Vec<crate::catalog::ItemInfo>,
+    /// How events were weighed.
+    pub history_rule: HistoryRule,
 }
 
 /// Reads and cleans the log into one row per (user, item): weights summed (with decay),
@@ -344,6 +232,7 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
         ..Cleaning::default()
     };
     let max_ts = events.iter().map(|e| e.ts).max().unwrap_or(0);
+    let history_rule = HistoryRule::new(opts, max_ts);
     // Robot detection: events per active day, per user.
     let mut per_user: HashMap<u32, (usize, std::collections::HashSet<i64>)> = HashMap::new();
     for e in &events {
@@ -367,14 +256,10 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
             cleaning.robot_events += 1;
             continue;
         }
-        let Some(mut w) = opts.weights.weight(e.kind) else {
+        let Some(w) = history_rule.weight(e.kind, e.ts) else {
             cleaning.unweighted += 1;
             continue;
         };
-        if let Some(h) = opts.half_life_days.filter(|h| *h > 0.0) {
-            let age_days = (max_ts - e.ts) as f64 / 86_400.0;
-            w *= 0.5f64.powf(age_days / h) as f32;
-        }
         let rating = match e.kind {
             EventKind::Rating(v) => Some(v),
             _ => None,
@@ -406,7 +291,7 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
     let mut item_categories = vec![Vec::new(); n_items];
     let kg = engine.kg.read();
     let mut item_entities = vec![Vec::new(); n_items];
-    let item_info: Vec<crate::rerank::ItemInfo> =
+    let item_info: Vec<crate::catalog::ItemInfo> =
         (0..n_items as u32).map(|i| items.facts(i)).collect();
     for (i, p) in items.items.iter().enumerate() {
         let Some(p) = p else { continue };
@@ -455,6 +340,7 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
         n_entities: kg.entities.len(),
         cleaning,
         item_info,
+        history_rule,
     })
 }
 
@@ -465,7 +351,7 @@ pub(crate) fn fit_all(
     opts: &TrainOptions,
     timings: &mut Vec<(String, f64)>,
     progress: Option<&indicatif::ProgressBar>,
-) -> Result<BaseModels> {
+) -> Result<Models> {
     fn timed<T>(
         name: &str,
         t: &mut Vec<(String, f64)>,
@@ -483,29 +369,20 @@ pub(crate) fn fit_all(
         }
         Ok(r)
     }
-    let item_cf = timed("item_cf", timings, progress, || {
-        ItemCf::fit(data, &opts.item_cf).map_err(model_err)
-    })?;
-    let user_cf = timed("user_cf", timings, progress, || {
-        UserCf::fit(data, &opts.user_cf).map_err(model_err)
-    })?;
-    let mf = timed("mf", timings, progress, || {
-        Mf::fit(data, &opts.mf).map_err(model_err)
-    })?;
-    let popularity = timed("popularity", timings, progress, || {
-        Popularity::fit(data, &ds.item_categories, &opts.popularity).map_err(model_err)
-    })?;
-    let kg = timed("kg", timings, progress, || {
-        KgRelatedness::fit(data.n_items, &ds.item_entities, ds.n_entities, &opts.kg)
-            .map_err(model_err)
-    })?;
-    Ok(BaseModels {
-        item_cf,
-        user_cf,
-        mf,
-        popularity,
-        kg,
-    })
+    let input = FitInput {
+        data,
+        opts,
+        item_categories: &ds.item_categories,
+        item_entities: &ds.item_entities,
+        n_entities: ds.n_entities,
+    };
+    let mut channels = Vec::with_capacity(REGISTRY.len());
+    for spec in REGISTRY {
+        channels.push(timed(spec.channel.name(), timings, progress, || {
+            (spec.fit)(&input)
+        })?);
+    }
+    Ok(Models::new(data.n_users, data.n_items, channels))
 }
 
 fn models_dir(engine: &Engine) -> PathBuf {
@@ -603,12 +480,12 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         seq,
         n_users: ds.data.n_users,
         n_items: ds.data.n_items,
-        base,
+        models: base,
+        history_rule: ds.history_rule.clone(),
         mlp,
         categories: ds.categories,
         cleaning: ds.cleaning.clone(),
         tuning: tuning.clone(),
-        factor_index: Arc::default(),
     };
     let t = Instant::now();
     save(&models_dir(engine), &set)?;
@@ -624,13 +501,11 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         weights: r.weights,
     });
     let auto_fusion = match set.mlp.as_ref().map(|r| r.auto()) {
-        Some(crate::query::Fusion::Mlp) => "mlp",
-        Some(crate::query::Fusion::Learned) => "learned",
+        Some(crate::channel::Fusion::Mlp) => "mlp",
+        Some(crate::channel::Fusion::Learned) => "learned",
         _ => "linear",
     }
     .to_string();
-    // Sorted now rather than by the first recommendation.
-    let _ = set.base.popularity.ranked();
     let set = Arc::new(set);
     let t = Instant::now();
     if set.spawn_factor_index(engine.hnsw_params(), false) {
@@ -683,7 +558,6 @@ pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
     let path = dir.join(name);
     let bytes = crate::fsutil::read(&path)?;
     let mut set: ModelSet = crate::codec::decode_file(MODEL_MAGIC, MODEL_VERSION, &bytes, &path)?;
-    let _ = set.base.popularity.ranked();
     if let Some(ranker) = set.mlp.as_mut() {
         ranker.mlp.flush_subnormal_weights();
         ranker
@@ -893,13 +767,6 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
     } else {
         None
     };
-    let BaseModels {
-        item_cf,
-        user_cf,
-        mf,
-        popularity,
-        kg,
-    } = &base;
     let csr = fit_data.user_item_csr().map_err(model_err)?;
     let history = |u: u32| csr.row_pairs(u as usize);
     let mut report = EvalReport {
@@ -930,36 +797,16 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
         }
     };
     let ks = &opts.ks;
-    push(
-        "popularity",
-        eval::evaluate_ranking_excluding(&exclude, target, ks, |_, s| {
-            let _ = popularity.score(s);
-        }),
-    );
-    push(
-        "item_cf",
-        eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
-            let _ = item_cf.score_history(&history(u), s);
-        }),
-    );
-    push(
-        "user_cf",
-        eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
-            let _ = user_cf.score_user(u, s);
-        }),
-    );
-    push(
-        "mf",
-        eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
-            let _ = mf.score_user(u, s);
-        }),
-    );
-    push(
-        "kg",
-        eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
-            let _ = kg.score_history(&history(u), s);
-        }),
-    );
+    // Each model channel alone, ranking every item.
+    for channel in base.iter() {
+        push(
+            channel.channel().name(),
+            eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
+                let h = history(u);
+                channel.score_all(&Request::shopper(Some(u), &h), s);
+            }),
+        );
+    }
     if opts.fused {
         // The fused pipeline: candidates from every model channel, then each fusion mode.
         let mut excluded = vec![std::collections::HashSet::new(); ds.data.n_users];
@@ -972,32 +819,28 @@ pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport
         }
         let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
         let mut modes = vec![
-            ("fused_linear", crate::query::Fusion::default_linear()),
-            ("fused_rrf", crate::query::Fusion::Rrf { k: 60.0 }),
+            ("fused_linear", crate::channel::Fusion::default_linear()),
+            ("fused_rrf", crate::channel::Fusion::Rrf { k: 60.0 }),
         ];
         if mlp.is_some() {
-            modes.push(("fused_learned", crate::query::Fusion::Learned));
-            modes.push(("fused_mlp", crate::query::Fusion::Mlp));
+            modes.push(("fused_learned", crate::channel::Fusion::Learned));
+            modes.push(("fused_mlp", crate::channel::Fusion::Mlp));
         }
+        let pipeline = crate::rerank::Pipeline {
+            models: &base,
+            ranker: mlp.as_ref(),
+            info: &info,
+        };
         for (name, fusion) in modes {
             let scorer = |u: u32, s: &mut [f32]| {
                 let seen = excluded.get(u as usize);
                 let ok = |i: u32| seen.is_none_or(|x| !x.contains(&i));
-                let h = history(u);
-                let chans = crate::rerank::model_channels(
-                    &base,
-                    fit_data.n_users,
-                    Some(u),
-                    &h,
-                    opts.candidates,
-                    &ok,
-                    None,
-                );
-                let cands = crate::rerank::union(&chans, &ok);
-                let ctx = crate::rerank::UserContext::new(&h, &info);
-                let fused =
-                    crate::rerank::fuse(fusion, &cands, &chans, &base, mlp.as_ref(), &ctx, &info);
                 s.iter_mut().for_each(|x| *x = -1.0);
+                let Ok((cands, fused)) =
+                    pipeline.recommend(fusion, u, &history(u), opts.candidates, &ok)
+                else {
+                    return;
+                };
                 for (c, f) in cands.iter().zip(fused) {
                     if let Some(x) = s.get_mut(*c as usize) {
                         *x = f;

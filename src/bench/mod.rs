@@ -24,10 +24,11 @@ pub use report::{
 pub use speed::peak_rss_mb;
 
 use crate::beir::{BeirSet, SearchMethod};
+use crate::channel::Fusion;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::query::{Fusion, Query};
+use crate::query::Query;
 use crate::train::{EvalOn, EvalOptions, SplitKind, TrainOptions};
 
 /// The five ranking metrics, in the report's order.

@@ -19,12 +19,12 @@ use sqlparser::ast::{
 use sqlparser::tokenizer::Span;
 
 use crate::catalog::{category_levels, Product};
+use crate::channel::Fusion;
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::filter::Filter;
 use crate::import::OnError;
-use crate::query::Fusion;
 
 use super::parse::{plan_error, Parsed, Pos};
 

@@ -96,7 +96,8 @@ fn every_statement_kind() {
             ("SHOW MODELS", ""),
             ("TRAIN", "model generation 1 trained on log sequence *"),
             ("SHOW MODELS", "item_cf,chosen,*"),
-            ("EVALUATE", "popularity,10,*"),
+            // One row per model channel, in registry order, then the fusion modes.
+            ("EVALUATE", "item_cf,10,*"),
             ("SELECT id FROM recommend('u1') WHERE category = 'bags'", "p4"),
             ("EXPLAIN SELECT id FROM recommend('u2') WHERE category = 'shoes' LIMIT 1", "*"),
             ("EXPLAIN SELECT id FROM products WHERE price < 1", "Scan(*"),

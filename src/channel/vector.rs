@@ -1,0 +1,79 @@
+//! Vector nearest neighbours as a channel (a content channel: it reads the request's vector,
+//! applies the filter during the graph walk or by an exact scan, and needs no fitting).
+
+use super::{Allow, Channel, ChannelHits, Request, Retriever};
+use crate::catalog::{ItemId, ItemTable};
+use crate::error::Result;
+use crate::filter::Filter;
+use crate::vector::{Allowed, VectorIndex};
+
+/// The vector index of one engine, with the catalog its filters read.
+pub(crate) struct VectorChannel<'a> {
+    pub index: &'a VectorIndex,
+    pub items: &'a ItemTable,
+    /// Below this fraction of the catalog passing the filter, scan the allowed items
+    /// exactly instead of walking the graph.
+    pub exact_scan_below: f64,
+    /// The most neighbours one search may ask for.
+    pub max_k: usize,
+}
+
+impl Retriever for VectorChannel<'_> {
+    fn channel(&self) -> Channel {
+        Channel::Vector
+    }
+
+    /// One more than `n` (a `similar_to` item is usually its own nearest neighbour) under
+    /// the request's filter; like the text channel it leaves `ok` to the caller.
+    fn propose(&self, req: &Request<'_>, n: usize, _ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
+        let Some(v) = req.vector else {
+            return Ok(None);
+        };
+        let k = (n + 1).min(self.max_k);
+        let hits = search(
+            self.index,
+            self.items,
+            req.filter,
+            v,
+            k,
+            self.exact_scan_below,
+        );
+        Ok(Some(hits.into_iter().map(|(i, s)| (i.0, s)).collect()))
+    }
+
+    fn score(&self, _req: &Request<'_>, _cands: &[u32]) -> Option<ChannelHits> {
+        None
+    }
+}
+
+/// The `k` nearest products to `v` that pass `filter`: a graph walk with the filter as a
+/// predicate, or an exact scan of the allowed items when fewer than `exact_scan_below` of
+/// the catalog pass. The vector and filter must have been validated.
+pub(crate) fn search(
+    index: &VectorIndex,
+    items: &ItemTable,
+    filter: &Filter,
+    v: &[f32],
+    k: usize,
+    exact_scan_below: f64,
+) -> Vec<(ItemId, f32)> {
+    let hits = if filter.is_all() {
+        index.search(v, k, Allowed::All)
+    } else {
+        let allowed: Vec<ItemId> = items
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.as_ref().is_some_and(|p| filter.matches(p)))
+            .map(|(i, _)| ItemId(i as u32))
+            .collect();
+        let fraction = allowed.len() as f64 / items.live.max(1) as f64;
+        if fraction < exact_scan_below {
+            index.search(v, k, Allowed::Exact(&allowed))
+        } else {
+            let pred = |iid: ItemId| items.get(iid).is_some_and(|p| filter.matches(p));
+            index.search(v, k, Allowed::Predicate(&pred))
+        }
+    };
+    hits.into_iter().map(|h| (h.item, h.score)).collect()
+}

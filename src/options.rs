@@ -1,0 +1,188 @@
+//! Training's settings, and the rule that turns a shopper's events into a weighted history:
+//! shared by training (which weighs the log with it) and the query path (which weighs a live
+//! history with the rule stored in the model generation), so the two never drift apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::eval::SplitKind;
+use crate::events::EventKind;
+use crate::models::mlp::MlpConfig;
+use crate::models::{ItemCfParams, KgParams, MfParams, PopularityParams, UserCfParams};
+
+/// How much each kind of event counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventWeights {
+    /// Default 1.
+    pub view: f32,
+    /// Default 2.
+    pub click: f32,
+    /// Default 4.
+    pub cart: f32,
+    /// Default 8.
+    pub purchase: f32,
+    /// How ratings count.
+    pub rating: RatingWeight,
+}
+
+/// How a rating event counts.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RatingWeight {
+    /// Every rating is one implicit interaction of weight 1 (RecBole's default on MovieLens).
+    Implicit,
+    /// The weight is the rating value.
+    Value,
+    /// Ratings below the threshold are dropped; the rest weigh 1.
+    AtLeast(f32),
+}
+
+impl Default for EventWeights {
+    fn default() -> Self {
+        EventWeights {
+            view: 1.0,
+            click: 2.0,
+            cart: 4.0,
+            purchase: 8.0,
+            rating: RatingWeight::Implicit,
+        }
+    }
+}
+
+impl EventWeights {
+    pub(crate) fn weight(&self, kind: EventKind) -> Option<f32> {
+        Some(match kind {
+            EventKind::View => self.view,
+            EventKind::Click => self.click,
+            EventKind::Cart => self.cart,
+            EventKind::Purchase => self.purchase,
+            EventKind::Rating(v) => match self.rating {
+                RatingWeight::Implicit => 1.0,
+                RatingWeight::Value => v,
+                RatingWeight::AtLeast(t) if v >= t => 1.0,
+                RatingWeight::AtLeast(_) => return None,
+            },
+        })
+        .filter(|w| *w > 0.0)
+    }
+}
+
+/// Options of [`Engine::train`].
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Event weights.
+    pub weights: EventWeights,
+    /// Exponential time decay: an event this many days older than the newest counts half.
+    /// Default none.
+    pub half_life_days: Option<f64>,
+    /// Users averaging more events per active day than this are dropped as robots.
+    /// Default 2,000.
+    pub max_events_per_day: f64,
+    /// Item-based CF.
+    pub item_cf: ItemCfParams,
+    /// User-based CF.
+    pub user_cf: UserCfParams,
+    /// Matrix factorisation (implicit ALS).
+    pub mf: MfParams,
+    /// Popularity.
+    pub popularity: PopularityParams,
+    /// Knowledge-graph relatedness.
+    pub kg: KgParams,
+    /// The MLP re-ranker; `None` skips it (fusion then falls back to linear).
+    pub mlp: Option<MlpConfig>,
+    /// How training holds out part of the log to tune on and to train the re-ranker and the
+    /// channel weights on: the rule of a split kind ([`SplitKind::LeaveOneOut`]: each user's
+    /// latest interaction, the next-item task a shop serves; the default).
+    /// [`Engine::evaluate`](crate::Engine::evaluate) uses its own split's rule instead.
+    pub holdout: SplitKind,
+    /// Per-shop tuning of item-CF, user-CF and MF on a held-out part of the log before the
+    /// final fit ([`TuneOptions`](crate::TuneOptions)); `None` fits the parameters above as
+    /// they are.
+    /// Default on, with a 60 s budget.
+    pub tune: Option<crate::tune::TuneOptions>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            weights: EventWeights::default(),
+            half_life_days: None,
+            max_events_per_day: 2_000.0,
+            item_cf: ItemCfParams::default(),
+            user_cf: UserCfParams::default(),
+            mf: MfParams::default(),
+            popularity: PopularityParams::default(),
+            kg: KgParams::default(),
+            mlp: Some(default_mlp_config()),
+            holdout: SplitKind::LeaveOneOut,
+            tune: Some(crate::tune::TuneOptions::default()),
+            progress: false,
+        }
+    }
+}
+
+/// How a shopper's events become their history `(item, weight)`: the event weights, rating
+/// mode and time decay of one model generation. Stored with the generation, so that the
+/// query path weighs a live history exactly as training weighed the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct HistoryRule {
+    pub weights: EventWeights,
+    /// An event this many days older than `reference_ts` counts half.
+    pub half_life_days: Option<f64>,
+    /// Where the decay counts from: the newest event of the log the generation was trained
+    /// on (a later live event counts more than 1).
+    pub reference_ts: i64,
+}
+
+impl HistoryRule {
+    /// The rule of these options for a log whose newest event is at `reference_ts`.
+    pub fn new(opts: &TrainOptions, reference_ts: i64) -> Self {
+        HistoryRule {
+            weights: opts.weights.clone(),
+            half_life_days: opts.half_life_days,
+            reference_ts,
+        }
+    }
+
+    /// The weight of one event; `None` for a kind that does not count (e.g. a low rating
+    /// under [`RatingWeight::AtLeast`]).
+    pub fn weight(&self, kind: EventKind, ts: i64) -> Option<f32> {
+        let mut w = self.weights.weight(kind)?;
+        if let Some(h) = self.half_life_days.filter(|h| *h > 0.0) {
+            let age_days = (self.reference_ts - ts) as f64 / 86_400.0;
+            w *= 0.5f64.powf(age_days / h) as f32;
+        }
+        Some(w)
+    }
+
+    /// A history from events in time order: weights summed per item, sorted by item.
+    pub fn history(&self, events: impl Iterator<Item = (u32, EventKind, i64)>) -> Vec<(u32, f32)> {
+        let mut agg: std::collections::HashMap<u32, f32> = std::collections::HashMap::new();
+        for (item, kind, ts) in events {
+            if let Some(w) = self.weight(kind, ts) {
+                *agg.entry(item).or_default() += w;
+            }
+        }
+        let mut out: Vec<(u32, f32)> = agg.into_iter().collect();
+        out.sort_unstable_by_key(|h| h.0);
+        out
+    }
+}
+
+impl Default for HistoryRule {
+    fn default() -> Self {
+        HistoryRule::new(&TrainOptions::default(), 0)
+    }
+}
+
+/// The default re-ranker configuration: one hidden layer of 64, early stopping.
+pub(crate) fn default_mlp_config() -> MlpConfig {
+    MlpConfig {
+        hidden: vec![64],
+        max_epochs: 60,
+        patience: 6,
+        batch_size: 256,
+        learning_rate: 1e-3,
+        ..MlpConfig::default()
+    }
+}
