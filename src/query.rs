@@ -557,3 +557,111 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{EventWeights, RatingWeight, TrainOptions};
+    use crate::Event;
+
+    /// A shop where the kinds of events disagree: who views what, who buys what and what is
+    /// rated high follow different item groups, spread over 90 days.
+    fn shop(dir: &std::path::Path) -> Engine {
+        let engine = Engine::open(dir).expect("open");
+        let products: Vec<Product> = (0..40)
+            .map(|i| {
+                Product::new(format!("p{i}"))
+                    .title(format!("product {i}"))
+                    .brand(format!("b{}", i % 5))
+                    .category(format!("c{}/d{}", i % 4, i % 8))
+            })
+            .collect();
+        engine.upsert_products(products).expect("products");
+        let day = 86_400;
+        let start = 1_700_000_000;
+        let mut events = Vec::new();
+        for u in 0..60u32 {
+            for j in 0..12u32 {
+                let item = (u * 7 + j * 3) % 40;
+                let kind = match (u + j) % 4 {
+                    0 => EventKind::View,
+                    1 => EventKind::Click,
+                    2 => EventKind::Purchase,
+                    _ => EventKind::Rating(1.0 + ((u * j) % 5) as f32),
+                };
+                let ts = start + i64::from((u * 13 + j * 11) % 90) * day + i64::from(j);
+                events.push(Event::new(format!("u{u}"), format!("p{item}"), kind, ts));
+            }
+        }
+        engine.append_events(events).expect("events");
+        engine.commit().expect("commit");
+        engine
+    }
+
+    /// Item-CF's and KG's raw score of every hit of a recommendation, against each model
+    /// scoring the history that training built for the same user under `opts`: the number
+    /// of scores compared and the largest relative difference.
+    fn served_against_offline(engine: &Engine, opts: &TrainOptions, user: &str) -> (usize, f32) {
+        let hits = engine
+            .query(
+                &Query::new()
+                    .user(user)
+                    .k(40)
+                    .fusion(Fusion::default_linear())
+                    .exclude_purchased(false)
+                    .explain(true),
+            )
+            .expect("query");
+        let set = engine.models.read().clone().expect("trained");
+        let ds = crate::train::dataset(engine, opts).expect("dataset");
+        let uid = engine.users.read().get(user).expect("user").0;
+        let csr = ds.data.user_item_csr().expect("csr");
+        let history = csr.row_pairs(uid as usize);
+        let items = engine.items.read();
+        let (mut compared, mut worst) = (0, 0f32);
+        for c in [Channel::ItemCf, Channel::Kg] {
+            let model = set.models.get(c).expect("channel fitted");
+            let mut offline = vec![0f32; ds.data.n_items];
+            model.score_all(&Request::shopper(Some(uid), &history), &mut offline);
+            for h in &hits {
+                let iid = items.lookup(&h.id).expect("id").0 as usize;
+                let ex = h.explanation.as_ref().expect("explained");
+                if let Some(part) = ex.channels.iter().find(|p| p.channel == c) {
+                    let want = offline[iid];
+                    worst = worst.max((part.raw - want).abs() / want.abs().max(1e-6));
+                    compared += 1;
+                }
+            }
+        }
+        (compared, worst)
+    }
+
+    #[test]
+    fn serving_weighs_the_history_as_training_did() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let engine = shop(tmp.path());
+        let opts = TrainOptions {
+            weights: EventWeights {
+                view: 3.0,
+                click: 0.5,
+                cart: 1.0,
+                purchase: 2.0,
+                rating: RatingWeight::Value,
+            },
+            half_life_days: Some(10.0),
+            tune: None,
+            mlp: None,
+            ..TrainOptions::default()
+        };
+        engine.train(&opts).expect("train");
+        for user in ["u3", "u17", "u42"] {
+            let (compared, worst) = served_against_offline(&engine, &opts, user);
+            assert!(compared >= 10, "{user}: only {compared} scores compared");
+            assert!(worst < 1e-5, "{user}: served and offline scores differ by {worst}");
+        }
+        // The check can fail: the same models scoring the history built with the default
+        // weights (what serving used before) differ from what is served.
+        let (_, worst) = served_against_offline(&engine, &TrainOptions::default(), "u3");
+        assert!(worst > 0.01, "default weights agree too closely ({worst})");
+    }
+}
