@@ -105,13 +105,53 @@ impl Dictionary {
         }
         Ok(d)
     }
+}
+
+/// The names one commit allocates, beside the committed dictionary: readers keep reading
+/// the committed dictionary (under a read lock the commit shares) while the batch is written
+/// and flushed, and [`Dictionary::extend`] publishes the new names once it is durable. A
+/// failed commit drops its draft, so no name of it is ever seen.
+pub(crate) struct Draft<'a> {
+    base: &'a Dictionary,
+    entities: Vec<String>,
+    entity_ids: HashMap<String, u32>,
+    relations: Vec<String>,
+    relation_ids: HashMap<String, u16>,
+}
+
+/// What a durable commit adds to the dictionary, in id order.
+#[derive(Default)]
+pub(crate) struct Additions {
+    entities: Vec<String>,
+    relations: Vec<String>,
+}
+
+impl<'a> Draft<'a> {
+    pub fn new(base: &'a Dictionary) -> Self {
+        Draft {
+            base,
+            entities: Vec::new(),
+            entity_ids: HashMap::new(),
+            relations: Vec::new(),
+            relation_ids: HashMap::new(),
+        }
+    }
+
+    /// The id of an entity, committed or allocated by this draft.
+    pub fn entity_id(&self, name: &str) -> Option<u32> {
+        self.base
+            .entity_ids
+            .get(name)
+            .or_else(|| self.entity_ids.get(name))
+            .copied()
+    }
 
     /// The id of an entity, allocating it (and staging its records) when new.
     pub fn entity(&mut self, name: &str, batch: &mut Batch) -> u32 {
-        if let Some(id) = self.entity_ids.get(name) {
-            return *id;
+        if let Some(id) = self.entity_id(name) {
+            return id;
         }
-        let id = self.entities.len() as u32;
+        let id = (self.base.entities.len() + self.entities.len()) as u32;
         self.entities.push(name.to_string());
         self.entity_ids.insert(name.to_string(), id);
         batch.put(key(ENTITY, &[name.as_bytes()]), id.to_be_bytes().to_vec());
@@ -124,10 +164,15 @@ impl Dictionary {
 
     /// The id of a relation, allocating it when new. `None` past 65,535 relations.
     pub fn relation(&mut self, name: &str, batch: &mut Batch) -> Option<u16> {
-        if let Some(id) = self.relation_ids.get(name) {
+        if let Some(id) = self
+            .base
+            .relation_ids
+            .get(name)
+            .or_else(|| self.relation_ids.get(name))
+        {
             return Some(*id);
         }
-        let id = u16::try_from(self.relations.len()).ok()?;
+        let id = u16::try_from(self.base.relations.len() + self.relations.len()).ok()?;
         self.relations.push(name.to_string());
         self.relation_ids.insert(name.to_string(), id);
         batch.put(key(RELATION, &[name.as_bytes()]), id.to_be_bytes().to_vec());
@@ -136,6 +181,31 @@ impl Dictionary {
             name.as_bytes().to_vec(),
         );
         Some(id)
+    }
+
+    /// The names to publish once the commit is durable.
+    pub fn into_additions(self) -> Additions {
+        Additions {
+            entities: self.entities,
+            relations: self.relations,
+        }
+    }
+}
+
+impl Dictionary {
+    /// Publishes a durable commit's new names (ids continue where the dictionary ends, as
+    /// the draft allocated them).
+    pub fn extend(&mut self, add: Additions) {
+        for name in add.entities {
+            let id = self.entities.len() as u32;
+            self.entity_ids.insert(name.clone(), id);
+            self.entities.push(name);
+        }
+        for name in add.relations {
+            let id = self.relations.len() as u16;
+            self.relation_ids.insert(name.clone(), id);
+            self.relations.push(name);
+        }
     }
 }
 

@@ -657,7 +657,10 @@ mod tests {
         for user in ["u3", "u17", "u42"] {
             let (compared, worst) = served_against_offline(&engine, &opts, user);
             assert!(compared >= 10, "{user}: only {compared} scores compared");
-            assert!(worst < 1e-5, "{user}: served and offline scores differ by {worst}");
+            assert!(
+                worst < 1e-5,
+                "{user}: served and offline scores differ by {worst}"
+            );
         }
         // The check can fail: the same models scoring the history built with the default
         // weights (what serving used before) differ from what is served.

@@ -14,7 +14,7 @@ use crate::catalog::{ItemId, Product};
 use crate::engine::{Committed, Engine, StoredProduct};
 use crate::error::{Error, Result};
 use crate::events::{self, Event, StoredEvent, UserId};
-use crate::graph::{self, item_entity, product_edges, Dictionary, REL_LINK};
+use crate::graph::{self, item_entity, product_edges, Draft, REL_LINK};
 use crate::store::{self, be_u64, key, meta_key, meta_value, Batch};
 
 /// A staged write.
@@ -34,13 +34,13 @@ enum Derived {
     Delete(ItemId, String),
 }
 
-fn relation(kg: &mut Dictionary, name: &str, batch: &mut Batch) -> Result<u16> {
+fn relation(kg: &mut Draft<'_>, name: &str, batch: &mut Batch) -> Result<u16> {
     kg.relation(name, batch)
         .ok_or_else(|| Error::invalid("relation", "more than 65,535 relation types"))
 }
 
 /// The dictionary ids of a product's brand and category edges, allocating new names.
-fn edges_of(kg: &mut Dictionary, p: &Product, batch: &mut Batch) -> Result<Vec<(u16, u32)>> {
+fn edges_of(kg: &mut Draft<'_>, p: &Product, batch: &mut Batch) -> Result<Vec<(u16, u32)>> {
     let mut out = Vec::new();
     for (rel, tail) in product_edges(p) {
         let r = relation(kg, rel, batch)?;
@@ -53,12 +53,12 @@ fn edges_of(kg: &mut Dictionary, p: &Product, batch: &mut Batch) -> Result<Vec<(
 /// before they were derived from the record holds them (only products with an entity of
 /// their own, i.e. older or linked ones, can).
 fn remove_stored_automatic_edges(
-    kg: &mut Dictionary,
+    kg: &mut Draft<'_>,
     id: &str,
     old: Option<&Product>,
     batch: &mut Batch,
 ) -> Result<()> {
-    let (Some(old), Some(&head)) = (old, kg.entity_ids.get(&item_entity(id))) else {
+    let (Some(old), Some(head)) = (old, kg.entity_id(&item_entity(id))) else {
         return Ok(());
     };
     for (r, t) in edges_of(kg, old, batch)? {
@@ -83,10 +83,13 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
     let mut added: Vec<StoredEvent> = Vec::new();
     let mut removed_seqs: std::collections::HashSet<u64> = std::collections::HashSet::new();
 
-    let result = (|| -> Result<()> {
+    // Readers keep the committed dictionary while the batch is written and flushed: new
+    // names wait in a draft until the batch is durable.
+    let result = (|| -> Result<crate::graph::Additions> {
         let items = engine.items.read();
         let users = engine.users.read();
-        let mut kg = engine.kg.write();
+        let committed_kg = engine.kg.read();
+        let mut kg = Draft::new(&committed_kg);
         let mut next_item = items.capacity() as u32;
         let mut next_user = users.names.len() as u32;
         let mut new_items: HashMap<String, ItemId> = HashMap::new();
@@ -306,19 +309,15 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
         if engine.config().durable_commits {
             engine.store.flush()?;
         }
-        Ok(())
+        Ok(kg.into_additions())
     })();
 
-    if let Err(e) = result {
-        // The dictionary may hold names allocated for the failed batch: reload it.
-        if let Ok(d) = Dictionary::load(&engine.store) {
-            *engine.kg.write() = d;
-        }
-        return Err(e);
-    }
-
-    // Durable from here on. Publish to the in-memory tables, then the derived indexes.
+    // Durable from here on (a failed batch's draft is dropped with it). Publish to the
+    // in-memory tables, each under its write lock for the in-memory update only, then the
+    // derived indexes.
+    let additions = result?;
     engine.set_durable_seq(seq);
+    engine.kg.write().extend(additions);
     {
         let mut items = engine.items.write();
         for d in &derived {

@@ -24,10 +24,8 @@ impl Retriever for ItemCf {
     }
 
     fn propose(&self, req: &Request<'_>, n: usize, ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
-        Ok({
-            (!req.history.is_empty())
-                .then(|| top_sparse(self.score_history_sparse(req.history), n, ok))
-        })
+        Ok((!req.history.is_empty())
+            .then(|| top_sparse(self.score_history_sparse(req.history), n, ok)))
     }
 
     fn score(&self, req: &Request<'_>, cands: &[u32]) -> Option<ChannelHits> {

@@ -64,17 +64,15 @@ impl Retriever for MfChannel {
     }
 
     fn propose(&self, req: &Request<'_>, n: usize, ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
-        Ok({
-            let n_items = self.mf.n_items();
-            match req.user {
-                Some(u) => self
-                    .walk(u, n, ok)
-                    .or_else(|| top_dense(n_items, n, ok, &|s| self.mf.score_user(u, s).is_ok())),
-                None if !req.history.is_empty() => top_dense(n_items, n, ok, &|s| {
-                    self.mf.score_history(req.history, s).is_ok()
-                }),
-                None => None,
-            }
+        let n_items = self.mf.n_items();
+        Ok(match req.user {
+            Some(u) => self
+                .walk(u, n, ok)
+                .or_else(|| top_dense(n_items, n, ok, &|s| self.mf.score_user(u, s).is_ok())),
+            None if !req.history.is_empty() => top_dense(n_items, n, ok, &|s| {
+                self.mf.score_history(req.history, s).is_ok()
+            }),
+            None => None,
         })
     }
 

@@ -31,16 +31,8 @@ impl Retriever for Popularity {
     }
 
     fn propose(&self, _req: &Request<'_>, n: usize, ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
-        Ok({
-            Some(
-                self.ranked()
-                    .iter()
-                    .filter(|&&i| ok(i))
-                    .take(n)
-                    .map(|&i| (i, self.item_score(i)))
-                    .collect(),
-            )
-        })
+        let hits = self.ranked().iter().filter(|&&i| ok(i)).take(n);
+        Ok(Some(hits.map(|&i| (i, self.item_score(i))).collect()))
     }
 
     fn score(&self, _req: &Request<'_>, cands: &[u32]) -> Option<ChannelHits> {

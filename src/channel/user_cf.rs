@@ -35,7 +35,7 @@ impl Retriever for UserCf {
     }
 
     fn propose(&self, req: &Request<'_>, n: usize, ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
-        Ok({ self.sparse_for(req).map(|s| top_sparse(s, n, ok)) })
+        Ok(self.sparse_for(req).map(|s| top_sparse(s, n, ok)))
     }
 
     fn score(&self, req: &Request<'_>, cands: &[u32]) -> Option<ChannelHits> {

@@ -1,7 +1,8 @@
-//! Four readers query (search, recommend, get) while one writer ingests and commits.
+//! Four readers query (search, recommend, get, the knowledge graph) while one writer ingests
+//! and commits.
 //!
 //! Readers must never fail, never see a write before its commit (staged or rolled-back
-//! products), and never see counts go backwards. The p99 read latency is printed. Duration:
+//! products, knowledge-graph names a commit allocates), and never see counts go backwards. The p99 read latency is printed. Duration:
 //! `SHOPDB_CONCURRENCY_SECS` (default 30).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +50,12 @@ fn write(e: &Engine, progress: &Progress, until: Instant) -> u64 {
                 Product::new(format!("ghost{round}")).title("common ghost never committed"),
             )
             .unwrap();
+            e.add_triples(vec![(
+                format!("ghost{round}"),
+                "made_by".into(),
+                format!("ghost_maker{round}"),
+            )])
+            .unwrap();
             std::thread::sleep(Duration::from_millis(2));
             e.rollback();
         }
@@ -66,6 +73,13 @@ fn write(e: &Engine, progress: &Progress, until: Instant) -> u64 {
             })
             .collect();
         e.append_events(events).unwrap();
+        // Each product gets a maker of its own: a new entity name in every commit.
+        e.add_triples(
+            (next..next + n)
+                .map(|j| (format!("item:p{j}"), "made_by".into(), format!("maker{j}")))
+                .collect(),
+        )
+        .unwrap();
         // Staged but not yet committed: readers must not see these.
         std::thread::sleep(Duration::from_millis(2));
         progress.committing.store(next + n, Ordering::SeqCst);
@@ -76,7 +90,7 @@ fn write(e: &Engine, progress: &Progress, until: Instant) -> u64 {
     next
 }
 
-const KINDS: [&str; 4] = ["search", "recommend", "vector", "get"];
+const KINDS: [&str; 5] = ["search", "recommend", "vector", "get", "graph"];
 
 /// One reader's loop; returns the latency of every read by kind (index into `KINDS`).
 fn read(e: &Engine, progress: &Progress, seed: u64) -> Result<Vec<(usize, Duration)>, String> {
@@ -86,7 +100,7 @@ fn read(e: &Engine, progress: &Progress, seed: u64) -> Result<Vec<(usize, Durati
     while !progress.stop.load(Ordering::SeqCst) {
         let acked = progress.acked.load(Ordering::SeqCst);
         let started = Instant::now();
-        let kind = rng.below(4) as usize;
+        let kind = rng.below(KINDS.len() as u64) as usize;
         let seen: Vec<String> = match kind {
             0 => e
                 .search_text("common", &Filter::All, 50)
@@ -106,6 +120,28 @@ fn read(e: &Engine, progress: &Progress, seed: u64) -> Result<Vec<(usize, Durati
                 .into_iter()
                 .map(|h| h.id)
                 .collect(),
+            4 => {
+                // A maker committed, one being committed or not yet staged, or a ghost's.
+                let j = rng.below(acked + 4);
+                let entity = if rng.below(8) == 0 {
+                    format!("ghost_maker{j}")
+                } else {
+                    format!("maker{j}")
+                };
+                match e.neighbors(&entity, None) {
+                    Ok(edges) => {
+                        let want = ("~made_by".to_string(), format!("item:p{j}"));
+                        if !edges.contains(&want) {
+                            return Err(format!("{entity}: edges {edges:?} lack {want:?}"));
+                        }
+                        vec![format!("p{j}")]
+                    }
+                    Err(_) if j < acked && !entity.starts_with("ghost") => {
+                        return Err(format!("committed {entity} not in the graph"));
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
             _ => {
                 if acked == 0 {
                     continue;
@@ -198,4 +234,6 @@ fn four_readers_one_writer_no_errors_only_committed_data() {
     assert!(written > 0 && latencies.len() > 100, "too little ran");
     assert_eq!(e.product_count() as u64, written);
     assert!(e.search_text("ghost", &Filter::All, 10).unwrap().is_empty());
+    assert!(e.neighbors("ghost_maker5", None).is_err());
+    assert!(e.neighbors(&format!("maker{}", written - 1), None).is_ok());
 }
