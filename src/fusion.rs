@@ -12,9 +12,7 @@ use crate::channel::{Channel, ChannelScore, Fusion, REGISTRY};
 /// Popularity's weight in the seed formula: a tie-breaker, not a channel of its own.
 const POPULARITY_WEIGHT: f32 = 0.05;
 
-/// The seed formula's default weights of the content and the collaborative channels.
-pub(crate) const DEFAULT_ALPHA: f32 = 0.5;
-pub(crate) const DEFAULT_BETA: f32 = 0.5;
+pub(crate) use crate::channel::{DEFAULT_ALPHA, DEFAULT_BETA};
 
 /// Number of [`Channel`] variants (the index of a channel's weight).
 const N_CHANNELS: usize = Channel::ALL.len();

@@ -192,6 +192,13 @@ impl<'a> Draft<'a> {
     }
 }
 
+impl Additions {
+    /// Whether the commit named nothing new.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty() && self.relations.is_empty()
+    }
+}
+
 impl Dictionary {
     /// Publishes a durable commit's new names (ids continue where the dictionary ends, as
     /// the draft allocated them).

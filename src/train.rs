@@ -564,6 +564,16 @@ pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
             .mlp
             .validate()
             .map_err(|e| Error::corrupt(&path, format!("re-ranker: {e}")))?;
+        if ranker.mlp.n_inputs() != crate::rerank::N_FEATURES {
+            return Err(Error::corrupt(
+                &path,
+                format!(
+                    "the re-ranker reads {} features, the registered channels give {}: train again",
+                    ranker.mlp.n_inputs(),
+                    crate::rerank::N_FEATURES
+                ),
+            ));
+        }
     }
     Ok(Some(set))
 }

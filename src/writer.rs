@@ -317,8 +317,11 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
     // derived indexes.
     let additions = result?;
     engine.set_durable_seq(seq);
-    engine.kg.write().extend(additions);
-    {
+    // Write locks are taken only for the tables this commit changes.
+    if !additions.is_empty() {
+        engine.kg.write().extend(additions);
+    }
+    if !derived.is_empty() {
         let mut items = engine.items.write();
         for d in &derived {
             match d {
@@ -327,7 +330,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
             }
         }
     }
-    {
+    if !(replaced_events.is_empty() && new_events.is_empty() && forgotten.is_empty()) {
         let mut idx = engine.events.write();
         for e in &replaced_events {
             idx.remove(e);
@@ -341,7 +344,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
             idx.remove_user(*uid);
         }
     }
-    {
+    if !(forgotten.is_empty() && new_users.is_empty()) {
         let mut users = engine.users.write();
         for uid in &forgotten {
             if let Some(slot) = users.names.get_mut(uid.0 as usize) {

@@ -91,6 +91,10 @@ impl Channel {
     }
 }
 
+/// The seed formula's default weights of the content and the collaborative channels.
+pub(crate) const DEFAULT_ALPHA: f32 = 0.5;
+pub(crate) const DEFAULT_BETA: f32 = 0.5;
+
 /// How channel scores become one score.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Fusion {
@@ -126,8 +130,8 @@ impl Fusion {
     /// `Linear { alpha: 0.5, beta: 0.5 }`.
     pub fn default_linear() -> Self {
         Fusion::Linear {
-            alpha: crate::fusion::DEFAULT_ALPHA,
-            beta: crate::fusion::DEFAULT_BETA,
+            alpha: DEFAULT_ALPHA,
+            beta: DEFAULT_BETA,
         }
     }
 }
