@@ -279,6 +279,14 @@ impl ItemTable {
     }
 }
 
+/// A product as stored in the catalog.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredProduct {
+    pub iid: u32,
+    pub seq: u64,
+    pub product: Product,
+}
+
 /// What the features know about an item. Names are kept as 64-bit hashes (0: none), so
 /// that building a candidate's row allocates nothing.
 #[derive(Clone, Copy, Debug, Default)]

@@ -13,31 +13,25 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::catalog::{validate_id, validate_vector, ItemId, ItemTable, Product};
+use crate::catalog::{validate_id, validate_vector, ItemId, ItemTable, Product, StoredProduct};
 use crate::config::{Config, HnswParams, Limits, Metric, StoredConfig};
 use crate::error::{Error, Result};
-use crate::events::{self, Event, StoredEvent, UserId};
+use crate::events::now_secs;
+use crate::events::{self, Event, UserId};
 use crate::filter::Filter;
 use crate::graph::{self, Dictionary};
+use crate::state::{State, UserTable};
 use crate::store::{self, be_u32, be_u64, key, Store};
 use crate::text::{TextIndex, TextQuery};
 use crate::vector::{LoadOutcome, VectorIndex};
-use crate::writer::Op;
-
-/// A product as stored in the catalog.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct StoredProduct {
-    pub iid: u32,
-    pub seq: u64,
-    pub product: Product,
-}
+use crate::writer::{Committed, Op};
 
 /// Builder for [`Engine`] with documented defaults (see [`Config`]).
 #[derive(Clone, Debug, Default)]
@@ -174,17 +168,6 @@ pub struct Appended {
     pub staged: usize,
 }
 
-/// Result of a commit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Committed {
-    /// The last sequence number now durable.
-    pub seq: u64,
-    /// Operations applied by this commit.
-    pub ops: usize,
-    /// Events that were already stored (exact duplicates) and so added nothing.
-    pub duplicate_events: usize,
-}
-
 #[derive(Default)]
 struct Pending {
     ops: Vec<Op>,
@@ -193,43 +176,19 @@ struct Pending {
     deleted: HashSet<String>,
 }
 
-#[derive(Default)]
-pub(crate) struct UserTable {
-    pub ids: HashMap<String, UserId>,
-    pub names: Vec<Option<String>>,
-}
-
-impl UserTable {
-    pub fn get(&self, name: &str) -> Option<UserId> {
-        self.ids.get(name).copied()
-    }
-}
-
 /// The database. Share it as `Arc<Engine>`: reads take `&self` and run concurrently with the
 /// one writer; writes are staged and become visible together at [`Engine::commit`].
 pub struct Engine {
-    dir: PathBuf,
-    config: Config,
+    /// What queries read, commits publish and training reads.
+    pub(crate) state: State,
     _lock: File,
-    pub(crate) store: Store,
-    pub(crate) text: TextIndex,
-    pub(crate) vectors: VectorIndex,
-    pub(crate) items: RwLock<ItemTable>,
-    pub(crate) users: RwLock<UserTable>,
-    pub(crate) kg: RwLock<Dictionary>,
     pending: Mutex<Pending>,
     /// Serialises commits (the pending buffer lock is released while a commit runs so that
     /// staging does not wait on I/O).
     commit_lock: Mutex<()>,
-    seq: AtomicU64,
-    pub(crate) events: RwLock<events::EventIndex>,
     recovery: Recovery,
-    /// The model generation serving queries, if any.
-    pub(crate) models: RwLock<Option<Arc<crate::train::ModelSet>>>,
     /// One training at a time.
-    pub(crate) training_lock: Mutex<()>,
-    /// Bumped by every commit and every new model generation (cache keys include it).
-    pub(crate) generation: AtomicU64,
+    training_lock: Mutex<()>,
     retrain: Mutex<Option<crate::train::RetrainPolicy>>,
     query_cache: Mutex<QueryCache>,
     /// (events, time) at the last training, for the retrain policy.
@@ -258,13 +217,6 @@ fn store_not_behind(dir: &Path, seq: u64, text: u64, vectors: Option<u64>) -> Re
         )),
         None => Ok(()),
     }
-}
-
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Engine {
@@ -385,34 +337,36 @@ impl Engine {
         }
 
         let mut engine = Engine {
-            dir: dir.to_path_buf(),
-            config,
+            state: State {
+                dir: dir.to_path_buf(),
+                config,
+                store,
+                text,
+                vectors,
+                items: RwLock::new(items),
+                users: RwLock::new(users),
+                kg: RwLock::new(kg),
+                events: RwLock::new(events),
+                models: RwLock::new(None),
+                seq: AtomicU64::new(seq),
+                generation: AtomicU64::new(0),
+            },
             _lock: lock,
-            store,
-            text,
-            vectors,
-            items: RwLock::new(items),
-            users: RwLock::new(users),
-            kg: RwLock::new(kg),
             pending: Mutex::new(Pending::default()),
             commit_lock: Mutex::new(()),
-            seq: AtomicU64::new(seq),
-            events: RwLock::new(events),
             recovery: Recovery::default(),
-            models: RwLock::new(None),
             training_lock: Mutex::new(()),
-            generation: AtomicU64::new(0),
             retrain: Mutex::new(None),
             query_cache: Mutex::new(QueryCache::default()),
             last_training: Mutex::new((0, std::time::Instant::now())),
         };
-        match crate::train::load(dir) {
+        match crate::generation::load(dir) {
             Ok(m) => {
                 let m = m.map(Arc::new);
                 if let Some(m) = &m {
-                    m.spawn_factor_index(&engine.config.hnsw, true);
+                    m.spawn_factor_index(&engine.state.config.hnsw, true);
                 }
-                *engine.models.write() = m;
+                *engine.state.models.write() = m;
             }
             Err(e) => engine.recovery.model_error = Some(e.to_string()),
         }
@@ -427,7 +381,7 @@ impl Engine {
         let mut out = Vec::new();
         let from = key(store::CHANGE, &[&(after + 1).to_be_bytes()]);
         let mut all = Vec::new();
-        for r in self.store.range_from(&[store::CHANGE], from) {
+        for r in self.state.store.range_from(&[store::CHANGE], from) {
             let (_, v) = r?;
             all.push(String::from_utf8_lossy(&v).into_owned());
         }
@@ -442,45 +396,45 @@ impl Engine {
 
     /// The oldest sequence still in the change log (0 when empty).
     fn oldest_change(&self) -> Result<u64> {
-        match self.store.scan(&[store::CHANGE]).next() {
+        match self.state.store.scan(&[store::CHANGE]).next() {
             Some(r) => Ok(be_u64(&r?.0, 1).unwrap_or(0)),
             None => Ok(0),
         }
     }
 
     fn recover_text(&mut self, applied: u64, damaged: bool) -> Result<()> {
-        let seq = self.seq.load(Ordering::SeqCst);
+        let seq = self.state.seq();
         let oldest = self.oldest_change()?;
         // A full rebuild when the index is new/damaged, ahead of the store, or behind the
         // compacted part of the change log.
         let must_rebuild = damaged
             || applied > seq
-            || (applied < seq && applied == 0 && self.items.read().live > 0)
+            || (applied < seq && applied == 0 && self.state.items.read().live > 0)
             || (oldest > 0 && applied + 1 < oldest);
         if must_rebuild {
-            self.text.clear()?;
-            let items = self.items.read();
+            self.state.text.clear()?;
+            let items = self.state.items.read();
             for (i, p) in items.items.iter().enumerate() {
                 if let Some(p) = p {
-                    self.text.upsert(ItemId(i as u32), p)?;
+                    self.state.text.upsert(ItemId(i as u32), p)?;
                 }
             }
             drop(items);
-            self.text.commit(seq)?;
+            self.state.text.commit(seq)?;
             self.recovery.text_rebuilt = true;
         } else if applied < seq {
             let changed = self.changes_after(applied)?;
-            let items = self.items.read();
+            let items = self.state.items.read();
             for id in &changed {
                 if let Some(iid) = items.lookup(id) {
                     match items.get(iid) {
-                        Some(p) => self.text.upsert(iid, p)?,
-                        None => self.text.delete(iid),
+                        Some(p) => self.state.text.upsert(iid, p)?,
+                        None => self.state.text.delete(iid),
                     }
                 }
             }
             drop(items);
-            self.text.commit(seq)?;
+            self.state.text.commit(seq)?;
             self.recovery.text_replayed = changed.len();
         }
         Ok(())
@@ -492,32 +446,32 @@ impl Engine {
         outcome: LoadOutcome,
         all: Vec<(ItemId, Vec<f32>)>,
     ) -> Result<()> {
-        let seq = self.seq.load(Ordering::SeqCst);
+        let seq = self.state.seq();
         let oldest = self.oldest_change()?;
         self.recovery.vector_snapshot_damaged = outcome == LoadOutcome::Damaged;
         let must_rebuild =
             outcome != LoadOutcome::Loaded || applied > seq || (oldest > 0 && applied + 1 < oldest);
         if must_rebuild {
             if !all.is_empty() || outcome == LoadOutcome::Damaged {
-                self.vectors.rebuild(&all);
-                self.vectors.snapshot(seq)?;
+                self.state.vectors.rebuild(&all);
+                self.state.vectors.snapshot(seq)?;
                 self.recovery.vector_rebuilt = true;
             }
         } else if applied < seq {
             let changed = self.changes_after(applied)?;
             let mut upserts = Vec::new();
             for id in &changed {
-                let iid = self.items.read().lookup(id);
+                let iid = self.state.items.read().lookup(id);
                 if let Some(iid) = iid {
-                    match self.stored_product(id)?.and_then(|p| p.embedding) {
+                    match self.state.stored_product(id)?.and_then(|p| p.embedding) {
                         Some(v) => upserts.push((iid, v)),
-                        None => self.vectors.remove(iid),
+                        None => self.state.vectors.remove(iid),
                     }
                 }
             }
             let refs: Vec<(ItemId, &[f32])> =
                 upserts.iter().map(|(i, v)| (*i, v.as_slice())).collect();
-            self.vectors.upsert(&refs);
+            self.state.vectors.upsert(&refs);
             self.recovery.vector_replayed = changed.len();
         }
         Ok(())
@@ -530,26 +484,17 @@ impl Engine {
 
     /// The settings in force.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.state.config
     }
 
     /// The database directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.state.dir
     }
 
     /// The last committed sequence number.
     pub fn seq(&self) -> u64 {
-        self.seq.load(Ordering::SeqCst)
-    }
-
-    fn stored_product(&self, id: &str) -> Result<Option<Product>> {
-        match self.store.get(&key(store::PRODUCT, &[id.as_bytes()]))? {
-            Some(v) => Ok(Some(
-                crate::codec::decode::<StoredProduct>(&v, "store: product record")?.product,
-            )),
-            None => Ok(None),
-        }
+        self.state.seq()
     }
 
     // ---------------------------------------------------------------- writes (staged)
@@ -572,7 +517,7 @@ impl Engine {
     pub fn upsert_products(&self, mut products: Vec<Product>) -> Result<()> {
         let mut seen = HashSet::new();
         for (i, p) in products.iter_mut().enumerate() {
-            p.validate(&self.config.limits, self.config.dim)
+            p.validate(&self.state.config.limits, self.state.config.dim)
                 .map_err(|e| match e {
                     Error::Invalid { field, reason } => Error::Invalid {
                         field,
@@ -602,7 +547,8 @@ impl Engine {
     /// [`Error::UnknownItem`].
     pub fn delete_product(&self, id: &str) -> Result<()> {
         let mut pending = self.pending.lock();
-        let live = (self.items.read().live_iid(id).is_some() && !pending.deleted.contains(id))
+        let live = (self.state.items.read().live_iid(id).is_some()
+            && !pending.deleted.contains(id))
             || pending.upserted.contains(id);
         if !live {
             return Err(Error::UnknownItem(id.to_string()));
@@ -633,9 +579,9 @@ impl Engine {
         let now = now_secs();
         let mut pending = self.pending.lock();
         {
-            let items = self.items.read();
+            let items = self.state.items.read();
             for (i, e) in events.iter().enumerate() {
-                e.validate(&self.config.limits, now)
+                e.validate(&self.state.config.limits, now)
                     .map_err(|err| match err {
                         Error::Invalid { field, reason } => Error::Invalid {
                             field,
@@ -665,7 +611,7 @@ impl Engine {
     /// # Errors
     /// [`Error::Invalid`] for a malformed id.
     pub fn forget_user(&self, user: &str) -> Result<()> {
-        validate_id("user", user, &self.config.limits)?;
+        validate_id("user", user, &self.state.config.limits)?;
         let mut pending = self.pending.lock();
         for op in pending.ops.iter_mut() {
             if let Op::Events(evs) = op {
@@ -682,9 +628,9 @@ impl Engine {
     /// [`Error::Invalid`] for empty or overlong names.
     pub fn add_triples(&self, triples: Vec<(String, String, String)>) -> Result<()> {
         for (h, r, t) in &triples {
-            validate_id("triple.head", h, &self.config.limits)?;
-            validate_id("triple.relation", r, &self.config.limits)?;
-            validate_id("triple.tail", t, &self.config.limits)?;
+            validate_id("triple.head", h, &self.state.config.limits)?;
+            validate_id("triple.relation", r, &self.state.config.limits)?;
+            validate_id("triple.tail", t, &self.state.config.limits)?;
         }
         self.pending.lock().ops.push(Op::Triples(triples));
         Ok(())
@@ -696,12 +642,12 @@ impl Engine {
     /// [`Error::UnknownItem`] for a product not in the catalog.
     pub fn link_items(&self, links: Vec<(String, String)>) -> Result<()> {
         let pending = self.pending.lock();
-        let items = self.items.read();
+        let items = self.state.items.read();
         for (item, entity) in &links {
             if items.live_iid(item).is_none() && !pending.upserted.contains(item) {
                 return Err(Error::UnknownItem(item.clone()));
             }
-            validate_id("link.entity", entity, &self.config.limits)?;
+            validate_id("link.entity", entity, &self.state.config.limits)?;
         }
         drop(items);
         drop(pending);
@@ -735,7 +681,7 @@ impl Engine {
                 ..Committed::default()
             });
         }
-        let committed = crate::writer::commit(self, pending.ops)?;
+        let committed = crate::writer::commit(&self.state, pending.ops)?;
         drop(_commit);
         self.maybe_retrain()?;
         Ok(committed)
@@ -748,7 +694,10 @@ impl Engine {
     /// [`Error::Invalid`] when the log is unusable for a model, [`Error::Io`] when the model
     /// file cannot be written (the previous generation keeps serving).
     pub fn train(&self, options: &crate::train::TrainOptions) -> Result<crate::train::TrainReport> {
-        crate::train::train(self, options)
+        let _one_training = self.training_lock.lock();
+        let report = crate::train::train(&self.state, options)?;
+        *self.last_training.lock() = (self.state.events_count(), std::time::Instant::now());
+        Ok(report)
     }
 
     /// Offline evaluation: splits the log, fits each model on the training part, and scores
@@ -760,7 +709,7 @@ impl Engine {
         &self,
         options: &crate::train::EvalOptions,
     ) -> Result<crate::train::EvalReport> {
-        crate::train::evaluate(self, options)
+        crate::train::evaluate(&self.state, options)
     }
 
     /// The one call: fused search and recommendation. See [`Query`](crate::Query).
@@ -771,11 +720,11 @@ impl Engine {
     /// [`Error::UnknownItem`] for an unknown `similar_to` item, [`Error::TimedOut`] when the
     /// time budget (`Limits::max_query_time` or [`Query::time_budget`](crate::Query)) runs out.
     pub fn query(&self, query: &crate::query::Query) -> Result<Vec<crate::query::Hit>> {
-        crate::query::validate(self, query)?;
+        crate::query::validate(&self.state, query)?;
         // The hot-query cache: keyed by the whole request, valid for one generation (every
         // commit and every new model generation moves it on).
         let key = format!("{query:?}");
-        let generation = self.generation.load(Ordering::SeqCst);
+        let generation = self.state.generation();
         {
             let mut cache = self.query_cache.lock();
             if cache.generation != generation {
@@ -788,7 +737,7 @@ impl Engine {
             }
             cache.misses += 1;
         }
-        let hits = crate::query::run(self, query)?;
+        let hits = crate::query::run(&self.state, query)?;
         let mut cache = self.query_cache.lock();
         if cache.generation == generation {
             if cache.entries.len() >= QUERY_CACHE_ENTRIES {
@@ -811,10 +760,10 @@ impl Engine {
     /// # Errors
     /// As [`search_text`](Self::search_text).
     pub fn facets(&self, text: &str, filter: &Filter) -> Result<Facets> {
-        self.check_query_text(text)?;
-        filter.validate(&self.config.limits)?;
-        let matching = self.text.matching(text, filter)?;
-        let items = self.items.read();
+        self.state.check_query_text(text)?;
+        filter.validate(&self.state.config.limits)?;
+        let matching = self.state.text.matching(text, filter)?;
+        let items = self.state.items.read();
         let mut brands: HashMap<String, usize> = HashMap::new();
         let mut categories: HashMap<String, usize> = HashMap::new();
         for iid in matching {
@@ -839,18 +788,21 @@ impl Engine {
 
     /// The model generation serving queries (0 when never trained).
     pub fn model_generation(&self) -> u64 {
-        self.models.read().as_ref().map_or(0, |m| m.generation)
+        self.state
+            .models
+            .read()
+            .as_ref()
+            .map_or(0, |m| m.generation)
     }
 
     /// What tuning tried and chose for the serving model generation (`None` before the first
     /// training or when it trained without tuning).
     pub fn tuning_report(&self) -> Option<crate::tune::TuneReport> {
-        self.models.read().as_ref().and_then(|m| m.tuning.clone())
-    }
-
-    pub(crate) fn on_new_models(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        *self.last_training.lock() = (self.events_count(), std::time::Instant::now());
+        self.state
+            .models
+            .read()
+            .as_ref()
+            .and_then(|m| m.tuning.clone())
     }
 
     /// Sets (or with `None` turns off) automatic retraining, checked at each commit.
@@ -866,7 +818,7 @@ impl Engine {
         let (events_then, at) = *self.last_training.lock();
         let by_events = policy
             .after_events
-            .is_some_and(|n| self.events_count().saturating_sub(events_then) >= n);
+            .is_some_and(|n| self.state.events_count().saturating_sub(events_then) >= n);
         let by_time = policy
             .after_secs
             .is_some_and(|s| at.elapsed().as_secs() >= s);
@@ -876,21 +828,6 @@ impl Engine {
         Ok(None)
     }
 
-    /// Records that the store is durable up to `seq` before the derived indexes catch up, so
-    /// that a failure while updating them never makes the next commit reuse sequence numbers.
-    pub(crate) fn set_durable_seq(&self, seq: u64) {
-        self.seq.store(seq, Ordering::SeqCst);
-    }
-
-    pub(crate) fn publish(&self, seq: u64) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.seq.store(seq, Ordering::SeqCst);
-    }
-
-    pub(crate) fn events_count(&self) -> u64 {
-        self.events.read().total
-    }
-
     /// Writes a vector snapshot now (also done automatically every
     /// `HnswParams::snapshot_every` changes), so the next open loads instead of replaying.
     ///
@@ -898,8 +835,8 @@ impl Engine {
     /// [`Error::Io`] when the snapshot cannot be written; the previous one stays valid.
     pub fn checkpoint(&self) -> Result<()> {
         let _commit = self.commit_lock.lock();
-        self.vectors.snapshot(self.seq())?;
-        crate::writer::compact_changes(self)
+        self.state.vectors.snapshot(self.seq())?;
+        crate::writer::compact_changes(&self.state)
     }
 
     /// Rewrites the store so that it holds only current records, then swaps it in.
@@ -918,9 +855,9 @@ impl Engine {
     /// [`Error::Io`] when the copy cannot be written; the old store is then still in use.
     pub fn compact(&self) -> Result<()> {
         let _commit = self.commit_lock.lock();
-        self.vectors.snapshot(self.seq())?;
-        crate::writer::compact_changes(self)?;
-        self.store.compact()
+        self.state.vectors.snapshot(self.seq())?;
+        crate::writer::compact_changes(&self.state)?;
+        self.state.store.compact()
     }
 
     // ---------------------------------------------------------------- reads
@@ -930,17 +867,17 @@ impl Engine {
     /// # Errors
     /// [`Error::Corrupt`] when the record cannot be decoded.
     pub fn get_product(&self, id: &str) -> Result<Option<Product>> {
-        self.stored_product(id)
+        self.state.stored_product(id)
     }
 
     /// Number of live products.
     pub fn product_count(&self) -> usize {
-        self.items.read().live
+        self.state.items.read().live
     }
 
     /// Every live product id, in internal id order.
     pub fn product_ids(&self) -> Vec<String> {
-        let items = self.items.read();
+        let items = self.state.items.read();
         let mut by_iid: Vec<(u32, &String)> = items
             .ids
             .iter()
@@ -951,37 +888,6 @@ impl Engine {
         by_iid.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
-    pub(crate) fn check_k(&self, k: usize) -> Result<()> {
-        if k == 0 || k > self.config.limits.max_k {
-            return Err(Error::LimitExceeded {
-                what: "k",
-                got: k,
-                limit: self.config.limits.max_k,
-            });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn check_query_text(&self, text: &str) -> Result<()> {
-        let l = &self.config.limits;
-        if text.len() > l.max_query_bytes {
-            return Err(Error::LimitExceeded {
-                what: "query text bytes",
-                got: text.len(),
-                limit: l.max_query_bytes,
-            });
-        }
-        let terms = crate::text::analyze(text).len();
-        if terms > l.max_query_terms {
-            return Err(Error::LimitExceeded {
-                what: "query terms",
-                got: terms,
-                limit: l.max_query_terms,
-            });
-        }
-        Ok(())
-    }
-
     /// BM25 search over title, description, brand and category, with a filter applied inside
     /// the search. The text channel alone; [`Engine::query`] fuses every channel.
     ///
@@ -989,10 +895,10 @@ impl Engine {
     /// [`Error::LimitExceeded`] for k outside 1..=`max_k` or an overlong query,
     /// [`Error::Invalid`] for a bad filter.
     pub fn search_text(&self, text: &str, filter: &Filter, k: usize) -> Result<Vec<Scored>> {
-        self.check_k(k)?;
-        self.check_query_text(text)?;
-        filter.validate(&self.config.limits)?;
-        let hits = self.text.search(&TextQuery {
+        self.state.check_k(k)?;
+        self.state.check_query_text(text)?;
+        filter.validate(&self.state.config.limits)?;
+        let hits = self.state.text.search(&TextQuery {
             text,
             filter,
             limit: k,
@@ -1003,7 +909,7 @@ impl Engine {
     }
 
     pub(crate) fn name_hits(&self, hits: impl Iterator<Item = (ItemId, f32)>) -> Vec<Scored> {
-        let items = self.items.read();
+        let items = self.state.items.read();
         hits.filter_map(|(iid, score)| {
             items.get(iid).map(|p| Scored {
                 id: p.id.clone(),
@@ -1030,17 +936,17 @@ impl Engine {
         filter: &Filter,
         k: usize,
     ) -> Result<Vec<(ItemId, f32)>> {
-        self.check_k(k)?;
-        validate_vector(vector, self.config.dim)?;
-        filter.validate(&self.config.limits)?;
-        let items = self.items.read();
+        self.state.check_k(k)?;
+        validate_vector(vector, self.state.config.dim)?;
+        filter.validate(&self.state.config.limits)?;
+        let items = self.state.items.read();
         Ok(crate::channel::search_vectors(
-            &self.vectors,
+            &self.state.vectors,
             &items,
             filter,
             vector,
             k,
-            self.config.hnsw.exact_scan_below,
+            self.state.config.hnsw.exact_scan_below,
         ))
     }
 
@@ -1049,9 +955,9 @@ impl Engine {
     /// # Errors
     /// As [`search_vector`](Self::search_vector).
     pub fn search_vector_exact(&self, vector: &[f32], k: usize) -> Result<Vec<Scored>> {
-        self.check_k(k)?;
-        validate_vector(vector, self.config.dim)?;
-        let hits = self.vectors.search_exact(vector, k);
+        self.state.check_k(k)?;
+        validate_vector(vector, self.state.config.dim)?;
+        let hits = self.state.vectors.search_exact(vector, k);
         Ok(self.name_hits(hits.into_iter().map(|h| (h.item, h.score))))
     }
 
@@ -1061,12 +967,13 @@ impl Engine {
     /// [`Error::UnknownUser`] when the user has no events.
     pub fn user_history(&self, user: &str, limit: Option<usize>) -> Result<Vec<Event>> {
         let uid = self
+            .state
             .users
             .read()
             .get(user)
             .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
-        let evs = self.user_events(uid, limit)?;
-        let items = self.items.read();
+        let evs = self.state.user_events(uid, limit)?;
+        let items = self.state.items.read();
         Ok(evs
             .into_iter()
             .map(|e| Event {
@@ -1078,31 +985,10 @@ impl Engine {
             .collect())
     }
 
-    /// The stored events of a user, oldest first; the most recent `limit` when given.
-    pub(crate) fn user_events(
-        &self,
-        uid: UserId,
-        limit: Option<usize>,
-    ) -> Result<Vec<StoredEvent>> {
-        let idx = self.events.read();
-        let evs = idx
-            .by_user
-            .get(uid.0 as usize)
-            .map_or(&[][..], Vec::as_slice);
-        let from = limit.map_or(0, |l| evs.len().saturating_sub(l));
-        Ok(evs[from..].to_vec())
-    }
-
-    /// Every stored event, grouped by user in time order (for training and export).
-    pub(crate) fn all_events(&self) -> Result<Vec<StoredEvent>> {
-        let idx = self.events.read();
-        Ok(idx.by_user.iter().flatten().copied().collect())
-    }
-
     /// Ids of every user with at least one committed event, sorted.
     pub fn user_ids(&self) -> Vec<String> {
-        let users = self.users.read();
-        let idx = self.events.read();
+        let users = self.state.users.read();
+        let idx = self.state.events.read();
         let mut out: Vec<String> = idx
             .by_user
             .iter()
@@ -1120,12 +1006,13 @@ impl Engine {
     /// [`Error::UnknownItem`].
     pub fn item_events(&self, item: &str) -> Result<Vec<(String, i64)>> {
         let iid = self
+            .state
             .items
             .read()
             .live_iid(item)
             .ok_or_else(|| Error::UnknownItem(item.to_string()))?;
-        let users = self.users.read();
-        let idx = self.events.read();
+        let users = self.state.users.read();
+        let idx = self.state.events.read();
         let list = idx
             .by_item
             .get(iid.0 as usize)
@@ -1152,8 +1039,8 @@ impl Engine {
     /// # Errors
     /// [`Error::Invalid`] for an unknown entity.
     pub fn neighbors(&self, entity: &str, relation: Option<&str>) -> Result<Vec<(String, String)>> {
-        let items = self.items.read();
-        let kg = self.kg.read();
+        let items = self.state.items.read();
+        let kg = self.state.kg.read();
         let eid = kg.entity_ids.get(entity).copied();
         let product = entity
             .strip_prefix("item:")
@@ -1177,7 +1064,7 @@ impl Engine {
         let name = |id: u32| kg.entities.get(id as usize).cloned().unwrap_or_default();
         let rel_name = |id: u16| kg.relations.get(id as usize).map_or("", String::as_str);
         if let Some(eid) = eid {
-            for (rel, other) in graph::edges(&self.store, eid, true)? {
+            for (rel, other) in graph::edges(&self.state.store, eid, true)? {
                 if wanted(rel_name(rel)) {
                     out.push((rel_name(rel).to_string(), name(other)));
                 }
@@ -1198,7 +1085,7 @@ impl Engine {
             }
         }
         if let Some(eid) = eid {
-            for (rel, other) in graph::edges(&self.store, eid, false)? {
+            for (rel, other) in graph::edges(&self.state.store, eid, false)? {
                 let shown = format!("~{}", rel_name(rel));
                 if wanted(&shown) {
                     out.push((shown, name(other)));
@@ -1213,34 +1100,34 @@ impl Engine {
 
     /// Counts and sizes of every store.
     pub fn stats(&self) -> Stats {
-        let kg = self.kg.read();
+        let kg = self.state.kg.read();
         Stats {
             seq: self.seq(),
             products: self.product_count(),
-            text_docs: self.text.num_docs(),
-            vectors: self.vectors.len(),
-            vector_slots: self.vectors.slots(),
-            events: self.events_count(),
-            users: self.users.read().ids.len(),
+            text_docs: self.state.text.num_docs(),
+            vectors: self.state.vectors.len(),
+            vector_slots: self.state.vectors.slots(),
+            events: self.state.events_count(),
+            users: self.state.users.read().ids.len(),
             entities: kg.entities.len(),
             relations: kg.relations.len(),
-            store_bytes: self.store.size_on_disk(),
-            text_bytes: self.text.size_on_disk(),
+            store_bytes: self.state.store.size_on_disk(),
+            text_bytes: self.state.text.size_on_disk(),
         }
     }
 
     /// HNSW parameters in force.
     pub fn hnsw_params(&self) -> &HnswParams {
-        &self.config.hnsw
+        &self.state.config.hnsw
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
         // Best effort: a snapshot makes the next open fast. Durability never depends on it.
-        if self.vectors.pending_changes() > 0 {
-            let _ = self.vectors.snapshot(self.seq());
+        if self.state.vectors.pending_changes() > 0 {
+            let _ = self.state.vectors.snapshot(self.seq());
         }
-        let _ = self.store.flush();
+        let _ = self.state.store.flush();
     }
 }

@@ -283,3 +283,11 @@ impl EventIndex {
         evs
     }
 }
+
+/// The current unix time in seconds (0 if the clock is before 1970).
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -577,13 +577,16 @@ pub fn loaders(data: &[u8]) {
             }
         }
         3 | 4 => {
-            let (magic, version) = (crate::train::MODEL_MAGIC, crate::train::MODEL_VERSION);
+            let (magic, version) = (
+                crate::generation::MODEL_MAGIC,
+                crate::generation::MODEL_VERSION,
+            );
             let model = file_bytes(which == 3, magic, version, bytes);
             let written = dir
                 .write("models/CURRENT", b"gen-000001.bin")
                 .and_then(|_| dir.write("models/gen-000001.bin", &model));
             if written.is_ok() {
-                let _ = crate::train::load(dir.path());
+                let _ = crate::generation::load(dir.path());
             }
         }
         5 => {
@@ -592,7 +595,7 @@ pub fn loaders(data: &[u8]) {
             }
         }
         _ => {
-            let _ = crate::codec::decode::<crate::engine::StoredProduct>(bytes, "fuzz");
+            let _ = crate::codec::decode::<crate::catalog::StoredProduct>(bytes, "fuzz");
             let _ = crate::events::decode_block(bytes);
         }
     }

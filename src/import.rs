@@ -428,7 +428,7 @@ pub fn sequences(engine: &Engine, path: &Path, on_error: OnError) -> Result<Impo
         .collect();
     new_items.sort_unstable();
     new_items.dedup();
-    let now = crate::engine::now_secs();
+    let now = crate::events::now_secs();
     let mut events = Vec::with_capacity(report.imported);
     for s in &seqs {
         for (pos, item) in s.items.iter().enumerate() {
@@ -544,7 +544,7 @@ pub fn movielens(engine: &Engine, dir: &Path) -> Result<ImportReport> {
         event_lines.push(line);
     }
     let n_events = events.len();
-    let now = crate::engine::now_secs();
+    let now = crate::events::now_secs();
     let mut ids: std::collections::HashSet<String> = engine.product_ids().into_iter().collect();
     ids.extend(products.iter().map(|p| p.id.clone()));
     for (e, line) in events.iter().zip(&event_lines) {

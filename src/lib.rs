@@ -18,6 +18,7 @@ mod fsutil;
 mod fusion;
 #[doc(hidden)]
 pub mod fuzzing;
+mod generation;
 mod graph;
 pub mod import;
 #[allow(missing_docs)]
@@ -26,6 +27,7 @@ mod options;
 mod query;
 mod rerank;
 pub mod sql;
+mod state;
 mod store;
 mod text;
 mod train;
@@ -36,7 +38,7 @@ mod writer;
 pub use catalog::Product;
 pub use channel::{Channel, ChannelScore, Fusion};
 pub use config::{Config, HnswParams, Limits, Metric};
-pub use engine::{Appended, Committed, Engine, EngineBuilder, Facets, Recovery, Scored, Stats};
+pub use engine::{Appended, Engine, EngineBuilder, Facets, Recovery, Scored, Stats};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::Filter;
@@ -47,3 +49,4 @@ pub use train::{
     RatingWeight, RetrainPolicy, SplitKind, TrainOptions, TrainReport,
 };
 pub use tune::{Trial, TuneOptions, TuneReport};
+pub use writer::Committed;

@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use crate::catalog::{ItemId, Product};
 pub use crate::channel::{Channel, ChannelScore, Fusion};
 use crate::channel::{ChannelHits, Reason, Request, Retriever, TextChannel, VectorChannel};
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::filter::Filter;
+use crate::generation::ModelSet;
 use crate::options::HistoryRule;
 use crate::rerank::FuseInput;
-use crate::train::ModelSet;
+use crate::state::State;
 
-/// A request to [`Engine::query`]. Text alone is a search, a user alone is a recommendation,
+/// A request to [`Engine::query`](crate::Engine::query). Text alone is a search, a user alone is a recommendation,
 /// both is a personalised search, `similar_to` is item-to-item.
 #[derive(Clone, Debug)]
 pub struct Query {
@@ -215,7 +215,7 @@ impl std::fmt::Display for Explanation {
     }
 }
 
-/// A result of [`Engine::query`].
+/// A result of [`Engine::query`](crate::Engine::query).
 #[derive(Clone, Debug)]
 pub struct Hit {
     /// Product id.
@@ -235,7 +235,7 @@ const HISTORY: usize = 100;
 /// `lambda * relevance - (1 - lambda) * max similarity to the picks so far`, with relevance
 /// min-max normalised and similarity the cosine of product embeddings (0 without one).
 fn mmr(
-    engine: &Engine,
+    state: &State,
     hits: Vec<(ItemId, f32, Vec<ChannelScore>)>,
     lambda: f32,
     k: usize,
@@ -258,7 +258,7 @@ fn mmr(
     let vecs: HashMap<ItemId, Vec<f32>> = head
         .iter()
         .filter_map(|h| {
-            engine
+            state
                 .vectors
                 .vector(h.0)
                 .map(|v| (h.0, crate::vector::unit(&v)))
@@ -288,9 +288,9 @@ fn mmr(
 
 /// Every limit and value check of a query, done before any work (and before the query is
 /// formatted as a cache key, which costs time in proportion to its size).
-pub(crate) fn validate(engine: &Engine, q: &Query) -> Result<()> {
-    let limits = &engine.config().limits;
-    engine.check_k(q.k)?;
+pub(crate) fn validate(state: &State, q: &Query) -> Result<()> {
+    let limits = &state.config.limits;
+    state.check_k(q.k)?;
     if q.candidates == 0 || q.candidates > limits.max_candidates {
         return Err(Error::LimitExceeded {
             what: "candidates per channel",
@@ -300,10 +300,10 @@ pub(crate) fn validate(engine: &Engine, q: &Query) -> Result<()> {
     }
     q.filter.validate(limits)?;
     if let Some(t) = &q.text {
-        engine.check_query_text(t)?;
+        state.check_query_text(t)?;
     }
     if let Some(v) = &q.vector {
-        crate::catalog::validate_vector(v, engine.config().dim)?;
+        crate::catalog::validate_vector(v, state.config.dim)?;
     }
     if let Some(user) = &q.user {
         crate::catalog::validate_id("query.user", user, limits)?;
@@ -335,18 +335,18 @@ fn validate_fusion(fusion: Fusion) -> Result<()> {
 }
 
 /// Runs a query that [`validate`] accepted.
-pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
-    let limits = engine.config().limits.clone();
+pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
+    let limits = state.config.limits.clone();
     let deadline = Deadline::new(q, limits.max_query_time);
     deadline.check("the user's history")?;
-    let models: Option<Arc<ModelSet>> = engine.models.read().clone();
+    let models: Option<Arc<ModelSet>> = state.models.read().clone();
     let mut notes = Vec::new();
     if models.is_none() {
         notes.push(
             "cold start: no trained models; text, vector and knowledge graph only".to_string(),
         );
     }
-    let items = engine.items.read();
+    let items = state.items.read();
 
     // The shopper's recent history, live from the log (a new event counts at once), weighed
     // by the rule the model generation was trained with.
@@ -360,11 +360,11 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     };
     let mut history: Vec<(u32, f32)> = Vec::new();
     let mut purchased: Vec<ItemId> = Vec::new();
-    let uid = q.user.as_deref().and_then(|u| engine.users.read().get(u));
+    let uid = q.user.as_deref().and_then(|u| state.users.read().get(u));
     if let Some(user) = &q.user {
         match uid {
             Some(u) => {
-                let evs = engine.user_events(u, Some(HISTORY))?;
+                let evs = state.user_events(u, Some(HISTORY))?;
                 history = rule.history(
                     evs.iter()
                         .filter(|e| items.get(e.item).is_some())
@@ -391,7 +391,7 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     }
     let query_vector = match (&q.vector, seed_item) {
         (Some(v), _) => Some(v.clone()),
-        (None, Some(iid)) => engine.vectors.vector(iid),
+        (None, Some(iid)) => state.vectors.vector(iid),
         _ => None,
     };
     let (user, known) = match &models {
@@ -415,13 +415,11 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
     // Content channels first: with text or a vector the query is a search.
     let n = q.candidates;
     let mut channels: Vec<(Channel, ChannelHits)> = Vec::new();
-    let text = TextChannel {
-        index: &engine.text,
-    };
+    let text = TextChannel { index: &state.text };
     let vector = VectorChannel {
-        index: &engine.vectors,
+        index: &state.vectors,
         items: &items,
-        exact_scan_below: engine.config().hnsw.exact_scan_below,
+        exact_scan_below: state.config.hnsw.exact_scan_below,
         max_k: limits.max_k,
     };
     for (stage, channel) in [
@@ -485,7 +483,7 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
         .collect();
     hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     if let Some(lambda) = q.mmr {
-        hits = mmr(engine, hits, lambda, q.k);
+        hits = mmr(state, hits, lambda, q.k);
     }
 
     // Business rules: at most `max_per_brand` per brand, then the top k.
@@ -538,7 +536,7 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
                             e.because_of = items.name(ItemId(h)).map(str::to_string);
                         }
                         Reason::Entity(ent) => {
-                            e.kg_entity = engine.kg.read().entities.get(ent as usize).cloned();
+                            e.kg_entity = state.kg.read().entities.get(ent as usize).cloned();
                         }
                     }
                 }
@@ -562,6 +560,7 @@ pub(crate) fn run(engine: &Engine, q: &Query) -> Result<Vec<Hit>> {
 mod tests {
     use super::*;
     use crate::options::{EventWeights, RatingWeight, TrainOptions};
+    use crate::Engine;
     use crate::Event;
 
     /// A shop where the kinds of events disagree: who views what, who buys what and what is
@@ -612,12 +611,12 @@ mod tests {
                     .explain(true),
             )
             .expect("query");
-        let set = engine.models.read().clone().expect("trained");
-        let ds = crate::train::dataset(engine, opts).expect("dataset");
-        let uid = engine.users.read().get(user).expect("user").0;
+        let set = engine.state.models.read().clone().expect("trained");
+        let ds = crate::train::dataset(&engine.state, opts).expect("dataset");
+        let uid = engine.state.users.read().get(user).expect("user").0;
         let csr = ds.data.user_item_csr().expect("csr");
         let history = csr.row_pairs(uid as usize);
-        let items = engine.items.read();
+        let items = engine.state.items.read();
         let (mut compared, mut worst) = (0, 0f32);
         for c in [Channel::ItemCf, Channel::Kg] {
             let model = set.models.get(c).expect("channel fitted");

@@ -4,114 +4,25 @@
 //! on the training part, full-ranking metrics from `eval`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::catalog::category_ancestors;
-use crate::channel::{FitInput, MfChannel, Models, Request, REGISTRY};
-use crate::engine::Engine;
+use crate::channel::{FitInput, Models, Request, REGISTRY};
 use crate::error::{Error, Result};
 use crate::eval;
 pub use crate::eval::SplitKind;
 use crate::events::EventKind;
+pub use crate::generation::Cleaning;
+use crate::generation::ModelSet;
 use crate::graph::{self, item_entity};
 use crate::models::{Interaction, Interactions, ModelError};
 use crate::options::HistoryRule;
 pub use crate::options::{EventWeights, RatingWeight, TrainOptions};
-
-pub(crate) const MODEL_MAGIC: &[u8; 4] = b"MODL";
-pub(crate) const MODEL_VERSION: u32 = 4;
-
-/// What cleaning removed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cleaning {
-    /// Events read from the log.
-    pub events_read: usize,
-    /// Events of products deleted since.
-    pub deleted_items: usize,
-    /// Users dropped for an absurd event rate, and their events.
-    pub robot_users: usize,
-    /// Events of those users.
-    pub robot_events: usize,
-    /// Events whose kind has no weight (e.g. low ratings under `AtLeast`).
-    pub unweighted: usize,
-    /// Distinct (user, item) pairs kept.
-    pub pairs: usize,
-}
-
-/// The trained models of one generation.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ModelSet {
-    pub generation: u64,
-    /// The log sequence the models were trained on.
-    pub seq: u64,
-    pub n_users: usize,
-    pub n_items: usize,
-    /// The model channels of the registry, fitted.
-    pub models: Models,
-    /// How a shopper's events were weighed into their history: the query path weighs a
-    /// live history by the same rule.
-    pub history_rule: HistoryRule,
-    /// The re-ranker, when trained.
-    pub mlp: Option<crate::rerank::TrainedRanker>,
-    /// Category names by popularity category id.
-    pub categories: Vec<String>,
-    pub cleaning: Cleaning,
-    /// What tuning tried and chose for this generation, when it ran.
-    pub tuning: Option<crate::tune::TuneReport>,
-}
-
-/// Below this many items, scoring every item's factor beats a graph walk: at 100k items
-/// and 64 factors, a recommendation took 9 ms scoring every item and 53 ms walking the graph
-/// (the inner-product walk looks at 4k candidates to re-score them exactly).
-pub(crate) const FACTOR_ANN_MIN_ITEMS: usize = 1_000_000;
-
-impl ModelSet {
-    /// Builds the factor index when the catalog is large: on a background thread at open
-    /// (queries score every item until it is ready), in the caller's thread after training.
-    /// Returns whether the catalog is large enough to have one.
-    pub(crate) fn spawn_factor_index(
-        self: &Arc<Self>,
-        params: &crate::config::HnswParams,
-        background: bool,
-    ) -> bool {
-        if self.n_items < FACTOR_ANN_MIN_ITEMS {
-            return false;
-        }
-        let set = Arc::clone(self);
-        let params = params.clone();
-        let build = move || {
-            let Some(channel) = set.models.typed::<MfChannel>() else {
-                return;
-            };
-            let mf = &channel.mf;
-            let dim = mf.dim();
-            let index = crate::vector::VectorIndex::in_memory(
-                dim,
-                crate::config::Metric::Dot,
-                &params,
-                set.n_items,
-            );
-            let factors: Vec<(crate::catalog::ItemId, &[f32])> = (0..set.n_items as u32)
-                .filter_map(|i| mf.item_vector(i).map(|v| (crate::catalog::ItemId(i), v)))
-                .filter(|(_, v)| crate::catalog::validate_vector(v, dim).is_ok())
-                .collect();
-            for chunk in factors.chunks(10_000) {
-                index.upsert(chunk);
-            }
-            let _ = channel.index.set(index);
-        };
-        if background {
-            std::thread::spawn(build);
-        } else {
-            build();
-        }
-        true
-    }
-}
+use crate::state::State;
 
 /// Retrain automatically after this many committed events or this much time since the last
 /// training, checked at each commit (the committing call runs the training; readers are not
@@ -222,11 +133,11 @@ pub(crate) struct Dataset {
 
 /// Reads and cleans the log into one row per (user, item): weights summed (with decay),
 /// the latest timestamp, the latest rating.
-pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
-    let events = engine.all_events()?;
-    let items = engine.items.read();
+pub(crate) fn dataset(state: &State, opts: &TrainOptions) -> Result<Dataset> {
+    let events = state.all_events()?;
+    let items = state.items.read();
     let n_items = items.capacity();
-    let n_users = engine.users.read().names.len();
+    let n_users = state.users.read().names.len();
     let mut cleaning = Cleaning {
         events_read: events.len(),
         ..Cleaning::default()
@@ -289,7 +200,7 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
     let mut cat_ids: HashMap<String, u32> = HashMap::new();
     let mut categories = Vec::new();
     let mut item_categories = vec![Vec::new(); n_items];
-    let kg = engine.kg.read();
+    let kg = state.kg.read();
     let mut item_entities = vec![Vec::new(); n_items];
     let item_info: Vec<crate::catalog::ItemInfo> =
         (0..n_items as u32).map(|i| items.facts(i)).collect();
@@ -308,7 +219,7 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
             .map(|(_, tail)| tail)
             .collect();
         if let Some(&eid) = kg.entity_ids.get(&item_entity(&p.id)) {
-            for (rel, tail) in graph::edges(&engine.store, eid, true)? {
+            for (rel, tail) in graph::edges(&state.store, eid, true)? {
                 ents.push(tail);
                 // One hop further from externally linked entities (actors, directors, ...).
                 if kg
@@ -317,7 +228,7 @@ pub(crate) fn dataset(engine: &Engine, opts: &TrainOptions) -> Result<Dataset> {
                     .is_some_and(|r| r == graph::REL_LINK)
                 {
                     ents.extend(
-                        graph::edges(&engine.store, tail, true)?
+                        graph::edges(&state.store, tail, true)?
                             .into_iter()
                             .map(|(_, t)| t),
                     );
@@ -385,8 +296,8 @@ pub(crate) fn fit_all(
     Ok(Models::new(data.n_users, data.n_items, channels))
 }
 
-fn models_dir(engine: &Engine) -> PathBuf {
-    engine.dir().join("models")
+fn models_dir(state: &State) -> PathBuf {
+    state.dir.join("models")
 }
 
 /// What tuning rates settings on: a part of the data to fit on and a held-out part.
@@ -453,12 +364,12 @@ fn fit_mlp(
 }
 
 /// Trains every model from the log and swaps the new generation in.
-pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport> {
-    let _one_training = engine.training_lock.lock();
-    let seq = engine.seq();
+/// Call with the engine's training lock held (one training at a time).
+pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
+    let seq = state.seq();
     let mut timings = Vec::new();
     let start = Instant::now();
-    let ds = dataset(engine, opts)?;
+    let ds = dataset(state, opts)?;
     timings.push(("read_log".to_string(), start.elapsed().as_secs_f64()));
     let pb = opts.progress.then(|| {
         let pb = indicatif::ProgressBar::new(6);
@@ -474,7 +385,7 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
     let opts = &tuned;
     let base = fit_all(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
     let mlp = fit_mlp(&ds, &ds.data, opts, &mut timings)?;
-    let generation = engine.models.read().as_ref().map_or(0, |m| m.generation) + 1;
+    let generation = state.models.read().as_ref().map_or(0, |m| m.generation) + 1;
     let set = ModelSet {
         generation,
         seq,
@@ -488,7 +399,7 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         tuning: tuning.clone(),
     };
     let t = Instant::now();
-    save(&models_dir(engine), &set)?;
+    crate::generation::save(&models_dir(state), &set)?;
     timings.push(("save".to_string(), t.elapsed().as_secs_f64()));
     if let Some(pb) = pb {
         pb.finish_and_clear();
@@ -508,11 +419,11 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
     .to_string();
     let set = Arc::new(set);
     let t = Instant::now();
-    if set.spawn_factor_index(engine.hnsw_params(), false) {
+    if set.spawn_factor_index(&state.config.hnsw, false) {
         timings.push(("factor_index".to_string(), t.elapsed().as_secs_f64()));
     }
-    *engine.models.write() = Some(set);
-    engine.on_new_models();
+    *state.models.write() = Some(set);
+    state.new_generation();
     Ok(TrainReport {
         generation,
         seq,
@@ -522,60 +433,6 @@ pub(crate) fn train(engine: &Engine, opts: &TrainOptions) -> Result<TrainReport>
         auto_fusion,
         tuning,
     })
-}
-
-fn save(dir: &Path, set: &ModelSet) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = format!("gen-{:06}.bin", set.generation);
-    let bytes = crate::codec::encode_file(MODEL_MAGIC, MODEL_VERSION, set)?;
-    crate::fsutil::write_atomic(&dir.join(&name), &bytes)?;
-    crate::fsutil::write_atomic(&dir.join("CURRENT"), name.as_bytes())?;
-    // Older generations may hold users forgotten since: remove them.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("gen-") && n != name {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Loads the current model generation: `Ok(None)` when never trained.
-pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
-    let dir = dir.join("models");
-    let current = dir.join("CURRENT");
-    let name = match std::fs::read_to_string(&current) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&current, e)),
-    };
-    let name = name.trim();
-    if !name.starts_with("gen-") || name.contains('/') || name.contains("..") {
-        return Err(Error::corrupt(&current, format!("names {name:?}")));
-    }
-    let path = dir.join(name);
-    let bytes = crate::fsutil::read(&path)?;
-    let mut set: ModelSet = crate::codec::decode_file(MODEL_MAGIC, MODEL_VERSION, &bytes, &path)?;
-    if let Some(ranker) = set.mlp.as_mut() {
-        ranker.mlp.flush_subnormal_weights();
-        ranker
-            .mlp
-            .validate()
-            .map_err(|e| Error::corrupt(&path, format!("re-ranker: {e}")))?;
-        if ranker.mlp.n_inputs() != crate::rerank::N_FEATURES {
-            return Err(Error::corrupt(
-                &path,
-                format!(
-                    "the re-ranker reads {} features, the registered channels give {}: train again",
-                    ranker.mlp.n_inputs(),
-                    crate::rerank::N_FEATURES
-                ),
-            ));
-        }
-    }
-    Ok(Some(set))
 }
 
 /// Which part of the split is scored.
@@ -730,8 +587,8 @@ impl FittedOn {
 
 /// Splits the log, fits every model on the phase's fitting data ([`FittedOn::for_phase`])
 /// and scores the held-out part by full ranking.
-pub(crate) fn evaluate(engine: &Engine, opts: &EvalOptions) -> Result<EvalReport> {
-    let ds = dataset(engine, &opts.train)?;
+pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> {
+    let ds = dataset(state, &opts.train)?;
     let split = match opts.split {
         SplitKind::RecBole { seed } => eval::split_random_by_user(&ds.data, [0.8, 0.1, 0.1], seed),
         SplitKind::LeaveOneOut => eval::split_leave_one_out(&ds.data),

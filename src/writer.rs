@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::catalog::StoredProduct;
 use crate::catalog::{ItemId, Product};
-use crate::engine::{Committed, Engine, StoredProduct};
 use crate::error::{Error, Result};
 use crate::events::{self, Event, StoredEvent, UserId};
 use crate::graph::{self, item_entity, product_edges, Draft, REL_LINK};
+use crate::state::State;
 use crate::store::{self, be_u64, key, meta_key, meta_value, Batch};
 
 /// A staged write.
@@ -67,10 +68,21 @@ fn remove_stored_automatic_edges(
     Ok(())
 }
 
+/// Result of a commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The last sequence number now durable.
+    pub seq: u64,
+    /// Operations applied by this commit.
+    pub ops: usize,
+    /// Events that were already stored (exact duplicates) and so added nothing.
+    pub duplicate_events: usize,
+}
+
 /// Applies `ops` (called with the engine's commit lock held).
-pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
+pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
     let n_ops = ops.len();
-    let mut seq = engine.seq();
+    let mut seq = state.seq();
     let mut batch = Batch::default();
     let mut derived: Vec<Derived> = Vec::new();
     let mut new_users: HashMap<String, UserId> = HashMap::new();
@@ -86,16 +98,16 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
     // Readers keep the committed dictionary while the batch is written and flushed: new
     // names wait in a draft until the batch is durable.
     let result = (|| -> Result<crate::graph::Additions> {
-        let items = engine.items.read();
-        let users = engine.users.read();
-        let committed_kg = engine.kg.read();
+        let items = state.items.read();
+        let users = state.users.read();
+        let committed_kg = state.kg.read();
         let mut kg = Draft::new(&committed_kg);
         let mut next_item = items.capacity() as u32;
         let mut next_user = users.names.len() as u32;
         let mut new_items: HashMap<String, ItemId> = HashMap::new();
         // Latest state of products touched in this commit.
         let mut current: HashMap<String, Option<Arc<Product>>> = HashMap::new();
-        let event_index = engine.events.read();
+        let event_index = state.events.read();
         // Events of this commit by (user, item, kind, ts), to catch duplicates inside it.
         let mut batch_events: HashMap<(u32, u32, u8, i64), usize> = HashMap::new();
 
@@ -282,7 +294,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
         blocks.extend(removed_seqs.iter().map(|s| events::block_of(*s)));
         for block in blocks {
             let key = events::block_key(block);
-            let mut records = match engine.store.get(&key)? {
+            let mut records = match state.store.get(&key)? {
                 Some(v) => events::decode_block(&v)
                     .ok_or_else(|| Error::corrupt("store", "undecodable event block"))?,
                 None => Vec::new(),
@@ -305,9 +317,9 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
             }
         }
         batch.put(meta_key("seq"), meta_value(seq));
-        engine.store.apply(std::mem::take(&mut batch))?;
-        if engine.config().durable_commits {
-            engine.store.flush()?;
+        state.store.apply(std::mem::take(&mut batch))?;
+        if state.config.durable_commits {
+            state.store.flush()?;
         }
         Ok(kg.into_additions())
     })();
@@ -316,13 +328,13 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
     // in-memory tables, each under its write lock for the in-memory update only, then the
     // derived indexes.
     let additions = result?;
-    engine.set_durable_seq(seq);
+    state.set_durable_seq(seq);
     // Write locks are taken only for the tables this commit changes.
     if !additions.is_empty() {
-        engine.kg.write().extend(additions);
+        state.kg.write().extend(additions);
     }
     if !derived.is_empty() {
-        let mut items = engine.items.write();
+        let mut items = state.items.write();
         for d in &derived {
             match d {
                 Derived::Upsert(iid, p, _) => items.set(*iid, &p.id, Some(p.clone())),
@@ -331,7 +343,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
         }
     }
     if !(replaced_events.is_empty() && new_events.is_empty() && forgotten.is_empty()) {
-        let mut idx = engine.events.write();
+        let mut idx = state.events.write();
         for e in &replaced_events {
             idx.remove(e);
         }
@@ -345,7 +357,7 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
         }
     }
     if !(forgotten.is_empty() && new_users.is_empty()) {
-        let mut users = engine.users.write();
+        let mut users = state.users.write();
         for uid in &forgotten {
             if let Some(slot) = users.names.get_mut(uid.0 as usize) {
                 if let Some(name) = slot.take() {
@@ -368,41 +380,41 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
         text_changed = true;
         match d {
             Derived::Upsert(iid, p, emb) => {
-                engine.text.upsert(iid, &p)?;
+                state.text.upsert(iid, &p)?;
                 match emb {
                     Some(v) => vec_upserts.push((iid, v)),
                     None => {
                         vec_upserts.retain(|(i, _)| *i != iid);
-                        engine.vectors.remove(iid);
+                        state.vectors.remove(iid);
                     }
                 }
             }
             Derived::Delete(iid, _) => {
-                engine.text.delete(iid);
+                state.text.delete(iid);
                 vec_upserts.retain(|(i, _)| *i != iid);
-                engine.vectors.remove(iid);
+                state.vectors.remove(iid);
             }
         }
     }
     if text_changed {
-        engine.text.commit(seq)?;
+        state.text.commit(seq)?;
     }
     let refs: Vec<(ItemId, &[f32])> = vec_upserts
         .iter()
         .map(|(i, v)| (*i, v.as_slice()))
         .collect();
-    engine.vectors.upsert(&refs);
-    engine.publish(seq);
+    state.vectors.upsert(&refs);
+    state.publish(seq);
     // A snapshot writes the whole graph: waiting for a quarter of its size in changes (at
     // least `snapshot_every`) keeps the total snapshot cost linear in the catalog size.
-    let due = engine
-        .config()
+    let due = state
+        .config
         .hnsw
         .snapshot_every
-        .max(engine.vectors.len() / 4);
-    if engine.vectors.pending_changes() >= due {
-        engine.vectors.snapshot(seq)?;
-        compact_changes(engine)?;
+        .max(state.vectors.len() / 4);
+    if state.vectors.pending_changes() >= due {
+        state.vectors.snapshot(seq)?;
+        compact_changes(state)?;
     }
     Ok(Committed {
         seq,
@@ -413,10 +425,10 @@ pub(crate) fn commit(engine: &Engine, ops: Vec<Op>) -> Result<Committed> {
 
 /// Drops change-log entries that every derived index has applied (the text index applies
 /// each commit; the vector index up to its snapshot).
-pub(crate) fn compact_changes(engine: &Engine) -> Result<()> {
-    let upto = engine.vectors.snapshot_seq().min(engine.seq());
+pub(crate) fn compact_changes(state: &State) -> Result<()> {
+    let upto = state.vectors.snapshot_seq().min(state.seq());
     let mut batch = Batch::default();
-    for r in engine.store.scan(&[store::CHANGE]) {
+    for r in state.store.scan(&[store::CHANGE]) {
         let (k, _) = r?;
         match be_u64(&k, 1) {
             Some(s) if s <= upto => batch.remove(k.to_vec()),
@@ -424,7 +436,7 @@ pub(crate) fn compact_changes(engine: &Engine) -> Result<()> {
         }
     }
     if batch.len > 0 {
-        engine.store.apply(batch)?;
+        state.store.apply(batch)?;
     }
     Ok(())
 }

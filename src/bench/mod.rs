@@ -418,6 +418,7 @@ fn distinct_halves(n: usize, mut make: impl FnMut() -> Option<Query>) -> [Vec<Qu
 
 fn user_names(engine: &Engine) -> Vec<String> {
     engine
+        .state
         .users
         .read()
         .names

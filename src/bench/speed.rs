@@ -130,7 +130,7 @@ pub(super) fn bm25_overhead(
         engine.search_text(text, &Filter::All, k)?;
         engine_ms.push(ms_since(t));
         let t = Instant::now();
-        engine.text.search_bare(text, k)?;
+        engine.state.text.search_bare(text, k)?;
         bare_ms.push(ms_since(t));
         progress.inc(1);
     }
