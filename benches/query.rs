@@ -33,7 +33,7 @@ fn build(dir: &std::path::Path) -> (Engine, Shop) {
     };
     let mut shop = shopdb::demo::shop(&options, DIM);
     let e = Engine::builder().dim(DIM).open(dir).expect("open");
-    let hidden = indicatif::ProgressBar::hidden();
+    let hidden = shopdb::demo::Progress::hidden();
     let t = Instant::now();
     let products = std::mem::take(&mut shop.products);
     let n = shopdb::demo::store_products(&e, products, 10_000, &hidden).expect("products");

@@ -16,6 +16,7 @@ use crate::catalog::Product;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::events::{Event, EventKind};
+pub use crate::progress::Progress;
 use crate::train::{TrainOptions, TrainReport};
 
 /// What to generate.
@@ -803,7 +804,7 @@ pub fn store_products(
     engine: &Engine,
     products: Vec<Product>,
     batch: usize,
-    progress: &indicatif::ProgressBar,
+    progress: &Progress,
 ) -> Result<usize> {
     let n = products.len();
     let mut staged = Vec::with_capacity(batch.min(n));
@@ -826,11 +827,7 @@ pub fn store_products(
 ///
 /// # Errors
 /// The engine's validation and commit errors; earlier batches stay committed.
-pub fn store_events(
-    engine: &Engine,
-    events: &[Event],
-    progress: &indicatif::ProgressBar,
-) -> Result<usize> {
+pub fn store_events(engine: &Engine, events: &[Event], progress: &Progress) -> Result<usize> {
     let mut stored = 0;
     for chunk in events.chunks(EVENT_BATCH) {
         engine.append_events(chunk.to_vec())?;
@@ -849,9 +846,9 @@ pub fn store_events(
 pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
     let mut timings = Vec::new();
     let progress = if options.progress {
-        indicatif::ProgressBar::new_spinner()
+        Progress::spinner("{spinner} {msg}")
     } else {
-        indicatif::ProgressBar::hidden()
+        Progress::hidden()
     };
     progress.enable_steady_tick(std::time::Duration::from_millis(120));
 

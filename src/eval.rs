@@ -14,9 +14,10 @@
 //!   measure exposure beyond accuracy. Ties are pessimistic: a held-out item scored the same
 //!   as other candidates ranks below all of them ([`select_top_k_pessimistic`]), so no model gains
 //!   from ties and no order of item ids leaks into a figure.
-//! - Rating metrics: RMSE and MAE.
+//! - Test-only (the models' quality tests): rating metrics (RMSE, MAE), a global random row
+//!   split, and `evaluate_ranking` with one exclusion set.
 
-use crate::models::{Csr, Interaction, Interactions, ModelError, SplitMix64};
+use crate::models::{Csr, Interactions, ModelError, SplitMix64};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -236,6 +237,7 @@ pub fn split_temporal(
 /// # Errors
 /// [`ModelError::InvalidParam`] when `test_frac` is outside `[0, 1)`; the errors of
 /// [`Interactions::validate`].
+#[cfg(test)]
 pub fn split_random_rows(
     data: &Interactions,
     test_frac: f64,
@@ -352,6 +354,7 @@ pub fn user_metrics(ranked: &[u32], relevant: &[u32], k: usize) -> (f64, f64, f6
 /// Users run in parallel (rayon); the scorer gets a zeroed buffer of `n_items` slots. NaN
 /// scores count as `-inf` (never recommended). To evaluate on a test split with a validation
 /// split, exclude both: see [`evaluate_ranking_excluding`].
+#[cfg(test)]
 pub fn evaluate_ranking<F>(
     train: &Interactions,
     test: &Interactions,
@@ -545,6 +548,7 @@ pub fn select_top_k_pessimistic(cands: &mut Vec<(u32, f32)>, relevant: &[u32], k
     cands.sort_unstable_by(order);
 }
 
+#[cfg(test)]
 fn check_pairs(pred: &[f32], actual: &[f32]) -> Result<(), ModelError> {
     if pred.len() != actual.len() {
         return Err(ModelError::LengthMismatch {
@@ -569,6 +573,7 @@ fn check_pairs(pred: &[f32], actual: &[f32]) -> Result<(), ModelError> {
 /// # Errors
 /// [`ModelError::LengthMismatch`] for different lengths, [`ModelError::Empty`] for no pairs,
 /// [`ModelError::NonFinite`] for a NaN or infinite value.
+#[cfg(test)]
 pub fn rmse(pred: &[f32], actual: &[f32]) -> Result<f64, ModelError> {
     check_pairs(pred, actual)?;
     let s: f64 = pred
@@ -583,6 +588,7 @@ pub fn rmse(pred: &[f32], actual: &[f32]) -> Result<f64, ModelError> {
 ///
 /// # Errors
 /// As [`rmse`].
+#[cfg(test)]
 pub fn mae(pred: &[f32], actual: &[f32]) -> Result<f64, ModelError> {
     check_pairs(pred, actual)?;
     let s: f64 = pred
@@ -595,16 +601,18 @@ pub fn mae(pred: &[f32], actual: &[f32]) -> Result<f64, ModelError> {
 
 /// `(user, item)` pairs and true ratings of the rows of `data` that carry a rating, for
 /// [`rmse`] / [`mae`] with a predictor's `predict_many`.
+#[cfg(test)]
 pub fn rating_pairs(data: &Interactions) -> (Vec<(u32, u32)>, Vec<f32>) {
     data.rows
         .iter()
-        .filter_map(|r: &Interaction| r.rating.map(|x| ((r.user, r.item), x)))
+        .filter_map(|r: &crate::models::Interaction| r.rating.map(|x| ((r.user, r.item), x)))
         .unzip()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::Interaction;
 
     fn row(user: u32, item: u32, ts: i64) -> Interaction {
         Interaction {

@@ -2,25 +2,19 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-pub mod beir;
-pub mod bench;
 mod catalog;
 mod codec;
 mod config;
-pub mod demo;
 mod engine;
 mod error;
-pub mod eval;
+mod eval;
 mod events;
 mod filter;
 mod fsutil;
 mod fusion;
-#[doc(hidden)]
-pub mod fuzzing;
 mod graph;
 pub mod import;
-#[allow(missing_docs)]
-pub mod models;
+mod progress;
 mod query;
 mod rerank;
 pub mod sql;
@@ -31,6 +25,32 @@ mod tune;
 mod vector;
 mod writer;
 
+// What the `shopdb` binary, the integration tests, the criterion benches and the fuzz
+// targets reach into: public (and hidden from the documentation) only with the `cli`
+// feature; without it the harness, the demo, the BEIR loader and the fuzzing entry points
+// are not compiled and the models are private.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod beir;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod bench;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod demo;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod models;
+// Without `cli` nothing outside the library reaches the models' accessors, the seed's rating
+// predictors or the generators' extra draws, which the tests and the benches use.
+#[cfg(not(feature = "cli"))]
+#[allow(dead_code, unused_imports)]
+mod models;
+
 pub use catalog::Product;
 pub use config::{Config, HnswParams, Limits, Metric};
 pub use engine::{Appended, Committed, Engine, EngineBuilder, Facets, Recovery, Scored, Stats};
@@ -38,6 +58,11 @@ pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::Filter;
 pub use fusion::ChannelWeights;
+pub use models::mlp::{MlpConfig, MlpError};
+pub use models::{
+    ItemCfParams, ItemSimilarity, KgParams, MfParams, ModelError, PopularityParams, UserCfParams,
+    Weighting,
+};
 pub use query::{Channel, ChannelScore, Explanation, Fusion, Hit, Query};
 pub use train::{
     Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, FittedOn, FusionHoldout,

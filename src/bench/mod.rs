@@ -27,6 +27,7 @@ use crate::beir::{BeirSet, SearchMethod};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::progress::Progress;
 use crate::query::{Fusion, Query};
 use crate::train::{EvalOn, EvalOptions, SplitKind, TrainOptions};
 
@@ -113,20 +114,13 @@ pub(crate) struct Phase {
 }
 
 impl Phase {
-    fn style(bar: &indicatif::ProgressBar, template: &str) {
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-    }
-
     /// A bar of `len` steps.
-    pub(crate) fn bar(&self, what: &str, len: usize) -> indicatif::ProgressBar {
+    pub(crate) fn bar(&self, what: &str, len: usize) -> Progress {
         if !self.enabled {
-            return indicatif::ProgressBar::hidden();
+            return Progress::hidden();
         }
-        let bar = indicatif::ProgressBar::new(len as u64);
-        Self::style(
-            &bar,
+        let bar = Progress::bar(
+            len as u64,
             "{msg:32} [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise}",
         );
         bar.set_message(what.to_string());
@@ -134,12 +128,11 @@ impl Phase {
     }
 
     /// A spinner for a phase of unknown length.
-    pub(crate) fn spinner(&self, what: &str) -> indicatif::ProgressBar {
+    pub(crate) fn spinner(&self, what: &str) -> Progress {
         if !self.enabled {
-            return indicatif::ProgressBar::hidden();
+            return Progress::hidden();
         }
-        let bar = indicatif::ProgressBar::new_spinner();
-        Self::style(&bar, "{msg:32} {spinner} {elapsed_precise}");
+        let bar = Progress::spinner("{msg:32} {spinner} {elapsed_precise}");
         bar.set_message(what.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
