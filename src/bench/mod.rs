@@ -378,15 +378,11 @@ fn search_quality(
 }
 
 /// Deterministic picks from the data set's users, products and texts.
-struct Picker(crate::demo::Rng);
+struct Picker(crate::models::SplitMix64);
 
 impl Picker {
     fn pick<'a>(&mut self, xs: &'a [String]) -> Option<&'a String> {
-        if xs.is_empty() {
-            None
-        } else {
-            xs.get(self.0.below(xs.len()))
-        }
+        crate::demo::pick(&mut self.0, xs)
     }
 }
 
@@ -437,7 +433,7 @@ fn latency(
     };
     let items = engine.product_ids();
     let texts = &loaded.texts;
-    let mut rng = Picker(crate::demo::Rng(7));
+    let mut rng = Picker(crate::models::SplitMix64::new(7));
     let mut ops: Vec<(&str, [Vec<Query>; 2])> = Vec::new();
     if !users.is_empty() && !texts.is_empty() {
         let qs = distinct_halves(n, || {

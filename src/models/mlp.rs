@@ -30,7 +30,7 @@
 //! # Determinism and persistence
 //!
 //! All randomness (initialisation, shuffling, the validation split) comes from
-//! a self-contained SplitMix64 generator seeded by [`MlpConfig::seed`]: the
+//! the crate's SplitMix64 generator seeded by [`MlpConfig::seed`]: the
 //! same data and configuration give a bit-identical model. [`Mlp`] derives
 //! `Serialize`/`Deserialize` (flat `Vec<f32>` weights, no ndarray serde
 //! feature needed); call [`Mlp::validate`] after decoding a model from disk.
@@ -41,6 +41,8 @@ use std::fmt;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 use serde::{Deserialize, Serialize};
+
+use super::SplitMix64;
 
 /// Output columns per register block of the inference kernel: two rows of 32
 /// columns are eight 8-lane accumulators, which fit the 16 AVX registers.
@@ -268,56 +270,6 @@ pub struct FitReport {
     /// Per-epoch validation loss after the epoch; empty when there was no
     /// validation split.
     pub val_loss_curve: Vec<f32>,
-}
-
-// ---------------------------------------------------------------------------
-// Deterministic PRNG
-// ---------------------------------------------------------------------------
-
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, good enough for
-/// initialisation and shuffling, and fully deterministic across platforms.
-#[derive(Debug, Clone)]
-struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform integer in `[0, n)` (multiply-high; bias is negligible here).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Standard normal via Box–Muller.
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.next_f64(); // (0, 1]
-        let u2 = self.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    /// Fisher–Yates shuffle.
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1942,19 +1894,6 @@ mod tests {
             model.predict(x.view()).expect("p"),
             model.predict(shifted.view()).expect("p")
         );
-    }
-
-    #[test]
-    fn splitmix_is_reproducible() {
-        // Reference values of SplitMix64 seeded with 1234567.
-        let mut rng = SplitMix64::new(1234567);
-        assert_eq!(rng.next_u64(), 6457827717110365317);
-        assert_eq!(rng.next_u64(), 3203168211198807973);
-        let mut v: Vec<usize> = (0..10).collect();
-        rng.shuffle(&mut v);
-        let mut sorted = v.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
     }
 
     /// Release-mode latency of a 32-64-1 network over 1000 rows.
