@@ -14,6 +14,7 @@ mod fsutil;
 mod fusion;
 mod graph;
 pub mod import;
+mod metrics;
 mod progress;
 mod query;
 mod rerank;
