@@ -42,6 +42,7 @@ use std::fmt;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 use serde::{Deserialize, Serialize};
 
+use super::linalg::Avx2Fma;
 use super::SplitMix64;
 
 /// Output columns per register block of the inference kernel: two rows of 32
@@ -674,18 +675,10 @@ impl Mlp {
         check_len("output slice", x.nrows(), out.len())?;
         check_finite(x)?;
         scratch.prepare(self);
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU supports AVX2 and FMA, checked just above,
-                // which is the only requirement of this target-feature function.
-                unsafe { forward_avx2_fma(self, x, scratch, out) };
-                return Ok(());
-            }
+        match Avx2Fma::detect() {
+            Some(simd) => forward_simd(simd, self, x, scratch, out),
+            None => forward_portable(self, x, scratch, out),
         }
-        forward_portable(self, x, scratch, out);
         Ok(())
     }
 }
@@ -765,6 +758,27 @@ fn check_finite(x: ArrayView2<f32>) -> Result<(), MlpError> {
 // ---------------------------------------------------------------------------
 // Inference kernels
 // ---------------------------------------------------------------------------
+
+/// [`forward_avx2_fma`] where the CPU has AVX2 and FMA (which `_simd` proves), else the
+/// portable kernel.
+fn forward_simd(
+    _simd: Avx2Fma,
+    model: &Mlp,
+    x: ArrayView2<f32>,
+    scratch: &mut MlpScratch,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: an `Avx2Fma` value exists only if the CPU has AVX2 and FMA, the only
+        // requirement of this target-feature function.
+        unsafe { forward_avx2_fma(model, x, scratch, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        forward_portable(model, x, scratch, out)
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
