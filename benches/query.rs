@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench query` (set `SHOPDB_BENCH_PRODUCTS` / `SHOPDB_BENCH_EVENTS` to scale).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
+
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};

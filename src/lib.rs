@@ -1,6 +1,8 @@
 //! The README is the crate documentation, so its quickstart is compiled and run as a doctest.
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+// Library code returns errors; its unit tests may unwrap.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod catalog;
 mod codec;
