@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench ingest`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shopdb::demo::DemoOptions;
 use shopdb::{Engine, Event, EventKind, Product};

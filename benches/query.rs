@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench query` (set `SHOPDB_BENCH_PRODUCTS` / `SHOPDB_BENCH_EVENTS` to scale).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
+
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -33,7 +35,7 @@ fn build(dir: &std::path::Path) -> (Engine, Shop) {
     };
     let mut shop = shopdb::demo::shop(&options, DIM);
     let e = Engine::builder().dim(DIM).open(dir).expect("open");
-    let hidden = indicatif::ProgressBar::hidden();
+    let hidden = shopdb::demo::Progress::hidden();
     let t = Instant::now();
     let products = std::mem::take(&mut shop.products);
     let n = shopdb::demo::store_products(&e, products, 10_000, &hidden).expect("products");

@@ -35,7 +35,7 @@ fn main() -> shopdb::Result<()> {
                 let mut i = 0usize;
                 while !stop.load(Ordering::SeqCst) {
                     let user = format!("u{:02}", (i * 7 + r) % 40);
-                    let q = if i % 2 == 0 {
+                    let q = if i.is_multiple_of(2) {
                         Query::new().text("shoe").user(user).k(10)
                     } else {
                         Query::new().user(user).k(10)

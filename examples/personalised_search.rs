@@ -45,8 +45,10 @@ fn main() -> shopdb::Result<()> {
 
     // # The same words, two shoppers
     //
-    // u00 leans to running shoes, u01 to formal shoes: the collaborative channels re-rank
-    // the text candidates by each one's history.
+    // u00 leans to running shoes, u01 to formal shoes: every shoe matches "shoe" equally, and
+    // the collaborative channels re-rank the text candidates by each one's history. (Each
+    // channel's scores are min-max normalised over its candidates, so a small difference in
+    // BM25 between titles of different lengths would weigh as much as the whole text channel.)
     for user in ["u00", "u01"] {
         let hits = engine.query(&Query::new().text("shoe").user(user).k(5))?;
         show(&format!("'shoe' for {user}:"), &hits);
@@ -66,7 +68,10 @@ fn main() -> shopdb::Result<()> {
             .k(5)
             .explain(true),
     )?;
-    show("\n'shoe' + a running-shoe vector, under 80, for u00:", &hits);
+    show(
+        "\n'shoe' + a running-shoe vector, under 80, for u00:",
+        &hits,
+    );
 
     // # Why
     //

@@ -49,22 +49,35 @@ fn main() -> shopdb::Result<()> {
         println!("why {}:\n{e}", hits[0].id);
     }
 
-    // # A click counts at once
+    // # New events count at once
     //
-    // The history is read live from the log: a committed event changes the next answer
-    // without retraining.
-    engine.append_event(Event::new("u00", "p01", EventKind::Purchase, 1_700_100_000))?;
+    // The history is read live from the log: committed events change the next answer
+    // without retraining. A shopper the models have never seen gets the popular items;
+    // once she has looked at two travel backpacks, the item-CF and knowledge-graph channels
+    // find more bags from her history alone.
+    let ids = |hits: &[shopdb::Hit]| {
+        hits.iter()
+            .map(|h| format!("{} {}", h.id, h.product.category))
+            .collect::<Vec<_>>()
+    };
+    let zoe = Query::new().user("zoe").k(4);
+    println!("zoe, no history: {:?}", ids(&engine.query(&zoe)?));
+    engine.append_event(Event::new("zoe", "p02", EventKind::View, 1_700_100_000))?;
+    engine.append_event(Event::new("zoe", "p05", EventKind::Cart, 1_700_100_060))?;
     engine.commit()?;
-    let after = engine.query(&Query::new().user("u00").k(5))?;
-    println!(
-        "after buying p01: {:?}",
-        after.iter().map(|h| &h.id).collect::<Vec<_>>()
-    );
+    println!("zoe, after two backpacks: {:?}", ids(&engine.query(&zoe)?));
 
     // # Items like this one, and the fusion modes
     let similar = engine.query(&Query::new().similar_to("p00").k(3))?;
-    println!("like p00: {:?}", similar.iter().map(|h| &h.id).collect::<Vec<_>>());
-    for fusion in [Fusion::default_linear(), Fusion::Rrf { k: 60.0 }, Fusion::Learned] {
+    println!(
+        "like p00: {:?}",
+        similar.iter().map(|h| &h.id).collect::<Vec<_>>()
+    );
+    for fusion in [
+        Fusion::default_linear(),
+        Fusion::Rrf { k: 60.0 },
+        Fusion::Learned,
+    ] {
         let hits = engine.query(&Query::new().user("u02").k(3).fusion(fusion))?;
         println!(
             "{fusion:?}: {:?}",

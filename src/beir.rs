@@ -466,37 +466,11 @@ pub(crate) fn retrieve(
     }
 }
 
-/// nDCG@k, Recall@k and MRR@k of one ranking against one query's judgements.
+/// nDCG@k, Recall@k and MRR@k of one ranking against one query's judgements (see the
+/// module documentation; computed by the crate's ranking metrics).
 pub fn score_ranking(ranked: &[String], rels: &HashMap<String, u32>, k: usize) -> [f64; 3] {
-    let top = &ranked[..k.min(ranked.len())];
-    let mut dcg = 0.0;
-    let mut found = 0usize;
-    let mut rr = 0.0;
-    for (i, id) in top.iter().enumerate() {
-        let g = rels.get(id).copied().unwrap_or(0);
-        if g > 0 {
-            dcg += f64::from(g) / ((i + 2) as f64).log2();
-            found += 1;
-            if rr == 0.0 {
-                rr = 1.0 / (i + 1) as f64;
-            }
-        }
-    }
-    let mut ideal: Vec<u32> = rels.values().copied().filter(|g| *g > 0).collect();
-    ideal.sort_unstable_by(|a, b| b.cmp(a));
-    let idcg: f64 = ideal
-        .iter()
-        .take(k)
-        .enumerate()
-        .map(|(i, g)| f64::from(*g) / ((i + 2) as f64).log2())
-        .sum();
-    let ndcg = if idcg > 0.0 { dcg / idcg } else { 0.0 };
-    let recall = if ideal.is_empty() {
-        0.0
-    } else {
-        found as f64 / ideal.len() as f64
-    };
-    [ndcg, recall, rr]
+    let grades = ranked.iter().map(|id| rels.get(id).copied().unwrap_or(0));
+    crate::metrics::graded_at_k(grades, rels.values().copied(), k)
 }
 
 /// Scores `method` on every query of the split: `("ndcg" | "recall" | "mrr", k, mean)` for

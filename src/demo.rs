@@ -16,6 +16,8 @@ use crate::catalog::Product;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::events::{Event, EventKind};
+use crate::models::SplitMix64;
+pub use crate::progress::Progress;
 use crate::train::{TrainOptions, TrainReport};
 
 /// What to generate.
@@ -82,50 +84,18 @@ pub struct DemoReport {
     pub examples: Vec<String>,
 }
 
-/// splitmix64: tiny, fast and good enough for synthetic data.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// One of `xs`, drawn with [`SplitMix64::below32`] (`None` when empty).
+pub(crate) fn pick<'a, T>(rng: &mut SplitMix64, xs: &'a [T]) -> Option<&'a T> {
+    if xs.is_empty() {
+        None
+    } else {
+        xs.get(rng.below32(xs.len()))
     }
+}
 
-    /// Uniform in [0, 1).
-    pub(crate) fn f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in 0..n (n > 0).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32).wrapping_mul(n as u64) >> 32) as usize
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.f64() < p
-    }
-
-    /// Standard normal (Box-Muller).
-    pub(crate) fn gauss(&mut self) -> f64 {
-        let u = self.f64().max(f64::MIN_POSITIVE);
-        let v = self.f64();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> Option<&'a T> {
-        if xs.is_empty() {
-            None
-        } else {
-            xs.get(self.below(xs.len()))
-        }
-    }
-
-    fn gauss_vec(&mut self, dim: usize, scale: f64) -> Vec<f64> {
-        (0..dim).map(|_| self.gauss() * scale).collect()
-    }
+/// `dim` normal draws ([`SplitMix64::gauss`]) times `scale`.
+fn gauss_vec(rng: &mut SplitMix64, dim: usize, scale: f64) -> Vec<f64> {
+    (0..dim).map(|_| rng.gauss() * scale).collect()
 }
 
 /// A leaf of the category tree.
@@ -444,9 +414,9 @@ fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
         .collect()
 }
 
-fn sample(rng: &mut Rng, cum: &[f64]) -> usize {
+fn sample(rng: &mut SplitMix64, cum: &[f64]) -> usize {
     let total = cum.last().copied().unwrap_or(0.0);
-    let x = rng.f64() * total;
+    let x = rng.next_f64() * total;
     cum.partition_point(|c| *c <= x)
         .min(cum.len().saturating_sub(1))
 }
@@ -499,10 +469,10 @@ struct Directions {
 }
 
 impl Directions {
-    fn new(rng: &mut Rng, dim: usize) -> Self {
+    fn new(rng: &mut SplitMix64, dim: usize) -> Self {
         let tops: Vec<&str> = BRANDS.iter().map(|(t, _)| *t).collect();
-        let top_centroids: Vec<Vec<f64>> = tops.iter().map(|_| rng.gauss_vec(dim, 1.0)).collect();
-        let leaf_offsets: Vec<Vec<f64>> = LEAVES.iter().map(|_| rng.gauss_vec(dim, 0.6)).collect();
+        let top_centroids: Vec<Vec<f64>> = tops.iter().map(|_| gauss_vec(rng, dim, 1.0)).collect();
+        let leaf_offsets: Vec<Vec<f64>> = LEAVES.iter().map(|_| gauss_vec(rng, dim, 0.6)).collect();
         let mut brand_names: Vec<&str> = BRANDS
             .iter()
             .flat_map(|(_, b)| b.iter().map(|(n, _)| *n))
@@ -511,10 +481,12 @@ impl Directions {
         brand_names.dedup();
         let brand_offsets: Vec<Vec<f64>> = brand_names
             .iter()
-            .map(|_| rng.gauss_vec(dim, 0.3))
+            .map(|_| gauss_vec(rng, dim, 0.3))
             .collect();
-        let adjective_offsets: Vec<Vec<f64>> =
-            ADJECTIVES.iter().map(|_| rng.gauss_vec(dim, 0.2)).collect();
+        let adjective_offsets: Vec<Vec<f64>> = ADJECTIVES
+            .iter()
+            .map(|_| gauss_vec(rng, dim, 0.2))
+            .collect();
         Directions {
             tops,
             top_centroids,
@@ -545,19 +517,19 @@ impl Directions {
 }
 
 /// Generates the catalog: products and their hidden variables.
-fn catalog(rng: &mut Rng, dirs: &Directions, n: usize) -> (Vec<Product>, Vec<Item>) {
+fn catalog(rng: &mut SplitMix64, dirs: &Directions, n: usize) -> (Vec<Product>, Vec<Item>) {
     let dim = dirs.top_centroids.first().map_or(0, Vec::len);
     let mut items: Vec<Item> = Vec::with_capacity(n);
     let mut products: Vec<Product> = Vec::with_capacity(n);
     for i in 0..n {
-        let li = rng.below(LEAVES.len());
+        let li = rng.below32(LEAVES.len());
         let lf = &LEAVES[li];
         let brands = brands_of(lf.path);
-        let (brand, tier) = rng.pick(brands).copied().unwrap_or(("Acme", 1.0));
-        let ai = rng.below(ADJECTIVES.len());
+        let (brand, tier) = pick(rng, brands).copied().unwrap_or(("Acme", 1.0));
+        let ai = rng.below32(ADJECTIVES.len());
         let (adj_en, adj_zh) = ADJECTIVES[ai];
-        let (color_en, color_zh) = rng.pick(COLORS).copied().unwrap_or(("black", "黑色"));
-        let audience = lf.gendered.then(|| rng.below(AUDIENCES.len()));
+        let (color_en, color_zh) = pick(rng, COLORS).copied().unwrap_or(("black", "黑色"));
+        let audience = lf.gendered.then(|| rng.below32(AUDIENCES.len()));
         let (aud_en, aud_zh) = audience.map_or(("", ""), |a| AUDIENCES[a]);
         let title = if aud_en.is_empty() {
             format!("{brand} {adj_zh}{} {adj_en} {}", lf.zh, lf.en)
@@ -575,7 +547,7 @@ fn catalog(rng: &mut Rng, dirs: &Directions, n: usize) -> (Vec<Product>, Vec<Ite
         let price = round_price(lf.price * tier * (rng.gauss() * 0.2).exp());
         let mut v = dirs.concept(li, brand);
         add(&mut v, &dirs.adjective_offsets[ai]);
-        add(&mut v, &rng.gauss_vec(dim, 0.25));
+        add(&mut v, &gauss_vec(rng, dim, 0.25));
         let mut p = Product::new(format!("p{:05}", i + 1))
             .title(title)
             .description(description)
@@ -600,7 +572,7 @@ fn catalog(rng: &mut Rng, dirs: &Directions, n: usize) -> (Vec<Product>, Vec<Ite
 }
 
 /// Draws each user's hidden taste.
-fn tastes(rng: &mut Rng, tops: &[&'static str], stocked: &[usize], n: usize) -> Vec<Taste> {
+fn tastes(rng: &mut SplitMix64, tops: &[&'static str], stocked: &[usize], n: usize) -> Vec<Taste> {
     let top_weights = cumulative(tops.iter().map(|t| match *t {
         "clothing" | "electronics" => 3.0,
         "shoes" | "home" => 2.5,
@@ -618,8 +590,8 @@ fn tastes(rng: &mut Rng, tops: &[&'static str], stocked: &[usize], n: usize) -> 
             .filter(|l| fav_tops.contains(&top_of(LEAVES[*l].path)))
             .collect();
         let mut leaves = Vec::new();
-        for _ in 0..1 + rng.below(3) {
-            if let Some(l) = rng.pick(&candidates).or_else(|| rng.pick(stocked)) {
+        for _ in 0..1 + rng.below32(3) {
+            if let Some(l) = pick(rng, &candidates).or_else(|| pick(rng, stocked)) {
                 if !leaves.contains(l) {
                     leaves.push(*l);
                 }
@@ -627,16 +599,16 @@ fn tastes(rng: &mut Rng, tops: &[&'static str], stocked: &[usize], n: usize) -> 
         }
         let mut brands = Vec::new();
         for top in &fav_tops {
-            if let Some((b, _)) = rng.pick(brands_of(top)) {
+            if let Some((b, _)) = pick(rng, brands_of(top)) {
                 brands.push(*b);
             }
         }
         tastes.push(Taste {
             leaves,
             brands,
-            tier: [0.75, 1.0, 1.0, 1.4][rng.below(4)],
+            tier: [0.75, 1.0, 1.0, 1.4][rng.below32(4)],
             audience: if rng.chance(0.8) {
-                Some(rng.below(2))
+                Some(rng.below32(2))
             } else {
                 None
             },
@@ -659,7 +631,7 @@ fn end_of(options: &DemoOptions) -> i64 {
 /// Generates the interaction log from the users' tastes: sessions of views, some clicks,
 /// fewer carts and purchases. Returns the events and the busiest user's index.
 fn interactions(
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
     items: &[Item],
     tastes: &[Taste],
     options: &DemoOptions,
@@ -690,19 +662,19 @@ fn interactions(
         let mut made = 0;
         while made < budget && !stocked.is_empty() {
             let leaf = if rng.chance(0.75) && !taste.leaves.is_empty() {
-                taste.leaves[rng.below(taste.leaves.len())]
+                taste.leaves[rng.below32(taste.leaves.len())]
             } else {
-                stocked[rng.below(stocked.len())]
+                stocked[rng.below32(stocked.len())]
             };
-            let mut ts = start + (rng.f64() * (end - start - 3_600) as f64) as i64;
-            for _ in 0..1 + rng.below(3) {
+            let mut ts = start + (rng.next_f64() * (end - start - 3_600) as f64) as i64;
+            for _ in 0..1 + rng.below32(3) {
                 // Sample a few items by popularity; the user goes for the one closest to
                 // their taste most of the time.
                 let mut best: Option<(usize, f64)> = None;
                 for _ in 0..6 {
                     let i = by_leaf[leaf][sample(rng, &leaf_cum[leaf])];
                     let it = &items[i];
-                    let mut s = rng.f64() * 0.8;
+                    let mut s = rng.next_f64() * 0.8;
                     if taste.brands.contains(&it.brand) {
                         s += 1.5;
                     }
@@ -717,8 +689,8 @@ fn interactions(
                 let Some((i, _)) = best else { break };
                 let item = format!("p{:05}", i + 1);
                 let fan = taste.brands.contains(&items[i].brand);
-                let mut push = |kind: EventKind, ts: &mut i64, rng: &mut Rng| {
-                    *ts += 5 + rng.below(240) as i64;
+                let mut push = |kind: EventKind, ts: &mut i64, rng: &mut SplitMix64| {
+                    *ts += 5 + rng.below32(240) as i64;
                     events.push(Event::new(user.clone(), item.clone(), kind, (*ts).min(end)));
                 };
                 push(EventKind::View, &mut ts, rng);
@@ -765,7 +737,7 @@ fn labelled_queries(dirs: &Directions, items: &[Item]) -> Vec<ShopQuery> {
 /// Generates the shop described by `options` with `dim`-dimensional embeddings, in memory.
 /// Deterministic: the same options give the same shop.
 pub fn shop(options: &DemoOptions, dim: usize) -> Shop {
-    let mut rng = Rng(options.seed);
+    let mut rng = SplitMix64::new(options.seed);
     let dirs = Directions::new(&mut rng, dim);
     let (products, items) = catalog(&mut rng, &dirs, options.products);
     let stocked: Vec<usize> = (0..LEAVES.len())
@@ -803,7 +775,7 @@ pub fn store_products(
     engine: &Engine,
     products: Vec<Product>,
     batch: usize,
-    progress: &indicatif::ProgressBar,
+    progress: &Progress,
 ) -> Result<usize> {
     let n = products.len();
     let mut staged = Vec::with_capacity(batch.min(n));
@@ -826,11 +798,7 @@ pub fn store_products(
 ///
 /// # Errors
 /// The engine's validation and commit errors; earlier batches stay committed.
-pub fn store_events(
-    engine: &Engine,
-    events: &[Event],
-    progress: &indicatif::ProgressBar,
-) -> Result<usize> {
+pub fn store_events(engine: &Engine, events: &[Event], progress: &Progress) -> Result<usize> {
     let mut stored = 0;
     for chunk in events.chunks(EVENT_BATCH) {
         engine.append_events(chunk.to_vec())?;
@@ -849,9 +817,9 @@ pub fn store_events(
 pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
     let mut timings = Vec::new();
     let progress = if options.progress {
-        indicatif::ProgressBar::new_spinner()
+        Progress::spinner("{spinner} {msg}")
     } else {
-        indicatif::ProgressBar::hidden()
+        Progress::hidden()
     };
     progress.enable_steady_tick(std::time::Duration::from_millis(120));
 
@@ -908,17 +876,17 @@ mod tests {
 
     #[test]
     fn splitmix_is_deterministic_and_uniform_enough() {
-        let mut a = Rng(7);
-        let mut b = Rng(7);
+        let mut a = SplitMix64::new(7);
+        let mut b = SplitMix64::new(7);
         let xs: Vec<u64> = (0..100).map(|_| a.next_u64()).collect();
         let ys: Vec<u64> = (0..100).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
-        let mut r = Rng(1);
-        let mean = (0..10_000).map(|_| r.f64()).sum::<f64>() / 10_000.0;
+        let mut r = SplitMix64::new(1);
+        let mean = (0..10_000).map(|_| r.next_f64()).sum::<f64>() / 10_000.0;
         assert!((mean - 0.5).abs() < 0.02, "{mean}");
         let mut counts = [0usize; 4];
         for _ in 0..4_000 {
-            counts[r.below(4)] += 1;
+            counts[r.below32(4)] += 1;
         }
         assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
     }

@@ -13,10 +13,13 @@
 //!   the share of shown slots in the long tail (beyond the top 20% items by interactions)
 //!   measure exposure beyond accuracy. Ties are pessimistic: a held-out item scored the same
 //!   as other candidates ranks below all of them ([`select_top_k_pessimistic`]), so no model gains
-//!   from ties and no order of item ids leaks into a figure.
-//! - Rating metrics: RMSE and MAE.
+//!   from ties and no order of item ids leaks into a figure. The per-user figures come from
+//!   the crate's ranking metrics (`metrics`).
+//! - Test-only (the models' quality tests): rating metrics (RMSE, MAE), a global random row
+//!   split, and `evaluate_ranking` with one exclusion set.
 
-use crate::models::{Csr, Interaction, Interactions, ModelError, SplitMix64};
+use crate::metrics::binary_at_k;
+use crate::models::{Csr, Interactions, ModelError, SplitMix64};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -236,6 +239,7 @@ pub fn split_temporal(
 /// # Errors
 /// [`ModelError::InvalidParam`] when `test_frac` is outside `[0, 1)`; the errors of
 /// [`Interactions::validate`].
+#[cfg(test)]
 pub fn split_random_rows(
     data: &Interactions,
     test_frac: f64,
@@ -319,39 +323,12 @@ impl Metrics {
     }
 }
 
-/// Per-user metrics of one ranked list: `(recall, precision, ndcg, mrr, hit)` at `k`, with
-/// `relevant` the user's test items (sorted, unique). Returns zeros for an empty `relevant`
-/// or `k == 0`.
-pub fn user_metrics(ranked: &[u32], relevant: &[u32], k: usize) -> (f64, f64, f64, f64, f64) {
-    if relevant.is_empty() || k == 0 {
-        return (0.0, 0.0, 0.0, 0.0, 0.0);
-    }
-    let mut hits = 0usize;
-    let mut dcg = 0f64;
-    let mut first: Option<usize> = None;
-    for (pos, item) in ranked.iter().take(k).enumerate() {
-        if relevant.binary_search(item).is_ok() {
-            hits += 1;
-            dcg += 1.0 / ((pos + 2) as f64).log2();
-            first.get_or_insert(pos + 1);
-        }
-    }
-    let idcg: f64 = (0..relevant.len().min(k))
-        .map(|p| 1.0 / ((p + 2) as f64).log2())
-        .sum();
-    let recall = hits as f64 / relevant.len() as f64;
-    let precision = hits as f64 / k as f64;
-    let ndcg = if idcg > 0.0 { dcg / idcg } else { 0.0 };
-    let mrr = first.map_or(0.0, |r| 1.0 / r as f64);
-    let hit = if hits > 0 { 1.0 } else { 0.0 };
-    (recall, precision, ndcg, mrr, hit)
-}
-
 /// Full-ranking evaluation: excludes the user's `train` items, ranks all other items by the
 /// scorer's output and compares the top `k` with the user's `test` items, for every `k` in `ks`.
 /// Users run in parallel (rayon); the scorer gets a zeroed buffer of `n_items` slots. NaN
 /// scores count as `-inf` (never recommended). To evaluate on a test split with a validation
 /// split, exclude both: see [`evaluate_ranking_excluding`].
+#[cfg(test)]
 pub fn evaluate_ranking<F>(
     train: &Interactions,
     test: &Interactions,
@@ -429,7 +406,7 @@ where
                 let m = ks
                     .iter()
                     .map(|&k| {
-                        let (r, p, n, mrr, h) = user_metrics(&ranked, relevant, k);
+                        let (r, p, n, mrr, h) = binary_at_k(&ranked, relevant, k);
                         [r, p, n, mrr, h]
                     })
                     .collect();
@@ -545,6 +522,7 @@ pub fn select_top_k_pessimistic(cands: &mut Vec<(u32, f32)>, relevant: &[u32], k
     cands.sort_unstable_by(order);
 }
 
+#[cfg(test)]
 fn check_pairs(pred: &[f32], actual: &[f32]) -> Result<(), ModelError> {
     if pred.len() != actual.len() {
         return Err(ModelError::LengthMismatch {
@@ -569,6 +547,7 @@ fn check_pairs(pred: &[f32], actual: &[f32]) -> Result<(), ModelError> {
 /// # Errors
 /// [`ModelError::LengthMismatch`] for different lengths, [`ModelError::Empty`] for no pairs,
 /// [`ModelError::NonFinite`] for a NaN or infinite value.
+#[cfg(test)]
 pub fn rmse(pred: &[f32], actual: &[f32]) -> Result<f64, ModelError> {
     check_pairs(pred, actual)?;
     let s: f64 = pred
@@ -583,6 +562,7 @@ pub fn rmse(pred: &[f32], actual: &[f32]) -> Result<f64, ModelError> {
 ///
 /// # Errors
 /// As [`rmse`].
+#[cfg(test)]
 pub fn mae(pred: &[f32], actual: &[f32]) -> Result<f64, ModelError> {
     check_pairs(pred, actual)?;
     let s: f64 = pred
@@ -595,16 +575,18 @@ pub fn mae(pred: &[f32], actual: &[f32]) -> Result<f64, ModelError> {
 
 /// `(user, item)` pairs and true ratings of the rows of `data` that carry a rating, for
 /// [`rmse`] / [`mae`] with a predictor's `predict_many`.
+#[cfg(test)]
 pub fn rating_pairs(data: &Interactions) -> (Vec<(u32, u32)>, Vec<f32>) {
     data.rows
         .iter()
-        .filter_map(|r: &Interaction| r.rating.map(|x| ((r.user, r.item), x)))
+        .filter_map(|r: &crate::models::Interaction| r.rating.map(|x| ((r.user, r.item), x)))
         .unzip()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::Interaction;
 
     fn row(user: u32, item: u32, ts: i64) -> Interaction {
         Interaction {
@@ -618,41 +600,6 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
-    }
-
-    #[test]
-    fn user_metrics_hand_computed() {
-        // Ranked list 5, 2, 9, 1, 7; relevant {2, 7, 8}: hits at ranks 2 and 5.
-        let ranked = [5, 2, 9, 1, 7];
-        let relevant = [2, 7, 8];
-        let (r, p, n, mrr, h) = user_metrics(&ranked, &relevant, 5);
-        assert!(close(r, 2.0 / 3.0));
-        assert!(close(p, 2.0 / 5.0));
-        assert!(close(mrr, 0.5));
-        assert!(close(h, 1.0));
-        // DCG = 1/log2(3) + 1/log2(6) = 0.6309297535714575 + 0.3868528072345416 = 1.0177825608059992
-        // IDCG = 1 + 1/log2(3) + 1/log2(4) = 2.1309297535714578
-        assert!(close(n, 1.0177825608059992 / 2.1309297535714578), "{n}");
-        assert!((n - 0.477_624).abs() < 1e-6, "{n}");
-
-        // k = 2: one hit at rank 2, ideal DCG over min(3, 2) = 2 positions.
-        let (r, p, n, mrr, h) = user_metrics(&ranked, &relevant, 2);
-        assert!(close(r, 1.0 / 3.0));
-        assert!(close(p, 0.5));
-        assert!(close(n, 0.6309297535714575 / 1.6309297535714575), "{n}");
-        assert!(close(mrr, 0.5));
-        assert!(close(h, 1.0));
-
-        // k = 1: no hit.
-        assert_eq!(
-            user_metrics(&ranked, &relevant, 1),
-            (0.0, 0.0, 0.0, 0.0, 0.0)
-        );
-
-        // Perfect list with one relevant item at rank 1.
-        let (r, p, n, mrr, h) = user_metrics(&[3, 4], &[3], 10);
-        assert!(close(r, 1.0) && close(p, 0.1) && close(n, 1.0) && close(mrr, 1.0));
-        assert!(close(h, 1.0));
     }
 
     #[test]

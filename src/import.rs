@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
 use crate::catalog::Product;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
+use crate::progress::Progress;
 
 /// Rows staged between commits during an import.
 const CHUNK: usize = 20_000;
@@ -68,13 +68,8 @@ fn json_text(v: &serde_json::Value) -> String {
     }
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:12} [{bar:30}] {percent:>3}% {per_sec} {eta}")
-    {
-        pb.set_style(style.progress_chars("=> "));
-    }
+fn bar(len: u64, what: &str) -> Progress {
+    let pb = Progress::bar(len, "{msg:12} [{bar:30}] {percent:>3}% {per_sec} {eta}");
     pb.set_message(what.to_string());
     pb
 }
@@ -180,7 +175,7 @@ pub fn products_jsonl(engine: &Engine, path: &Path, on_error: OnError) -> Result
 }
 
 /// [`products_jsonl`], with embeddings kept apart from the JSON lines (e.g. a `.f32` + `.ids`
-/// pair read by [`crate::beir::read_vector_files`]): a product whose id is in `vectors` gets
+/// pair the BEIR loader reads): a product whose id is in `vectors` gets
 /// that embedding, replacing any in its line.
 ///
 /// # Errors

@@ -1,29 +1,26 @@
 //! The README is the crate documentation, so its quickstart is compiled and run as a doctest.
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+// Library code returns errors; its unit tests may unwrap.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod beir;
-pub mod bench;
 mod catalog;
 mod channel;
 mod codec;
 mod config;
-pub mod demo;
 mod engine;
 mod error;
-pub mod eval;
+mod eval;
 mod events;
 mod filter;
 mod fsutil;
 mod fusion;
-#[doc(hidden)]
-pub mod fuzzing;
 mod generation;
 mod graph;
 pub mod import;
-#[allow(missing_docs)]
-pub mod models;
+mod metrics;
 mod options;
+mod progress;
 mod query;
 mod rerank;
 pub mod sql;
@@ -35,6 +32,32 @@ mod tune;
 mod vector;
 mod writer;
 
+// What the `shopdb` binary, the integration tests, the criterion benches and the fuzz
+// targets reach into: public (and hidden from the documentation) only with the `cli`
+// feature; without it the harness, the demo, the BEIR loader and the fuzzing entry points
+// are not compiled and the models are private.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod beir;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod bench;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod demo;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod models;
+// Without `cli` nothing outside the library reaches the models' accessors, the seed's rating
+// predictors or the generators' extra draws, which the tests and the benches use.
+#[cfg(not(feature = "cli"))]
+#[allow(dead_code, unused_imports)]
+mod models;
+
 pub use catalog::Product;
 pub use channel::{Channel, ChannelScore, Fusion};
 pub use config::{Config, HnswParams, Limits, Metric};
@@ -43,6 +66,11 @@ pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use filter::Filter;
 pub use fusion::ChannelWeights;
+pub use models::mlp::{MlpConfig, MlpError};
+pub use models::{
+    ItemCfParams, ItemSimilarity, KgParams, MfParams, ModelError, PopularityParams, UserCfParams,
+    Weighting,
+};
 pub use query::{Explanation, Hit, Query};
 pub use train::{
     Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, FittedOn, FusionHoldout,

@@ -13,6 +13,7 @@ use crate::channel::{
 };
 use crate::error::{Error, Result};
 use crate::fusion::{ChannelNorm, ChannelWeights, Formula};
+use crate::metrics::ndcg_at_10;
 use crate::models::mlp::{Mlp, MlpConfig};
 use crate::models::{Interaction, Interactions, KgRelatedness, Popularity};
 
@@ -371,26 +372,6 @@ fn fit_channel_weights(xs: &[Array2<f32>], labels: &[&[f32]]) -> ChannelWeights 
         }
     }
     best
-}
-
-/// NDCG@10 of one ranked list with binary labels.
-fn ndcg_at_10(scores: &[f32], labels: &[f32]) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len().min(labels.len())).collect();
-    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    let dcg: f64 = order
-        .iter()
-        .take(10)
-        .enumerate()
-        .filter(|(_, i)| labels[**i] > 0.0)
-        .map(|(r, _)| 1.0 / (r as f64 + 2.0).log2())
-        .sum();
-    let positives = labels.iter().filter(|v| **v > 0.0).count().min(10);
-    let idcg: f64 = (0..positives).map(|r| 1.0 / (r as f64 + 2.0).log2()).sum();
-    if idcg > 0.0 {
-        dcg / idcg
-    } else {
-        0.0
-    }
 }
 
 /// The trained re-ranker and learned channel weights, and how they compared with the seed

@@ -492,6 +492,7 @@ impl TextIndex {
     /// as a plain tantivy disjunction on the text field, top `limit` by BM25, with none of
     /// the engine's work around it (title boost, typo tolerance, filters, mapping documents
     /// back to items). Returns the number of documents found.
+    #[cfg(feature = "cli")]
     pub fn search_bare(&self, text: &str, limit: usize) -> Result<usize> {
         let terms = analyze(text);
         if terms.is_empty() || limit == 0 {

@@ -261,12 +261,12 @@ pub(crate) fn fit_all(
     data: &Interactions,
     opts: &TrainOptions,
     timings: &mut Vec<(String, f64)>,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&crate::progress::Progress>,
 ) -> Result<Models> {
     fn timed<T>(
         name: &str,
         t: &mut Vec<(String, f64)>,
-        p: Option<&indicatif::ProgressBar>,
+        p: Option<&crate::progress::Progress>,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         if let Some(p) = p {
@@ -371,15 +371,9 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
     let start = Instant::now();
     let ds = dataset(state, opts)?;
     timings.push(("read_log".to_string(), start.elapsed().as_secs_f64()));
-    let pb = opts.progress.then(|| {
-        let pb = indicatif::ProgressBar::new(6);
-        if let Ok(s) =
-            indicatif::ProgressStyle::with_template("training {msg:12} [{bar:20}] {pos}/{len}")
-        {
-            pb.set_style(s.progress_chars("=> "));
-        }
-        pb
-    });
+    let pb = opts
+        .progress
+        .then(|| crate::progress::Progress::bar(6, "training {msg:12} [{bar:20}] {pos}/{len}"));
     let on = TuneOn::Holdout(&ds.data, opts.holdout);
     let (tuned, tuning) = tuned_options(on, opts, &mut timings)?;
     let opts = &tuned;

@@ -7,7 +7,7 @@ pub const DIM: usize = 4;
 
 const KINDS: [(&str, &str, [f32; 4]); 3] = [
     ("shoes/running", "running shoe", [0.9, 0.1, 0.1, 0.0]),
-    ("shoes/formal", "leather oxford shoe", [0.1, 0.9, 0.1, 0.0]),
+    ("shoes/formal", "oxford shoe", [0.1, 0.9, 0.1, 0.0]),
     ("bags/travel", "travel backpack", [0.0, 0.1, 0.9, 0.2]),
 ];
 const BRANDS: [&str; 4] = ["Acme", "Globex", "Initech", "Umbrella"];
@@ -43,7 +43,12 @@ pub fn events() -> Vec<Event> {
                 _ => EventKind::Purchase,
             };
             let ts = start + (u * 1_000 + j * 60) as i64;
-            out.push(Event::new(format!("u{u:02}"), format!("p{item:02}"), kind, ts));
+            out.push(Event::new(
+                format!("u{u:02}"),
+                format!("p{item:02}"),
+                kind,
+                ts,
+            ));
         }
     }
     out

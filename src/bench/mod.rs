@@ -28,6 +28,7 @@ use crate::channel::Fusion;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::progress::Progress;
 use crate::query::Query;
 use crate::train::{EvalOn, EvalOptions, SplitKind, TrainOptions};
 
@@ -114,20 +115,13 @@ pub(crate) struct Phase {
 }
 
 impl Phase {
-    fn style(bar: &indicatif::ProgressBar, template: &str) {
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-    }
-
     /// A bar of `len` steps.
-    pub(crate) fn bar(&self, what: &str, len: usize) -> indicatif::ProgressBar {
+    pub(crate) fn bar(&self, what: &str, len: usize) -> Progress {
         if !self.enabled {
-            return indicatif::ProgressBar::hidden();
+            return Progress::hidden();
         }
-        let bar = indicatif::ProgressBar::new(len as u64);
-        Self::style(
-            &bar,
+        let bar = Progress::bar(
+            len as u64,
             "{msg:32} [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise}",
         );
         bar.set_message(what.to_string());
@@ -135,12 +129,11 @@ impl Phase {
     }
 
     /// A spinner for a phase of unknown length.
-    pub(crate) fn spinner(&self, what: &str) -> indicatif::ProgressBar {
+    pub(crate) fn spinner(&self, what: &str) -> Progress {
         if !self.enabled {
-            return indicatif::ProgressBar::hidden();
+            return Progress::hidden();
         }
-        let bar = indicatif::ProgressBar::new_spinner();
-        Self::style(&bar, "{msg:32} {spinner} {elapsed_precise}");
+        let bar = Progress::spinner("{msg:32} {spinner} {elapsed_precise}");
         bar.set_message(what.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
@@ -386,15 +379,11 @@ fn search_quality(
 }
 
 /// Deterministic picks from the data set's users, products and texts.
-struct Picker(crate::demo::Rng);
+struct Picker(crate::models::SplitMix64);
 
 impl Picker {
     fn pick<'a>(&mut self, xs: &'a [String]) -> Option<&'a String> {
-        if xs.is_empty() {
-            None
-        } else {
-            xs.get(self.0.below(xs.len()))
-        }
+        crate::demo::pick(&mut self.0, xs)
     }
 }
 
@@ -446,7 +435,7 @@ fn latency(
     };
     let items = engine.product_ids();
     let texts = &loaded.texts;
-    let mut rng = Picker(crate::demo::Rng(7));
+    let mut rng = Picker(crate::models::SplitMix64::new(7));
     let mut ops: Vec<(&str, [Vec<Query>; 2])> = Vec::new();
     if !users.is_empty() && !texts.is_empty() {
         let qs = distinct_halves(n, || {

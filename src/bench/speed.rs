@@ -8,6 +8,7 @@ use super::report::{AnnRow, LatencyRow, OverheadRow};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::progress::Progress;
 
 /// The `q`-quantile (0..=1) of sorted milliseconds; 0 when empty.
 pub(super) fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -30,7 +31,7 @@ pub(super) fn measure<T: Sync>(
     operation: &str,
     threads: usize,
     requests: &[T],
-    progress: &indicatif::ProgressBar,
+    progress: &Progress,
     op: impl Fn(&T) -> Result<()> + Sync,
 ) -> Result<LatencyRow> {
     let next = AtomicUsize::new(0);
@@ -88,7 +89,7 @@ pub(super) fn ann_recall(
     engine: &Engine,
     queries: &[Vec<f32>],
     k: usize,
-    progress: &indicatif::ProgressBar,
+    progress: &Progress,
 ) -> Result<AnnRow> {
     let (mut graph_ms, mut exact_ms, mut recall_sum) = (Vec::new(), Vec::new(), 0.0);
     for q in queries {
@@ -122,7 +123,7 @@ pub(super) fn bm25_overhead(
     engine: &Engine,
     texts: &[String],
     k: usize,
-    progress: &indicatif::ProgressBar,
+    progress: &Progress,
 ) -> Result<OverheadRow> {
     let (mut engine_ms, mut bare_ms) = (Vec::new(), Vec::new());
     for text in texts {

@@ -72,14 +72,16 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// AVX2 + FMA kernels. The value is a proof that the CPU has both features: it can only be
-/// made by [`Avx2Fma::detect`].
+/// made by [`Avx2Fma::detect`], the crate's one CPU-feature check (the factor models and the
+/// re-ranker's network both dispatch on it).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2Fma {
     _proof: (),
 }
 
 impl Avx2Fma {
-    /// The kernels, if this CPU has AVX2 and FMA.
+    /// The kernels, if this CPU has AVX2 and FMA (std caches the CPUID answer, so this is two
+    /// atomic loads after the first call).
     pub(crate) fn detect() -> Option<Avx2Fma> {
         #[cfg(target_arch = "x86_64")]
         {

@@ -30,7 +30,7 @@
 //! # Determinism and persistence
 //!
 //! All randomness (initialisation, shuffling, the validation split) comes from
-//! a self-contained SplitMix64 generator seeded by [`MlpConfig::seed`]: the
+//! the crate's SplitMix64 generator seeded by [`MlpConfig::seed`]: the
 //! same data and configuration give a bit-identical model. [`Mlp`] derives
 //! `Serialize`/`Deserialize` (flat `Vec<f32>` weights, no ndarray serde
 //! feature needed); call [`Mlp::validate`] after decoding a model from disk.
@@ -41,6 +41,9 @@ use std::fmt;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 use serde::{Deserialize, Serialize};
+
+use super::linalg::Avx2Fma;
+use super::SplitMix64;
 
 /// Output columns per register block of the inference kernel: two rows of 32
 /// columns are eight 8-lane accumulators, which fit the 16 AVX registers.
@@ -268,56 +271,6 @@ pub struct FitReport {
     /// Per-epoch validation loss after the epoch; empty when there was no
     /// validation split.
     pub val_loss_curve: Vec<f32>,
-}
-
-// ---------------------------------------------------------------------------
-// Deterministic PRNG
-// ---------------------------------------------------------------------------
-
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, good enough for
-/// initialisation and shuffling, and fully deterministic across platforms.
-#[derive(Debug, Clone)]
-struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform integer in `[0, n)` (multiply-high; bias is negligible here).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Standard normal via Box–Muller.
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.next_f64(); // (0, 1]
-        let u2 = self.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    /// Fisher–Yates shuffle.
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -722,18 +675,10 @@ impl Mlp {
         check_len("output slice", x.nrows(), out.len())?;
         check_finite(x)?;
         scratch.prepare(self);
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU supports AVX2 and FMA, checked just above,
-                // which is the only requirement of this target-feature function.
-                unsafe { forward_avx2_fma(self, x, scratch, out) };
-                return Ok(());
-            }
+        match Avx2Fma::detect() {
+            Some(simd) => forward_simd(simd, self, x, scratch, out),
+            None => forward_portable(self, x, scratch, out),
         }
-        forward_portable(self, x, scratch, out);
         Ok(())
     }
 }
@@ -813,6 +758,27 @@ fn check_finite(x: ArrayView2<f32>) -> Result<(), MlpError> {
 // ---------------------------------------------------------------------------
 // Inference kernels
 // ---------------------------------------------------------------------------
+
+/// [`forward_avx2_fma`] where the CPU has AVX2 and FMA (which `_simd` proves), else the
+/// portable kernel.
+fn forward_simd(
+    _simd: Avx2Fma,
+    model: &Mlp,
+    x: ArrayView2<f32>,
+    scratch: &mut MlpScratch,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: an `Avx2Fma` value exists only if the CPU has AVX2 and FMA, the only
+        // requirement of this target-feature function.
+        unsafe { forward_avx2_fma(model, x, scratch, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        forward_portable(model, x, scratch, out)
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -1942,19 +1908,6 @@ mod tests {
             model.predict(x.view()).expect("p"),
             model.predict(shifted.view()).expect("p")
         );
-    }
-
-    #[test]
-    fn splitmix_is_reproducible() {
-        // Reference values of SplitMix64 seeded with 1234567.
-        let mut rng = SplitMix64::new(1234567);
-        assert_eq!(rng.next_u64(), 6457827717110365317);
-        assert_eq!(rng.next_u64(), 3203168211198807973);
-        let mut v: Vec<usize> = (0..10).collect();
-        rng.shuffle(&mut v);
-        let mut sorted = v.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
     }
 
     /// Release-mode latency of a 32-64-1 network over 1000 rows.

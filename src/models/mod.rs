@@ -689,7 +689,9 @@ impl SparseScores {
 }
 
 /// SplitMix64: a tiny, fast, deterministic PRNG (Steele, Lea and Flood 2014) for splits,
-/// initialisation and generated test data. Not cryptographic.
+/// initialisation and generated test data; the crate's only random number generator (the
+/// evaluation splits, the re-ranker, the factor models and the demo shop all draw from it).
+/// Not cryptographic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitMix64 {
     state: u64,
@@ -718,6 +720,35 @@ impl SplitMix64 {
     /// Uniform in `[0, n)` (Lemire's multiply-shift; `0` when `n == 0`).
     pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in `[0, n)` from the high 32 bits only (`(hi32 * n) >> 32`; `n` below 2^32):
+    /// the generated shop's draw, which rounds differently from [`below`](Self::below) on
+    /// rare draws, kept so that the demo data stays the same.
+    pub fn below32(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32).wrapping_mul(n as u64) >> 32) as usize
+    }
+
+    /// `true` with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.next_f64() < p
+    }
+
+    /// Standard normal by Box-Muller with `u1 = 1 - U` in `(0, 1]` (the re-ranker's
+    /// initialisation).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64();
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Standard normal by Box-Muller with `u1 = max(U, f64::MIN_POSITIVE)` (the generated
+    /// shop's draws): the distribution of [`normal`](Self::normal) from other values, kept
+    /// so that the demo data stays the same.
+    pub fn gauss(&mut self) -> f64 {
+        let u = self.next_f64().max(f64::MIN_POSITIVE);
+        let v = self.next_f64();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 
     /// Fisher-Yates shuffle.

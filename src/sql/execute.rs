@@ -76,7 +76,7 @@ impl<'e> Session<'e> {
     /// Plans and runs one statement.
     ///
     /// # Errors
-    /// Planning errors (see [`plan`](super::plan)) and the engine's errors; a failed write
+    /// Planning errors (syntax, limits) and the engine's errors; a failed write
     /// leaves nothing staged.
     pub fn execute(&self, sql: &str) -> Result<ResultSet> {
         self.run(&super::plan(sql)?)
@@ -94,7 +94,7 @@ impl<'e> Session<'e> {
     ///
     /// # Errors
     /// As [`execute`](Self::execute).
-    pub fn run(&self, plan: &Plan) -> Result<ResultSet> {
+    pub(crate) fn run(&self, plan: &Plan) -> Result<ResultSet> {
         let engine = self.engine;
         match plan {
             Plan::InsertProducts(rows) => self.write(|| {

@@ -39,17 +39,6 @@ pub enum Table {
     Users,
 }
 
-impl Table {
-    /// The table's name in the language.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Table::Products => "products",
-            Table::Events => "events",
-            Table::Users => "users",
-        }
-    }
-}
-
 /// A column that can be selected, compared or sorted on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Field {

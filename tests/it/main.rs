@@ -1,5 +1,7 @@
 //! Integration tests: one binary, one module per concern.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
+
 mod bad_input;
 mod bench;
 mod cli;
