@@ -178,8 +178,7 @@ impl StoredConfig {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::backend("serde_json", e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::backend("serde_json", e))?;
         crate::fsutil::write_atomic(path, &bytes)
     }
 

@@ -270,7 +270,7 @@ impl Engine {
         for r in store.scan(&[store::EVENT]) {
             let (_, v) = r?;
             let block = events::decode_block(&v)
-                .ok_or_else(|| Error::corrupt("store", "undecodable event block"))?;
+                .ok_or_else(|| Error::corrupt(dir.join("store"), "undecodable event block"))?;
             for e in block {
                 events.insert(e);
             }

@@ -98,13 +98,15 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// An error reported by one of the storage backends.
-    #[error("{backend} error: {message}")]
+    /// An error reported by one of the backends.
+    #[error("{backend} error: {source}")]
     Backend {
-        /// `sled`, `tantivy`, `hnsw` or `plotters` (the benchmark report).
+        /// `sled`, `tantivy`, `hnsw`, `bincode`, `serde_json`, `csv` or `plotters` (the
+        /// benchmark report).
         backend: &'static str,
-        /// The backend's message.
-        message: String,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -133,23 +135,26 @@ impl Error {
         }
     }
 
-    pub(crate) fn backend(backend: &'static str, message: impl std::fmt::Display) -> Self {
+    /// A backend's error, kept as the source.
+    pub(crate) fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         Error::Backend {
             backend,
-            message: message.to_string(),
+            source: source.into(),
         }
     }
-}
 
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
+    /// A sled error on the store at `path`.
+    pub(crate) fn sled(path: &std::path::Path, e: sled::Error) -> Self {
         match e {
             sled::Error::Io(source) => Error::Io {
-                path: PathBuf::from("store"),
+                path: path.to_path_buf(),
                 source,
             },
             sled::Error::Corruption { at, .. } => {
-                Error::corrupt("store", format!("sled corruption at {at:?}"))
+                Error::corrupt(path, format!("sled corruption at {at:?}"))
             }
             other => Error::backend("sled", other),
         }

@@ -104,8 +104,13 @@ impl Store {
         self.db.read().clone()
     }
 
+    /// A sled error on this store.
+    fn err(&self) -> impl Fn(sled::Error) -> Error + '_ {
+        |e| Error::sled(&self.path, e)
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        Ok(self.db().get(key)?)
+        self.db().get(key).map_err(self.err())
     }
 
     /// Every `(key, value)` under a prefix, in key order.
@@ -113,9 +118,10 @@ impl Store {
         &self,
         prefix: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec)>> {
+        let path = self.path.clone();
         self.db()
             .scan_prefix(prefix)
-            .map(|r| r.map_err(Error::from))
+            .map(move |r| r.map_err(|e| Error::sled(&path, e)))
     }
 
     /// Every `(key, value)` with `from <= key` under `prefix`.
@@ -125,6 +131,7 @@ impl Store {
         from: Vec<u8>,
     ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> {
         let prefix = prefix.to_vec();
+        let path = self.path.clone();
         self.db()
             .range(from..)
             .take_while(move |r| {
@@ -132,16 +139,16 @@ impl Store {
                     .map(|(k, _)| k.starts_with(&prefix))
                     .unwrap_or(true)
             })
-            .map(|r| r.map_err(Error::from))
+            .map(move |r| r.map_err(|e| Error::sled(&path, e)))
     }
 
     pub fn apply(&self, batch: Batch) -> Result<()> {
-        Ok(self.db().apply_batch(batch.inner)?)
+        self.db().apply_batch(batch.inner).map_err(self.err())
     }
 
     /// Makes every applied batch durable (fsync).
     pub fn flush(&self) -> Result<()> {
-        self.db().flush()?;
+        self.db().flush().map_err(self.err())?;
         Ok(())
     }
 
@@ -174,7 +181,7 @@ impl Store {
         self.copy_to(&fresh)?;
         let parent = self.path.parent().unwrap_or_else(|| Path::new("."));
         let mut slot = self.db.write();
-        slot.flush()?;
+        slot.flush().map_err(self.err())?;
         std::fs::rename(&self.path, &old).map_err(|e| Error::io(&self.path, e))?;
         std::fs::rename(&fresh, &self.path).map_err(|e| Error::io(&fresh, e))?;
         crate::fsutil::sync_dir(parent)?;
@@ -186,19 +193,22 @@ impl Store {
     /// Copies every record into a new sled database at `to` and makes it durable.
     fn copy_to(&self, to: &Path) -> Result<()> {
         let target = open_sled(to)?;
+        let to_err = |e| Error::sled(to, e);
         let mut batch = sled::Batch::default();
         let mut in_batch = 0usize;
         for r in self.db().iter() {
-            let (k, v) = r?;
+            let (k, v) = r.map_err(self.err())?;
             batch.insert(k, v);
             in_batch += 1;
             if in_batch == 10_000 {
-                target.apply_batch(std::mem::take(&mut batch))?;
+                target
+                    .apply_batch(std::mem::take(&mut batch))
+                    .map_err(to_err)?;
                 in_batch = 0;
             }
         }
-        target.apply_batch(batch)?;
-        target.flush()?;
+        target.apply_batch(batch).map_err(to_err)?;
+        target.flush().map_err(to_err)?;
         Ok(())
     }
 }
@@ -217,7 +227,7 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
             sled::Error::Io(source) if source.to_string().contains("could not acquire lock") => {
                 Error::Locked(path.to_path_buf())
             }
-            other => Error::from(other),
+            other => Error::sled(path, other),
         })
 }
 

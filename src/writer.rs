@@ -295,8 +295,9 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
         for block in blocks {
             let key = events::block_key(block);
             let mut records = match state.store.get(&key)? {
-                Some(v) => events::decode_block(&v)
-                    .ok_or_else(|| Error::corrupt("store", "undecodable event block"))?,
+                Some(v) => events::decode_block(&v).ok_or_else(|| {
+                    Error::corrupt(state.dir.join("store"), "undecodable event block")
+                })?,
                 None => Vec::new(),
             };
             records.extend(

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 const FONT: &str = "sans-serif";
 
 fn plot_err(e: impl std::fmt::Display) -> Error {
-    Error::backend("plotters", e)
+    Error::backend("plotters", e.to_string())
 }
 
 /// A point of the latency-against-recall plot.

@@ -371,10 +371,7 @@ impl<'e> Session<'e> {
 
     fn stats(&self) -> Result<ResultSet> {
         let stats = self.engine.stats();
-        let json = serde_json::to_value(&stats).map_err(|e| Error::Backend {
-            backend: "serde_json",
-            message: e.to_string(),
-        })?;
+        let json = serde_json::to_value(&stats).map_err(|e| Error::backend("serde_json", e))?;
         let mut rows = Vec::new();
         if let serde_json::Value::Object(map) = json {
             for (k, v) in map {

@@ -234,10 +234,7 @@ impl ResultSet {
             return Ok(String::new());
         }
         let mut w = csv::Writer::from_writer(Vec::new());
-        let csv_err = |e: csv::Error| Error::Backend {
-            backend: "csv",
-            message: e.to_string(),
-        };
+        let csv_err = |e: csv::Error| Error::backend("csv", e);
         w.write_record(&self.columns).map_err(csv_err)?;
         for row in &self.rows {
             w.write_record(row.iter().map(|v| match v {
@@ -246,10 +243,9 @@ impl ResultSet {
             }))
             .map_err(csv_err)?;
         }
-        let bytes = w.into_inner().map_err(|e| Error::Backend {
-            backend: "csv",
-            message: e.to_string(),
-        })?;
+        let bytes = w
+            .into_inner()
+            .map_err(|e| Error::backend("csv", e.to_string()))?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
