@@ -4,13 +4,14 @@
 //! internal ids ([`ItemId`]) and keeps the committed records in memory for filters, features and
 //! result rendering. The records themselves live in the store (see `store`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::store::{be_u32, be_u64, key, Batch, Store};
 
 /// Dense internal item id, assigned once per external id and never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -285,6 +286,205 @@ pub(crate) struct StoredProduct {
     pub iid: u32,
     pub seq: u64,
     pub product: Product,
+}
+
+// ---------------------------------------------------------------- storage
+
+/// Store prefix of product records: product id -> [`StoredProduct`] (bincode).
+pub(crate) const PRODUCT: u8 = b'P';
+/// Store prefix of internal ids: iid `u32` -> product id (kept after a delete: ids are never
+/// reused).
+pub(crate) const ITEM_ID: u8 = b'I';
+/// Store prefix of the change log: seq `u64` -> the product id whose record changed
+/// (replayed into the text and vector indexes).
+pub(crate) const CHANGE: u8 = b'C';
+
+/// Every product's embedding by internal id.
+pub(crate) type Embeddings = Vec<(ItemId, Vec<f32>)>;
+
+/// The committed catalog, read at open: the item table, and every product's embedding (the
+/// vector index is rebuilt or checked from them).
+pub(crate) fn load(store: &Store) -> Result<(ItemTable, Embeddings)> {
+    let mut items = ItemTable::default();
+    for r in store.scan(&[ITEM_ID]) {
+        let (k, v) = r?;
+        if let Some(iid) = be_u32(&k, 1) {
+            let id = String::from_utf8_lossy(&v).into_owned();
+            items.set(ItemId(iid), &id, None);
+        }
+    }
+    let mut with_vectors: Embeddings = Vec::new();
+    for r in store.scan(&[PRODUCT]) {
+        let (k, v) = r?;
+        let sp: StoredProduct = crate::codec::decode(&v, "store: product record")?;
+        let id = String::from_utf8_lossy(&k[1..]).into_owned();
+        let mut p = sp.product;
+        if let Some(e) = p.embedding.take() {
+            with_vectors.push((ItemId(sp.iid), e));
+        }
+        items.set(ItemId(sp.iid), &id, Some(Arc::new(p)));
+    }
+    Ok((items, with_vectors))
+}
+
+/// The committed record of a product, embedding included.
+pub(crate) fn stored_product(store: &Store, id: &str) -> Result<Option<Product>> {
+    match store.get(&key(PRODUCT, &[id.as_bytes()]))? {
+        Some(v) => Ok(Some(
+            crate::codec::decode::<StoredProduct>(&v, "store: product record")?.product,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// What the derived indexes and the item table do once a commit is durable.
+pub(crate) enum ProductChange {
+    /// The product (its embedding apart) is new or replaced.
+    Upsert(ItemId, Arc<Product>, Option<Vec<f32>>),
+    /// The product is gone.
+    Delete(ItemId, String),
+}
+
+/// One commit's product writes, staged beside the committed table (which readers keep
+/// reading until the commit is durable).
+pub(crate) struct CatalogDraft<'a> {
+    items: &'a ItemTable,
+    next_item: u32,
+    new_items: HashMap<String, ItemId>,
+    /// The latest state of every product this commit touched.
+    current: HashMap<String, Option<Arc<Product>>>,
+    /// In commit order.
+    pub changes: Vec<ProductChange>,
+}
+
+impl<'a> CatalogDraft<'a> {
+    pub fn new(items: &'a ItemTable) -> Self {
+        CatalogDraft {
+            items,
+            next_item: items.capacity() as u32,
+            new_items: HashMap::new(),
+            current: HashMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The internal id of a product committed or created in this commit.
+    pub fn iid(&self, id: &str) -> Option<ItemId> {
+        self.items
+            .lookup(id)
+            .or_else(|| self.new_items.get(id).copied())
+    }
+
+    /// The product as this commit leaves it so far (`None` when absent or deleted).
+    pub fn latest(&self, id: &str) -> Option<Arc<Product>> {
+        match self.current.get(id) {
+            Some(state) => state.clone(),
+            None => self.iid(id).and_then(|iid| self.items.get(iid).cloned()),
+        }
+    }
+
+    /// Stages an insert or replacement at `seq`: the record, a new internal id when the
+    /// product is new, and the change-log entry.
+    pub fn upsert(&mut self, p: Product, seq: u64, batch: &mut Batch) -> Result<()> {
+        let iid = match self.iid(&p.id) {
+            Some(iid) => iid,
+            None => {
+                let iid = ItemId(self.next_item);
+                self.next_item += 1;
+                self.new_items.insert(p.id.clone(), iid);
+                batch.put(
+                    key(ITEM_ID, &[&iid.0.to_be_bytes()]),
+                    p.id.as_bytes().to_vec(),
+                );
+                iid
+            }
+        };
+        let record = StoredProduct {
+            iid: iid.0,
+            seq,
+            product: p,
+        };
+        batch.put(
+            key(PRODUCT, &[record.product.id.as_bytes()]),
+            crate::codec::encode(&record)?,
+        );
+        batch.put(
+            key(CHANGE, &[&seq.to_be_bytes()]),
+            record.product.id.as_bytes().to_vec(),
+        );
+        let mut p = record.product;
+        let embedding = p.embedding.take();
+        let arc = Arc::new(p);
+        self.current.insert(arc.id.clone(), Some(arc.clone()));
+        self.changes
+            .push(ProductChange::Upsert(iid, arc, embedding));
+        Ok(())
+    }
+
+    /// Stages a delete at `seq` of a product [`iid`](Self::iid) knows.
+    pub fn delete(&mut self, id: &str, iid: ItemId, seq: u64, batch: &mut Batch) {
+        batch.remove(key(PRODUCT, &[id.as_bytes()]));
+        batch.put(key(CHANGE, &[&seq.to_be_bytes()]), id.as_bytes().to_vec());
+        self.current.insert(id.to_string(), None);
+        self.changes
+            .push(ProductChange::Delete(iid, id.to_string()));
+    }
+}
+
+impl ItemTable {
+    /// Publishes a durable commit's product changes.
+    pub fn apply(&mut self, changes: &[ProductChange]) {
+        for c in changes {
+            match c {
+                ProductChange::Upsert(iid, p, _) => self.set(*iid, &p.id, Some(p.clone())),
+                ProductChange::Delete(iid, id) => self.set(*iid, id, None),
+            }
+        }
+    }
+}
+
+/// Product ids changed after sequence `after`, in sequence order (deduplicated, the last
+/// change wins): what a derived index that applied `after` must replay.
+pub(crate) fn changes_after(store: &Store, after: u64) -> Result<Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let from = key(CHANGE, &[&(after + 1).to_be_bytes()]);
+    let mut all = Vec::new();
+    for r in store.range_from(&[CHANGE], from) {
+        let (_, v) = r?;
+        all.push(String::from_utf8_lossy(&v).into_owned());
+    }
+    for id in all.into_iter().rev() {
+        if seen.insert(id.clone()) {
+            out.push(id);
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// The oldest sequence still in the change log (0 when empty).
+pub(crate) fn oldest_change(store: &Store) -> Result<u64> {
+    match store.scan(&[CHANGE]).next() {
+        Some(r) => Ok(be_u64(&r?.0, 1).unwrap_or(0)),
+        None => Ok(0),
+    }
+}
+
+/// Drops the change-log entries up to `upto` (every derived index applied them).
+pub(crate) fn drop_changes_upto(store: &Store, upto: u64) -> Result<()> {
+    let mut batch = Batch::default();
+    for r in store.scan(&[CHANGE]) {
+        let (k, _) = r?;
+        match be_u64(&k, 1) {
+            Some(s) if s <= upto => batch.remove(k.to_vec()),
+            _ => break,
+        }
+    }
+    if batch.len > 0 {
+        store.apply(batch)?;
+    }
+    Ok(())
 }
 
 /// What the features know about an item. Names are kept as 64-bit hashes (0: none), so

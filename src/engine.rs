@@ -20,15 +20,15 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
-use crate::catalog::{validate_id, validate_vector, ItemId, ItemTable, Product, StoredProduct};
+use crate::catalog::{validate_id, validate_vector, ItemId, Product};
 use crate::config::{Config, HnswParams, Limits, Metric, StoredConfig};
 use crate::error::{Error, Result};
 use crate::events::now_secs;
-use crate::events::{self, Event, UserId};
+use crate::events::{self, Event};
 use crate::filter::Filter;
 use crate::graph::{self, Dictionary};
-use crate::state::{State, UserTable};
-use crate::store::{self, be_u32, be_u64, key, Store};
+use crate::state::State;
+use crate::store::Store;
 use crate::text::{TextIndex, TextQuery};
 use crate::vector::{LoadOutcome, VectorIndex};
 use crate::writer::{Committed, Op};
@@ -266,56 +266,17 @@ impl Engine {
 
         let store = Store::open(&dir.join("store"))?;
         let seq = store.meta_u64("seq")?;
-        let mut events = events::EventIndex::default();
-        for r in store.scan(&[store::EVENT]) {
-            let (_, v) = r?;
-            let block = events::decode_block(&v)
-                .ok_or_else(|| Error::corrupt(dir.join("store"), "undecodable event block"))?;
-            for e in block {
-                events.insert(e);
-            }
-        }
-
-        // Catalog -> in-memory item table.
-        let mut items = ItemTable::default();
-        for r in store.scan(&[store::ITEM_ID]) {
-            let (k, v) = r?;
-            if let Some(iid) = be_u32(&k, 1) {
-                let id = String::from_utf8_lossy(&v).into_owned();
-                items.set(ItemId(iid), &id, None);
-            }
-        }
+        let events = events::load(&store)?;
+        let (items, with_vectors) = crate::catalog::load(&store)?;
+        let users = crate::users::load(&store)?;
         let (vectors, vec_applied, outcome) = VectorIndex::open(
             &dir.join("vectors"),
             config.dim,
             config.metric,
             &config.hnsw,
         )?;
-        let mut with_vectors: Vec<(ItemId, Vec<f32>)> = Vec::new();
-        for r in store.scan(&[store::PRODUCT]) {
-            let (k, v) = r?;
-            let sp: StoredProduct = crate::codec::decode(&v, "store: product record")?;
-            let id = String::from_utf8_lossy(&k[1..]).into_owned();
-            let mut p = sp.product;
-            if let Some(e) = p.embedding.take() {
-                vectors.set_raw(ItemId(sp.iid), &e);
-                with_vectors.push((ItemId(sp.iid), e));
-            }
-            items.set(ItemId(sp.iid), &id, Some(Arc::new(p)));
-        }
-
-        let mut users = UserTable::default();
-        for r in store.scan(&[store::USER]) {
-            let (k, v) = r?;
-            if let Some(uid) = be_u32(&v, 0) {
-                let name = String::from_utf8_lossy(&k[1..]).into_owned();
-                let i = uid as usize;
-                if users.names.len() <= i {
-                    users.names.resize(i + 1, None);
-                }
-                users.names[i] = Some(name.clone());
-                users.ids.insert(name, UserId(uid));
-            }
+        for (iid, v) in &with_vectors {
+            vectors.set_raw(*iid, v);
         }
         let kg = Dictionary::load(&store)?;
 
@@ -375,31 +336,12 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Product ids changed after `after`, in sequence order (deduplicated, last change wins).
     fn changes_after(&self, after: u64) -> Result<Vec<String>> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        let from = key(store::CHANGE, &[&(after + 1).to_be_bytes()]);
-        let mut all = Vec::new();
-        for r in self.state.store.range_from(&[store::CHANGE], from) {
-            let (_, v) = r?;
-            all.push(String::from_utf8_lossy(&v).into_owned());
-        }
-        for id in all.into_iter().rev() {
-            if seen.insert(id.clone()) {
-                out.push(id);
-            }
-        }
-        out.reverse();
-        Ok(out)
+        crate::catalog::changes_after(&self.state.store, after)
     }
 
-    /// The oldest sequence still in the change log (0 when empty).
     fn oldest_change(&self) -> Result<u64> {
-        match self.state.store.scan(&[store::CHANGE]).next() {
-            Some(r) => Ok(be_u64(&r?.0, 1).unwrap_or(0)),
-            None => Ok(0),
-        }
+        crate::catalog::oldest_change(&self.state.store)
     }
 
     fn recover_text(&mut self, applied: u64, damaged: bool) -> Result<()> {

@@ -6,12 +6,18 @@
 //! to a stored one in user, item, kind and timestamp is a duplicate and stores nothing, so
 //! delivery may be at-least-once; a rating appended again with a new value replaces the old.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{validate_id, ItemId};
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::store::{be_u32, be_u64, key, EVENT};
+use crate::store::{be_u32, be_u64, key, Batch, Store};
+
+/// Store prefix of the log: block `u64` (seq >> 8) -> event records (seq, uid, iid, kind,
+/// value, ts).
+pub(crate) const EVENT: u8 = b'E';
 
 /// Dense internal user id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -281,6 +287,165 @@ impl EventIndex {
         }
         self.total -= evs.len() as u64;
         evs
+    }
+}
+
+/// The committed log, read at open into its in-memory indexes.
+pub(crate) fn load(store: &Store) -> Result<EventIndex> {
+    let mut index = EventIndex::default();
+    for r in store.scan(&[EVENT]) {
+        let (_, v) = r?;
+        let block = decode_block(&v)
+            .ok_or_else(|| Error::corrupt(store.path(), "undecodable event block"))?;
+        for e in block {
+            index.insert(e);
+        }
+    }
+    Ok(index)
+}
+
+/// What a durable commit changes in the event index.
+#[derive(Default)]
+pub(crate) struct EventChanges {
+    new: Vec<StoredEvent>,
+    replaced: Vec<StoredEvent>,
+    forgotten: Vec<UserId>,
+}
+
+impl EventChanges {
+    /// Whether the commit adds, replaces and forgets nothing.
+    pub fn is_empty(&self) -> bool {
+        self.new.is_empty() && self.replaced.is_empty() && self.forgotten.is_empty()
+    }
+}
+
+impl EventIndex {
+    /// Publishes a durable commit's event changes.
+    pub fn apply(&mut self, changes: EventChanges) {
+        for e in &changes.replaced {
+            self.remove(e);
+        }
+        for e in changes.new {
+            if !changes.forgotten.contains(&e.user) {
+                self.insert(e);
+            }
+        }
+        for uid in &changes.forgotten {
+            self.remove_user(*uid);
+        }
+    }
+}
+
+/// One commit's event writes, staged beside the committed index.
+pub(crate) struct EventDraft<'a> {
+    index: &'a EventIndex,
+    /// Events of this commit by (user, item, kind, ts), to catch duplicates inside it.
+    in_batch: HashMap<(u32, u32, u8, i64), usize>,
+    changes: EventChanges,
+    /// Records to add to the log's blocks, and sequences to remove from them.
+    added: Vec<StoredEvent>,
+    removed: HashSet<u64>,
+    /// Events that were already stored (or a rating whose value is replaced).
+    pub duplicates: usize,
+}
+
+impl<'a> EventDraft<'a> {
+    pub fn new(index: &'a EventIndex) -> Self {
+        EventDraft {
+            index,
+            in_batch: HashMap::new(),
+            changes: EventChanges::default(),
+            added: Vec::new(),
+            removed: HashSet::new(),
+            duplicates: 0,
+        }
+    }
+
+    /// Stages an event; `false` when an equal one is stored (or staged), which stores
+    /// nothing. A rating with a new value replaces the stored one.
+    pub fn add(&mut self, e: StoredEvent) -> bool {
+        let identity = (e.user.0, e.item.0, e.kind.code(), e.ts);
+        let previous = match self.in_batch.get(&identity) {
+            Some(&at) => Some(self.changes.new[at]),
+            None => self.index.find(e.user, e.item, e.kind, e.ts).copied(),
+        };
+        match previous {
+            Some(prev) if prev.kind == e.kind => {
+                self.duplicates += 1;
+                return false;
+            }
+            Some(prev) => {
+                self.duplicates += 1;
+                self.removed.insert(prev.seq);
+                match self.in_batch.get(&identity) {
+                    Some(&at) => self.changes.new[at] = e,
+                    None => {
+                        self.changes.replaced.push(prev);
+                        self.in_batch.insert(identity, self.changes.new.len());
+                        self.changes.new.push(e);
+                    }
+                }
+            }
+            None => {
+                self.in_batch.insert(identity, self.changes.new.len());
+                self.changes.new.push(e);
+            }
+        }
+        self.added.push(e);
+        true
+    }
+
+    /// Stages the removal of every event of a user, stored or staged.
+    pub fn forget(&mut self, user: UserId) {
+        let stored = self
+            .index
+            .by_user
+            .get(user.0 as usize)
+            .map_or(&[][..], Vec::as_slice);
+        for ev in stored
+            .iter()
+            .chain(self.changes.new.iter().filter(|e| e.user == user))
+        {
+            self.removed.insert(ev.seq);
+        }
+        self.changes.forgotten.push(user);
+    }
+
+    /// Rewrites every block of the log this commit touches into `batch`.
+    pub fn stage_blocks(&self, store: &Store, batch: &mut Batch) -> Result<()> {
+        let mut blocks: std::collections::BTreeSet<u64> =
+            self.added.iter().map(|e| block_of(e.seq)).collect();
+        blocks.extend(self.removed.iter().map(|s| block_of(*s)));
+        for block in blocks {
+            let key = block_key(block);
+            let mut records = match store.get(&key)? {
+                Some(v) => decode_block(&v)
+                    .ok_or_else(|| Error::corrupt(store.path(), "undecodable event block"))?,
+                None => Vec::new(),
+            };
+            records.extend(
+                self.added
+                    .iter()
+                    .filter(|e| block_of(e.seq) == block)
+                    .copied(),
+            );
+            records.retain(|e| !self.removed.contains(&e.seq));
+            if records.is_empty() {
+                batch.remove(key);
+            } else {
+                let mut value = Vec::with_capacity(records.len() * RECORD_LEN);
+                for e in &records {
+                    encode_into(e, &mut value);
+                }
+                batch.put(key, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// The changes to publish once the commit is durable.
+    pub fn into_changes(self) -> EventChanges {
+        self.changes
     }
 }
 

@@ -14,10 +14,18 @@
 use std::collections::HashMap;
 
 use crate::catalog::{category_ancestors, Product};
-use crate::error::Result;
-use crate::store::{
-    be_u32, key, Batch, Store, EDGE, EDGE_REV, ENTITY, ENTITY_ID, RELATION, RELATION_ID,
-};
+use crate::error::{Error, Result};
+use crate::store::{be_u32, key, Batch, Store};
+
+/// Store prefixes: entity name -> eid `u32`, and eid -> name.
+pub(crate) const ENTITY: u8 = b'N';
+pub(crate) const ENTITY_ID: u8 = b'n';
+/// Store prefixes: relation name -> rid `u16`, and rid -> name.
+pub(crate) const RELATION: u8 = b'R';
+pub(crate) const RELATION_ID: u8 = b'r';
+/// Store prefixes of edges: (head, rid, tail) and (tail, rid, head), empty values.
+pub(crate) const EDGE: u8 = b'T';
+pub(crate) const EDGE_REV: u8 = b't';
 
 /// Relation from a product to its brand.
 pub const REL_BRAND: &str = "brand";
@@ -189,6 +197,78 @@ impl<'a> Draft<'a> {
             entities: self.entities,
             relations: self.relations,
         }
+    }
+}
+
+impl Draft<'_> {
+    fn relation_id(&mut self, name: &str, batch: &mut Batch) -> Result<u16> {
+        self.relation(name, batch)
+            .ok_or_else(|| Error::invalid("relation", "more than 65,535 relation types"))
+    }
+
+    /// The dictionary ids of a product's brand and category edges, allocating new names.
+    fn product_edge_ids(&mut self, p: &Product, batch: &mut Batch) -> Result<Vec<(u16, u32)>> {
+        let mut out = Vec::new();
+        for (rel, tail) in product_edges(p) {
+            let r = self.relation_id(rel, batch)?;
+            out.push((r, self.entity(&tail, batch)));
+        }
+        Ok(out)
+    }
+
+    /// Removes a product's brand and category edges from the store, where a database
+    /// written before they were derived from the record holds them (only products with an
+    /// entity of their own, i.e. older or linked ones, can).
+    fn remove_stored_automatic_edges(
+        &mut self,
+        id: &str,
+        old: Option<&Product>,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        let (Some(old), Some(head)) = (old, self.entity_id(&item_entity(id))) else {
+            return Ok(());
+        };
+        for (r, t) in self.product_edge_ids(old, batch)? {
+            remove_edge(batch, head, r, t);
+        }
+        Ok(())
+    }
+
+    /// Stages what a product upsert changes in the graph: its brand and category names
+    /// enter the dictionary (its edges are read off the record), and edges an older format
+    /// stored for its previous version `old` are removed.
+    pub fn stage_product(
+        &mut self,
+        p: &Product,
+        old: Option<&Product>,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        self.product_edge_ids(p, batch)?;
+        self.remove_stored_automatic_edges(&p.id, old, batch)
+    }
+
+    /// Stages what a product delete changes in the graph (see [`stage_product`](Self::stage_product)).
+    pub fn stage_product_delete(
+        &mut self,
+        id: &str,
+        old: Option<&Product>,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        self.remove_stored_automatic_edges(id, old, batch)
+    }
+
+    /// Stages an imported triple `(head, relation, tail)`.
+    pub fn stage_triple(&mut self, h: &str, r: &str, t: &str, batch: &mut Batch) -> Result<()> {
+        let head = self.entity(h, batch);
+        let rel = self.relation_id(r, batch)?;
+        let tail = self.entity(t, batch);
+        put_edge(batch, head, rel, tail);
+        Ok(())
+    }
+
+    /// Stages a link from a product to an entity (relation `link`).
+    pub fn stage_link(&mut self, item: &str, entity: &str, batch: &mut Batch) -> Result<()> {
+        self.stage_triple(&item_entity(item), REL_LINK, entity, batch)
     }
 }
 

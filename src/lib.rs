@@ -29,6 +29,7 @@ mod store;
 mod text;
 mod train;
 mod tune;
+mod users;
 mod vector;
 mod writer;
 

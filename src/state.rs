@@ -4,21 +4,21 @@
 //! engine itself needs (the directory lock, the staging buffer, the commit and training
 //! locks, the hot-query cache, the retrain policy).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::catalog::{ItemTable, Product, StoredProduct};
+use crate::catalog::{ItemTable, Product};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventIndex, StoredEvent, UserId};
 use crate::generation::ModelSet;
 use crate::graph::Dictionary;
-use crate::store::{self, key, Store};
+use crate::store::Store;
 use crate::text::TextIndex;
+pub(crate) use crate::users::UserTable;
 use crate::vector::VectorIndex;
 
 /// Everything readers share with the one writer.
@@ -45,18 +45,6 @@ pub(crate) struct State {
     pub seq: AtomicU64,
     /// Bumped by every commit and every new model generation (cache keys include it).
     pub generation: AtomicU64,
-}
-
-#[derive(Default)]
-pub(crate) struct UserTable {
-    pub ids: HashMap<String, UserId>,
-    pub names: Vec<Option<String>>,
-}
-
-impl UserTable {
-    pub fn get(&self, name: &str) -> Option<UserId> {
-        self.ids.get(name).copied()
-    }
 }
 
 impl State {
@@ -140,11 +128,6 @@ impl State {
 
     /// The committed record of a product, embedding included.
     pub fn stored_product(&self, id: &str) -> Result<Option<Product>> {
-        match self.store.get(&key(store::PRODUCT, &[id.as_bytes()]))? {
-            Some(v) => Ok(Some(
-                crate::codec::decode::<StoredProduct>(&v, "store: product record")?.product,
-            )),
-            None => Ok(None),
-        }
+        crate::catalog::stored_product(&self.store, id)
     }
 }

@@ -3,7 +3,10 @@
 //! "Here is a key family, give me its records." Keeping every family in one tree means one
 //! `apply_batch` commits products, events, graph edges and the sequence counter atomically.
 //!
-//! Key families (integers big-endian so byte order is numeric order):
+//! Key families (integers big-endian so byte order is numeric order). Each kind of record
+//! owns its keys, encoding, loading at open and staging into a commit's batch: products in
+//! `catalog`, users in `users`, events in `events`, the knowledge graph in `graph`; this
+//! module holds only the counters.
 //!
 //! | prefix | key | value |
 //! |---|---|---|
@@ -25,19 +28,9 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 
+/// The store's own records (counters). Every other family's prefix is defined by the
+/// module that owns the record (table above; `prefixes_are_distinct` checks them).
 pub(crate) const META: u8 = b'M';
-pub(crate) const PRODUCT: u8 = b'P';
-pub(crate) const ITEM_ID: u8 = b'I';
-pub(crate) const CHANGE: u8 = b'C';
-pub(crate) const USER: u8 = b'U';
-pub(crate) const USER_ID: u8 = b'V';
-pub(crate) const EVENT: u8 = b'E';
-pub(crate) const ENTITY: u8 = b'N';
-pub(crate) const ENTITY_ID: u8 = b'n';
-pub(crate) const RELATION: u8 = b'R';
-pub(crate) const RELATION_ID: u8 = b'r';
-pub(crate) const EDGE: u8 = b'T';
-pub(crate) const EDGE_REV: u8 = b't';
 
 /// Builds a key from a prefix and parts.
 pub(crate) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -102,6 +95,11 @@ impl Store {
     /// A handle on the current database (cheap: sled handles are reference counted).
     fn db(&self) -> sled::Db {
         self.db.read().clone()
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// A sled error on this store.
@@ -328,11 +326,36 @@ pub(crate) fn meta_key(name: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn prefixes_are_distinct() {
+        use crate::{catalog, events, graph, users};
+        let all = [
+            META,
+            catalog::PRODUCT,
+            catalog::ITEM_ID,
+            catalog::CHANGE,
+            users::USER,
+            users::USER_ID,
+            events::EVENT,
+            graph::ENTITY,
+            graph::ENTITY_ID,
+            graph::RELATION,
+            graph::RELATION_ID,
+            graph::EDGE,
+            graph::EDGE_REV,
+        ];
+        let distinct: std::collections::HashSet<u8> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len());
+    }
+
     fn store_with(path: &Path, n: u32) -> Store {
         let s = Store::open(path).unwrap();
         let mut b = Batch::default();
         for i in 0..n {
-            b.put(key(PRODUCT, &[&i.to_be_bytes()]), vec![7u8; 10]);
+            b.put(
+                key(crate::catalog::PRODUCT, &[&i.to_be_bytes()]),
+                vec![7u8; 10],
+            );
         }
         s.apply(b).unwrap();
         s.flush().unwrap();
@@ -340,7 +363,7 @@ mod tests {
     }
 
     fn count(s: &Store) -> usize {
-        s.scan(&[PRODUCT]).count()
+        s.scan(&[crate::catalog::PRODUCT]).count()
     }
 
     #[test]
