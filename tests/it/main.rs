@@ -10,6 +10,7 @@ mod crash;
 mod damaged;
 mod fuzz_corpus;
 mod io_faults;
+mod layering;
 mod limits;
 mod models;
 mod next_item;
