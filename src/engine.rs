@@ -649,9 +649,9 @@ impl Engine {
     /// [`Error::Invalid`] for an unusable split or log.
     pub fn evaluate(
         &self,
-        options: &crate::train::EvalOptions,
-    ) -> Result<crate::train::EvalReport> {
-        crate::train::evaluate(&self.state, options)
+        options: &crate::evaluate::EvalOptions,
+    ) -> Result<crate::evaluate::EvalReport> {
+        crate::evaluate::evaluate(&self.state, options)
     }
 
     /// The one call: fused search and recommendation. See [`Query`](crate::Query).

@@ -11,6 +11,7 @@ mod config;
 mod engine;
 mod error;
 mod eval;
+mod evaluate;
 mod events;
 mod filter;
 mod fsutil;
@@ -64,6 +65,7 @@ pub use channel::{Channel, ChannelScore, Fusion};
 pub use config::{Config, HnswParams, Limits, Metric};
 pub use engine::{Appended, Engine, EngineBuilder, Facets, Recovery, Scored, Stats};
 pub use error::{Error, Result};
+pub use evaluate::{EvalOn, EvalOptions, EvalReport, EvalRow, FittedOn};
 pub use events::{Event, EventKind};
 pub use filter::Filter;
 pub use fusion::ChannelWeights;
@@ -74,8 +76,8 @@ pub use models::{
 };
 pub use query::{Explanation, Hit, Query};
 pub use train::{
-    Cleaning, EvalOn, EvalOptions, EvalReport, EvalRow, EventWeights, FittedOn, FusionHoldout,
-    RatingWeight, RetrainPolicy, SplitKind, TrainOptions, TrainReport,
+    Cleaning, EventWeights, FusionHoldout, RatingWeight, RetrainPolicy, SplitKind, TrainOptions,
+    TrainReport,
 };
 pub use tune::{Trial, TuneOptions, TuneReport};
 pub use writer::Committed;

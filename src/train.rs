@@ -1,7 +1,5 @@
-//! The training pipeline: read the log, clean, weight, fit every model, persist, swap in.
-//!
-//! Also the offline evaluation (`Engine::evaluate`): the same dataset, split, models fitted
-//! on the training part, full-ranking metrics from `eval`.
+//! The training pipeline: read the log, clean, weight, tune, fit every registered channel
+//! and the re-ranker, persist, swap in. `evaluate` reuses its dataset and fitting.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,9 +9,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::catalog::category_ancestors;
-use crate::channel::{FitInput, Models, Request, REGISTRY};
+use crate::channel::{FitInput, Models, REGISTRY};
 use crate::error::{Error, Result};
-use crate::eval;
 pub use crate::eval::SplitKind;
 use crate::events::EventKind;
 pub use crate::generation::Cleaning;
@@ -113,7 +110,7 @@ impl std::fmt::Display for TrainReport {
     }
 }
 
-fn model_err(e: ModelError) -> Error {
+pub(crate) fn model_err(e: ModelError) -> Error {
     Error::invalid("training", e.to_string())
 }
 
@@ -301,7 +298,7 @@ fn models_dir(state: &State) -> PathBuf {
 }
 
 /// What tuning rates settings on: a part of the data to fit on and a held-out part.
-enum TuneOn<'a> {
+pub(crate) enum TuneOn<'a> {
     /// Hold out part of this data by the rule of the split kind.
     Holdout(&'a Interactions, SplitKind),
     /// These two parts (an evaluation's training and validation parts).
@@ -310,7 +307,7 @@ enum TuneOn<'a> {
 
 /// `opts` with the parameters tuning chose, and the tuning report; `opts` as they are when
 /// tuning is off.
-fn tuned_options(
+pub(crate) fn tuned_options(
     on: TuneOn<'_>,
     opts: &TrainOptions,
     timings: &mut Vec<(String, f64)>,
@@ -346,7 +343,7 @@ fn tuned_options(
 
 /// Trains the re-ranker on `data` (models refitted without the part of each sampled user's
 /// interactions that `opts.holdout` holds out).
-fn fit_mlp(
+pub(crate) fn fit_mlp(
     ds: &Dataset,
     data: &Interactions,
     opts: &TrainOptions,
@@ -427,292 +424,4 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
         auto_fusion,
         tuning,
     })
-}
-
-/// Which part of the split is scored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EvalOn {
-    /// The validation part (for tuning).
-    Valid,
-    /// The test part (for reporting).
-    Test,
-}
-
-/// Options of [`Engine::evaluate`].
-#[derive(Clone, Debug)]
-pub struct EvalOptions {
-    /// The split. Default RecBole with seed 2020.
-    pub split: SplitKind,
-    /// Cut-offs. Default 10 and 20.
-    pub ks: Vec<usize>,
-    /// Score validation or test. Default test.
-    pub on: EvalOn,
-    /// Model settings.
-    pub train: TrainOptions,
-    /// Also evaluate the fused pipeline (linear, RRF and, when trained, MLP fusion).
-    /// Default true.
-    pub fused: bool,
-    /// Candidates per channel for the fused pipeline. Default 100.
-    pub candidates: usize,
-    /// Score at most this many users of the scored part, a fixed random sample (seed 2020),
-    /// so that large catalogs can be measured in minutes. Default `None`: every user.
-    pub max_users: Option<usize>,
-}
-
-impl Default for EvalOptions {
-    fn default() -> Self {
-        EvalOptions {
-            split: SplitKind::RecBole { seed: 2020 },
-            ks: vec![10, 20],
-            on: EvalOn::Test,
-            train: TrainOptions::default(),
-            fused: true,
-            candidates: crate::rerank::CANDIDATES,
-            max_users: None,
-        }
-    }
-}
-
-/// One figure of an evaluation.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct EvalRow {
-    /// `popularity`, `item_cf`, `user_cf`, `mf` or `kg`.
-    pub model: String,
-    /// `recall`, `precision`, `ndcg`, `mrr`, `hit`, `coverage`, `gini` (of exposure) or
-    /// `long_tail` (share of recommendations outside the top 20% items).
-    pub metric: String,
-    /// Cut-off.
-    pub k: usize,
-    /// Value.
-    pub value: f64,
-}
-
-/// The result of [`Engine::evaluate`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct EvalReport {
-    /// Users with at least one held-out interaction.
-    pub users: usize,
-    /// What the models were fitted on and the history scored with (`None` only for an
-    /// empty report).
-    pub fitted_on: Option<FittedOn>,
-    /// What tuning tried and chose on the fitting data, when it ran.
-    pub tuning: Option<crate::tune::TuneReport>,
-    /// Every figure.
-    pub rows: Vec<EvalRow>,
-}
-
-impl EvalReport {
-    /// The value of one figure.
-    pub fn get(&self, model: &str, metric: &str, k: usize) -> Option<f64> {
-        self.rows
-            .iter()
-            .find(|r| r.model == model && r.metric == metric && r.k == k)
-            .map(|r| r.value)
-    }
-}
-
-impl std::fmt::Display for EvalReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "{:<14} {:>4} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "model", "k", "recall", "precision", "ndcg", "mrr", "hit"
-        )?;
-        let mut models: Vec<&str> = Vec::new();
-        for r in &self.rows {
-            if !models.contains(&r.model.as_str()) {
-                models.push(&r.model);
-            }
-        }
-        let mut ks: Vec<usize> = self.rows.iter().map(|r| r.k).collect();
-        ks.sort_unstable();
-        ks.dedup();
-        for m in models {
-            for k in &ks {
-                let g = |metric| self.get(m, metric, *k).unwrap_or(f64::NAN);
-                writeln!(
-                    f,
-                    "{m:<14} {k:>4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
-                    g("recall"),
-                    g("precision"),
-                    g("ndcg"),
-                    g("mrr"),
-                    g("hit")
-                )?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What the models of one evaluation phase are fitted on, and the history they score with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FittedOn {
-    /// The training part only.
-    Train,
-    /// The training and the validation part: everything before the test part.
-    TrainValid,
-}
-
-impl FittedOn {
-    /// `train` or `train+valid`.
-    pub fn name(self) -> &'static str {
-        match self {
-            FittedOn::Train => "train",
-            FittedOn::TrainValid => "train+valid",
-        }
-    }
-
-    /// The phase's fitting data. Validation always fits on the training part. The test phase
-    /// of a split by time (leave-one-out, temporal) fits on everything before the test part,
-    /// as next-item protocols do (SASRec, S3-Rec, RecTools): otherwise each user's most recent
-    /// interaction, the validation one, would be in neither the models nor the history. The
-    /// random split keeps RecBole's protocol (test scored with the models fitted on train).
-    pub fn for_phase(split: SplitKind, on: EvalOn) -> FittedOn {
-        match (split, on) {
-            (_, EvalOn::Valid) | (SplitKind::RecBole { .. }, EvalOn::Test) => FittedOn::Train,
-            (SplitKind::LeaveOneOut | SplitKind::Temporal { .. }, EvalOn::Test) => {
-                FittedOn::TrainValid
-            }
-        }
-    }
-}
-
-/// Splits the log, fits every model on the phase's fitting data ([`FittedOn::for_phase`])
-/// and scores the held-out part by full ranking.
-pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> {
-    let ds = dataset(state, &opts.train)?;
-    let split = match opts.split {
-        SplitKind::RecBole { seed } => eval::split_random_by_user(&ds.data, [0.8, 0.1, 0.1], seed),
-        SplitKind::LeaveOneOut => eval::split_leave_one_out(&ds.data),
-        SplitKind::Temporal { valid, test } => eval::split_temporal(&ds.data, valid, test),
-    }
-    .map_err(model_err)?;
-    let (target, exclude): (&Interactions, Vec<&Interactions>) = match opts.on {
-        EvalOn::Valid => (&split.valid, vec![&split.train]),
-        EvalOn::Test => (&split.test, vec![&split.train, &split.valid]),
-    };
-    let fitted_on = FittedOn::for_phase(opts.split, opts.on);
-    let train_valid;
-    let fit_data: &Interactions = match fitted_on {
-        FittedOn::Train => &split.train,
-        FittedOn::TrainValid => {
-            train_valid = split.before_test();
-            &train_valid
-        }
-    };
-    let sampled;
-    let target = match opts.max_users {
-        Some(max) => {
-            sampled = eval::sample_users(target, max, 2020);
-            &sampled
-        }
-        None => target,
-    };
-    let mut timings = Vec::new();
-    // Tuning never reads the scored part: the test phase tunes on the training and validation
-    // parts, the validation phase on a held-out part of the training part.
-    let tune_on = match opts.on {
-        EvalOn::Test => TuneOn::Parts(&split.train, &split.valid),
-        EvalOn::Valid => TuneOn::Holdout(fit_data, opts.split),
-    };
-    let own_rule = TrainOptions {
-        holdout: opts.split,
-        ..opts.train.clone()
-    };
-    let (train_opts, tuning) = tuned_options(tune_on, &own_rule, &mut timings)?;
-    let base = fit_all(&ds, fit_data, &train_opts, &mut timings, None)?;
-    let mlp = if opts.fused {
-        fit_mlp(&ds, fit_data, &train_opts, &mut timings)?
-    } else {
-        None
-    };
-    let csr = fit_data.user_item_csr().map_err(model_err)?;
-    let history = |u: u32| csr.row_pairs(u as usize);
-    let mut report = EvalReport {
-        fitted_on: Some(fitted_on),
-        tuning,
-        ..EvalReport::default()
-    };
-    let mut push = |name: &str, m: eval::Metrics| {
-        report.users = m.n_users;
-        for a in &m.at {
-            for (metric, value) in [
-                ("recall", a.recall),
-                ("precision", a.precision),
-                ("ndcg", a.ndcg),
-                ("mrr", a.mrr),
-                ("hit", a.hit),
-                ("coverage", a.coverage),
-                ("gini", a.gini),
-                ("long_tail", a.long_tail),
-            ] {
-                report.rows.push(EvalRow {
-                    model: name.to_string(),
-                    metric: metric.to_string(),
-                    k: a.k,
-                    value,
-                });
-            }
-        }
-    };
-    let ks = &opts.ks;
-    // Each model channel alone, ranking every item.
-    for channel in base.iter() {
-        push(
-            channel.channel().name(),
-            eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
-                let h = history(u);
-                channel.score_all(&Request::shopper(Some(u), &h), s);
-            }),
-        );
-    }
-    if opts.fused {
-        // The fused pipeline: candidates from every model channel, then each fusion mode.
-        let mut excluded = vec![std::collections::HashSet::new(); ds.data.n_users];
-        for set in &exclude {
-            for r in &set.rows {
-                if let Some(s) = excluded.get_mut(r.user as usize) {
-                    s.insert(r.item);
-                }
-            }
-        }
-        let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
-        let mut modes = vec![
-            ("fused_linear", crate::channel::Fusion::default_linear()),
-            ("fused_rrf", crate::channel::Fusion::Rrf { k: 60.0 }),
-        ];
-        if mlp.is_some() {
-            modes.push(("fused_learned", crate::channel::Fusion::Learned));
-            modes.push(("fused_mlp", crate::channel::Fusion::Mlp));
-        }
-        let pipeline = crate::rerank::Pipeline {
-            models: &base,
-            ranker: mlp.as_ref(),
-            info: &info,
-        };
-        for (name, fusion) in modes {
-            let scorer = |u: u32, s: &mut [f32]| {
-                let seen = excluded.get(u as usize);
-                let ok = |i: u32| seen.is_none_or(|x| !x.contains(&i));
-                s.iter_mut().for_each(|x| *x = -1.0);
-                let Ok((cands, fused)) =
-                    pipeline.recommend(fusion, u, &history(u), opts.candidates, &ok)
-                else {
-                    return;
-                };
-                for (c, f) in cands.iter().zip(fused) {
-                    if let Some(x) = s.get_mut(*c as usize) {
-                        *x = f;
-                    }
-                }
-            };
-            push(
-                name,
-                eval::evaluate_ranking_excluding(&exclude, target, ks, scorer),
-            );
-        }
-    }
-    Ok(report)
 }

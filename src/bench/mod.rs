@@ -27,10 +27,11 @@ use crate::beir::{BeirSet, SearchMethod};
 use crate::channel::Fusion;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::evaluate::{EvalOn, EvalOptions};
 use crate::filter::Filter;
 use crate::progress::Progress;
 use crate::query::Query;
-use crate::train::{EvalOn, EvalOptions, SplitKind, TrainOptions};
+use crate::train::{SplitKind, TrainOptions};
 
 /// The five ranking metrics, in the report's order.
 const METRICS: [&str; 5] = ["recall", "precision", "ndcg", "mrr", "hit"];

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use crate::catalog::Product;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::evaluate::{EvalOptions, EvalReport};
 use crate::filter::Filter;
 use crate::query::Query;
-use crate::train::{EvalOptions, EvalReport, TrainOptions, TrainReport};
+use crate::train::{TrainOptions, TrainReport};
 
 use super::plan::{TrainSettings, Tuning};
 
