@@ -1,0 +1,456 @@
+//! `Engine`: open/create a database directory and recover it (here); staged writes and
+//! commit (`write`), training and the serving generation (`models`), reads (`read`).
+//!
+//! Directory layout:
+//!
+//! ```text
+//! DIR/LOCK          advisory lock: one writing process per directory
+//! DIR/config.json   settings that fix the format (dimension, metric, analyzer)
+//! DIR/store/        sled: the source of truth (products, events, graph, change log)
+//! DIR/text/         tantivy: derived BM25 index, commit payload = applied sequence
+//! DIR/vectors/      hnsw_rs snapshots: MANIFEST + gen-NNNNNN/ directories
+//! DIR/models/       trained models (checksummed files)
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::catalog::{validate_id, validate_vector, ItemId, Product};
+use crate::config::{Config, HnswParams, Limits, Metric, StoredConfig};
+use crate::error::{Error, Result};
+use crate::events::now_secs;
+use crate::events::{self, Event};
+use crate::filter::Filter;
+use crate::graph::{self, Dictionary};
+use crate::state::State;
+use crate::store::Store;
+use crate::text::{TextIndex, TextQuery};
+use crate::vector::{LoadOutcome, VectorIndex};
+use crate::writer::{Committed, Op};
+
+/// Builder for [`Engine`] with documented defaults (see [`Config`]).
+#[derive(Clone, Debug, Default)]
+pub struct EngineBuilder {
+    config: Config,
+    explicit_dim: bool,
+    explicit_metric: bool,
+}
+
+impl EngineBuilder {
+    /// Vector dimension (default 64). Fixed when the directory is created; reopening with a
+    /// different value is [`Error::ConfigMismatch`]. Left unset, an existing directory's value
+    /// is used.
+    pub fn dim(mut self, dim: usize) -> Self {
+        self.config.dim = dim;
+        self.explicit_dim = true;
+        self
+    }
+
+    /// Vector metric (default cosine); fixed like the dimension.
+    pub fn metric(mut self, metric: Metric) -> Self {
+        self.config.metric = metric;
+        self.explicit_metric = true;
+        self
+    }
+
+    /// Input limits (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// HNSW parameters (default [`HnswParams::default`]).
+    pub fn hnsw(mut self, params: HnswParams) -> Self {
+        self.config.hnsw = params;
+        self
+    }
+
+    /// Whether `commit` fsyncs (default true).
+    pub fn durable_commits(mut self, durable: bool) -> Self {
+        self.config.durable_commits = durable;
+        self
+    }
+
+    /// Opens the database in `dir`, creating it when absent, and recovers derived indexes.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process has it open, [`Error::ConfigMismatch`] when a
+    /// persisted setting differs, [`Error::Io`] and [`Error::Corrupt`] for damaged stores.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<Engine> {
+        Engine::open_with(dir.as_ref(), self)
+    }
+}
+
+/// What `open` found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Product changes replayed into the text index.
+    pub text_replayed: usize,
+    /// The text index was rebuilt from the catalog (new, damaged, or behind a compacted log).
+    pub text_rebuilt: bool,
+    /// Product changes replayed into the vector index.
+    pub vector_replayed: usize,
+    /// The vector index was rebuilt from the catalog's vectors.
+    pub vector_rebuilt: bool,
+    /// The vector snapshot failed its checksum (and was rebuilt).
+    pub vector_snapshot_damaged: bool,
+    /// The stored model generation could not be loaded (the engine serves without models
+    /// until the next training); the reason.
+    pub model_error: Option<String>,
+}
+
+/// Counts and sizes, for `SHOW STATS` and tests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Last committed sequence number.
+    pub seq: u64,
+    /// Live products in the catalog.
+    pub products: usize,
+    /// Documents in the text index.
+    pub text_docs: u64,
+    /// Live vectors in the vector index.
+    pub vectors: usize,
+    /// Graph nodes including tombstones.
+    pub vector_slots: usize,
+    /// Stored events.
+    pub events: u64,
+    /// Users with at least one event.
+    pub users: usize,
+    /// Named knowledge-graph entities: brands, category levels, imported entities, and the
+    /// products that a triple or link names (every product is implicitly `item:<id>`).
+    pub entities: usize,
+    /// Knowledge-graph relation types.
+    pub relations: usize,
+    /// Bytes used by the store.
+    pub store_bytes: u64,
+    /// Bytes used by the text index.
+    pub text_bytes: u64,
+}
+
+/// Entries kept by the hot-query cache before it starts over.
+const QUERY_CACHE_ENTRIES: usize = 1024;
+
+#[derive(Default)]
+struct QueryCache {
+    generation: u64,
+    entries: HashMap<String, Vec<crate::query::Hit>>,
+    hits: u64,
+    misses: u64,
+}
+
+/// Facet counts of a search.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facets {
+    /// `(brand, matching products)`.
+    pub brands: Vec<(String, usize)>,
+    /// `(category path, matching products)`, every level of the tree.
+    pub categories: Vec<(String, usize)>,
+}
+
+/// A scored item returned by a single channel search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// External product id.
+    pub id: String,
+    /// Channel score, larger is better.
+    pub score: f32,
+}
+
+/// Result of appending events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Events staged.
+    pub staged: usize,
+}
+
+#[derive(Default)]
+struct Pending {
+    ops: Vec<Op>,
+    /// Ids that will be live after the pending ops (for validating events).
+    upserted: HashSet<String>,
+    deleted: HashSet<String>,
+}
+
+/// The database. Share it as `Arc<Engine>`: reads take `&self` and run concurrently with the
+/// one writer; writes are staged and become visible together at [`Engine::commit`].
+pub struct Engine {
+    /// What queries read, commits publish and training reads.
+    pub(crate) state: State,
+    _lock: File,
+    pending: Mutex<Pending>,
+    /// Serialises commits (the pending buffer lock is released while a commit runs so that
+    /// staging does not wait on I/O).
+    commit_lock: Mutex<()>,
+    recovery: Recovery,
+    /// One training at a time.
+    training_lock: Mutex<()>,
+    retrain: Mutex<Option<crate::train::RetrainPolicy>>,
+    query_cache: Mutex<QueryCache>,
+    /// (events, time) at the last training, for the retrain policy.
+    last_training: Mutex<(u64, std::time::Instant)>,
+}
+
+/// A derived index records the store sequence it applied, and with durable commits it is
+/// only ever written after the store was flushed up to that sequence. An index ahead of the
+/// store therefore means the store lost committed writes (a damaged or truncated sled log
+/// opens as an older, consistent state without any error from sled): that is reported,
+/// rather than "repaired" by rebuilding the indexes from what is left.
+///
+/// With `durable_commits(false)` the store may legitimately lose its last unflushed commits
+/// in a crash while an index kept them, so the check is made only for durable databases.
+fn store_not_behind(dir: &Path, seq: u64, text: u64, vectors: Option<u64>) -> Result<()> {
+    let ahead = [
+        ("text index", text),
+        ("vector snapshot", vectors.unwrap_or(0)),
+    ]
+    .into_iter()
+    .find(|(_, applied)| *applied > seq);
+    match ahead {
+        Some((index, applied)) => Err(Error::corrupt(
+            dir.join("store"),
+            format!("the store ends at sequence {seq} but the {index} applied {applied}: committed writes are missing from the store"),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) a database with default settings. See [`Engine::builder`].
+    ///
+    /// # Errors
+    /// As [`EngineBuilder::open`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Engine> {
+        EngineBuilder::default().open(dir)
+    }
+
+    /// A builder to set the dimension, metric, limits and index parameters.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    fn open_with(dir: &Path, b: EngineBuilder) -> Result<Engine> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        fs2::FileExt::try_lock_exclusive(&lock).map_err(|_| Error::Locked(dir.to_path_buf()))?;
+
+        let mut config = b.config.clone();
+        let requested = StoredConfig::from_config(&config);
+        let cfg_path = dir.join("config.json");
+        match StoredConfig::load(&cfg_path)? {
+            Some(stored) => {
+                stored.check(&requested, b.explicit_dim, b.explicit_metric)?;
+                config.dim = stored.dim;
+                config.metric = stored.metric;
+            }
+            None => {
+                if config.dim == 0 || config.dim > 65_536 {
+                    return Err(Error::invalid(
+                        "config.dim",
+                        format!("{} is not in 1..=65536", config.dim),
+                    ));
+                }
+                requested.save(&cfg_path)?;
+            }
+        }
+
+        let store = Store::open(&dir.join("store"))?;
+        let seq = store.meta_u64("seq")?;
+        let events = events::load(&store)?;
+        let (items, with_vectors) = crate::catalog::load(&store)?;
+        let users = crate::users::load(&store)?;
+        let (vectors, vec_applied, outcome) = VectorIndex::open(
+            &dir.join("vectors"),
+            config.dim,
+            config.metric,
+            &config.hnsw,
+        )?;
+        for (iid, v) in &with_vectors {
+            vectors.set_raw(*iid, v);
+        }
+        let kg = Dictionary::load(&store)?;
+
+        // Text index: open, or rebuild when damaged.
+        let text_dir = dir.join("text");
+        let (text, text_applied, text_damaged) = match TextIndex::open(&text_dir) {
+            Ok((t, a)) => (t, a, false),
+            Err(Error::Locked(p)) => return Err(Error::Locked(p)),
+            Err(_) => {
+                std::fs::remove_dir_all(&text_dir).map_err(|e| Error::io(&text_dir, e))?;
+                let (t, _) = TextIndex::open(&text_dir)?;
+                (t, 0, true)
+            }
+        };
+
+        if config.durable_commits {
+            let vec_applied = (outcome == LoadOutcome::Loaded).then_some(vec_applied);
+            store_not_behind(dir, seq, text_applied, vec_applied)?;
+        }
+
+        let mut engine = Engine {
+            state: State {
+                dir: dir.to_path_buf(),
+                config,
+                store,
+                text,
+                vectors,
+                items: RwLock::new(items),
+                users: RwLock::new(users),
+                kg: RwLock::new(kg),
+                events: RwLock::new(events),
+                models: RwLock::new(None),
+                seq: AtomicU64::new(seq),
+                generation: AtomicU64::new(0),
+            },
+            _lock: lock,
+            pending: Mutex::new(Pending::default()),
+            commit_lock: Mutex::new(()),
+            recovery: Recovery::default(),
+            training_lock: Mutex::new(()),
+            retrain: Mutex::new(None),
+            query_cache: Mutex::new(QueryCache::default()),
+            last_training: Mutex::new((0, std::time::Instant::now())),
+        };
+        match crate::generation::load(dir) {
+            Ok(m) => {
+                let m = m.map(Arc::new);
+                if let Some(m) = &m {
+                    m.spawn_factor_index(&engine.state.config.hnsw, true);
+                }
+                *engine.state.models.write() = m;
+            }
+            Err(e) => engine.recovery.model_error = Some(e.to_string()),
+        }
+        engine.recover_text(text_applied, text_damaged)?;
+        engine.recover_vectors(vec_applied, outcome, with_vectors)?;
+        Ok(engine)
+    }
+
+    fn changes_after(&self, after: u64) -> Result<Vec<String>> {
+        crate::catalog::changes_after(&self.state.store, after)
+    }
+
+    fn oldest_change(&self) -> Result<u64> {
+        crate::catalog::oldest_change(&self.state.store)
+    }
+
+    fn recover_text(&mut self, applied: u64, damaged: bool) -> Result<()> {
+        let seq = self.state.seq();
+        let oldest = self.oldest_change()?;
+        // A full rebuild when the index is new/damaged, ahead of the store, or behind the
+        // compacted part of the change log.
+        let must_rebuild = damaged
+            || applied > seq
+            || (applied < seq && applied == 0 && self.state.items.read().live > 0)
+            || (oldest > 0 && applied + 1 < oldest);
+        if must_rebuild {
+            self.state.text.clear()?;
+            let items = self.state.items.read();
+            for (i, p) in items.items.iter().enumerate() {
+                if let Some(p) = p {
+                    self.state.text.upsert(ItemId(i as u32), p)?;
+                }
+            }
+            drop(items);
+            self.state.text.commit(seq)?;
+            self.recovery.text_rebuilt = true;
+        } else if applied < seq {
+            let changed = self.changes_after(applied)?;
+            let items = self.state.items.read();
+            for id in &changed {
+                if let Some(iid) = items.lookup(id) {
+                    match items.get(iid) {
+                        Some(p) => self.state.text.upsert(iid, p)?,
+                        None => self.state.text.delete(iid),
+                    }
+                }
+            }
+            drop(items);
+            self.state.text.commit(seq)?;
+            self.recovery.text_replayed = changed.len();
+        }
+        Ok(())
+    }
+
+    fn recover_vectors(
+        &mut self,
+        applied: u64,
+        outcome: LoadOutcome,
+        all: Vec<(ItemId, Vec<f32>)>,
+    ) -> Result<()> {
+        let seq = self.state.seq();
+        let oldest = self.oldest_change()?;
+        self.recovery.vector_snapshot_damaged = outcome == LoadOutcome::Damaged;
+        let must_rebuild =
+            outcome != LoadOutcome::Loaded || applied > seq || (oldest > 0 && applied + 1 < oldest);
+        if must_rebuild {
+            if !all.is_empty() || outcome == LoadOutcome::Damaged {
+                self.state.vectors.rebuild(&all);
+                self.state.vectors.snapshot(seq)?;
+                self.recovery.vector_rebuilt = true;
+            }
+        } else if applied < seq {
+            let changed = self.changes_after(applied)?;
+            let mut upserts = Vec::new();
+            for id in &changed {
+                let iid = self.state.items.read().lookup(id);
+                if let Some(iid) = iid {
+                    match self.state.stored_product(id)?.and_then(|p| p.embedding) {
+                        Some(v) => upserts.push((iid, v)),
+                        None => self.state.vectors.remove(iid),
+                    }
+                }
+            }
+            let refs: Vec<(ItemId, &[f32])> =
+                upserts.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+            self.state.vectors.upsert(&refs);
+            self.recovery.vector_replayed = changed.len();
+        }
+        Ok(())
+    }
+
+    /// What `open` repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// The database directory.
+    pub fn dir(&self) -> &Path {
+        &self.state.dir
+    }
+
+    /// The last committed sequence number.
+    pub fn seq(&self) -> u64 {
+        self.state.seq()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Best effort: a snapshot makes the next open fast. Durability never depends on it.
+        if self.state.vectors.pending_changes() > 0 {
+            let _ = self.state.vectors.snapshot(self.seq());
+        }
+        let _ = self.state.store.flush();
+    }
+}
+
+mod models;
+mod read;
+mod write;

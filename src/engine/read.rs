@@ -1,0 +1,339 @@
+//! Reads: the fused query (behind the hot-query cache), facets, single-channel searches,
+//! products, histories, the knowledge graph and statistics.
+
+use super::*;
+
+impl Engine {
+    /// The one call: fused search and recommendation. See [`Query`](crate::Query).
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for k, candidate counts or query text over the limits,
+    /// [`Error::Invalid`] / [`Error::DimensionMismatch`] for a bad vector or filter,
+    /// [`Error::UnknownItem`] for an unknown `similar_to` item, [`Error::TimedOut`] when the
+    /// time budget (`Limits::max_query_time` or [`Query::time_budget`](crate::Query)) runs out.
+    pub fn query(&self, query: &crate::query::Query) -> Result<Vec<crate::query::Hit>> {
+        crate::query::validate(&self.state, query)?;
+        // The hot-query cache: keyed by the whole request, valid for one generation (every
+        // commit and every new model generation moves it on).
+        let key = format!("{query:?}");
+        let generation = self.state.generation();
+        {
+            let mut cache = self.query_cache.lock();
+            if cache.generation != generation {
+                cache.entries.clear();
+                cache.generation = generation;
+            }
+            if let Some(hits) = cache.entries.get(&key).cloned() {
+                cache.hits += 1;
+                return Ok(hits);
+            }
+            cache.misses += 1;
+        }
+        let hits = crate::query::run(&self.state, query)?;
+        let mut cache = self.query_cache.lock();
+        if cache.generation == generation {
+            if cache.entries.len() >= QUERY_CACHE_ENTRIES {
+                cache.entries.clear();
+            }
+            cache.entries.insert(key, hits.clone());
+        }
+        Ok(hits)
+    }
+
+    /// Hot-query cache counters: `(hits, misses)` since open.
+    pub fn query_cache_stats(&self) -> (u64, u64) {
+        let c = self.query_cache.lock();
+        (c.hits, c.misses)
+    }
+
+    /// Facet counts of a search: how many matching products each brand and each category
+    /// level has, under the filter. Sorted by count, then name.
+    ///
+    /// # Errors
+    /// As [`search_text`](Self::search_text).
+    pub fn facets(&self, text: &str, filter: &Filter) -> Result<Facets> {
+        self.state.check_query_text(text)?;
+        filter.validate(&self.state.config.limits)?;
+        let matching = self.state.text.matching(text, filter)?;
+        let items = self.state.items.read();
+        let mut brands: HashMap<String, usize> = HashMap::new();
+        let mut categories: HashMap<String, usize> = HashMap::new();
+        for iid in matching {
+            let Some(p) = items.get(iid) else { continue };
+            if !p.brand.is_empty() {
+                *brands.entry(p.brand.clone()).or_default() += 1;
+            }
+            for c in crate::catalog::category_ancestors(&p.category) {
+                *categories.entry(c).or_default() += 1;
+            }
+        }
+        let sorted = |m: HashMap<String, usize>| {
+            let mut v: Vec<(String, usize)> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v
+        };
+        Ok(Facets {
+            brands: sorted(brands),
+            categories: sorted(categories),
+        })
+    }
+
+    /// The committed product with this id, embedding included.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the record cannot be decoded.
+    pub fn get_product(&self, id: &str) -> Result<Option<Product>> {
+        self.state.stored_product(id)
+    }
+
+    /// Number of live products.
+    pub fn product_count(&self) -> usize {
+        self.state.items.read().live
+    }
+
+    /// Every live product id, in internal id order.
+    pub fn product_ids(&self) -> Vec<String> {
+        let items = self.state.items.read();
+        let mut by_iid: Vec<(u32, &String)> = items
+            .ids
+            .iter()
+            .filter(|(_, iid)| items.get(**iid).is_some())
+            .map(|(id, iid)| (iid.0, id))
+            .collect();
+        by_iid.sort();
+        by_iid.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// BM25 search over title, description, brand and category, with a filter applied inside
+    /// the search. The text channel alone; [`Engine::query`] fuses every channel.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for k outside 1..=`max_k` or an overlong query,
+    /// [`Error::Invalid`] for a bad filter.
+    pub fn search_text(&self, text: &str, filter: &Filter, k: usize) -> Result<Vec<Scored>> {
+        self.state.check_k(k)?;
+        self.state.check_query_text(text)?;
+        filter.validate(&self.state.config.limits)?;
+        let hits = self.state.text.search(&TextQuery {
+            text,
+            filter,
+            limit: k,
+            title_boost: 0.0,
+            fuzzy: false,
+        })?;
+        Ok(self.name_hits(hits.into_iter().map(|h| (h.item, h.score))))
+    }
+
+    pub(crate) fn name_hits(&self, hits: impl Iterator<Item = (ItemId, f32)>) -> Vec<Scored> {
+        let items = self.state.items.read();
+        hits.filter_map(|(iid, score)| {
+            items.get(iid).map(|p| Scored {
+                id: p.id.clone(),
+                score,
+            })
+        })
+        .collect()
+    }
+
+    /// Nearest products to a vector under the engine's metric, with a filter applied during
+    /// the graph walk (or an exact scan of the allowed items when few pass).
+    ///
+    /// # Errors
+    /// [`Error::DimensionMismatch`], [`Error::Invalid`] for NaN/inf/zero vectors or a bad
+    /// filter, [`Error::LimitExceeded`] for k.
+    pub fn search_vector(&self, vector: &[f32], filter: &Filter, k: usize) -> Result<Vec<Scored>> {
+        let hits = self.vector_hits(vector, filter, k)?;
+        Ok(self.name_hits(hits.into_iter()))
+    }
+
+    pub(crate) fn vector_hits(
+        &self,
+        vector: &[f32],
+        filter: &Filter,
+        k: usize,
+    ) -> Result<Vec<(ItemId, f32)>> {
+        self.state.check_k(k)?;
+        validate_vector(vector, self.state.config.dim)?;
+        filter.validate(&self.state.config.limits)?;
+        let items = self.state.items.read();
+        Ok(crate::channel::search_vectors(
+            &self.state.vectors,
+            &items,
+            filter,
+            vector,
+            k,
+            self.state.config.hnsw.exact_scan_below,
+        ))
+    }
+
+    /// Exact nearest neighbours over every vector (no graph): the reference for ANN recall.
+    ///
+    /// # Errors
+    /// As [`search_vector`](Self::search_vector).
+    pub fn search_vector_exact(&self, vector: &[f32], k: usize) -> Result<Vec<Scored>> {
+        self.state.check_k(k)?;
+        validate_vector(vector, self.state.config.dim)?;
+        let hits = self.state.vectors.search_exact(vector, k);
+        Ok(self.name_hits(hits.into_iter().map(|h| (h.item, h.score))))
+    }
+
+    /// A user's events in time order (oldest first); the last `limit` when given.
+    ///
+    /// # Errors
+    /// [`Error::UnknownUser`] when the user has no events.
+    pub fn user_history(&self, user: &str, limit: Option<usize>) -> Result<Vec<Event>> {
+        let uid = self
+            .state
+            .users
+            .read()
+            .get(user)
+            .ok_or_else(|| Error::UnknownUser(user.to_string()))?;
+        let evs = self.state.user_events(uid, limit)?;
+        let items = self.state.items.read();
+        Ok(evs
+            .into_iter()
+            .map(|e| Event {
+                user: user.to_string(),
+                item: items.name(e.item).unwrap_or_default().to_string(),
+                kind: e.kind,
+                ts: e.ts,
+            })
+            .collect())
+    }
+
+    /// Ids of every user with at least one committed event, sorted.
+    pub fn user_ids(&self) -> Vec<String> {
+        let users = self.state.users.read();
+        let idx = self.state.events.read();
+        let mut out: Vec<String> = idx
+            .by_user
+            .iter()
+            .enumerate()
+            .filter(|(_, evs)| !evs.is_empty())
+            .filter_map(|(u, _)| users.names.get(u).and_then(|n| n.clone()))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Users who interacted with an item and when, in arrival order (the per-item index).
+    ///
+    /// # Errors
+    /// [`Error::UnknownItem`].
+    pub fn item_events(&self, item: &str) -> Result<Vec<(String, i64)>> {
+        let iid = self
+            .state
+            .items
+            .read()
+            .live_iid(item)
+            .ok_or_else(|| Error::UnknownItem(item.to_string()))?;
+        let users = self.state.users.read();
+        let idx = self.state.events.read();
+        let list = idx
+            .by_item
+            .get(iid.0 as usize)
+            .map_or(&[][..], Vec::as_slice);
+        Ok(list
+            .iter()
+            .filter_map(|(uid, ts)| {
+                users
+                    .names
+                    .get(uid.0 as usize)
+                    .and_then(|n| n.clone())
+                    .map(|n| (n, *ts))
+            })
+            .collect())
+    }
+
+    /// Knowledge-graph neighbours of an entity: `(relation, entity)`, outgoing edges first,
+    /// then incoming ones with the relation prefixed by `~`. Products are `item:<id>`.
+    /// `relation` keeps only edges of that relation.
+    ///
+    /// A product's brand and category edges are read from its record; the products of a
+    /// brand or category (`~brand`, `~category`) are found by a scan of the catalog.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown entity.
+    pub fn neighbors(&self, entity: &str, relation: Option<&str>) -> Result<Vec<(String, String)>> {
+        let items = self.state.items.read();
+        let kg = self.state.kg.read();
+        let eid = kg.entity_ids.get(entity).copied();
+        let product = entity
+            .strip_prefix("item:")
+            .and_then(|id| items.live_iid(id))
+            .and_then(|iid| items.get(iid));
+        if eid.is_none() && product.is_none() {
+            return Err(Error::invalid(
+                "entity",
+                format!("{entity:?} is not in the graph"),
+            ));
+        }
+        let wanted = |shown: &str| relation.is_none_or(|r| r == shown);
+        let mut out: Vec<(String, String)> = Vec::new();
+        if let Some(p) = product {
+            for (rel, tail) in graph::product_edges(p) {
+                if wanted(rel) {
+                    out.push((rel.to_string(), tail));
+                }
+            }
+        }
+        let name = |id: u32| kg.entities.get(id as usize).cloned().unwrap_or_default();
+        let rel_name = |id: u16| kg.relations.get(id as usize).map_or("", String::as_str);
+        if let Some(eid) = eid {
+            for (rel, other) in graph::edges(&self.state.store, eid, true)? {
+                if wanted(rel_name(rel)) {
+                    out.push((rel_name(rel).to_string(), name(other)));
+                }
+            }
+        }
+        for rel in [graph::REL_BRAND, graph::REL_CATEGORY] {
+            let shown = format!("~{rel}");
+            if !entity.starts_with(&format!("{rel}:")) || !wanted(&shown) {
+                continue;
+            }
+            for p in items.items.iter().flatten() {
+                if graph::product_edges(p)
+                    .iter()
+                    .any(|(r, tail)| *r == rel && tail == entity)
+                {
+                    out.push((shown.clone(), graph::item_entity(&p.id)));
+                }
+            }
+        }
+        if let Some(eid) = eid {
+            for (rel, other) in graph::edges(&self.state.store, eid, false)? {
+                let shown = format!("~{}", rel_name(rel));
+                if wanted(&shown) {
+                    out.push((shown, name(other)));
+                }
+            }
+        }
+        // A database written before the automatic edges were derived also stores them.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|edge| seen.insert(edge.clone()));
+        Ok(out)
+    }
+
+    /// Counts and sizes of every store.
+    pub fn stats(&self) -> Stats {
+        let kg = self.state.kg.read();
+        Stats {
+            seq: self.seq(),
+            products: self.product_count(),
+            text_docs: self.state.text.num_docs(),
+            vectors: self.state.vectors.len(),
+            vector_slots: self.state.vectors.slots(),
+            events: self.state.events_count(),
+            users: self.state.users.read().ids.len(),
+            entities: kg.entities.len(),
+            relations: kg.relations.len(),
+            store_bytes: self.state.store.size_on_disk(),
+            text_bytes: self.state.text.size_on_disk(),
+        }
+    }
+
+    /// HNSW parameters in force.
+    pub fn hnsw_params(&self) -> &HnswParams {
+        &self.state.config.hnsw
+    }
+}

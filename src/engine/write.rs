@@ -1,0 +1,226 @@
+//! Writes: staging (validated, all-or-nothing), rollback, commit, and the maintenance that
+//! writes the directory (checkpoint, compact).
+
+use super::*;
+
+impl Engine {
+    /// Stages an insert or replacement of a product; visible after [`commit`](Self::commit).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`], [`Error::LimitExceeded`] or [`Error::DimensionMismatch`]; nothing is
+    /// staged then.
+    pub fn upsert_product(&self, product: Product) -> Result<()> {
+        self.upsert_products(vec![product])
+    }
+
+    /// Stages a batch of products. The batch is all-or-nothing: if any product is invalid,
+    /// the error names it and none is staged.
+    ///
+    /// # Errors
+    /// As [`upsert_product`](Self::upsert_product), plus [`Error::Invalid`] for an id repeated
+    /// inside the batch.
+    pub fn upsert_products(&self, mut products: Vec<Product>) -> Result<()> {
+        let mut seen = HashSet::new();
+        for (i, p) in products.iter_mut().enumerate() {
+            p.validate(&self.state.config.limits, self.state.config.dim)
+                .map_err(|e| match e {
+                    Error::Invalid { field, reason } => Error::Invalid {
+                        field,
+                        reason: format!("batch row {i}: {reason}"),
+                    },
+                    other => other,
+                })?;
+            if !seen.insert(p.id.clone()) {
+                return Err(Error::invalid(
+                    "product.id",
+                    format!("{:?} appears twice in the batch", p.id),
+                ));
+            }
+        }
+        let mut pending = self.pending.lock();
+        for p in products {
+            pending.deleted.remove(&p.id);
+            pending.upserted.insert(p.id.clone());
+            pending.ops.push(Op::Upsert(Box::new(p)));
+        }
+        Ok(())
+    }
+
+    /// Stages a delete. Deleting an absent product is [`Error::UnknownItem`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownItem`].
+    pub fn delete_product(&self, id: &str) -> Result<()> {
+        let mut pending = self.pending.lock();
+        let live = (self.state.items.read().live_iid(id).is_some()
+            && !pending.deleted.contains(id))
+            || pending.upserted.contains(id);
+        if !live {
+            return Err(Error::UnknownItem(id.to_string()));
+        }
+        pending.upserted.remove(id);
+        pending.deleted.insert(id.to_string());
+        pending.ops.push(Op::Delete(id.to_string()));
+        Ok(())
+    }
+
+    /// Stages one event. See [`append_events`](Self::append_events).
+    ///
+    /// # Errors
+    /// As [`append_events`](Self::append_events).
+    pub fn append_event(&self, event: Event) -> Result<Appended> {
+        self.append_events(vec![event])
+    }
+
+    /// Stages a batch of events, all-or-nothing.
+    ///
+    /// Rules: the item must be in the catalog (or staged); the timestamp must be in
+    /// `0..=now + Limits::max_future_secs`; an event equal to a stored one in user, item,
+    /// kind and timestamp is a duplicate and stores nothing (a rating's value is replaced).
+    ///
+    /// # Errors
+    /// [`Error::UnknownItem`], [`Error::Invalid`], [`Error::LimitExceeded`].
+    pub fn append_events(&self, events: Vec<Event>) -> Result<Appended> {
+        let now = now_secs();
+        let mut pending = self.pending.lock();
+        {
+            let items = self.state.items.read();
+            for (i, e) in events.iter().enumerate() {
+                e.validate(&self.state.config.limits, now)
+                    .map_err(|err| match err {
+                        Error::Invalid { field, reason } => Error::Invalid {
+                            field,
+                            reason: format!("batch row {i}: {reason}"),
+                        },
+                        other => other,
+                    })?;
+                let live = (items.live_iid(&e.item).is_some()
+                    && !pending.deleted.contains(&e.item))
+                    || pending.upserted.contains(&e.item);
+                if !live {
+                    return Err(Error::UnknownItem(e.item.clone()));
+                }
+            }
+        }
+        let n = events.len();
+        if n > 0 {
+            pending.ops.push(Op::Events(events));
+        }
+        Ok(Appended { staged: n })
+    }
+
+    /// Stages removal of every event and trace of a user (their id leaves the store at this
+    /// commit; models forget them at the next training; the store's files may keep old
+    /// versions holding the id until [`compact`](Self::compact)).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a malformed id.
+    pub fn forget_user(&self, user: &str) -> Result<()> {
+        validate_id("user", user, &self.state.config.limits)?;
+        let mut pending = self.pending.lock();
+        for op in pending.ops.iter_mut() {
+            if let Op::Events(evs) = op {
+                evs.retain(|e| e.user != user);
+            }
+        }
+        pending.ops.push(Op::Forget(user.to_string()));
+        Ok(())
+    }
+
+    /// Stages knowledge-graph triples `(head entity, relation, tail entity)`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for empty or overlong names.
+    pub fn add_triples(&self, triples: Vec<(String, String, String)>) -> Result<()> {
+        for (h, r, t) in &triples {
+            validate_id("triple.head", h, &self.state.config.limits)?;
+            validate_id("triple.relation", r, &self.state.config.limits)?;
+            validate_id("triple.tail", t, &self.state.config.limits)?;
+        }
+        self.pending.lock().ops.push(Op::Triples(triples));
+        Ok(())
+    }
+
+    /// Stages links from products to knowledge-graph entities (relation `link`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownItem`] for a product not in the catalog.
+    pub fn link_items(&self, links: Vec<(String, String)>) -> Result<()> {
+        let pending = self.pending.lock();
+        let items = self.state.items.read();
+        for (item, entity) in &links {
+            if items.live_iid(item).is_none() && !pending.upserted.contains(item) {
+                return Err(Error::UnknownItem(item.clone()));
+            }
+            validate_id("link.entity", entity, &self.state.config.limits)?;
+        }
+        drop(items);
+        drop(pending);
+        self.pending.lock().ops.push(Op::Links(links));
+        Ok(())
+    }
+
+    /// Drops every staged, uncommitted write.
+    pub fn rollback(&self) {
+        *self.pending.lock() = Pending::default();
+    }
+
+    /// Number of staged operations.
+    pub fn pending_ops(&self) -> usize {
+        self.pending.lock().ops.len()
+    }
+
+    /// Makes every staged write durable and visible, atomically in the store, then in the
+    /// text and vector indexes. When this returns `Ok`, the writes survive a crash.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Backend`] when the store fails; the store is then unchanged.
+    /// The same errors from the text or vector index come after the store is durable: the
+    /// writes then survive, and the next open replays them into the indexes.
+    pub fn commit(&self) -> Result<Committed> {
+        let _commit = self.commit_lock.lock();
+        let pending = std::mem::take(&mut *self.pending.lock());
+        if pending.ops.is_empty() {
+            return Ok(Committed {
+                seq: self.seq(),
+                ..Committed::default()
+            });
+        }
+        let committed = crate::writer::commit(&self.state, pending.ops)?;
+        drop(_commit);
+        self.maybe_retrain()?;
+        Ok(committed)
+    }
+
+    /// Writes a vector snapshot now (also done automatically every
+    /// `HnswParams::snapshot_every` changes), so the next open loads instead of replaying.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the snapshot cannot be written; the previous one stays valid.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _commit = self.commit_lock.lock();
+        self.state.vectors.snapshot(self.seq())?;
+        crate::writer::compact_changes(&self.state)
+    }
+
+    /// Rewrites the store so that it holds only current records, then swaps it in.
+    ///
+    /// Why: the store's log keeps superseded versions of records (a forgotten user's id, a
+    /// deleted product) until it happens to reuse that space, so after
+    /// [`forget_user`](Self::forget_user) and [`commit`](Self::commit) their bytes may still
+    /// be on disk. After `compact` returns they are in no file of the directory (models
+    /// forget the user at the next [`train`](Self::train), which deletes older generations).
+    /// Also checkpoints the vector index and drops the applied change log.
+    ///
+    /// Writers wait while it runs; readers keep reading. A crash at any point leaves either
+    /// the old or the new store, which [`open`](Self::open) picks up.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the copy cannot be written; the old store is then still in use.
+    pub fn compact(&self) -> Result<()> {
+        let _commit = self.commit_lock.lock();
+        self.state.vectors.snapshot(self.seq())?;
+        crate::writer::compact_changes(&self.state)?;
+        self.state.store.compact()
+    }
+}
