@@ -13,7 +13,7 @@ mod report;
 mod speed;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use data::{write_events_csv, write_products_jsonl, write_vectors, Dataset, Scale};
@@ -139,6 +139,28 @@ impl Phase {
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     }
+}
+
+impl Report {
+    /// Writes `report.json`, `report.md`, `latency_recall.svg` and `ablation.svg` into `dir`
+    /// (created when absent).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be written, [`Error::Backend`] when a plot fails.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::invalid("report", e.to_string()))?;
+        write_file(&dir.join("report.json"), json.as_bytes())?;
+        write_file(&dir.join("report.md"), self.markdown().as_bytes())?;
+        plot::latency_recall(self, &dir.join("latency_recall.svg"))?;
+        plot::ablation(self, &dir.join("ablation.svg"))?;
+        Ok(())
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// Runs the benchmark.

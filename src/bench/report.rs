@@ -1,12 +1,11 @@
 //! The report: every figure of a run, written as `report.json` (the stable, scriptable form),
-//! `report.md` (for people) and SVG plots.
+//! `report.md` (for people) and SVG plots. This module holds the figures and the Markdown;
+//! [`Report::write`] (in the parent, which imports both this module and `plot`) writes the
+//! files, so `plot` imports `report` and never the other way round.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
 
 /// One quality figure: a method's metric at a cut-off on one task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,22 +181,6 @@ impl Report {
             .map(|r| r.value)
     }
 
-    /// Writes `report.json`, `report.md`, `latency_recall.svg` and `ablation.svg` into `dir`
-    /// (created when absent).
-    ///
-    /// # Errors
-    /// [`Error::Io`] when a file cannot be written, [`Error::Backend`] when a plot fails.
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let json = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::invalid("report", e.to_string()))?;
-        write_file(&dir.join("report.json"), json.as_bytes())?;
-        write_file(&dir.join("report.md"), self.markdown().as_bytes())?;
-        super::plot::latency_recall(self, &dir.join("latency_recall.svg"))?;
-        super::plot::ablation(self, &dir.join("ablation.svg"))?;
-        Ok(())
-    }
-
     /// The Markdown report.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
@@ -356,8 +339,4 @@ impl Report {
             let _ = writeln!(s);
         }
     }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }

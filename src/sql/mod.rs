@@ -26,12 +26,14 @@
 //!
 //! Three steps, each its own module:
 //!
-//! - `parse`: guards (statement length, operator count), splitting a script at `;`, the
-//!   keyword verbs sqlparser does not know (`TRAIN`, `EVALUATE`, `IMPORT`), and turning
-//!   sqlparser's messages into `line:column` positions.
-//! - `plan`: sqlparser's AST to a `Plan`, a pure function of the text (`plan` needs no
-//!   engine, which is what the fuzz target drives). `WHERE` becomes a `Pred` whose
-//!   filter-only part is pushed into the engine as a [`Filter`](crate::Filter).
+//! - `parse`: guards (statement length, operator count), splitting a script at `;`,
+//!   recognising the keyword verbs sqlparser does not know (`TRAIN`, `EVALUATE`, `IMPORT`),
+//!   and turning sqlparser's messages into `line:column` positions. It imports nothing of
+//!   `plan`.
+//! - `plan`: sqlparser's AST (or a keyword verb's tokens) to a `Plan`, a pure function of
+//!   the text (`plan` needs no engine, which is what the fuzz target drives). `WHERE`
+//!   becomes a `Pred` whose filter-only part is pushed into the engine as a
+//!   [`Filter`](crate::Filter).
 //! - `execute`: a [`Session`] runs plans on an engine. Every write statement is
 //!   all-or-nothing: rows are validated before anything is staged, and a failure rolls the
 //!   staged writes back before the error is returned.
@@ -58,46 +60,12 @@ pub use parse::{is_complete, split_script, Completeness, Source};
 pub use parse::{MAX_OPERATORS, MAX_STATEMENT_BYTES};
 #[cfg(feature = "cli")]
 #[doc(hidden)]
+pub use plan::{plan, plan_source};
+#[cfg(not(feature = "cli"))]
+pub(crate) use plan::{plan, plan_source};
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub use plan::{
     CmpOp, Column, Field, Import, Lit, NewEvent, OrderKey, Plan, Pred, Retrieval, Retrieve, Scan,
     Table, TrainSettings, Tuning,
 };
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub use planning::{plan, plan_source};
-#[cfg(not(feature = "cli"))]
-pub(crate) use planning::{plan, plan_source};
-
-mod planning {
-    use super::plan::Plan;
-    use super::{parse, Source};
-    use crate::error::Result;
-
-    /// Plans one statement (a trailing `;` is allowed) without running it.
-    ///
-    /// Pure: no engine, no file system, no clock. Positions in errors count from line 1,
-    /// column 1 of `sql`.
-    ///
-    /// # Errors
-    /// [`Error::Syntax`](crate::Error::Syntax) with `line:column` for text that is not a
-    /// statement of the dialect, [`Error::LimitExceeded`](crate::Error::LimitExceeded) for a
-    /// statement over `MAX_STATEMENT_BYTES` or `MAX_OPERATORS`, or a `WHERE` nested deeper
-    /// than [`Limits::max_filter_depth`](crate::Limits).
-    pub fn plan(sql: &str) -> Result<Plan> {
-        plan_source(&Source {
-            text: sql.to_string(),
-            line: 1,
-            column: 1,
-        })
-    }
-
-    /// Plans one statement cut out of a script by [`split_script`](super::split_script);
-    /// positions in errors are positions in the script.
-    ///
-    /// # Errors
-    /// As [`plan`].
-    pub fn plan_source(source: &Source) -> Result<Plan> {
-        let parsed = parse::parse(source)?;
-        super::plan::plan(parsed)
-    }
-}

@@ -1,10 +1,11 @@
-//! Text to one parsed statement: the guards, splitting a script at `;`, the keyword verbs
-//! sqlparser does not know, and error positions.
+//! Text to one parsed statement: the guards, splitting a script at `;`, recognising the
+//! keyword verbs sqlparser does not know, and error positions.
 //!
 //! Everything goes through sqlparser's tokenizer, so strings, quoted identifiers and comments
 //! are recognised exactly as the parser will see them (a `;` inside `'a;b'` does not end a
 //! statement). `TRAIN`, `EVALUATE` and `IMPORT ...` are recognised here by a keyword match on
-//! the tokens; everything else is handed to sqlparser's parser.
+//! the tokens and handed on as tokens (`plan` plans them); everything else is handed to
+//! sqlparser's parser.
 //!
 //! Architecture Invariant: nothing here recurses on the input. The tokenizer is iterative,
 //! the parser has a recursion limit, and the operator guard bounds the left-deep chains
@@ -19,9 +20,6 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 
 use crate::error::{Error, Result};
-use crate::import::OnError;
-
-use super::plan::{Import, Plan, TrainSettings};
 
 /// Longest statement accepted, in bytes (1 MiB: an `INSERT` of a thousand 64-d vectors is
 /// about 700 KB). Longer statements get [`Error::LimitExceeded`]; split them.
@@ -224,8 +222,26 @@ pub(crate) enum Parsed {
         /// Position of the first token.
         start: Pos,
     },
-    /// A keyword verb, already planned.
-    Verb(Box<Plan>),
+    /// A keyword verb sqlparser does not know, planned from its tokens by `plan`.
+    Verb {
+        /// Which verb.
+        verb: Verb,
+        /// The statement's significant tokens, the verb first, without a trailing `;`.
+        tokens: Vec<TokenWithSpan>,
+        /// Position of the end of the statement.
+        end: Pos,
+    },
+}
+
+/// The keyword verbs sqlparser does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verb {
+    /// `TRAIN [WITH (...)]`.
+    Train,
+    /// `EVALUATE`.
+    Evaluate,
+    /// `IMPORT ...`.
+    Import,
 }
 
 fn significant(t: &TokenWithSpan) -> bool {
@@ -332,23 +348,18 @@ pub(crate) fn parse(source: &Source) -> Result<Parsed> {
     }
     if let Token::Word(w) = &first.token {
         if w.quote_style.is_none() {
-            let verb = w.value.to_ascii_uppercase();
-            match verb.as_str() {
-                "TRAIN" | "EVALUATE" | "IMPORT" => {
-                    let mut c = Cursor {
-                        tokens: &sig,
-                        i: 1,
-                        end,
-                    };
-                    let plan = match verb.as_str() {
-                        "TRAIN" => train(&mut c)?,
-                        "EVALUATE" => Plan::Evaluate,
-                        _ => import(&mut c)?,
-                    };
-                    c.expect_end()?;
-                    return Ok(Parsed::Verb(Box::new(plan)));
-                }
-                _ => {}
+            let verb = match w.value.to_ascii_uppercase().as_str() {
+                "TRAIN" => Some(Verb::Train),
+                "EVALUATE" => Some(Verb::Evaluate),
+                "IMPORT" => Some(Verb::Import),
+                _ => None,
+            };
+            if let Some(verb) = verb {
+                return Ok(Parsed::Verb {
+                    verb,
+                    tokens: sig.into_iter().cloned().collect(),
+                    end,
+                });
             }
         }
     }
@@ -404,203 +415,6 @@ fn parser_error(e: ParserError, start: Pos, end: Pos) -> Error {
         .replace(", found: EOF", ", found end of statement")
         .replace(", found: ", ", found ");
     syntax_error(pos, lower_first(&text))
-}
-
-/// A cursor over the significant tokens of a keyword verb.
-struct Cursor<'a> {
-    tokens: &'a [&'a TokenWithSpan],
-    i: usize,
-    end: Pos,
-}
-
-impl Cursor<'_> {
-    fn pos(&self) -> Pos {
-        self.tokens
-            .get(self.i)
-            .map_or(self.end, |t| t.span.start.into())
-    }
-
-    fn found(&self) -> String {
-        match self.tokens.get(self.i) {
-            Some(t) => format!("{}", t.token),
-            None => "end of statement".to_string(),
-        }
-    }
-
-    fn error(&self, expected: &str) -> Error {
-        syntax_error(
-            self.pos(),
-            format!("expected {expected}, found {}", self.found()),
-        )
-    }
-
-    /// The next token if it is the unquoted keyword `word` (any case).
-    fn eat(&mut self, word: &str) -> bool {
-        let hit = matches!(self.tokens.get(self.i).map(|t| &t.token),
-            Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word));
-        if hit {
-            self.i += 1;
-        }
-        hit
-    }
-
-    fn expect_keyword(&mut self, word: &str) -> Result<()> {
-        if self.eat(word) {
-            Ok(())
-        } else {
-            Err(self.error(word))
-        }
-    }
-
-    fn string(&mut self, what: &str) -> Result<String> {
-        match self.tokens.get(self.i).map(|t| &t.token) {
-            Some(Token::SingleQuotedString(s)) => {
-                self.i += 1;
-                Ok(s.clone())
-            }
-            _ => Err(self.error(&format!("{what} as a quoted string such as 'data/file'"))),
-        }
-    }
-
-    /// The next token if it is `tok`.
-    fn eat_token(&mut self, tok: &Token) -> bool {
-        let hit = self.tokens.get(self.i).is_some_and(|t| &t.token == tok);
-        if hit {
-            self.i += 1;
-        }
-        hit
-    }
-
-    fn expect_token(&mut self, tok: &Token) -> Result<()> {
-        if self.eat_token(tok) {
-            Ok(())
-        } else {
-            Err(self.error(&format!("{tok}")))
-        }
-    }
-
-    /// An unquoted word (any case), lower-cased.
-    fn word(&mut self, what: &str) -> Result<String> {
-        match self.tokens.get(self.i).map(|t| &t.token) {
-            Some(Token::Word(w)) if w.quote_style.is_none() => {
-                self.i += 1;
-                Ok(w.value.to_ascii_lowercase())
-            }
-            _ => Err(self.error(what)),
-        }
-    }
-
-    /// A non-negative number.
-    fn number(&mut self, what: &str) -> Result<f64> {
-        match self.tokens.get(self.i).map(|t| &t.token) {
-            Some(Token::Number(n, _)) => match n.parse::<f64>() {
-                Ok(x) if x.is_finite() && x >= 0.0 => {
-                    self.i += 1;
-                    Ok(x)
-                }
-                _ => Err(self.error(what)),
-            },
-            _ => Err(self.error(what)),
-        }
-    }
-
-    fn expect_end(&self) -> Result<()> {
-        if self.i < self.tokens.len() {
-            Err(self.error("end of statement"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// `TRAIN [WITH (tune = on|off, tune_budget = SECONDS)]`.
-fn train(c: &mut Cursor<'_>) -> Result<Plan> {
-    let mut settings = TrainSettings::default();
-    if !c.eat("WITH") {
-        return Ok(Plan::Train(settings));
-    }
-    c.expect_token(&Token::LParen)?;
-    loop {
-        let name = c.word("a setting: tune or tune_budget")?;
-        c.expect_token(&Token::Eq)?;
-        match name.as_str() {
-            "tune" => {
-                settings.tune = Some(if c.eat("ON") || c.eat("TRUE") {
-                    true
-                } else if c.eat("OFF") || c.eat("FALSE") {
-                    false
-                } else {
-                    return Err(c.error("on or off"));
-                });
-            }
-            "tune_budget" => {
-                settings.tune_budget_secs =
-                    Some(c.number("a number of seconds such as 30")?.min(86_400.0));
-            }
-            _ => {
-                c.i = c.i.saturating_sub(2);
-                return Err(c.error("a setting: tune or tune_budget"));
-            }
-        }
-        if c.eat_token(&Token::RParen) {
-            return Ok(Plan::Train(settings));
-        }
-        c.expect_token(&Token::Comma)?;
-    }
-}
-
-/// `IMPORT PRODUCTS FROM 'f' [ON ERROR SKIP|ABORT]`, `IMPORT EVENTS FROM 'f' [...]`,
-/// `IMPORT SEQUENCES FROM 'f' [...]`, `IMPORT MOVIELENS FROM 'dir'`, `IMPORT KG FROM 'kg' LINKS 'link'`.
-fn import(c: &mut Cursor<'_>) -> Result<Plan> {
-    let on_error = |c: &mut Cursor<'_>| -> Result<OnError> {
-        if !c.eat("ON") {
-            return Ok(OnError::Abort);
-        }
-        c.expect_keyword("ERROR")?;
-        if c.eat("SKIP") {
-            Ok(OnError::Skip)
-        } else if c.eat("ABORT") {
-            Ok(OnError::Abort)
-        } else {
-            Err(c.error("SKIP or ABORT"))
-        }
-    };
-    let import = if c.eat("PRODUCTS") {
-        c.expect_keyword("FROM")?;
-        let path = c.string("a file path")?;
-        Import::Products {
-            path,
-            on_error: on_error(c)?,
-        }
-    } else if c.eat("EVENTS") {
-        c.expect_keyword("FROM")?;
-        let path = c.string("a file path")?;
-        Import::Events {
-            path,
-            on_error: on_error(c)?,
-        }
-    } else if c.eat("SEQUENCES") {
-        c.expect_keyword("FROM")?;
-        let path = c.string("a file path")?;
-        Import::Sequences {
-            path,
-            on_error: on_error(c)?,
-        }
-    } else if c.eat("MOVIELENS") {
-        c.expect_keyword("FROM")?;
-        Import::MovieLens {
-            dir: c.string("a directory path")?,
-        }
-    } else if c.eat("KG") {
-        c.expect_keyword("FROM")?;
-        let kg = c.string("a .kg file path")?;
-        c.expect_keyword("LINKS")?;
-        let links = c.string("a .link file path")?;
-        Import::Kg { kg, links }
-    } else {
-        return Err(c.error("PRODUCTS, EVENTS, SEQUENCES, MOVIELENS or KG after IMPORT"));
-    };
-    Ok(Plan::Import(import))
 }
 
 #[cfg(test)]
