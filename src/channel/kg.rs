@@ -4,8 +4,8 @@
 use std::any::Any;
 
 use super::{
-    load_model, model_err, pick, save_model, top_sparse, Allow, Channel, ChannelHits, ChannelSpec,
-    FitInput, Reason, Request, Retriever,
+    history_propose, history_score, load_model, model_err, save_model, Allow, Channel, ChannelHits,
+    ChannelSpec, FitInput, Reason, Request, Retriever,
 };
 use crate::error::Result;
 use crate::models::KgRelatedness;
@@ -26,16 +26,13 @@ impl Retriever for KgRelatedness {
     }
 
     fn propose(&self, req: &Request<'_>, n: usize, ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
-        Ok((!req.history.is_empty())
-            .then(|| top_sparse(self.score_history_sparse(req.history), n, ok)))
+        Ok(history_propose(req, n, ok, &|h| {
+            self.score_history_sparse(h)
+        }))
     }
 
     fn score(&self, req: &Request<'_>, cands: &[u32]) -> Option<ChannelHits> {
-        if req.history.is_empty() {
-            return None;
-        }
-        let s = self.score_history_sparse(req.history);
-        Some(pick(cands, &|i| s.get(i)))
+        history_score(req, cands, &|h| self.score_history_sparse(h))
     }
 
     fn score_all(&self, req: &Request<'_>, scores: &mut [f32]) {

@@ -500,6 +500,33 @@ pub(crate) fn top_sparse(s: SparseScores, n: usize, ok: &dyn Fn(u32) -> bool) ->
     top_allowed_of(v, n, ok)
 }
 
+/// How a channel that scores from the history alone turns a history into scores.
+pub(crate) type HistoryScorer<'a> = dyn Fn(&[(u32, f32)]) -> SparseScores + 'a;
+
+/// Candidates of a channel that scores from the history alone (item-CF, KG): the best `n`
+/// of `sparse(history)` that pass `ok`; nothing without a history.
+pub(crate) fn history_propose(
+    req: &Request<'_>,
+    n: usize,
+    ok: &Allow<'_>,
+    sparse: &HistoryScorer<'_>,
+) -> Option<ChannelHits> {
+    (!req.history.is_empty()).then(|| top_sparse(sparse(req.history), n, ok))
+}
+
+/// Given candidates scored by a channel that scores from the history alone.
+pub(crate) fn history_score(
+    req: &Request<'_>,
+    cands: &[u32],
+    sparse: &HistoryScorer<'_>,
+) -> Option<ChannelHits> {
+    if req.history.is_empty() {
+        return None;
+    }
+    let s = sparse(req.history);
+    Some(pick(cands, &|i| s.get(i)))
+}
+
 /// The best `n` of a dense score vector filled by `fill` (`None` when it fails).
 pub(crate) fn top_dense(
     n_items: usize,
