@@ -290,13 +290,17 @@ impl EventIndex {
     }
 }
 
+/// A block read from `store`; a damaged one is `Corrupt`.
+fn decode_stored_block(store: &Store, v: &[u8]) -> Result<Vec<StoredEvent>> {
+    decode_block(v).ok_or_else(|| Error::corrupt(store.path(), "undecodable event block"))
+}
+
 /// The committed log, read at open into its in-memory indexes.
 pub(crate) fn load(store: &Store) -> Result<EventIndex> {
     let mut index = EventIndex::default();
     for r in store.scan(&[EVENT]) {
         let (_, v) = r?;
-        let block = decode_block(&v)
-            .ok_or_else(|| Error::corrupt(store.path(), "undecodable event block"))?;
+        let block = decode_stored_block(store, &v)?;
         for e in block {
             index.insert(e);
         }
@@ -419,8 +423,7 @@ impl<'a> EventDraft<'a> {
         for block in blocks {
             let key = block_key(block);
             let mut records = match store.get(&key)? {
-                Some(v) => decode_block(&v)
-                    .ok_or_else(|| Error::corrupt(store.path(), "undecodable event block"))?,
+                Some(v) => decode_stored_block(store, &v)?,
                 None => Vec::new(),
             };
             records.extend(

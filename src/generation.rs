@@ -37,8 +37,6 @@ pub(crate) struct ModelSet {
     pub generation: u64,
     /// The log sequence the models were trained on.
     pub seq: u64,
-    pub n_users: usize,
-    pub n_items: usize,
     /// The model channels of the registry, fitted.
     pub models: Models,
     /// How a shopper's events were weighed into their history: the query path weighs a
@@ -67,7 +65,8 @@ impl ModelSet {
         params: &crate::config::HnswParams,
         background: bool,
     ) -> bool {
-        if self.n_items < FACTOR_ANN_MIN_ITEMS {
+        let n_items = self.models.n_items();
+        if n_items < FACTOR_ANN_MIN_ITEMS {
             return false;
         }
         let set = Arc::clone(self);
@@ -82,9 +81,9 @@ impl ModelSet {
                 dim,
                 crate::config::Metric::Dot,
                 &params,
-                set.n_items,
+                n_items,
             );
-            let factors: Vec<(crate::catalog::ItemId, &[f32])> = (0..set.n_items as u32)
+            let factors: Vec<(crate::catalog::ItemId, &[f32])> = (0..n_items as u32)
                 .filter_map(|i| mf.item_vector(i).map(|v| (crate::catalog::ItemId(i), v)))
                 .filter(|(_, v)| crate::catalog::validate_vector(v, dim).is_ok())
                 .collect();

@@ -448,18 +448,10 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
     }
 
     // Candidate set: a search keeps its content candidates; a recommendation takes all.
-    let mut cands: Vec<u32> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (c, hits) in &channels {
-        if searching && !c.is_content() {
-            continue;
-        }
-        for (i, _) in hits {
-            if ok(*i) && seen.insert(*i) {
-                cands.push(*i);
-            }
-        }
-    }
+    let proposing = channels
+        .iter()
+        .filter(|(c, _)| !searching || c.is_content());
+    let cands = crate::channel::union(proposing, &ok);
 
     deadline.check("fusion")?;
     let info = |i: u32| items.facts(i);

@@ -380,8 +380,6 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
     let set = ModelSet {
         generation,
         seq,
-        n_users: ds.data.n_users,
-        n_items: ds.data.n_items,
         models: base,
         history_rule: ds.history_rule.clone(),
         mlp,

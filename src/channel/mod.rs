@@ -300,6 +300,11 @@ impl Models {
         }
     }
 
+    /// Items the models know (internal ids below this).
+    pub fn n_items(&self) -> usize {
+        self.n_items
+    }
+
     /// The channels, in registry order.
     pub fn iter(&self) -> impl Iterator<Item = &dyn Retriever> {
         self.channels.iter().map(|c| c.as_ref())
@@ -549,8 +554,11 @@ pub(crate) fn pick(cands: &[u32], score: &dyn Fn(u32) -> f32) -> ChannelHits {
     v
 }
 
-/// The union of the channels' candidates, in first-seen order.
-pub(crate) fn union(channels: &[(Channel, ChannelHits)], ok: &dyn Fn(u32) -> bool) -> Vec<u32> {
+/// The union of the channels' candidates that pass `ok`, in first-seen order.
+pub(crate) fn union<'a>(
+    channels: impl IntoIterator<Item = &'a (Channel, ChannelHits)>,
+    ok: &dyn Fn(u32) -> bool,
+) -> Vec<u32> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (_, hits) in channels {
