@@ -210,7 +210,9 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
     } else {
         None
     };
-    let csr = fit_data.user_item_csr().map_err(model_err)?;
+    let csr = fit_data
+        .history_csr(train_opts.recency)
+        .map_err(model_err)?;
     let history = |u: u32| csr.row_pairs(u as usize);
     let mut report = EvalReport {
         fitted_on: Some(fitted_on),

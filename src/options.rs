@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::eval::SplitKind;
 use crate::events::EventKind;
 use crate::models::mlp::MlpConfig;
-use crate::models::{ItemCfParams, KgParams, MfParams, PopularityParams, UserCfParams};
+#[cfg(doc)]
+use crate::models::Interactions;
+use crate::models::{
+    position_weight, ItemCfParams, KgParams, MfParams, PopularityParams, UserCfParams,
+};
 
 /// How much each kind of event counts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +77,11 @@ pub struct TrainOptions {
     /// Exponential time decay: an event this many days older than the newest counts half.
     /// Default none.
     pub half_life_days: Option<f64>,
+    /// Position decay of a shopper's history when it is scored (item-CF, knowledge graph and
+    /// the re-ranker's history features; the models fit on undecayed weights): an item that
+    /// `n` other items were touched after weighs `recency^n`, so the latest item counts most.
+    /// 1 is no decay. Default 1; per-shop tuning picks it on next-item data.
+    pub recency: f32,
     /// Users averaging more events per active day than this are dropped as robots.
     /// Default 2,000.
     pub max_events_per_day: f64,
@@ -107,6 +116,7 @@ impl Default for TrainOptions {
         TrainOptions {
             weights: EventWeights::default(),
             half_life_days: None,
+            recency: 1.0,
             max_events_per_day: 2_000.0,
             item_cf: ItemCfParams::default(),
             user_cf: UserCfParams::default(),
@@ -132,6 +142,8 @@ pub(crate) struct HistoryRule {
     /// Where the decay counts from: the newest event of the log the generation was trained
     /// on (a later live event counts more than 1).
     pub reference_ts: i64,
+    /// Position decay ([`TrainOptions::recency`]).
+    pub recency: f32,
 }
 
 impl HistoryRule {
@@ -141,6 +153,7 @@ impl HistoryRule {
             weights: opts.weights.clone(),
             half_life_days: opts.half_life_days,
             reference_ts,
+            recency: opts.recency,
         }
     }
 
@@ -155,15 +168,28 @@ impl HistoryRule {
         Some(w)
     }
 
-    /// A history from events in time order: weights summed per item, sorted by item.
+    /// A history from events in time order: weights summed per item, each item's sum then
+    /// weighed by position decay (the number of items whose latest event is later than its
+    /// own), sorted by item. The same rule as [`Interactions::history_csr`] on the training
+    /// matrix.
     pub fn history(&self, events: impl Iterator<Item = (u32, EventKind, i64)>) -> Vec<(u32, f32)> {
-        let mut agg: std::collections::HashMap<u32, f32> = std::collections::HashMap::new();
+        let mut agg: std::collections::HashMap<u32, (f32, i64)> = std::collections::HashMap::new();
         for (item, kind, ts) in events {
             if let Some(w) = self.weight(kind, ts) {
-                *agg.entry(item).or_default() += w;
+                let e = agg.entry(item).or_insert((0.0, ts));
+                e.0 += w;
+                e.1 = e.1.max(ts);
             }
         }
-        let mut out: Vec<(u32, f32)> = agg.into_iter().collect();
+        let mut times: Vec<i64> = agg.values().map(|v| v.1).collect();
+        times.sort_unstable();
+        let mut out: Vec<(u32, f32)> = agg
+            .into_iter()
+            .map(|(item, (w, ts))| {
+                let later = times.len() - times.partition_point(|t| *t <= ts);
+                (item, w * position_weight(self.recency, later))
+            })
+            .collect();
         out.sort_unstable_by_key(|h| h.0);
         out
     }
@@ -184,5 +210,52 @@ pub(crate) fn default_mlp_config() -> MlpConfig {
         batch_size: 256,
         learning_rate: 1e-3,
         ..MlpConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Interaction, Interactions};
+
+    /// The live history (events) and the offline one (the training matrix) under one rule:
+    /// the same weights, the latest item weighing most, a repeated item placed by its latest
+    /// event.
+    #[test]
+    fn position_decay_is_one_rule_live_and_offline() {
+        let rule = HistoryRule {
+            recency: 0.5,
+            ..HistoryRule::default()
+        };
+        // Item 7 first, then 3, then 9, then 7 again: 7 is the latest, 9 one back, 3 two.
+        let events = [
+            (7, EventKind::View, 10),
+            (3, EventKind::Purchase, 20),
+            (9, EventKind::Click, 30),
+            (7, EventKind::Click, 40),
+        ];
+        let live = rule.history(events.iter().copied());
+        assert_eq!(live, vec![(3, 8.0 * 0.25), (7, 3.0), (9, 2.0 * 0.5)]);
+
+        let rows = events
+            .iter()
+            .map(|&(item, kind, ts)| Interaction {
+                user: 0,
+                item,
+                weight: rule.weight(kind, ts).unwrap_or(0.0),
+                rating: None,
+                ts,
+            })
+            .collect();
+        let data = Interactions {
+            n_users: 1,
+            n_items: 10,
+            rows,
+        };
+        let offline = data.history_csr(rule.recency).unwrap().row_pairs(0);
+        assert_eq!(offline, live);
+        // No decay: the plain sums.
+        let plain = data.history_csr(1.0).unwrap().row_pairs(0);
+        assert_eq!(plain, vec![(3, 8.0), (7, 3.0), (9, 2.0)]);
     }
 }

@@ -606,7 +606,7 @@ mod tests {
         let set = engine.state.models.read().clone().expect("trained");
         let ds = crate::train::dataset(&engine.state, opts).expect("dataset");
         let uid = engine.state.users.read().get(user).expect("user").0;
-        let csr = ds.data.user_item_csr().expect("csr");
+        let csr = ds.data.history_csr(opts.recency).expect("csr");
         let history = csr.row_pairs(uid as usize);
         let items = engine.state.items.read();
         let (mut compared, mut worst) = (0, 0f32);
@@ -640,6 +640,7 @@ mod tests {
                 rating: RatingWeight::Value,
             },
             half_life_days: Some(10.0),
+            recency: 0.7,
             tune: None,
             mlp: None,
             ..TrainOptions::default()
@@ -657,5 +658,15 @@ mod tests {
         // weights (what serving used before) differ from what is served.
         let (_, worst) = served_against_offline(&engine, &TrainOptions::default(), "u3");
         assert!(worst > 0.01, "default weights agree too closely ({worst})");
+        // And so can the position decay alone: the same weights without it differ too.
+        let no_decay = TrainOptions {
+            recency: 1.0,
+            ..opts.clone()
+        };
+        let (_, worst) = served_against_offline(&engine, &no_decay, "u3");
+        assert!(
+            worst > 0.01,
+            "no position decay agrees too closely ({worst})"
+        );
     }
 }

@@ -151,6 +151,7 @@ pub(crate) fn train_mlp(
     info: &dyn Fn(u32) -> ItemInfo,
     cfg: &MlpConfig,
     rule: crate::eval::SplitKind,
+    recency: f32,
 ) -> Result<Option<TrainedRanker>> {
     let mut by_user: HashMap<u32, Vec<Interaction>> = HashMap::new();
     for r in &data.rows {
@@ -200,7 +201,7 @@ pub(crate) fn train_mlp(
     }
     let base = fit(&rest)?;
     let csr = rest
-        .user_item_csr()
+        .history_csr(recency)
         .map_err(|e| Error::invalid("training", e.to_string()))?;
     let mut xs: Vec<Array2<f32>> = Vec::new();
     let mut ys: Vec<f32> = Vec::new();

@@ -325,6 +325,7 @@ pub(crate) fn tuned_options(
         TuneOn::Parts(fit, held) => (fit, held),
     };
     let from = crate::tune::Tuned {
+        recency: opts.recency,
         item_cf: opts.item_cf,
         user_cf: opts.user_cf,
         mf: opts.mf,
@@ -332,6 +333,7 @@ pub(crate) fn tuned_options(
     let (chosen, report) = crate::tune::tune(fit, held, from, tune).map_err(model_err)?;
     timings.push(("tune".to_string(), start.elapsed().as_secs_f64()));
     let tuned = TrainOptions {
+        recency: chosen.recency,
         item_cf: chosen.item_cf,
         user_cf: chosen.user_cf,
         mf: chosen.mf,
@@ -355,7 +357,7 @@ pub(crate) fn fit_mlp(
     let start = Instant::now();
     let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
     let fit = |d: &Interactions| fit_all(ds, d, opts, &mut Vec::new(), None);
-    let mlp = crate::rerank::train_mlp(data, &fit, &info, cfg, opts.holdout)?;
+    let mlp = crate::rerank::train_mlp(data, &fit, &info, cfg, opts.holdout, opts.recency)?;
     timings.push(("mlp".to_string(), start.elapsed().as_secs_f64()));
     Ok(mlp)
 }
@@ -381,7 +383,8 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
         generation,
         seq,
         models: base,
-        history_rule: ds.history_rule.clone(),
+        // The rule the data was weighed with, and the position decay tuning chose.
+        history_rule: HistoryRule::new(opts, ds.history_rule.reference_ts),
         mlp,
         categories: ds.categories,
         cleaning: ds.cleaning.clone(),

@@ -106,6 +106,8 @@ impl TuneReport {
 /// The parameters tuning searches.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Tuned {
+    /// The history's position decay ([`TrainOptions::recency`](crate::TrainOptions::recency)).
+    pub recency: f32,
     pub item_cf: ItemCfParams,
     pub user_cf: UserCfParams,
     pub mf: MfParams,
@@ -115,6 +117,7 @@ impl Tuned {
     /// `(model, setting)` of each model, as [`TuneReport::chosen`] lists them.
     fn settings(&self) -> Vec<(String, String)> {
         vec![
+            ("history".to_string(), recency_setting(self.recency)),
             ("item_cf".to_string(), item_cf_setting(&self.item_cf)),
             ("user_cf".to_string(), user_cf_setting(&self.user_cf)),
             ("mf".to_string(), mf_setting(&self.mf)),
@@ -161,6 +164,11 @@ pub fn item_cf_setting(p: &ItemCfParams) -> String {
     )
 }
 
+/// A short readable form of the history's position decay.
+pub fn recency_setting(decay: f32) -> String {
+    format!("recency={decay}")
+}
+
 /// A short readable form of user-CF parameters.
 pub fn user_cf_setting(p: &UserCfParams) -> String {
     format!(
@@ -183,6 +191,7 @@ pub fn mf_setting(p: &MfParams) -> String {
 struct Search<'a> {
     fit: &'a Interactions,
     held: Interactions,
+    /// The held-out users' histories under the position decay chosen so far.
     history: crate::models::Csr,
     deadline: Instant,
     report: TuneReport,
@@ -237,6 +246,47 @@ impl Search<'_> {
                 *best = Some((p, ndcg));
             }
         }
+    }
+
+    /// Picks the history's position decay for the best item-CF setting so far, starting from
+    /// `from`: each decay in [`RECENCY_STEPS`] rated with that one fitted model, adopted by
+    /// the same rule as any setting. Leaves `history` weighed by the choice and `best` at its
+    /// rating.
+    fn recency(
+        &mut self,
+        best: &mut Option<(ItemCfParams, f64)>,
+        from: f32,
+    ) -> Result<f32, ModelError> {
+        let Some((params, base)) = *best else {
+            return Ok(from);
+        };
+        let model = ItemCf::fit(self.fit, &params)?;
+        let mut chosen = (from, base);
+        for decay in RECENCY_STEPS {
+            if decay == from || self.over() {
+                continue;
+            }
+            let t = Instant::now();
+            let history = self.fit.history_csr(decay)?;
+            let ndcg = self.rate(|u, out| {
+                let _ = model.score_history(&history.row_pairs(u as usize), out);
+            });
+            self.report.trials.push(Trial {
+                model: "history".to_string(),
+                setting: recency_setting(decay),
+                ndcg,
+                seconds: t.elapsed().as_secs_f64(),
+            });
+            if ndcg > chosen.1 * (1.0 + MIN_GAIN) {
+                chosen = (decay, ndcg);
+            }
+        }
+        let (decay, ndcg) = chosen;
+        if decay != from {
+            self.history = self.fit.history_csr(decay)?;
+            *best = Some((params, ndcg));
+        }
+        Ok(decay)
     }
 
     /// Line search along each step in turn: from the best setting, keep stepping up while the
@@ -295,6 +345,10 @@ fn item_cf_families(d: &ItemCfParams) -> Vec<ItemCfParams> {
         rp3(0.3, false),
     ]
 }
+
+/// The position decays tuning rates for the history (1 is none): from a gentle fade to
+/// the latest few items alone.
+const RECENCY_STEPS: [f32; 5] = [1.0, 0.8, 0.6, 0.4, 0.2];
 
 /// A step along one parameter from `p`, up or down; `None` past the parameter's range.
 type Step<P> = fn(&P, bool) -> Option<P>;
@@ -409,7 +463,7 @@ pub(crate) fn tune(
     // baseline settings (always tried) stay within seconds.
     let cap = (MAX_RATING_CELLS / fit.n_items.max(1)).max(MIN_USERS);
     let held = eval::sample_users(held, opts.max_users.min(cap), TUNE_SEED);
-    let history = fit.user_item_csr()?;
+    let history = fit.history_csr(start.recency)?;
     let mut users: Vec<u32> = held.rows.iter().map(|r| r.user).collect();
     users.sort_unstable();
     users.dedup();
@@ -430,6 +484,7 @@ pub(crate) fn tune(
         }))
     };
     let mut item = None;
+    let mut recency = start.recency;
     s.run(
         "item_cf",
         &mut item,
@@ -449,6 +504,7 @@ pub(crate) fn tune(
             item_cf_setting,
             item_score,
         );
+        recency = s.recency(&mut item, start.recency)?;
         s.lines(
             "item_cf",
             &mut item,
@@ -499,6 +555,7 @@ pub(crate) fn tune(
     }
 
     let chosen = Tuned {
+        recency,
         item_cf: item.map_or(start.item_cf, |(p, _)| p),
         user_cf: user.map_or(start.user_cf, |(p, _)| p),
         mf: mf.map_or(start.mf, |(p, _)| p),

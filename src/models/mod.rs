@@ -60,6 +60,18 @@ pub struct Interaction {
     pub ts: i64,
 }
 
+/// The factor position decay gives an item of a history that `later` other items were
+/// touched after: `decay^later` (the latest item weighs 1). A `decay` outside (0, 1) is no
+/// decay. Training's evaluation ([`Interactions::history_csr`]) and the query path's live
+/// history use this one rule.
+pub fn position_weight(decay: f32, later: usize) -> f32 {
+    if decay > 0.0 && decay < 1.0 {
+        decay.powi(later.min(i32::MAX as usize) as i32)
+    } else {
+        1.0
+    }
+}
+
 /// The training matrix every model fits on.
 #[derive(Clone, Debug, Default)]
 pub struct Interactions {
@@ -133,6 +145,52 @@ impl Interactions {
             self.n_users,
             self.n_items,
             self.rows.iter().map(|r| (r.user, r.item, r.weight)),
+        ))
+    }
+
+    /// Each user's history as the query path weighs it under position decay `decay` (see
+    /// [`position_weight`]): the user x item view with every item's summed weight times
+    /// `decay` to the power of the number of the user's items last touched after it. A
+    /// `decay` of 1 (or any value outside (0, 1)) gives [`Interactions::user_item_csr`].
+    ///
+    /// # Errors
+    /// As [`Interactions::validate`].
+    pub fn history_csr(&self, decay: f32) -> Result<Csr, ModelError> {
+        if !(decay > 0.0 && decay < 1.0) {
+            return self.user_item_csr();
+        }
+        self.validate()?;
+        let mut by_user: Vec<Vec<(u32, f32, i64)>> = vec![Vec::new(); self.n_users];
+        for r in &self.rows {
+            if let Some(list) = by_user.get_mut(r.user as usize) {
+                list.push((r.item, r.weight, r.ts));
+            }
+        }
+        let mut triplets = Vec::with_capacity(self.rows.len());
+        for (u, mut list) in by_user.into_iter().enumerate() {
+            // One entry per item: summed weight, latest time.
+            list.sort_unstable_by_key(|x| x.0);
+            let mut items: Vec<(u32, f32, i64)> = Vec::with_capacity(list.len());
+            for (item, w, ts) in list {
+                match items.last_mut() {
+                    Some(last) if last.0 == item => {
+                        last.1 += w;
+                        last.2 = last.2.max(ts);
+                    }
+                    _ => items.push((item, w, ts)),
+                }
+            }
+            let mut times: Vec<i64> = items.iter().map(|x| x.2).collect();
+            times.sort_unstable();
+            for (item, w, ts) in items {
+                let later = times.len() - times.partition_point(|t| *t <= ts);
+                triplets.push((u as u32, item, w * position_weight(decay, later)));
+            }
+        }
+        Ok(Csr::from_triplets(
+            self.n_users,
+            self.n_items,
+            triplets.into_iter(),
         ))
     }
 
