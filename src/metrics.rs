@@ -86,16 +86,37 @@ pub(crate) fn graded_at_k(
 /// so equal scores keep their input order), ideal DCG over `min(positives, 10)` positions,
 /// 0 without a positive. The re-ranker's holdout measure.
 pub(crate) fn ndcg_at_10(scores: &[f32], labels: &[f32]) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len().min(labels.len())).collect();
-    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    let dcg: f64 = order
+    let n = scores.len().min(labels.len());
+    let (scores, labels) = (&scores[..n], &labels[..n]);
+    // Each positive's place in that order without sorting (the fitting of channel weights
+    // calls this hundreds of times per user): the candidates scored above it, and those
+    // scored equal that come before it.
+    let mut ranks: Vec<usize> = Vec::new();
+    let mut positives = 0;
+    for (i, (s, _)) in scores
         .iter()
-        .take(10)
+        .zip(labels)
         .enumerate()
-        .filter(|(_, i)| labels[**i] > 0.0)
-        .map(|(r, _)| 1.0 / discount(r))
-        .sum();
-    let positives = labels.iter().filter(|v| **v > 0.0).count();
+        .filter(|(_, (_, l))| **l > 0.0)
+    {
+        positives += 1;
+        let mut rank = 0;
+        for (j, t) in scores.iter().enumerate() {
+            match t.total_cmp(s) {
+                std::cmp::Ordering::Greater => rank += 1,
+                std::cmp::Ordering::Equal if j < i => rank += 1,
+                _ => {}
+            }
+            if rank >= 10 {
+                break;
+            }
+        }
+        if rank < 10 {
+            ranks.push(rank);
+        }
+    }
+    ranks.sort_unstable();
+    let dcg: f64 = ranks.iter().map(|r| 1.0 / discount(*r)).sum();
     let idcg = ideal_dcg(std::iter::repeat_n(1.0, positives), 10);
     if idcg > 0.0 {
         dcg / idcg

@@ -141,10 +141,12 @@ pub(crate) const CANDIDATES: usize = 100;
 /// Users sampled for the re-ranker's training rows.
 const TRAIN_USERS: usize = 1_000;
 
-/// Trains the re-ranker: a fifth of each sampled user's interactions is held out, the base
-/// models are fitted on the rest, the pipeline retrieves candidates, and the MLP learns which
-/// candidates were held out (negatives: retrieved candidates the user did not take). Returns `None` when
-/// the log is too small to hold anything out.
+/// Trains the re-ranker: part of each sampled user's interactions is held out by the rule of
+/// the split (the latest one for leave-one-out), the base models are fitted on the rest, the
+/// pipeline retrieves candidates, and the MLP learns which candidates were held out
+/// (negatives: retrieved candidates the user did not take; it trains on the positives and a
+/// sample of the negatives, [`fit_rows`]). Returns `None` when the log is too small to hold
+/// anything out.
 pub(crate) fn train_mlp(
     data: &Interactions,
     fit: &dyn Fn(&Interactions) -> Result<Models>,
@@ -238,17 +240,32 @@ pub(crate) fn train_mlp(
     for x in &xs {
         offsets.push(offsets[offsets.len() - 1] + x.nrows());
     }
-    let views: Vec<_> = xs[..n_fit].iter().map(|x| x.view()).collect();
-    let x = ndarray::concatenate(ndarray::Axis(0), &views)
-        .map_err(|e| Error::invalid("training", e.to_string()))?;
-    let rows = offsets[n_fit];
-    let y = ndarray::Array1::from(ys[..rows].to_vec());
+    // The network learns from each training user's positives, the negatives the seed
+    // formula ranks highest (the ones a re-ranker must reorder) and a few others (so that it
+    // also scores the rest of a list sensibly): a fifth of the rows, and a fifth of the time.
+    let seed = ChannelWeights::seed(crate::fusion::DEFAULT_BETA);
+    let mut picked: Vec<usize> = Vec::new();
+    for g in 0..n_fit {
+        let rows = fit_rows(
+            &weighted_scores(&xs[g], &seed),
+            &ys[offsets[g]..offsets[g + 1]],
+            g,
+        );
+        picked.extend(rows.into_iter().map(|r| offsets[g] + r));
+    }
+    let mut x = Array2::<f32>::zeros((picked.len(), N_FEATURES));
+    for (mut row, &i) in x.rows_mut().into_iter().zip(&picked) {
+        let g = offsets.partition_point(|o| *o <= i) - 1;
+        row.assign(&xs[g].row(i - offsets[g]));
+    }
+    let y = ndarray::Array1::from(picked.iter().map(|&i| ys[i]).collect::<Vec<f32>>());
+    let fit_groups: Vec<u32> = picked.iter().map(|&i| groups[i]).collect();
     if y.iter().all(|v| *v == 0.0) {
         return Ok(None);
     }
     // Plain (unweighted) cross-entropy: on MovieLens validation it ranked better than
     // class-balanced weights (NDCG@10 0.2587 against 0.2497).
-    let (mlp, _) = Mlp::fit_weighted(x.view(), y.view(), Some(&groups[..rows]), None, cfg)
+    let (mlp, _) = Mlp::fit_weighted(x.view(), y.view(), Some(&fit_groups), None, cfg)
         .map_err(|e| Error::invalid("training", e.to_string()))?;
     let labels: Vec<&[f32]> = (0..n_groups)
         .map(|g| &ys[offsets[g]..offsets[g + 1]])
@@ -295,6 +312,27 @@ pub(crate) fn train_mlp(
         learned_holdout_ndcg: learned_ndcg / n,
         holdout_users: users_scored,
     }))
+}
+
+/// Negatives per training user the seed formula ranks highest, kept for the network.
+const HARD_NEGATIVES: usize = 40;
+/// Other negatives per training user, drawn at random, kept for the network.
+const RANDOM_NEGATIVES: usize = 20;
+
+/// The rows of one user's candidate list the network trains on: every positive, the
+/// [`HARD_NEGATIVES`] negatives `seed_scores` ranks highest and [`RANDOM_NEGATIVES`] of the
+/// others (seeded by the list's index `g`), in list order.
+fn fit_rows(seed_scores: &[f32], labels: &[f32], g: usize) -> Vec<usize> {
+    let mut negatives: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] <= 0.0).collect();
+    negatives.sort_by(|&a, &b| seed_scores[b].total_cmp(&seed_scores[a]).then(a.cmp(&b)));
+    let mut rest = negatives.split_off(HARD_NEGATIVES.min(negatives.len()));
+    crate::models::SplitMix64::new(0x4e67 ^ g as u64).shuffle(&mut rest);
+    rest.truncate(RANDOM_NEGATIVES);
+    let mut rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] > 0.0).collect();
+    rows.extend(negatives);
+    rows.extend(rest);
+    rows.sort_unstable();
+    rows
 }
 
 /// Linear fusion of feature rows: each model channel's normalised score (feature `2 * ci`,
