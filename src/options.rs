@@ -10,7 +10,8 @@ use crate::models::mlp::MlpConfig;
 #[cfg(doc)]
 use crate::models::Interactions;
 use crate::models::{
-    position_weight, ItemCfParams, KgParams, MfParams, PopularityParams, UserCfParams,
+    position_weight, ContentParams, ItemCfParams, KgParams, MfParams, PopularityParams,
+    UserCfParams,
 };
 
 /// How much each kind of event counts.
@@ -95,6 +96,8 @@ pub struct TrainOptions {
     pub popularity: PopularityParams,
     /// Knowledge-graph relatedness.
     pub kg: KgParams,
+    /// Content from the history (text and product vectors).
+    pub content: ContentParams,
     /// The MLP re-ranker; `None` skips it (fusion then falls back to linear).
     pub mlp: Option<MlpConfig>,
     /// How training holds out part of the log to tune on and to train the re-ranker and the
@@ -123,6 +126,7 @@ impl Default for TrainOptions {
             mf: MfParams::default(),
             popularity: PopularityParams::default(),
             kg: KgParams::default(),
+            content: ContentParams::default(),
             mlp: Some(default_mlp_config()),
             holdout: SplitKind::LeaveOneOut,
             tune: Some(crate::tune::TuneOptions::default()),

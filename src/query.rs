@@ -168,7 +168,8 @@ impl Deadline {
 pub struct Explanation {
     /// Every channel that scored the item.
     pub channels: Vec<ChannelScore>,
-    /// The history item behind the item-CF score.
+    /// The id of the history item behind the item-CF or content score ("because you viewed
+    /// X").
     pub because_of: Option<String>,
     /// The knowledge-graph entity linking the item to the history.
     pub kg_entity: Option<String>,

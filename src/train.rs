@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::catalog::category_ancestors;
+use crate::catalog::{category_ancestors, ItemId, ItemTable};
 use crate::channel::{FitInput, Models, REGISTRY};
 use crate::error::{Error, Result};
 pub use crate::eval::SplitKind;
@@ -16,10 +16,11 @@ use crate::events::EventKind;
 pub use crate::generation::Cleaning;
 use crate::generation::ModelSet;
 use crate::graph::{self, item_entity};
-use crate::models::{Interaction, Interactions, ModelError};
+use crate::models::{ContentInputs, Interaction, Interactions, ModelError};
 use crate::options::HistoryRule;
 pub use crate::options::{EventWeights, RatingWeight, TrainOptions};
 use crate::state::State;
+use rayon::prelude::*;
 
 /// Retrain automatically after this many committed events or this much time since the last
 /// training, checked at each commit (the committing call runs the training; readers are not
@@ -126,6 +127,8 @@ pub(crate) struct Dataset {
     pub item_info: Vec<crate::catalog::ItemInfo>,
     /// How events were weighed.
     pub history_rule: HistoryRule,
+    /// What the content channel reads of the catalog.
+    pub content: ContentInputs,
 }
 
 /// Reads and cleans the log into one row per (user, item): weights summed (with decay),
@@ -236,6 +239,7 @@ pub(crate) fn dataset(state: &State, opts: &TrainOptions) -> Result<Dataset> {
         ents.dedup();
         item_entities[i] = ents;
     }
+    let content = content_inputs(state, &items, opts.content.k);
     Ok(Dataset {
         data: Interactions {
             n_users,
@@ -249,7 +253,67 @@ pub(crate) fn dataset(state: &State, opts: &TrainOptions) -> Result<Dataset> {
         cleaning,
         item_info,
         history_rule,
+        content,
     })
+}
+
+/// Catalogs with more product vectors than this give the content channel no vector
+/// neighbours (a graph search per product would dominate training: about 0.2 ms each on two
+/// cores, so 20 s at this size); their text neighbours remain.
+const MAX_CONTENT_VECTOR_ITEMS: usize = 200_000;
+
+/// The content channel's inputs: each product's terms (its analysed title, brand and every
+/// category level) and its nearest products by vector.
+fn content_inputs(state: &State, items: &ItemTable, k: usize) -> ContentInputs {
+    let mut dict: HashMap<String, u32> = HashMap::new();
+    let mut item_terms = vec![Vec::new(); items.capacity()];
+    for (i, p) in items.items.iter().enumerate() {
+        let Some(p) = p else { continue };
+        let mut terms: Vec<String> = crate::text::analyze(&p.title);
+        if !p.brand.is_empty() {
+            terms.push(format!("brand:{}", p.brand.to_lowercase()));
+        }
+        terms.extend(
+            category_ancestors(&p.category)
+                .into_iter()
+                .map(|c| format!("category:{c}")),
+        );
+        let mut ids: Vec<u32> = terms
+            .into_iter()
+            .map(|t| {
+                let next = dict.len() as u32;
+                *dict.entry(t).or_insert(next)
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        item_terms[i] = ids;
+    }
+    let with_vectors = state.vectors.len();
+    let vector_neighbours = if with_vectors == 0 || with_vectors > MAX_CONTENT_VECTOR_ITEMS {
+        Vec::new()
+    } else {
+        (0..items.capacity() as u32)
+            .into_par_iter()
+            .map(|i| {
+                let Some(v) = state.vectors.vector(ItemId(i)) else {
+                    return Vec::new();
+                };
+                state
+                    .vectors
+                    .search(&v, k + 1, crate::vector::Allowed::All)
+                    .into_iter()
+                    .filter(|h| h.item.0 != i)
+                    .map(|h| (h.item.0, h.score))
+                    .collect()
+            })
+            .collect()
+    };
+    ContentInputs {
+        item_terms,
+        n_terms: dict.len(),
+        vector_neighbours,
+    }
 }
 
 /// Fits every model on `data`. Returns the models and per-model timings.
@@ -283,6 +347,7 @@ pub(crate) fn fit_all(
         item_categories: &ds.item_categories,
         item_entities: &ds.item_entities,
         n_entities: ds.n_entities,
+        content: &ds.content,
     };
     let mut channels = Vec::with_capacity(REGISTRY.len());
     for spec in REGISTRY {

@@ -68,7 +68,7 @@ impl Default for TuneOptions {
 /// One tried setting.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
-    /// `item_cf`, `user_cf` or `mf`.
+    /// `history` (the position decay), `item_cf`, `user_cf` or `mf`.
     pub model: String,
     /// The setting, e.g. `cosine k=200 shrink=0 bm25(1.2,0.75) raw`.
     pub setting: String,
@@ -261,6 +261,14 @@ impl Search<'_> {
             return Ok(from);
         };
         let model = ItemCf::fit(self.fit, &params)?;
+        // The starting decay's rating is the item-CF setting's own (same model, same
+        // histories): listed, not re-rated.
+        self.report.trials.push(Trial {
+            model: "history".to_string(),
+            setting: recency_setting(from),
+            ndcg: base,
+            seconds: 0.0,
+        });
         let mut chosen = (from, base);
         for decay in RECENCY_STEPS {
             if decay == from || self.over() {

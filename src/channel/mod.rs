@@ -10,6 +10,7 @@
 //! This module sits at the bottom of the ranking half: it imports the models, the catalog
 //! and the indexes, never the query path, training or the engine.
 
+mod content;
 mod item_cf;
 mod kg;
 mod mf;
@@ -46,19 +47,23 @@ pub enum Channel {
     Mf,
     /// Knowledge-graph relatedness to the history (or the `similar_to` item).
     Kg,
+    /// Items close to the recent history (or the `similar_to` item) by text and product
+    /// vector.
+    Content,
     /// Popularity: the cold-start fallback.
     Popularity,
 }
 
 impl Channel {
     /// Every channel, in declaration order (a channel's index in per-channel tables).
-    pub const ALL: [Channel; 7] = [
+    pub const ALL: [Channel; 8] = [
         Channel::Text,
         Channel::Vector,
         Channel::ItemCf,
         Channel::UserCf,
         Channel::Mf,
         Channel::Kg,
+        Channel::Content,
         Channel::Popularity,
     ];
 
@@ -71,6 +76,7 @@ impl Channel {
             Channel::UserCf => "user_cf",
             Channel::Mf => "mf",
             Channel::Kg => "kg",
+            Channel::Content => "content",
             Channel::Popularity => "popularity",
         }
     }
@@ -243,6 +249,8 @@ pub(crate) struct FitInput<'a> {
     pub item_entities: &'a [Vec<u32>],
     /// Entities in the dictionary.
     pub n_entities: usize,
+    /// What the content channel reads of the catalog.
+    pub content: &'a crate::models::ContentInputs,
 }
 
 /// A model channel's entry in the registry: how it is fitted and loaded.
@@ -263,6 +271,7 @@ pub(crate) const REGISTRY: &[ChannelSpec] = &[
     user_cf::SPEC,
     mf::SPEC,
     kg::SPEC,
+    content::SPEC,
     popularity::SPEC,
 ];
 

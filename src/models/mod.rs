@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
 
+pub mod content;
 pub mod itemcf;
 pub mod kg;
 mod linalg;
@@ -38,6 +39,7 @@ pub mod usercf;
 #[cfg(test)]
 mod tests;
 
+pub use content::{ContentInputs, ContentKnn, ContentParams};
 pub use itemcf::{ItemCf, ItemCfParams, ItemSimilarity};
 pub use kg::{KgParams, KgRelatedness};
 pub use mf::{Mf, MfParams};

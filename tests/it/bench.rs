@@ -55,8 +55,8 @@ fn generic_files_give_the_same_figures_as_the_in_memory_shop() {
             .collect()
     };
     let (a, b) = (recommend(&memory), recommend(&files));
-    // Nine methods (five models, four fusion modes) by five metrics and three of exposure.
-    assert_eq!(a.len(), 72, "{a:?}");
+    // Ten methods (six models, four fusion modes) by five metrics and three of exposure.
+    assert_eq!(a.len(), 80, "{a:?}");
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!((&x.method, &x.metric, x.k), (&y.method, &y.metric, y.k));
@@ -101,12 +101,13 @@ fn bad_bench_input_is_a_typed_error() {
     assert!(matches!(bench::run(&occupied), Err(Error::Invalid { .. })));
 }
 
-const METHODS: [&str; 11] = [
+const METHODS: [&str; 12] = [
     "popularity",
     "item_cf",
     "user_cf",
     "mf",
     "kg",
+    "content",
     "bm25",
     "vector",
     "fused_linear",
@@ -184,9 +185,9 @@ fn cli_bench_writes_report_json_markdown_and_plots() {
             .map(|q| q["method"].as_str().unwrap())
             .collect();
         let want: &[&str] = if task == "recommend" {
-            &METHODS[..5]
+            &METHODS[..6]
         } else {
-            &METHODS[5..9]
+            &METHODS[6..10]
         };
         for m in want {
             assert!(methods.contains(m), "{task} lacks {m}: {methods:?}");

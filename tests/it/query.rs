@@ -256,3 +256,48 @@ fn cache_facets_and_mmr() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The content channel recommends a product nobody has bought yet from the shopper's recent
+/// item, and its explanation names that item.
+#[test]
+fn content_channel_reaches_new_products_and_says_why() {
+    let dir = tempdir();
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    shop(&e);
+    // No one has interacted with this one: only content can link it to a history.
+    e.upsert_product(
+        Product::new("fresh")
+            .title("leather shoe model deluxe")
+            .brand("Oxford")
+            .category("shoes/formal")
+            .embedding(vector(1, 8)),
+    )
+    .unwrap();
+    e.commit().unwrap();
+    e.train(&TrainOptions::default()).unwrap();
+    // A new shopper's first click, after training: served from the live history.
+    e.append_event(Event::new(
+        "newcomer",
+        "p1",
+        EventKind::Click,
+        1_600_001_000,
+    ))
+    .unwrap();
+    e.commit().unwrap();
+    let recs = e
+        .query(&Query::new().user("newcomer").k(61).explain(true))
+        .unwrap();
+    let hit = recs
+        .iter()
+        .find(|h| h.id == "fresh")
+        .expect("the new product is recommended");
+    let ex = hit.explanation.as_ref().unwrap();
+    let part = ex
+        .channels
+        .iter()
+        .find(|c| c.channel == Channel::Content)
+        .unwrap_or_else(|| panic!("content scored it: {ex}"));
+    assert!(part.raw > 0.0, "{ex}");
+    assert!(!channels(hit).contains(&Channel::ItemCf), "{ex}");
+    assert_eq!(ex.because_of.as_deref(), Some("p1"), "{ex}");
+}

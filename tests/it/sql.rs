@@ -95,7 +95,7 @@ fn every_statement_kind() {
             // Models.
             ("SHOW MODELS", ""),
             ("TRAIN", "model generation 1 trained on log sequence *"),
-            ("SHOW MODELS", "item_cf,chosen,*"),
+            ("SHOW MODELS", "history,chosen,recency=*"),
             // One row per model channel, in registry order, then the fusion modes.
             ("EVALUATE", "item_cf,10,*"),
             ("SELECT id FROM recommend('u1') WHERE category = 'bags'", "p4"),
@@ -118,7 +118,7 @@ fn every_statement_kind() {
             ("TRAIN WITH (tune = off)", "model generation 2 trained on log sequence *"),
             ("SHOW MODELS", ""),
             ("TRAIN WITH (tune = on, tune_budget = 5)", "model generation 3 trained *"),
-            ("SHOW MODELS", "item_cf,chosen,*"),
+            ("SHOW MODELS", "history,chosen,recency=*"),
         ],
     );
     // EXPLAIN gives every hit an explanation, one line per channel.
