@@ -112,9 +112,9 @@ pub enum Fusion {
     /// The MLP re-ranker's probability (recommendations; searches fall back to linear).
     Mlp,
     /// The seed's formula with min-max normalised scores:
-    /// `alpha * content + beta * collaborative + 0.05 * popularity`, where `content` is the
-    /// mean of the text and vector channels present and `collaborative` the mean of item-CF,
-    /// user-CF, MF and KG present.
+    /// `alpha * content + beta * collaborative + 0.05 * (popularity + content from the
+    /// history)`, where `content` is the mean of the text and vector channels present and
+    /// `collaborative` the mean of item-CF, user-CF, MF and KG present.
     Linear {
         /// Weight of the content channels.
         alpha: f32,
