@@ -447,17 +447,21 @@ pub(crate) struct TrainedRanker {
 
 /// Fewer held-out users than this cannot show that the network ranks better.
 const MIN_HOLDOUT_USERS: usize = 100;
+/// The network is served only when it ranks held-out users this much better (relative) than
+/// the linear options: it costs more per query, and a smaller lead is within the noise of a
+/// few hundred users.
+const MLP_MARGIN: f64 = 0.02;
 
 impl TrainedRanker {
     /// What `Fusion::Auto` uses for recommendations: the best of the network, the learned
-    /// weights and the seed formula on held-out users (the seed formula when too few users
-    /// were held out to tell).
+    /// weights and the seed formula on held-out users, the network only by a margin
+    /// ([`MLP_MARGIN`]); the seed formula when too few users were held out to tell.
     pub fn auto(&self) -> Fusion {
         if self.holdout_users < MIN_HOLDOUT_USERS {
             return Fusion::default_linear();
         }
         let learned = self.learned_holdout_ndcg;
-        if self.holdout_ndcg > learned.max(self.linear_holdout_ndcg) {
+        if self.holdout_ndcg > learned.max(self.linear_holdout_ndcg) * (1.0 + MLP_MARGIN) {
             Fusion::Mlp
         } else if learned > self.linear_holdout_ndcg {
             Fusion::Learned
@@ -636,5 +640,46 @@ impl Pipeline<'_> {
             explain: false,
         });
         Ok((cands, fused.scores))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranker(mlp_ndcg: f64, learned: f64, linear: f64, users: usize) -> TrainedRanker {
+        let x = ndarray::Array2::from_shape_fn((20, 2), |(r, c)| (r * (c + 1)) as f32);
+        let y = ndarray::Array1::from_shape_fn(20, |r| (r % 2) as f32);
+        let cfg = MlpConfig {
+            hidden: vec![2],
+            max_epochs: 1,
+            ..MlpConfig::default()
+        };
+        let (mlp, _) = Mlp::fit_weighted(x.view(), y.view(), None, None, &cfg).unwrap();
+        TrainedRanker {
+            mlp,
+            weights: ChannelWeights::seed(0.5),
+            holdout_ndcg: mlp_ndcg,
+            linear_holdout_ndcg: linear,
+            learned_holdout_ndcg: learned,
+            holdout_users: users,
+        }
+    }
+
+    #[test]
+    fn auto_serves_the_network_only_by_a_margin() {
+        // A clear lead: the network.
+        assert_eq!(ranker(0.30, 0.28, 0.27, 500).auto(), Fusion::Mlp);
+        // Ahead by less than the margin: the better linear option.
+        assert_eq!(ranker(0.281, 0.28, 0.27, 500).auto(), Fusion::Learned);
+        assert_eq!(
+            ranker(0.281, 0.27, 0.28, 500).auto(),
+            Fusion::default_linear()
+        );
+        // Too few held-out users to tell: the seed formula.
+        assert_eq!(
+            ranker(0.40, 0.28, 0.27, 50).auto(),
+            Fusion::default_linear()
+        );
     }
 }
