@@ -361,8 +361,14 @@ pub(super) struct Work {
     logits: Vec<f32>,
 }
 
+/// Zeroes `v` at length `len`.
 fn sized(v: &mut Vec<f32>, len: usize) {
     v.clear();
+    v.resize(len, 0.0);
+}
+
+/// Gives `v` length `len` without clearing it: for buffers the next pass overwrites.
+fn fit_len(v: &mut Vec<f32>, len: usize) {
     v.resize(len, 0.0);
 }
 
@@ -393,7 +399,7 @@ impl Work {
         let blocks = lay.dims.blocks;
         self.h.resize_with(blocks + 1, Vec::new);
         for h in &mut self.h {
-            sized(h, n * d);
+            fit_len(h, n * d);
         }
         self.blk.resize_with(blocks, BlockWork::default);
         self.prob_off.clear();
@@ -403,29 +409,29 @@ impl Work {
             total += lay.dims.heads * len * len;
         }
         for bw in &mut self.blk {
-            sized(&mut bw.ln1_xhat, n * d);
-            sized(&mut bw.ln1_rstd, n);
-            sized(&mut bw.a, n * d);
-            sized(&mut bw.qkv, n * 3 * d);
-            sized(&mut bw.probs, total);
-            sized(&mut bw.o, n * d);
-            sized(&mut bw.h_mid, n * d);
-            sized(&mut bw.ln2_xhat, n * d);
-            sized(&mut bw.ln2_rstd, n);
-            sized(&mut bw.f, n * d);
-            sized(&mut bw.u, n * f);
-            sized(&mut bw.rd, n * f);
+            fit_len(&mut bw.ln1_xhat, n * d);
+            fit_len(&mut bw.ln1_rstd, n);
+            fit_len(&mut bw.a, n * d);
+            fit_len(&mut bw.qkv, n * 3 * d);
+            fit_len(&mut bw.probs, total);
+            fit_len(&mut bw.o, n * d);
+            fit_len(&mut bw.h_mid, n * d);
+            fit_len(&mut bw.ln2_xhat, n * d);
+            fit_len(&mut bw.ln2_rstd, n);
+            fit_len(&mut bw.f, n * d);
+            fit_len(&mut bw.u, n * f);
+            fit_len(&mut bw.rd, n * f);
         }
-        sized(&mut self.lnf_xhat, n * d);
-        sized(&mut self.lnf_rstd, n);
-        sized(&mut self.out, n * d);
+        fit_len(&mut self.lnf_xhat, n * d);
+        fit_len(&mut self.lnf_rstd, n);
+        fit_len(&mut self.out, n * d);
         match dropout {
             Some(drop) if drop.rate > 0.0 => {
-                sized(&mut self.m0, n * d);
+                fit_len(&mut self.m0, n * d);
                 for bw in &mut self.blk {
-                    sized(&mut bw.m1, n * d);
-                    sized(&mut bw.m2, n * f);
-                    sized(&mut bw.m3, n * d);
+                    fit_len(&mut bw.m1, n * d);
+                    fit_len(&mut bw.m2, n * f);
+                    fit_len(&mut bw.m3, n * d);
                 }
                 for (&seg, &id) in batch.segs.iter().zip(&batch.seq_ids) {
                     let mut rng = SplitMix64::new(mask_seed(drop.seed, id));
@@ -639,7 +645,7 @@ fn attention_backward(
     let row3 = 3 * d;
     dqkv.iter_mut().for_each(|x| *x = 0.0);
     for (&(s0, len), &po) in segs.iter().zip(prob_off) {
-        sized(dp, len);
+        fit_len(dp, len);
         for h in 0..heads {
             let pm = &probs[po + h * len * len..po + (h + 1) * len * len];
             for i in 0..len {
@@ -694,11 +700,11 @@ pub(super) fn sampled_softmax(
         emb.get(it * d..(it + 1) * d)
             .ok_or_else(|| shape_error("item id"))
     };
-    sized(&mut work.neg_emb, s * d);
+    fit_len(&mut work.neg_emb, s * d);
     for (dst, &j) in work.neg_emb.chunks_exact_mut(d).zip(negs) {
         dst.copy_from_slice(row_of(j)?);
     }
-    sized(&mut work.logits, n * s);
+    fit_len(&mut work.logits, n * s);
     gemm(false, true, n, s, d, &work.out, &work.neg_emb, 0.0, &mut work.logits)?;
     sized(&mut work.dout, n * d);
     let mut loss = 0f64;
@@ -770,9 +776,9 @@ pub(super) fn backward(
         &mut work.dres,
         part_mut(grad, lay.lnf, 2 * d)?,
     );
-    sized(&mut work.dtmp, n * d);
-    sized(&mut work.dff, n * f);
-    sized(&mut work.dqkv, n * 3 * d);
+    fit_len(&mut work.dtmp, n * d);
+    fit_len(&mut work.dff, n * f);
+    fit_len(&mut work.dqkv, n * 3 * d);
     for (b, off) in lay.blocks.iter().enumerate().rev() {
         let bw = &work.blk[b];
         // Feed-forward: hout = h_mid + m3 * (rd W2 + b2).

@@ -138,15 +138,12 @@ pub(super) fn evaluate(
                 }
                 let t = target as usize;
                 let ts = scores[t];
-                if ts.is_nan() {
+                if ts.is_nan() || ts == f32::NEG_INFINITY {
                     continue;
                 }
-                let mut rank = 1usize;
-                for (j, &x) in scores.iter().enumerate() {
-                    if x > ts || (x == ts && j != t && x > f32::NEG_INFINITY) {
-                        rank += 1;
-                    }
-                }
+                // Pessimistic ties: every other candidate scoring at least the target's score
+                // ranks above it; excluded items score -inf (below any finite target score).
+                let rank = scores.iter().filter(|&&x| x >= ts).count();
                 if rank <= k {
                     hits += 1.0;
                     ndcg += 1.0 / ((rank + 1) as f64).log2();
@@ -205,7 +202,7 @@ impl Worker {
             self.batch
                 .push(&s[..n], Some(&s[1..]), max_len, u as u64);
         }
-        self.grad.iter_mut().for_each(|g| *g = 0.0);
+        // The gradient buffer is zero here: the optimiser step clears it after reading it.
         net::forward(input.lay, input.w, &self.batch, input.dropout, &mut self.work)?;
         self.loss = net::sampled_softmax(
             input.lay,
@@ -299,41 +296,49 @@ impl Adam {
         }
     }
 
-    /// One step with the sum of the active workers' gradients, parallel over parameter
-    /// chunks (the result does not depend on the chunking).
-    fn step(&mut self, w: &mut [f32], workers: &[Worker], lr: f32, wd: f32) {
+    /// One step with the sum of the workers' gradients, which are left zeroed for the next
+    /// batch. Parallel over parameter chunks (the result does not depend on the chunking).
+    fn step(&mut self, w: &mut [f32], workers: &mut [Worker], lr: f32, wd: f32) {
         self.t += 1;
         let bc1 = 1.0 - BETA1.powi(self.t);
         let bc2 = 1.0 - BETA2.powi(self.t);
         let lr_t = (f64::from(lr) * bc2.sqrt() / bc1) as f32;
         let wd_t = lr * wd;
         let (b1, b2) = (BETA1 as f32, BETA2 as f32);
-        let grads: Vec<&[f32]> = workers
-            .iter()
-            .filter(|wk| wk.active)
-            .map(|wk| wk.grad.as_slice())
-            .collect();
+        let Some((first, rest)) = workers.split_first_mut() else {
+            return;
+        };
+        // Sum into the first worker's buffer, in worker order.
+        for other in rest.iter_mut() {
+            first
+                .grad
+                .par_chunks_mut(STEP_CHUNK)
+                .zip(other.grad.par_chunks_mut(STEP_CHUNK))
+                .for_each(|(acc, g)| {
+                    for (a, x) in acc.iter_mut().zip(g.iter_mut()) {
+                        *a += *x;
+                        *x = 0.0;
+                    }
+                });
+        }
         w.par_chunks_mut(STEP_CHUNK)
             .zip(self.m.par_chunks_mut(STEP_CHUNK))
             .zip(self.v.par_chunks_mut(STEP_CHUNK))
             .zip(self.decay.par_chunks(STEP_CHUNK))
-            .enumerate()
-            .for_each(|(ci, (((wc, mc), vc), dc))| {
-                let base = ci * STEP_CHUNK;
-                let parts: Vec<&[f32]> = grads
-                    .iter()
-                    .map(|g| &g[base..base + wc.len()])
-                    .collect();
-                for k in 0..wc.len() {
-                    let mut g = 0f32;
-                    for p in &parts {
-                        g += p[k];
-                    }
-                    let m = b1 * mc[k] + (1.0 - b1) * g;
-                    let v = b2 * vc[k] + (1.0 - b2) * g * g;
-                    mc[k] = m;
-                    vc[k] = v;
-                    wc[k] -= lr_t * m / (v.sqrt() + ADAM_EPS) + wd_t * dc[k] * wc[k];
+            .zip(first.grad.par_chunks_mut(STEP_CHUNK))
+            .for_each(|((((wc, mc), vc), dc), gc)| {
+                for ((((w, m), v), &d), g) in wc
+                    .iter_mut()
+                    .zip(mc.iter_mut())
+                    .zip(vc.iter_mut())
+                    .zip(dc)
+                    .zip(gc.iter_mut())
+                {
+                    let x = *g;
+                    *g = 0.0;
+                    *m = b1 * *m + (1.0 - b1) * x;
+                    *v = b2 * *v + (1.0 - b2) * x * x;
+                    *w -= lr_t * *m / (v.sqrt() + ADAM_EPS) + wd_t * d * *w;
                 }
             });
     }
@@ -451,7 +456,7 @@ pub(super) fn fit(
             }
             loss_sum += workers.iter().map(|wk| wk.loss).sum::<f64>();
             row_sum += total;
-            pool.install(|| adam.step(&mut w, &workers, cfg.learning_rate, cfg.weight_decay));
+            pool.install(|| adam.step(&mut w, &mut workers, cfg.learning_rate, cfg.weight_decay));
         }
         let seconds = started.elapsed().as_secs_f64();
         let loss = loss_sum / row_sum.max(1) as f64;
