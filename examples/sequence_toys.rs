@@ -107,7 +107,9 @@ fn main() -> AnyResult<()> {
         full.iter().map(Vec::len).sum::<usize>()
     );
     let on_epoch = |e: &SeqEpoch| {
-        let v = e.valid_ndcg.map_or(String::new(), |v| format!("  valid NDCG@10 {v:.4}"));
+        let v = e
+            .valid_ndcg
+            .map_or(String::new(), |v| format!("  valid NDCG@10 {v:.4}"));
         println!(
             "epoch {:>3}  loss {:.4}  {:.2} s{v}",
             e.epoch, e.loss, e.seconds
@@ -134,7 +136,13 @@ fn main() -> AnyResult<()> {
         report.eval_seconds,
         fit_secs
     );
-    let (test_model, how, total_secs) = if refit {
+    let t = model.evaluate(&test_hist, &test, 10)?;
+    println!(
+        "test (validation-phase model, history s[:-1]): NDCG@10 {:.4}  HR@10 {:.4}  ({} users); \
+         fit {fit_secs:.1} s",
+        t.ndcg, t.hit_rate, t.users
+    );
+    if refit {
         let cfg2 = SeqConfig {
             max_epochs: report.best_epoch,
             ..cfg.clone()
@@ -142,15 +150,15 @@ fn main() -> AnyResult<()> {
         let t0 = Instant::now();
         let (m, _) = SeqModel::fit(&test_hist, n_items, &cfg2, &[], &SeqHooks::default())?;
         let secs = t0.elapsed().as_secs_f64();
-        println!("refit on s[:-1] for {} epochs: {secs:.1} s", report.best_epoch);
-        (m, "refitted on s[:-1]", fit_secs + secs)
-    } else {
-        (model, "validation-phase model, history s[:-1]", fit_secs)
-    };
-    let t = test_model.evaluate(&test_hist, &test, 10)?;
-    println!(
-        "test ({how}): NDCG@10 {:.4}  HR@10 {:.4}  ({} users); total fit {:.1} s",
-        t.ndcg, t.hit_rate, t.users, total_secs
-    );
+        let t = m.evaluate(&test_hist, &test, 10)?;
+        println!(
+            "test (refitted on s[:-1] for {} epochs, {secs:.1} s): NDCG@10 {:.4}  HR@10 {:.4}; \
+             validation fit + refit {:.1} s",
+            report.best_epoch,
+            t.ndcg,
+            t.hit_rate,
+            fit_secs + secs
+        );
+    }
     Ok(())
 }

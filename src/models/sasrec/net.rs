@@ -130,7 +130,8 @@ impl Layout {
 
 /// Slice `start..start + len` of `w`, or an internal error.
 fn part(w: &[f32], start: usize, len: usize) -> Result<&[f32], ModelError> {
-    w.get(start..start + len).ok_or_else(|| shape_error("parameter"))
+    w.get(start..start + len)
+        .ok_or_else(|| shape_error("parameter"))
 }
 
 /// Mutable slice `start..start + len` of `w`, or an internal error.
@@ -204,14 +205,7 @@ fn mul_in_place(x: &mut [f32], mask: &[f32]) {
 }
 
 /// Row-wise layer norm of `x` (`d` wide): `y = g * xhat + b`, keeping `xhat` and `1/std`.
-fn layer_norm(
-    x: &[f32],
-    gb: &[f32],
-    d: usize,
-    xhat: &mut [f32],
-    rstd: &mut [f32],
-    y: &mut [f32],
-) {
+fn layer_norm(x: &[f32], gb: &[f32], d: usize, xhat: &mut [f32], rstd: &mut [f32], y: &mut [f32]) {
     let (g, b) = gb.split_at(d);
     for (((xr, hr), yr), rs) in x
         .chunks_exact(d)
@@ -305,7 +299,8 @@ impl Batch {
         self.items.extend_from_slice(inputs);
         self.pos.extend((0..n).map(|t| (max_len - n + t) as u32));
         if let Some(t) = targets {
-            self.targets.extend_from_slice(&t[t.len() - n.min(t.len())..]);
+            self.targets
+                .extend_from_slice(&t[t.len() - n.min(t.len())..]);
         }
     }
 }
@@ -540,9 +535,27 @@ pub(super) fn forward(
             1.0,
             &mut bw.qkv,
         )?;
-        attention_forward(&bw.qkv, &batch.segs, &work.prob_off, heads, d, &mut bw.probs, &mut bw.o);
+        attention_forward(
+            &bw.qkv,
+            &batch.segs,
+            &work.prob_off,
+            heads,
+            d,
+            &mut bw.probs,
+            &mut bw.o,
+        );
         fill_rows(&mut bw.h_mid, part(w, off.bo, d)?);
-        gemm(false, false, n, d, d, &bw.o, part(w, off.wo, d * d)?, 1.0, &mut bw.h_mid)?;
+        gemm(
+            false,
+            false,
+            n,
+            d,
+            d,
+            &bw.o,
+            part(w, off.wo, d * d)?,
+            1.0,
+            &mut bw.h_mid,
+        )?;
         if !bw.m1.is_empty() {
             mul_in_place(&mut bw.h_mid, &bw.m1);
         }
@@ -556,7 +569,17 @@ pub(super) fn forward(
             &mut bw.f,
         );
         fill_rows(&mut bw.u, part(w, off.b1, f)?);
-        gemm(false, false, n, f, d, &bw.f, part(w, off.w1, d * f)?, 1.0, &mut bw.u)?;
+        gemm(
+            false,
+            false,
+            n,
+            f,
+            d,
+            &bw.f,
+            part(w, off.w1, d * f)?,
+            1.0,
+            &mut bw.u,
+        )?;
         for (r, &u) in bw.rd.iter_mut().zip(&bw.u) {
             *r = u.max(0.0);
         }
@@ -564,7 +587,17 @@ pub(super) fn forward(
             mul_in_place(&mut bw.rd, &bw.m2);
         }
         fill_rows(hout, part(w, off.b2, d)?);
-        gemm(false, false, n, d, f, &bw.rd, part(w, off.w2, f * d)?, 1.0, hout)?;
+        gemm(
+            false,
+            false,
+            n,
+            d,
+            f,
+            &bw.rd,
+            part(w, off.w2, f * d)?,
+            1.0,
+            hout,
+        )?;
         if !bw.m3.is_empty() {
             mul_in_place(hout, &bw.m3);
         }
@@ -705,7 +738,17 @@ pub(super) fn sampled_softmax(
         dst.copy_from_slice(row_of(j)?);
     }
     fit_len(&mut work.logits, n * s);
-    gemm(false, true, n, s, d, &work.out, &work.neg_emb, 0.0, &mut work.logits)?;
+    gemm(
+        false,
+        true,
+        n,
+        s,
+        d,
+        &work.out,
+        &work.neg_emb,
+        0.0,
+        &mut work.logits,
+    )?;
     sized(&mut work.dout, n * d);
     let mut loss = 0f64;
     let gitem = part_mut(grad, lay.item, n_items * d)?;
@@ -738,9 +781,29 @@ pub(super) fn sampled_softmax(
     if !loss.is_finite() {
         return Err(ModelError::Numerical("non-finite training loss".into()));
     }
-    gemm(false, false, n, d, s, &work.logits, &work.neg_emb, 1.0, &mut work.dout)?;
+    gemm(
+        false,
+        false,
+        n,
+        d,
+        s,
+        &work.logits,
+        &work.neg_emb,
+        1.0,
+        &mut work.dout,
+    )?;
     // dL/dE[neg] = dlogits^T out, reusing the gathered rows as scratch.
-    gemm(true, false, s, d, n, &work.logits, &work.out, 0.0, &mut work.neg_emb)?;
+    gemm(
+        true,
+        false,
+        s,
+        d,
+        n,
+        &work.logits,
+        &work.out,
+        0.0,
+        &mut work.neg_emb,
+    )?;
     for (src, &j) in work.neg_emb.chunks_exact(d).zip(negs) {
         let j = j as usize;
         axpy(1.0, src, &mut gitem[j * d..(j + 1) * d]);
@@ -787,8 +850,28 @@ pub(super) fn backward(
             mul_in_place(&mut work.dtmp, &bw.m3);
         }
         add_colsum(&work.dtmp, part_mut(grad, off.b2, d)?);
-        gemm(true, false, f, d, n, &bw.rd, &work.dtmp, 1.0, part_mut(grad, off.w2, f * d)?)?;
-        gemm(false, true, n, f, d, &work.dtmp, part(w, off.w2, f * d)?, 0.0, &mut work.dff)?;
+        gemm(
+            true,
+            false,
+            f,
+            d,
+            n,
+            &bw.rd,
+            &work.dtmp,
+            1.0,
+            part_mut(grad, off.w2, f * d)?,
+        )?;
+        gemm(
+            false,
+            true,
+            n,
+            f,
+            d,
+            &work.dtmp,
+            part(w, off.w2, f * d)?,
+            0.0,
+            &mut work.dff,
+        )?;
         if !bw.m2.is_empty() {
             mul_in_place(&mut work.dff, &bw.m2);
         }
@@ -798,8 +881,28 @@ pub(super) fn backward(
             }
         }
         add_colsum(&work.dff, part_mut(grad, off.b1, f)?);
-        gemm(true, false, d, f, n, &bw.f, &work.dff, 1.0, part_mut(grad, off.w1, d * f)?)?;
-        gemm(false, true, n, d, f, &work.dff, part(w, off.w1, d * f)?, 0.0, &mut work.dtmp)?;
+        gemm(
+            true,
+            false,
+            d,
+            f,
+            n,
+            &bw.f,
+            &work.dff,
+            1.0,
+            part_mut(grad, off.w1, d * f)?,
+        )?;
+        gemm(
+            false,
+            true,
+            n,
+            d,
+            f,
+            &work.dff,
+            part(w, off.w1, d * f)?,
+            0.0,
+            &mut work.dtmp,
+        )?;
         layer_norm_backward(
             &work.dtmp,
             &bw.ln2_xhat,
@@ -815,9 +918,29 @@ pub(super) fn backward(
             mul_in_place(&mut work.dtmp, &bw.m1);
         }
         add_colsum(&work.dtmp, part_mut(grad, off.bo, d)?);
-        gemm(true, false, d, d, n, &bw.o, &work.dtmp, 1.0, part_mut(grad, off.wo, d * d)?)?;
+        gemm(
+            true,
+            false,
+            d,
+            d,
+            n,
+            &bw.o,
+            &work.dtmp,
+            1.0,
+            part_mut(grad, off.wo, d * d)?,
+        )?;
         // dL/do reuses `dout`, free since the final layer norm's backward.
-        gemm(false, true, n, d, d, &work.dtmp, part(w, off.wo, d * d)?, 0.0, &mut work.dout)?;
+        gemm(
+            false,
+            true,
+            n,
+            d,
+            d,
+            &work.dtmp,
+            part(w, off.wo, d * d)?,
+            0.0,
+            &mut work.dout,
+        )?;
         attention_backward(
             &bw.qkv,
             &bw.probs,

@@ -51,7 +51,12 @@ fn qkv_columns(start: usize, d: usize, which: usize) -> Vec<usize> {
 }
 
 fn rel_error(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
     let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
     (diff / (na + nb).max(1e-12), na, nb)
@@ -118,11 +123,20 @@ fn gradient_matches_finite_differences_for_every_tensor() {
         if name.ends_with(".bk") {
             // Adding the same vector to every key shifts every score of a row equally: the
             // softmax ignores it, so the true gradient is zero.
-            assert!(na < 1e-6 && nn < 1e-3, "{name}: |analytic| {na}, |numeric| {nn}");
+            assert!(
+                na < 1e-6 && nn < 1e-3,
+                "{name}: |analytic| {na}, |numeric| {nn}"
+            );
             continue;
         }
-        assert!(nn > 1e-4, "{name}: the loss should depend on it (|numeric| {nn})");
-        assert!(rel < 1e-2, "{name}: relative error {rel} (|numeric| {nn}, |analytic| {na})");
+        assert!(
+            nn > 1e-4,
+            "{name}: the loss should depend on it (|numeric| {nn})"
+        );
+        assert!(
+            rel < 1e-2,
+            "{name}: relative error {rel} (|numeric| {nn}, |analytic| {na})"
+        );
     }
     assert_eq!(checked, lay.total, "every parameter is checked");
 }
@@ -172,8 +186,8 @@ fn learns_the_order_that_co_occurrence_cannot_see() {
         ..SeqConfig::default()
     };
     // No validation targets: the held-out next items are never seen.
-    let (model, report) = SeqModel::fit(&histories, n_items, &cfg, &[], &SeqHooks::default())
-        .expect("fit");
+    let (model, report) =
+        SeqModel::fit(&histories, n_items, &cfg, &[], &SeqHooks::default()).expect("fit");
     assert_eq!(report.epochs, cfg.max_epochs);
     let first = model.evaluate(&histories, &targets, 1).expect("evaluate");
     // Item-CF over the same histories sees co-occurrence only: the item after a walk and the
@@ -252,7 +266,10 @@ fn quick_cfg() -> SeqConfig {
 #[test]
 fn one_thread_fits_are_bit_identical_and_report_every_epoch() {
     let (seqs, n_items) = small_log(3);
-    let valid: Vec<(usize, u32)> = (0..seqs.len()).step_by(3).map(|u| (u, seqs[u][0])).collect();
+    let valid: Vec<(usize, u32)> = (0..seqs.len())
+        .step_by(3)
+        .map(|u| (u, seqs[u][0]))
+        .collect();
     let epochs = AtomicUsize::new(0);
     let on_epoch = |e: &SeqEpoch| {
         assert!(e.loss.is_finite() && e.valid_ndcg.is_some());
@@ -338,15 +355,22 @@ fn evaluation_agrees_with_the_crate_full_ranking_evaluation() {
             .collect(),
     );
     let test = to_rows(targets.clone());
-    let reference = crate::eval::evaluate_ranking_excluding(&[&exclude], &test, &[1, 10], |u, out| {
-        model.score_history(&histories[u as usize], out).unwrap();
-    });
+    let reference =
+        crate::eval::evaluate_ranking_excluding(&[&exclude], &test, &[1, 10], |u, out| {
+            model.score_history(&histories[u as usize], out).unwrap();
+        });
     for k in [1, 10] {
         let ours = model.evaluate(&histories, &targets, k).unwrap();
         let theirs = reference.at_k(k).unwrap();
         assert_eq!(ours.users, reference.n_users);
-        assert!((ours.ndcg - theirs.ndcg).abs() < 1e-6, "k {k}: {ours:?} vs {theirs:?}");
-        assert!((ours.hit_rate - theirs.hit).abs() < 1e-9, "k {k}: {ours:?} vs {theirs:?}");
+        assert!(
+            (ours.ndcg - theirs.ndcg).abs() < 1e-6,
+            "k {k}: {ours:?} vs {theirs:?}"
+        );
+        assert!(
+            (ours.hit_rate - theirs.hit).abs() < 1e-9,
+            "k {k}: {ours:?} vs {theirs:?}"
+        );
     }
     // Ties are pessimistic: a model that scores everything 0 ranks every target last.
     let mut flat = model.clone();
@@ -364,7 +388,9 @@ fn scoring_skips_unknown_items_and_explains_with_attention() {
     let mut a = vec![1f32; n_items];
     assert!(!model.score_history(&[], &mut a).unwrap());
     assert!(a.iter().all(|&s| s == 0.0));
-    assert!(!model.score_history(&[n_items as u32, u32::MAX], &mut a).unwrap());
+    assert!(!model
+        .score_history(&[n_items as u32, u32::MAX], &mut a)
+        .unwrap());
     let h = [seqs[0][0], seqs[0][1], seqs[0][2]];
     assert!(model.score_history(&h, &mut a).unwrap());
     assert!(a.iter().all(|s| s.is_finite()) && a.iter().any(|&s| s != 0.0));
@@ -377,17 +403,23 @@ fn scoring_skips_unknown_items_and_explains_with_attention() {
     assert_eq!(q.len(), model.dim());
     assert!((crate::models::linalg::dot(&q, &model.weights[..model.dim()]) - a[0]).abs() < 1e-4);
     assert_eq!(model.encode(&[]).unwrap(), vec![0.0; model.dim()]);
-    let err = model.score_history(&h, &mut vec![0f32; n_items + 1]).unwrap_err();
+    let err = model
+        .score_history(&h, &mut vec![0f32; n_items + 1])
+        .unwrap_err();
     assert!(matches!(err, ModelError::LengthMismatch { .. }));
     // The window keeps the last `max_len` items: older ones change nothing.
     let long: Vec<u32> = (0..20).map(|i| seqs[i][0]).collect();
     let mut c = vec![0f32; n_items];
     let mut d = vec![0f32; n_items];
     model.score_history(&long, &mut c).unwrap();
-    model.score_history(&long[20 - model.max_len()..], &mut d).unwrap();
+    model
+        .score_history(&long[20 - model.max_len()..], &mut d)
+        .unwrap();
     assert_eq!(c, d);
     // Attention: one weight per history entry, a distribution over the known, windowed ones.
-    let att = model.attention(&[h[0], n_items as u32, h[1], h[2]]).unwrap();
+    let att = model
+        .attention(&[h[0], n_items as u32, h[1], h[2]])
+        .unwrap();
     assert_eq!(att.len(), 4);
     assert_eq!(att[1], 0.0);
     assert!(att.iter().all(|&x| (0.0..=1.0).contains(&x)));
@@ -403,22 +435,62 @@ fn bad_inputs_are_typed_errors() {
     let (seqs, n_items) = small_log(7);
     let hooks = SeqHooks::default();
     let bad_cfgs = [
-        SeqConfig { dim: 0, ..quick_cfg() },
-        SeqConfig { dim: 10, heads: 3, ..quick_cfg() },
-        SeqConfig { max_len: 0, ..quick_cfg() },
-        SeqConfig { blocks: 0, ..quick_cfg() },
-        SeqConfig { dropout: 1.0, ..quick_cfg() },
-        SeqConfig { dropout: f32::NAN, ..quick_cfg() },
-        SeqConfig { negatives: 0, ..quick_cfg() },
-        SeqConfig { batch_size: 0, ..quick_cfg() },
-        SeqConfig { learning_rate: f32::NAN, ..quick_cfg() },
-        SeqConfig { weight_decay: -1.0, ..quick_cfg() },
-        SeqConfig { max_epochs: 0, ..quick_cfg() },
-        SeqConfig { eval_every: 0, ..quick_cfg() },
+        SeqConfig {
+            dim: 0,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            dim: 10,
+            heads: 3,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            max_len: 0,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            blocks: 0,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            dropout: 1.0,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            dropout: f32::NAN,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            negatives: 0,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            batch_size: 0,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            learning_rate: f32::NAN,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            weight_decay: -1.0,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            max_epochs: 0,
+            ..quick_cfg()
+        },
+        SeqConfig {
+            eval_every: 0,
+            ..quick_cfg()
+        },
     ];
     for cfg in &bad_cfgs {
         let err = SeqModel::fit(&seqs, n_items, cfg, &[], &hooks).unwrap_err();
-        assert!(matches!(err, ModelError::InvalidParam { .. }), "{cfg:?}: {err}");
+        assert!(
+            matches!(err, ModelError::InvalidParam { .. }),
+            "{cfg:?}: {err}"
+        );
     }
     let cfg = quick_cfg();
     let mut bad = seqs.clone();
@@ -490,7 +562,10 @@ fn damaged_models_are_refused_never_panic() {
             },
         }
         if trial % 3 == 0 {
-            assert!(decoded_is_refused(&damaged), "a truncated model must not decode");
+            assert!(
+                decoded_is_refused(&damaged),
+                "a truncated model must not decode"
+            );
         }
     }
     assert!(refused >= 100, "{refused}");

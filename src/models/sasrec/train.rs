@@ -7,9 +7,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::net::{self, Batch, Dims, Dropout, Layout, Work};
-use super::{
-    SeqConfig, SeqEpoch, SeqEval, SeqFitReport, SeqHooks, SeqModel, MAX_PARAMS,
-};
+use super::{SeqConfig, SeqEpoch, SeqEval, SeqFitReport, SeqHooks, SeqModel, MAX_PARAMS};
 use crate::models::{ModelError, SplitMix64};
 
 /// Adam first-moment decay.
@@ -117,7 +115,17 @@ pub(super) fn evaluate(
             }
             s.scores.clear();
             s.scores.resize(nq * n_items, 0.0);
-            net::gemm(false, true, nq, n_items, d, &s.queries, emb, 0.0, &mut s.scores)?;
+            net::gemm(
+                false,
+                true,
+                nq,
+                n_items,
+                d,
+                &s.queries,
+                emb,
+                0.0,
+                &mut s.scores,
+            )?;
             let (mut ndcg, mut hits) = (0f64, 0f64);
             for (&(u, target), row) in chunk.iter().zip(&rows) {
                 let Some(q) = *row else {
@@ -199,11 +207,16 @@ impl Worker {
             let s = &input.train[u];
             let s = &s[s.len().saturating_sub(max_len + 1)..];
             let n = s.len() - 1;
-            self.batch
-                .push(&s[..n], Some(&s[1..]), max_len, u as u64);
+            self.batch.push(&s[..n], Some(&s[1..]), max_len, u as u64);
         }
         // The gradient buffer is zero here: the optimiser step clears it after reading it.
-        net::forward(input.lay, input.w, &self.batch, input.dropout, &mut self.work)?;
+        net::forward(
+            input.lay,
+            input.w,
+            &self.batch,
+            input.dropout,
+            &mut self.work,
+        )?;
         self.loss = net::sampled_softmax(
             input.lay,
             input.w,
@@ -213,7 +226,13 @@ impl Worker {
             &mut self.work,
             &mut self.grad,
         )?;
-        net::backward(input.lay, input.w, &self.batch, &mut self.work, &mut self.grad)
+        net::backward(
+            input.lay,
+            input.w,
+            &self.batch,
+            &mut self.work,
+            &mut self.grad,
+        )
     }
 }
 
