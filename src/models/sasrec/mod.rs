@@ -163,7 +163,7 @@ impl SeqConfig {
         if self.dim == 0 || self.dim > MAX_DIM {
             return Err(invalid("dim", "must be in 1..=1024"));
         }
-        if self.heads == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return Err(invalid("heads", "must be > 0 and divide dim"));
         }
         if self.max_len == 0 || self.max_len > MAX_LEN {
@@ -312,7 +312,7 @@ impl SeqModel {
         if self.dim == 0
             || self.dim > MAX_DIM
             || self.heads == 0
-            || self.dim % self.heads != 0
+            || !self.dim.is_multiple_of(self.heads)
             || self.max_len == 0
             || self.max_len > MAX_LEN
             || self.blocks == 0

@@ -487,7 +487,7 @@ pub(super) fn fit(
         }
         let mut valid_ndcg = None;
         let mut stop = false;
-        if !valid.is_empty() && (epoch % cfg.eval_every == 0 || epoch == cfg.max_epochs) {
+        if !valid.is_empty() && (epoch.is_multiple_of(cfg.eval_every) || epoch == cfg.max_epochs) {
             let t0 = Instant::now();
             let eval = pool.install(|| evaluate(&lay, &w, train, valid, VALID_K))?;
             report.eval_seconds += t0.elapsed().as_secs_f64();
