@@ -122,7 +122,12 @@ pub struct SeqConfig {
     /// Seed of the SplitMix64 generator driving initialisation, shuffling, negatives and
     /// dropout. Default `42`.
     pub seed: u64,
-    /// Worker threads for training and evaluation; `0` uses every core. Default `0`.
+    /// Worker threads for training and evaluation (`0`: one per core). Each mini-batch is
+    /// split into this many parts of about equal positions, one per thread, and the parts'
+    /// gradients are summed in a fixed order, so a fit is reproducible for a given seed and
+    /// thread count; another thread count rounds the sums differently and gives a slightly
+    /// different model. The step waits for the slowest part: on a machine where other work
+    /// holds a core, more threads than free cores is slower. Default `0`.
     pub threads: usize,
 }
 
