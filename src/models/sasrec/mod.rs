@@ -74,16 +74,16 @@ pub const MAX_PARAMS: usize = 1 << 28;
 /// | --- | --- |
 /// | `dim` | `64` |
 /// | `max_len` | `50` |
-/// | `blocks` | `2` |
+/// | `blocks` | `1` |
 /// | `heads` | `1` |
-/// | `dropout` | `0.3` |
-/// | `negatives` | `256` |
+/// | `dropout` | `0.5` |
+/// | `negatives` | `1024` |
 /// | `batch_size` | `128` |
-/// | `learning_rate` | `1e-3` |
+/// | `learning_rate` | `2e-3` |
 /// | `weight_decay` | `0.0` |
 /// | `max_epochs` | `200` |
-/// | `patience` | `5` |
-/// | `eval_every` | `2` |
+/// | `patience` | `4` |
+/// | `eval_every` | `5` |
 /// | `seed` | `42` |
 /// | `threads` | `0` (all cores) |
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,30 +94,35 @@ pub struct SeqConfig {
     /// History window: the last `max_len` items of a history are encoded, and training uses
     /// the last `max_len + 1` items of a sequence. `1..=`[`MAX_LEN`]. Default `50`.
     pub max_len: usize,
-    /// Self-attention blocks, `1..=`[`MAX_BLOCKS`]. Default `2`.
+    /// Self-attention blocks, `1..=`[`MAX_BLOCKS`]. Default `1` (a second block scored a
+    /// little higher on the Toys validation targets for 50% more time per epoch).
     pub blocks: usize,
     /// Attention heads per block (divides `dim`). Default `1`.
     pub heads: usize,
     /// Drop rate in `[0, 0.9]` of the input embedding, the attention output, the
-    /// feed-forward hidden layer and its output. Default `0.3`.
+    /// feed-forward hidden layer and its output. Default `0.5` (small, sparse catalogues
+    /// such as Amazon 5-core overfit quickly: 0.3 scored clearly lower there).
     pub dropout: f32,
     /// Negatives per mini-batch of the sampled softmax (drawn uniformly, shared by every
-    /// position of the batch), `> 0`. Default `256`.
+    /// position of the batch), `> 0`. Default `1024`: on Toys it reached the validation
+    /// score of 256 negatives in about half the epochs (each ~30% dearer) and ended higher;
+    /// 256 is the published SASRec recipe.
     pub negatives: usize,
     /// Sequences per mini-batch, `> 0`. Default `128`.
     pub batch_size: usize,
-    /// AdamW step size (finite, `> 0`). Default `1e-3`.
+    /// AdamW step size (finite, `> 0`). Default `2e-3` (converges in fewer epochs than
+    /// `1e-3` to the same validation score).
     pub learning_rate: f32,
     /// Decoupled weight decay per step, times the learning rate, on the embeddings and weight
     /// matrices (finite, `>= 0`). Default `0`.
     pub weight_decay: f32,
     /// Upper bound on the passes over the training sequences, `> 0`. Default `200`.
     pub max_epochs: usize,
-    /// Early stopping: evaluations without a new best validation NDCG@10 before training
-    /// stops (`0` stops at the first that does not improve). Default `5`.
+    /// Early stopping: training stops after this many consecutive evaluations without a new
+    /// best validation NDCG@10 (`0` acts as `1`). Default `4`.
     pub patience: usize,
     /// Epochs between validation evaluations (`> 0`; the last epoch is always evaluated).
-    /// Default `2`.
+    /// A full-ranking evaluation of ~20k users costs about one epoch. Default `5`.
     pub eval_every: usize,
     /// Seed of the SplitMix64 generator driving initialisation, shuffling, negatives and
     /// dropout. Default `42`.
@@ -136,16 +141,16 @@ impl Default for SeqConfig {
         SeqConfig {
             dim: 64,
             max_len: 50,
-            blocks: 2,
+            blocks: 1,
             heads: 1,
-            dropout: 0.3,
-            negatives: 256,
+            dropout: 0.5,
+            negatives: 1024,
             batch_size: 128,
-            learning_rate: 1e-3,
+            learning_rate: 2e-3,
             weight_decay: 0.0,
             max_epochs: 200,
-            patience: 5,
-            eval_every: 2,
+            patience: 4,
+            eval_every: 5,
             seed: 42,
             threads: 0,
         }
