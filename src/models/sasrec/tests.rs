@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::net::{Dims, Layout};
+use super::net::{self, Dims, Layout};
 use super::train::testing;
 use super::*;
 use crate::models::{Interaction, Interactions, ItemCf, ItemCfParams, SplitMix64};
@@ -585,4 +585,21 @@ fn decoded_is_refused(bytes: &[u8]) -> bool {
         Err(_) => true,
         Ok((m, _)) => m.validate().is_err(),
     }
+}
+
+#[test]
+fn the_fast_exponential_is_accurate() {
+    let mut worst = 0f64;
+    let mut x = -87.0f32;
+    while x <= 88.0 {
+        let mut v = [x];
+        net::exp_shifted(&mut v, 0.0);
+        let exact = f64::from(x).exp();
+        worst = worst.max((f64::from(v[0]) - exact).abs() / exact);
+        x += 0.0137;
+    }
+    assert!(worst < 5e-7, "worst relative error {worst}");
+    let mut v = [f32::NEG_INFINITY, 0.0];
+    net::exp_shifted(&mut v, 0.0);
+    assert!(v[0] < 1e-37 && v[1] == 1.0);
 }
