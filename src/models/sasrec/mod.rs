@@ -459,7 +459,9 @@ impl SeqModel {
     /// Full-ranking next-item quality: for every `(user, target)` the target is ranked among
     /// all items after `histories[user]`, the history's own items removed from the candidates,
     /// with pessimistic ties (`rank = 1 + #(scoring above) + #(others scoring equal)`).
-    /// Returns NDCG@k and HR@k. Users run in parallel on the current rayon pool.
+    /// Returns NDCG@k and HR@k over all `targets`; a target inside its own history (never a
+    /// candidate) or after a history with no known item counts as a miss. Users run in
+    /// parallel on the current rayon pool.
     ///
     /// # Errors
     /// [`ModelError::IdOutOfRange`] for a user past `histories` or a target `>= n_items`,
