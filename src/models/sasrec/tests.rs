@@ -316,6 +316,20 @@ fn a_cancelled_fit_returns_cancelled() {
     };
     let err = SeqModel::fit(&seqs, n_items, &quick_cfg(), &[], &hooks).unwrap_err();
     assert_eq!(err, ModelError::Cancelled);
+    // Cancelled from the progress callback after the first epoch: no second epoch ends.
+    let cancel = AtomicBool::new(false);
+    let ended = AtomicUsize::new(0);
+    let on_epoch = |_: &SeqEpoch| {
+        ended.fetch_add(1, Ordering::Relaxed);
+        cancel.store(true, Ordering::Relaxed);
+    };
+    let hooks = SeqHooks {
+        on_epoch: Some(&on_epoch),
+        cancel: Some(&cancel),
+    };
+    let err = SeqModel::fit(&seqs, n_items, &quick_cfg(), &[], &hooks).unwrap_err();
+    assert_eq!(err, ModelError::Cancelled);
+    assert_eq!(ended.load(Ordering::Relaxed), 1);
 }
 
 #[test]
