@@ -34,6 +34,7 @@ pub mod mf;
 pub mod mlp;
 pub mod popularity;
 pub mod rating;
+pub mod sasrec;
 pub mod usercf;
 
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use kg::{KgParams, KgRelatedness};
 pub use mf::{Mf, MfParams};
 pub use popularity::{Popularity, PopularityParams};
 pub use rating::{ItemKnnRating, RatingParams, UserKnnRating};
+pub use sasrec::{SeqConfig, SeqFitReport, SeqModel};
 pub use usercf::{UserCf, UserCfParams};
 
 /// One cleaned, weighted interaction: dense ids, 0-based.
@@ -260,6 +262,8 @@ pub enum ModelError {
     Empty(&'static str),
     /// A numerical routine failed (e.g. a matrix was not positive definite).
     Numerical(String),
+    /// The caller cancelled a long-running fit.
+    Cancelled,
 }
 
 impl fmt::Display for ModelError {
@@ -279,6 +283,7 @@ impl fmt::Display for ModelError {
             ModelError::NonFinite { what } => write!(f, "non-finite {what}"),
             ModelError::Empty(what) => write!(f, "nothing to fit: {what}"),
             ModelError::Numerical(why) => write!(f, "numerical failure: {why}"),
+            ModelError::Cancelled => write!(f, "cancelled"),
         }
     }
 }
