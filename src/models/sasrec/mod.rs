@@ -72,7 +72,7 @@ pub const MAX_PARAMS: usize = 1 << 28;
 /// ranking, the `sequence_toys` example) they early-stop after about 100 epochs of ~1 s on two
 /// cores, and the model refitted for that many epochs ranks the test items at NDCG@10 0.069,
 /// HR@10 0.114 (two seeds), against 0.058 / 0.097 published for SASRec with 256 sampled
-/// negatives and 0.052 for the best item-KNN.
+/// negatives.
 ///
 /// | field | default |
 /// | --- | --- |
