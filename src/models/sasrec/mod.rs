@@ -68,7 +68,11 @@ pub const MAX_BLOCKS: usize = 16;
 pub const MAX_PARAMS: usize = 1 << 28;
 
 /// Training hyper-parameters for [`SeqModel::fit`]. The defaults suit a catalogue of ~10k
-/// items and ~20k short sequences (Amazon 5-core scale).
+/// items and ~20k short sequences (Amazon 5-core scale): on Amazon Toys (leave-one-out, full
+/// ranking, the `sequence_toys` example) they early-stop after about 100 epochs of ~1 s on two
+/// cores, and the model refitted for that many epochs ranks the test items at NDCG@10 0.069,
+/// HR@10 0.114 (two seeds), against 0.058 / 0.097 published for SASRec with 256 sampled
+/// negatives.
 ///
 /// | field | default |
 /// | --- | --- |
