@@ -214,6 +214,8 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
         .history_csr(train_opts.recency)
         .map_err(model_err)?;
     let history = |u: u32| csr.row_pairs(u as usize);
+    let sequences = fit_data.sequences();
+    let recent = |u: u32| sequences.get(u as usize).map_or(&[][..], Vec::as_slice);
     let mut report = EvalReport {
         fitted_on: Some(fitted_on),
         tuning,
@@ -248,7 +250,7 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
             channel.channel().name(),
             eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
                 let h = history(u);
-                channel.score_all(&Request::shopper(Some(u), &h), s);
+                channel.score_all(&Request::shopper(Some(u), &h).with_recent(recent(u)), s);
             }),
         );
     }
@@ -282,7 +284,7 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
                 let ok = |i: u32| seen.is_none_or(|x| !x.contains(&i));
                 s.iter_mut().for_each(|x| *x = -1.0);
                 let Ok((cands, fused)) =
-                    pipeline.recommend(fusion, u, &history(u), opts.candidates, &ok)
+                    pipeline.recommend(fusion, u, &history(u), recent(u), opts.candidates, &ok)
                 else {
                     return;
                 };

@@ -71,8 +71,8 @@ pub use filter::Filter;
 pub use fusion::ChannelWeights;
 pub use models::mlp::{MlpConfig, MlpError};
 pub use models::{
-    ItemCfParams, ItemSimilarity, KgParams, MfParams, ModelError, PopularityParams, UserCfParams,
-    Weighting,
+    ContentParams, ItemCfParams, ItemSimilarity, KgParams, MfParams, ModelError, PopularityParams,
+    SeqConfig, UserCfParams, Weighting,
 };
 pub use query::{Explanation, Hit, Query};
 pub use train::{

@@ -360,17 +360,20 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         }
     };
     let mut history: Vec<(u32, f32)> = Vec::new();
+    let mut recent: Vec<u32> = Vec::new();
     let mut purchased: Vec<ItemId> = Vec::new();
     let uid = q.user.as_deref().and_then(|u| state.users.read().get(u));
     if let Some(user) = &q.user {
         match uid {
             Some(u) => {
                 let evs = state.user_events(u, Some(HISTORY))?;
-                history = rule.history(
+                let live = || {
                     evs.iter()
                         .filter(|e| items.get(e.item).is_some())
-                        .map(|e| (e.item.0, e.kind, e.ts)),
-                );
+                        .map(|e| (e.item.0, e.kind, e.ts))
+                };
+                history = rule.history(live());
+                recent = rule.recent(live());
                 purchased = evs
                     .iter()
                     .filter(|e| e.kind == EventKind::Purchase)
@@ -388,6 +391,7 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         seed_item = Some(iid);
         if history.is_empty() {
             history = vec![(iid.0, 1.0)];
+            recent = vec![iid.0];
         }
     }
     let query_vector = match (&q.vector, seed_item) {
@@ -395,13 +399,17 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         (None, Some(iid)) => state.vectors.vector(iid),
         _ => None,
     };
-    let (user, known) = match &models {
-        Some(m) => m.models.known(uid.map(|u| u.0), &history),
-        None => (None, Vec::new()),
+    let (user, known, known_recent) = match &models {
+        Some(m) => {
+            let (user, known) = m.models.known(uid.map(|u| u.0), &history);
+            (user, known, m.models.known_recent(&recent))
+        }
+        None => (None, Vec::new(), Vec::new()),
     };
     let req = Request {
         user,
         history: &known,
+        recent: &known_recent,
         text: q.text.as_deref(),
         vector: query_vector.as_deref(),
         filter: &q.filter,

@@ -205,6 +205,7 @@ pub(crate) fn train_mlp(
     let csr = rest
         .history_csr(recency)
         .map_err(|e| Error::invalid("training", e.to_string()))?;
+    let sequences = rest.sequences();
     let mut xs: Vec<Array2<f32>> = Vec::new();
     let mut ys: Vec<f32> = Vec::new();
     let mut groups: Vec<u32> = Vec::new();
@@ -214,7 +215,9 @@ pub(crate) fn train_mlp(
         let seen: std::collections::HashSet<u32> = history.iter().map(|h| h.0).collect();
         let ok = |i: u32| !seen.contains(&i);
         let (user, known) = base.known(Some(*u), &history);
-        let chans = base.propose(&Request::shopper(user, &known), CANDIDATES, &ok)?;
+        let recent = base.known_recent(sequences.get(*u as usize).map_or(&[], Vec::as_slice));
+        let req = Request::shopper(user, &known).with_recent(&recent);
+        let chans = base.propose(&req, CANDIDATES, &ok)?;
         let cands = union(&chans, &ok);
         if cands.is_empty() {
             continue;
@@ -620,13 +623,17 @@ impl Pipeline<'_> {
         fusion: Fusion,
         user: u32,
         history: &[(u32, f32)],
+        recent: &[u32],
         n: usize,
         ok: &crate::channel::Allow<'_>,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
         let (known_user, known) = self.models.known(Some(user), history);
-        let chans = self
-            .models
-            .propose(&Request::shopper(known_user, &known), n, ok)?;
+        let recent = self.models.known_recent(recent);
+        let chans = self.models.propose(
+            &Request::shopper(known_user, &known).with_recent(&recent),
+            n,
+            ok,
+        )?;
         let cands = union(&chans, ok);
         let fused = fuse(&FuseInput {
             fusion,

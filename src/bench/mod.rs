@@ -69,6 +69,8 @@ pub struct BenchOptions {
     /// Tune each model inside training and every evaluation phase (the engine's default).
     /// Default true; false measures the models at their fixed defaults.
     pub tune: bool,
+    /// Train the sequence model too (off by default, as in the engine).
+    pub sequence: bool,
 }
 
 impl BenchOptions {
@@ -84,6 +86,7 @@ impl BenchOptions {
             db_dir: db_dir.into(),
             progress: false,
             tune: true,
+            sequence: false,
         }
     }
 }
@@ -240,6 +243,9 @@ fn train_options(options: &BenchOptions) -> TrainOptions {
     let mut t = TrainOptions::default();
     if !options.tune {
         t.tune = None;
+    }
+    if options.sequence {
+        t.sequence = Some(crate::models::SeqConfig::default());
     }
     t
 }

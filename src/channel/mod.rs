@@ -15,6 +15,7 @@ mod item_cf;
 mod kg;
 mod mf;
 mod popularity;
+mod sequence;
 mod text;
 mod user_cf;
 mod vector;
@@ -50,13 +51,16 @@ pub enum Channel {
     /// Items close to the recent history (or the `similar_to` item) by text and product
     /// vector.
     Content,
+    /// What comes next after the recent history, in order (a self-attentive sequence model;
+    /// fitted only when asked for).
+    Sequence,
     /// Popularity: the cold-start fallback.
     Popularity,
 }
 
 impl Channel {
     /// Every channel, in declaration order (a channel's index in per-channel tables).
-    pub const ALL: [Channel; 8] = [
+    pub const ALL: [Channel; 9] = [
         Channel::Text,
         Channel::Vector,
         Channel::ItemCf,
@@ -64,6 +68,7 @@ impl Channel {
         Channel::Mf,
         Channel::Kg,
         Channel::Content,
+        Channel::Sequence,
         Channel::Popularity,
     ];
 
@@ -77,6 +82,7 @@ impl Channel {
             Channel::Mf => "mf",
             Channel::Kg => "kg",
             Channel::Content => "content",
+            Channel::Sequence => "sequence",
             Channel::Popularity => "popularity",
         }
     }
@@ -170,6 +176,9 @@ pub(crate) struct Request<'a> {
     pub user: Option<u32>,
     /// Their history as `(item, weight)`, items the generation knows only, sorted by item.
     pub history: &'a [(u32, f32)],
+    /// The same items in the order the shopper last touched them, oldest first (for the
+    /// channels that read order); may be empty when the caller has no order.
+    pub recent: &'a [u32],
     /// Search text.
     pub text: Option<&'a str>,
     /// Query vector.
@@ -180,11 +189,17 @@ pub(crate) struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// This request with the history's order (`recent`, oldest first).
+    pub fn with_recent(self, recent: &'a [u32]) -> Self {
+        Request { recent, ..self }
+    }
+
     /// A request from a shopper alone (recommendation; offline evaluation).
     pub fn shopper(user: Option<u32>, history: &'a [(u32, f32)]) -> Self {
         Request {
             user,
             history,
+            recent: &[],
             text: None,
             vector: None,
             filter: &Filter::All,
@@ -272,6 +287,7 @@ pub(crate) const REGISTRY: &[ChannelSpec] = &[
     mf::SPEC,
     kg::SPEC,
     content::SPEC,
+    sequence::SPEC,
     popularity::SPEC,
 ];
 
@@ -343,6 +359,15 @@ impl Models {
             .filter(|(i, _)| (*i as usize) < self.n_items)
             .collect();
         (user.filter(|u| (*u as usize) < self.n_users), history)
+    }
+
+    /// The items of `recent` (oldest first) the generation knows.
+    pub fn known_recent(&self, recent: &[u32]) -> Vec<u32> {
+        recent
+            .iter()
+            .copied()
+            .filter(|i| (*i as usize) < self.n_items)
+            .collect()
     }
 
     /// Every channel's candidates for a request that [`Models::known`] normalised.

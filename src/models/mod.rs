@@ -46,7 +46,7 @@ pub use kg::{KgParams, KgRelatedness};
 pub use mf::{Mf, MfParams};
 pub use popularity::{Popularity, PopularityParams};
 pub use rating::{ItemKnnRating, RatingParams, UserKnnRating};
-pub use sasrec::{SeqConfig, SeqFitReport, SeqModel};
+pub use sasrec::{SeqConfig, SeqFitReport, SeqHooks, SeqModel};
 pub use usercf::{UserCf, UserCfParams};
 
 /// One cleaned, weighted interaction: dense ids, 0-based.
@@ -196,6 +196,28 @@ impl Interactions {
             self.n_items,
             triplets.into_iter(),
         ))
+    }
+
+    /// Each user's items in the order they were last touched, oldest first (ties by item):
+    /// the order position decay counts in ([`Interactions::history_csr`]), for the models
+    /// that read a history's order. Rows of a user id past `n_users` are skipped.
+    pub fn sequences(&self) -> Vec<Vec<u32>> {
+        let mut by_user: Vec<Vec<(i64, u32)>> = vec![Vec::new(); self.n_users];
+        for r in &self.rows {
+            if let Some(list) = by_user.get_mut(r.user as usize) {
+                list.push((r.ts, r.item));
+            }
+        }
+        by_user
+            .into_iter()
+            .map(|mut list| {
+                // Latest touch per item, then in time order.
+                list.sort_unstable_by_key(|&(ts, item)| (item, std::cmp::Reverse(ts)));
+                list.dedup_by_key(|e| e.1);
+                list.sort_unstable();
+                list.into_iter().map(|(_, item)| item).collect()
+            })
+            .collect()
     }
 
     /// Item -> users view (rows are items), duplicate weights summed, column indices sorted.

@@ -94,6 +94,9 @@ pub(crate) fn train(engine: &Engine, settings: &TrainSettings) -> Result<TrainRe
     if settings.tune == Some(false) {
         opts.tune = None;
     }
+    if settings.sequence == Some(true) {
+        opts.sequence = Some(crate::models::SeqConfig::default());
+    }
     if let (Some(secs), Some(t)) = (settings.tune_budget_secs, opts.tune.as_mut()) {
         t.budget = std::time::Duration::from_secs_f64(secs);
     }

@@ -497,8 +497,19 @@ fn the_planner_is_pure_and_typed() {
     assert!(matches!(plan("TRAIN;"), Ok(Plan::Train(t)) if t == TrainSettings::default()));
     assert!(matches!(
         plan("train with (TUNE = off, tune_budget = 2.5)"),
-        Ok(Plan::Train(TrainSettings { tune: Some(false), tune_budget_secs: Some(b) })) if b == 2.5
+        Ok(Plan::Train(TrainSettings { tune: Some(false), tune_budget_secs: Some(b), sequence: None })) if b == 2.5
     ));
+    assert!(matches!(
+        plan("TRAIN WITH (sequence = on)"),
+        Ok(Plan::Train(TrainSettings {
+            sequence: Some(true),
+            tune: None,
+            ..
+        }))
+    ));
+    assert!(
+        matches!(plan("TRAIN WITH (sequence = maybe)"), Err(Error::Syntax(m)) if m.contains("on or off"))
+    );
     // One statement at a time (scripts are split first).
     assert!(
         matches!(plan("SELECT * FROM products; SELECT 1"), Err(Error::Syntax(m)) if m.contains("at 1:23: expected end of statement, found ';'"))

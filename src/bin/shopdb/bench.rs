@@ -75,6 +75,11 @@ pub struct BenchArgs {
     #[arg(long)]
     no_tune: bool,
 
+    /// Train the sequence model too (a self-attentive next-item model; off by default, it
+    /// trains for minutes on a shop of 20k shoppers).
+    #[arg(long)]
+    sequence: bool,
+
     /// Keep the benchmark database (OUT/db) instead of removing it at the end.
     #[arg(long)]
     keep_db: bool,
@@ -134,6 +139,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         progress: std::io::stderr().is_terminal(),
         vectors: !args.no_vectors,
         tune: !args.no_tune,
+        sequence: args.sequence,
         ..BenchOptions::new(dataset(args)?, &db_dir)
     };
     let result = shopdb::bench::run(&options);

@@ -1,5 +1,6 @@
 //! The keyword verbs sqlparser does not know, planned from their significant tokens:
-//! `TRAIN [WITH (tune = on|off, tune_budget = SECONDS)]`, `EVALUATE` and `IMPORT ...`.
+//! `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off)]`, `EVALUATE` and
+//! `IMPORT ...`.
 
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
@@ -129,7 +130,7 @@ impl Cursor<'_> {
     }
 }
 
-/// `TRAIN [WITH (tune = on|off, tune_budget = SECONDS)]`.
+/// `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off)]`.
 fn train(c: &mut Cursor<'_>) -> Result<Plan> {
     let mut settings = TrainSettings::default();
     if !c.eat("WITH") {
@@ -137,25 +138,27 @@ fn train(c: &mut Cursor<'_>) -> Result<Plan> {
     }
     c.expect_token(&Token::LParen)?;
     loop {
-        let name = c.word("a setting: tune or tune_budget")?;
+        let name = c.word("a setting: tune, tune_budget or sequence")?;
         c.expect_token(&Token::Eq)?;
-        match name.as_str() {
-            "tune" => {
-                settings.tune = Some(if c.eat("ON") || c.eat("TRUE") {
-                    true
-                } else if c.eat("OFF") || c.eat("FALSE") {
-                    false
-                } else {
-                    return Err(c.error("on or off"));
-                });
+        let on_off = |c: &mut Cursor<'_>| -> Result<bool> {
+            if c.eat("ON") || c.eat("TRUE") {
+                Ok(true)
+            } else if c.eat("OFF") || c.eat("FALSE") {
+                Ok(false)
+            } else {
+                Err(c.error("on or off"))
             }
+        };
+        match name.as_str() {
+            "tune" => settings.tune = Some(on_off(c)?),
+            "sequence" => settings.sequence = Some(on_off(c)?),
             "tune_budget" => {
                 settings.tune_budget_secs =
                     Some(c.number("a number of seconds such as 30")?.min(86_400.0));
             }
             _ => {
                 c.i = c.i.saturating_sub(2);
-                return Err(c.error("a setting: tune or tune_budget"));
+                return Err(c.error("a setting: tune, tune_budget or sequence"));
             }
         }
         if c.eat_token(&Token::RParen) {

@@ -1,0 +1,145 @@
+//! The sequence model as a channel: a self-attentive encoder of the shopper's recent items,
+//! in order (`models::sasrec`), scoring every item by dot product with its embedding. It is
+//! fitted only when [`TrainOptions::sequence`](crate::TrainOptions::sequence) is set; otherwise
+//! the channel is present but empty, and proposes and scores nothing.
+
+use std::any::Any;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    load_model, model_err, save_model, top_dense, Allow, Channel, ChannelHits, ChannelSpec,
+    FitInput, Reason, Request, Retriever,
+};
+use crate::error::{Error, Result};
+use crate::models::{SeqConfig, SeqHooks, SeqModel};
+
+/// A fitted sequence model, or none (the channel is off).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct SequenceChannel {
+    pub model: Option<SeqModel>,
+}
+
+pub(crate) const SPEC: ChannelSpec = ChannelSpec {
+    channel: Channel::Sequence,
+    fit: |i: &FitInput<'_>| Ok(Box::new(fit(i)?)),
+    load: |b: &[u8]| {
+        let c = load_model::<SequenceChannel>(b, "model file: sequence")?;
+        if let Some(m) = &c.model {
+            m.validate()
+                .map_err(|e| Error::invalid("model file: sequence", e.to_string()))?;
+        }
+        Ok(Box::new(c))
+    },
+};
+
+/// Fits on every user's sequence: early stopping on each user's latest item (held out from
+/// sequences of at least three items), then a refit on the whole sequences for the best
+/// epoch count, so the latest interactions are learned too (on Amazon Toys the refit took
+/// test NDCG@10 from 0.0589 to 0.0690, for twice the time).
+fn fit(i: &FitInput<'_>) -> Result<SequenceChannel> {
+    let Some(cfg) = &i.opts.sequence else {
+        return Ok(SequenceChannel::default());
+    };
+    let sequences = i.data.sequences();
+    if sequences.iter().all(|s| s.len() < 2) {
+        return Ok(SequenceChannel::default());
+    }
+    let mut train = sequences.clone();
+    let mut valid = Vec::new();
+    for (u, s) in train.iter_mut().enumerate() {
+        if s.len() >= 3 {
+            if let Some(last) = s.pop() {
+                valid.push((u, last));
+            }
+        }
+    }
+    let hooks = SeqHooks::default();
+    let (first, report) =
+        SeqModel::fit(&train, i.data.n_items, cfg, &valid, &hooks).map_err(model_err)?;
+    if valid.is_empty() {
+        return Ok(SequenceChannel { model: Some(first) });
+    }
+    let refit = SeqConfig {
+        max_epochs: report.best_epoch.max(1),
+        ..cfg.clone()
+    };
+    let (model, _) =
+        SeqModel::fit(&sequences, i.data.n_items, &refit, &[], &hooks).map_err(model_err)?;
+    Ok(SequenceChannel { model: Some(model) })
+}
+
+impl SequenceChannel {
+    /// Every item's score after the shopper's recent items, as `exp(s - max)`: the model's
+    /// order, in (0, 1] (dot products can be negative, and channels propose positive scores).
+    fn scores(&self, req: &Request<'_>, out: &mut [f32]) -> bool {
+        let scored = match &self.model {
+            Some(m) if !req.recent.is_empty() => m.score_history(req.recent, out).unwrap_or(false),
+            _ => false,
+        };
+        if scored {
+            let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            out.iter_mut().for_each(|s| *s = (*s - max).exp());
+        }
+        scored
+    }
+}
+
+impl Retriever for SequenceChannel {
+    fn channel(&self) -> Channel {
+        Channel::Sequence
+    }
+
+    fn propose(&self, req: &Request<'_>, n: usize, ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
+        let Some(m) = &self.model else {
+            return Ok(None);
+        };
+        if req.recent.is_empty() {
+            return Ok(None);
+        }
+        Ok(top_dense(m.n_items(), n, ok, &|s| self.scores(req, s)))
+    }
+
+    fn score(&self, req: &Request<'_>, cands: &[u32]) -> Option<ChannelHits> {
+        let m = self.model.as_ref()?;
+        if req.recent.is_empty() {
+            return None;
+        }
+        let mut all = vec![0f32; m.n_items()];
+        if !self.scores(req, &mut all) {
+            return None;
+        }
+        Some(
+            cands
+                .iter()
+                .filter_map(|&c| all.get(c as usize).map(|s| (c, *s)))
+                .filter(|(_, s)| s.is_finite())
+                .collect(),
+        )
+    }
+
+    fn score_all(&self, req: &Request<'_>, scores: &mut [f32]) {
+        let _ = self.scores(req, scores);
+    }
+
+    /// The recent item the model attended to most.
+    fn explain(&self, _item: u32, req: &Request<'_>) -> Option<Reason> {
+        let m = self.model.as_ref()?;
+        let weights = m.attention(req.recent).ok()?;
+        // The attention covers the last `max_len` items of the history.
+        let window = &req.recent[req.recent.len().saturating_sub(weights.len())..];
+        window
+            .iter()
+            .zip(&weights)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(item, _)| Reason::HistoryItem(*item))
+    }
+
+    fn save(&self) -> Result<Vec<u8>> {
+        save_model(self)
+    }
+
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+}
