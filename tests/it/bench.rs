@@ -55,8 +55,8 @@ fn generic_files_give_the_same_figures_as_the_in_memory_shop() {
             .collect()
     };
     let (a, b) = (recommend(&memory), recommend(&files));
-    // Ten methods (six models, four fusion modes) by five metrics and three of exposure.
-    assert_eq!(a.len(), 80, "{a:?}");
+    // Eleven methods (seven models, four fusion modes) by five metrics and three of exposure.
+    assert_eq!(a.len(), 88, "{a:?}");
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!((&x.method, &x.metric, x.k), (&y.method, &y.metric, y.k));
@@ -101,13 +101,14 @@ fn bad_bench_input_is_a_typed_error() {
     assert!(matches!(bench::run(&occupied), Err(Error::Invalid { .. })));
 }
 
-const METHODS: [&str; 12] = [
+const METHODS: [&str; 13] = [
     "popularity",
     "item_cf",
     "user_cf",
     "mf",
     "kg",
     "content",
+    "sequence",
     "bm25",
     "vector",
     "fused_linear",
@@ -185,9 +186,9 @@ fn cli_bench_writes_report_json_markdown_and_plots() {
             .map(|q| q["method"].as_str().unwrap())
             .collect();
         let want: &[&str] = if task == "recommend" {
-            &METHODS[..6]
+            &METHODS[..7]
         } else {
-            &METHODS[6..10]
+            &METHODS[7..11]
         };
         for m in want {
             assert!(methods.contains(m), "{task} lacks {m}: {methods:?}");

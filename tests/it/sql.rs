@@ -169,7 +169,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "TRAIN WITH (epochs = 3)",
         "1:13",
-        "expected a setting: tune or tune_budget, found epochs",
+        "expected a setting: tune, tune_budget or sequence, found epochs",
     ),
     ("IMPORT SEQUENCES 'x.txt'", "1:18", "expected FROM"),
     (
