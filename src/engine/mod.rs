@@ -243,7 +243,7 @@ impl Engine {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
-        fs2::FileExt::try_lock_exclusive(&lock).map_err(|_| Error::Locked(dir.to_path_buf()))?;
+        lock_or_wait(&lock, dir)?;
 
         let mut config = b.config.clone();
         let requested = StoredConfig::from_config(&config);
@@ -454,3 +454,26 @@ impl Drop for Engine {
 mod models;
 mod read;
 mod write;
+
+/// How long opening waits for a held directory lock before `Error::Locked`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes the directory's advisory lock (`lock` is its `LOCK` file), retrying with backoff for
+/// up to [`LOCK_WAIT`]: a child process this process is forking shares the lock's file
+/// description until it calls `exec` (which closes it), so under load a reopen right after
+/// an engine was dropped can find the lock still held. Another process's lock is still
+/// `Error::Locked`, after that wait.
+fn lock_or_wait(lock: &File, dir: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        if fs2::FileExt::try_lock_exclusive(lock).is_ok() {
+            return Ok(());
+        }
+        if started.elapsed() >= LOCK_WAIT {
+            return Err(Error::Locked(dir.to_path_buf()));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
+    }
+}
