@@ -4,7 +4,9 @@
 //! text search, vector search, CF scoring (recommendation with linear fusion of the model
 //! channels), the MLP re-ranker, and the fused personalised query.
 //!
-//! `cargo bench --bench query` (set `SHOPDB_BENCH_PRODUCTS` / `SHOPDB_BENCH_EVENTS` to scale).
+//! `cargo bench --bench query` (set `SHOPDB_BENCH_PRODUCTS` / `SHOPDB_BENCH_EVENTS` to scale;
+//! `SHOPDB_BENCH_SEQUENCE=N` also trains the sequence model for N epochs: its query cost does
+//! not depend on how long it trained).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
 
@@ -44,7 +46,18 @@ fn build(dir: &std::path::Path) -> (Engine, Shop) {
     let n = shopdb::demo::store_events(&e, &shop.events, &hidden).expect("events");
     eprintln!("events: {n} in {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    e.train(&TrainOptions::default()).expect("train");
+    let sequence = std::env::var("SHOPDB_BENCH_SEQUENCE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(|epochs| shopdb::SeqConfig {
+            max_epochs: epochs,
+            ..shopdb::SeqConfig::default()
+        });
+    let options = TrainOptions {
+        sequence,
+        ..TrainOptions::default()
+    };
+    e.train(&options).expect("train");
     eprintln!("training: {:.1} s", t.elapsed().as_secs_f64());
     (e, shop)
 }

@@ -60,6 +60,10 @@ pub enum Error {
         /// What was wrong with the row.
         reason: String,
     },
+    /// A training was cancelled through its [`CancelToken`](crate::CancelToken); the previous
+    /// model generation keeps serving.
+    #[error("training cancelled; the previous model generation keeps serving")]
+    Cancelled,
     /// Another process holds the write lock on this database directory.
     #[error("database {0} is locked by another process")]
     Locked(PathBuf),

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::eval::{self, SplitKind};
 use crate::models::Interactions;
 use crate::state::State;
-use crate::train::{dataset, fit_all, fit_mlp, model_err, tuned_options, TrainOptions, TuneOn};
+use crate::train::{dataset, fit_serving, model_err, tuned_options, TrainOptions, TuneOn};
 
 /// Which part of the split is scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,12 +204,11 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
         ..opts.train.clone()
     };
     let (train_opts, tuning) = tuned_options(tune_on, &own_rule, &mut timings)?;
-    let base = fit_all(&ds, fit_data, &train_opts, &mut timings, None)?;
-    let mlp = if opts.fused {
-        fit_mlp(&ds, fit_data, &train_opts, &mut timings)?
-    } else {
-        None
+    let fit_opts = TrainOptions {
+        mlp: train_opts.mlp.clone().filter(|_| opts.fused),
+        ..train_opts.clone()
     };
+    let (base, mlp) = fit_serving(&ds, fit_data, &fit_opts, &mut timings, None)?;
     let csr = fit_data
         .history_csr(train_opts.recency)
         .map_err(model_err)?;

@@ -552,14 +552,14 @@ fn check_hits(engine: &Engine, r: &Request, ids: &[&str]) {
 
 /// Arbitrary bytes as the files the engine reads back: the vector snapshot manifest, the
 /// snapshot's slot file (raw, or a valid envelope around arbitrary bytes so decoding is
-/// reached), the model file (the same two ways), `config.json`, and the store's product and
-/// event-block records.
+/// reached), the model file (the same two ways), one channel's state as the model file holds
+/// it, `config.json`, and the store's product and event-block records.
 ///
 /// Checks: a typed error or a value; opening the vector index on a damaged snapshot still
 /// succeeds (it is rebuilt from the catalog).
 pub fn loaders(data: &[u8]) {
     let mut input = Input::new(data);
-    let which = input.below(7);
+    let which = input.below(8);
     let bytes = input.rest();
     let Ok(dir) = Scratch::new("load") else {
         return;
@@ -588,6 +588,14 @@ pub fn loaders(data: &[u8]) {
             if written.is_ok() {
                 let _ = crate::generation::load(dir.path());
             }
+        }
+        7 => {
+            // One channel's state, as the model file holds it (the sequence model's layout
+            // checks included).
+            let (pick, state) = bytes.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+            let registry = crate::channel::REGISTRY;
+            let spec = &registry[usize::from(pick) % registry.len()];
+            let _ = (spec.load)(state);
         }
         5 => {
             if let Ok(path) = dir.write("config.json", bytes) {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::options::HistoryRule;
 
 pub(crate) const MODEL_MAGIC: &[u8; 4] = b"MODL";
-pub(crate) const MODEL_VERSION: u32 = 5;
+pub(crate) const MODEL_VERSION: u32 = 6;
 
 /// What cleaning removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

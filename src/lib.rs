@@ -76,8 +76,8 @@ pub use models::{
 };
 pub use query::{Explanation, Hit, Query};
 pub use train::{
-    Cleaning, EventWeights, FusionHoldout, RatingWeight, RetrainPolicy, SplitKind, TrainOptions,
-    TrainReport,
+    CancelToken, Cleaning, EventWeights, FusionHoldout, RatingWeight, RetrainPolicy, SplitKind,
+    TrainOptions, TrainReport,
 };
 pub use tune::{Trial, TuneOptions, TuneReport};
 pub use writer::Committed;

@@ -2,8 +2,12 @@
 //! shared by training (which weighs the log with it) and the query path (which weighs a live
 //! history with the rule stored in the model generation), so the two never drift apart.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::eval::SplitKind;
 use crate::events::EventKind;
 use crate::models::mlp::MlpConfig;
@@ -70,6 +74,49 @@ impl EventWeights {
     }
 }
 
+/// Stops a training in progress from another thread (a signal handler, a request that timed
+/// out): set in [`TrainOptions::cancel`], then [`cancel`](Self::cancel) from anywhere. The
+/// training stops at its next check (between models, between mini-batches of the sequence
+/// model, between tuning trials) with [`Error::Cancelled`], and the previous model
+/// generation keeps serving. Clones share one flag.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every training holding this token (or a clone) to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called since the last [`reset`](Self::reset).
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Clears the flag, so the token can serve the next training.
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    /// The flag itself, for loops that poll it.
+    pub(crate) fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
+}
+
+/// `Err(Error::Cancelled)` once `token` (if any) was cancelled.
+pub(crate) fn check_cancel(token: Option<&CancelToken>) -> Result<()> {
+    match token {
+        Some(t) if t.is_cancelled() => Err(Error::Cancelled),
+        _ => Ok(()),
+    }
+}
+
 /// Options of [`Engine::train`].
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -116,6 +163,8 @@ pub struct TrainOptions {
     pub tune: Option<crate::tune::TuneOptions>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Stops the training when cancelled (see [`CancelToken`]). Default none.
+    pub cancel: Option<CancelToken>,
 }
 
 impl Default for TrainOptions {
@@ -136,6 +185,7 @@ impl Default for TrainOptions {
             holdout: SplitKind::LeaveOneOut,
             tune: Some(crate::tune::TuneOptions::default()),
             progress: false,
+            cancel: None,
         }
     }
 }

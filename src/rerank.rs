@@ -141,67 +141,85 @@ pub(crate) const CANDIDATES: usize = 100;
 /// Users sampled for the re-ranker's training rows.
 const TRAIN_USERS: usize = 1_000;
 
-/// Trains the re-ranker: part of each sampled user's interactions is held out by the rule of
-/// the split (the latest one for leave-one-out), the base models are fitted on the rest, the
+/// The part of a log the re-ranker learns from: part of each sampled user's interactions is
+/// held out by the rule of the split (the latest one for leave-one-out), and the base models
+/// are fitted on the rest.
+pub(crate) struct HeldOut {
+    /// The sampled users, ascending.
+    users: Vec<u32>,
+    /// What each sampled user's held-out part holds (the positives).
+    held: HashMap<u32, std::collections::HashSet<u32>>,
+    /// The log without the held-out parts: what the base models are fitted on.
+    pub rest: Interactions,
+}
+
+impl HeldOut {
+    /// Holds out part of each of up to [`TRAIN_USERS`] users' interactions; `None` when the
+    /// log is too small to hold anything out (fewer than 10 users with three interactions).
+    pub(crate) fn new(data: &Interactions, rule: crate::eval::SplitKind) -> Option<HeldOut> {
+        let mut by_user: HashMap<u32, Vec<Interaction>> = HashMap::new();
+        for r in &data.rows {
+            by_user.entry(r.user).or_default().push(*r);
+        }
+        let mut users: Vec<u32> = by_user
+            .iter()
+            .filter(|(_, v)| v.len() >= 3)
+            .map(|(u, _)| *u)
+            .collect();
+        users.sort_unstable();
+        if users.len() < 10 {
+            return None;
+        }
+        let stride = users.len().div_ceil(TRAIN_USERS);
+        let users: Vec<u32> = users.into_iter().step_by(stride.max(1)).collect();
+        // Hold out part of each sampled user's interactions by the rule of the split, so the
+        // re-ranker learns the task it is rated on: the latest one (leave-one-out), the latest
+        // fifth (temporal) or a random fifth (random split); at least one. These are the
+        // positives.
+        let mut held: HashMap<u32, std::collections::HashSet<u32>> = HashMap::new();
+        let mut rest = Interactions {
+            n_users: data.n_users,
+            n_items: data.n_items,
+            rows: Vec::with_capacity(data.rows.len()),
+        };
+        for (u, rows) in &by_user {
+            if users.binary_search(u).is_err() {
+                rest.rows.extend(rows.iter().copied());
+                continue;
+            }
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            if matches!(rule, crate::eval::SplitKind::RecBole { .. }) {
+                crate::models::SplitMix64::new(0x5eed ^ u64::from(*u)).shuffle(&mut order);
+            } else {
+                // Latest first (ties: later row first).
+                order.sort_by_key(|&i| std::cmp::Reverse((rows[i].ts, i)));
+            }
+            let n_out = match rule {
+                crate::eval::SplitKind::LeaveOneOut => 1,
+                _ => (rows.len() / 5).max(1),
+            };
+            let out: std::collections::HashSet<u32> =
+                order[..n_out].iter().map(|&i| rows[i].item).collect();
+            rest.rows
+                .extend(rows.iter().filter(|r| !out.contains(&r.item)));
+            held.insert(*u, out);
+        }
+        Some(HeldOut { users, held, rest })
+    }
+}
+
+/// Trains the re-ranker on `split` with `base`, the models fitted on `split.rest`: the
 /// pipeline retrieves candidates, and the MLP learns which candidates were held out
 /// (negatives: retrieved candidates the user did not take; it trains on the positives and a
-/// sample of the negatives, [`fit_rows`]). Returns `None` when the log is too small to hold
-/// anything out.
+/// sample of the negatives, [`fit_rows`]). Returns `None` when no candidate was a positive.
 pub(crate) fn train_mlp(
-    data: &Interactions,
-    fit: &dyn Fn(&Interactions) -> Result<Models>,
+    split: &HeldOut,
+    base: &Models,
     info: &dyn Fn(u32) -> ItemInfo,
     cfg: &MlpConfig,
-    rule: crate::eval::SplitKind,
     recency: f32,
 ) -> Result<Option<TrainedRanker>> {
-    let mut by_user: HashMap<u32, Vec<Interaction>> = HashMap::new();
-    for r in &data.rows {
-        by_user.entry(r.user).or_default().push(*r);
-    }
-    let mut users: Vec<u32> = by_user
-        .iter()
-        .filter(|(_, v)| v.len() >= 3)
-        .map(|(u, _)| *u)
-        .collect();
-    users.sort_unstable();
-    if users.len() < 10 {
-        return Ok(None);
-    }
-    let stride = users.len().div_ceil(TRAIN_USERS);
-    let users: Vec<u32> = users.into_iter().step_by(stride.max(1)).collect();
-    // Hold out part of each sampled user's interactions by the rule of the split, so the
-    // re-ranker learns the task it is rated on: the latest one (leave-one-out), the latest
-    // fifth (temporal) or a random fifth (random split); at least one. These are the positives.
-    let mut held: HashMap<u32, std::collections::HashSet<u32>> = HashMap::new();
-    let mut rest = Interactions {
-        n_users: data.n_users,
-        n_items: data.n_items,
-        rows: Vec::with_capacity(data.rows.len()),
-    };
-    for (u, rows) in &by_user {
-        if users.binary_search(u).is_err() {
-            rest.rows.extend(rows.iter().copied());
-            continue;
-        }
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        if matches!(rule, crate::eval::SplitKind::RecBole { .. }) {
-            crate::models::SplitMix64::new(0x5eed ^ u64::from(*u)).shuffle(&mut order);
-        } else {
-            // Latest first (ties: later row first).
-            order.sort_by_key(|&i| std::cmp::Reverse((rows[i].ts, i)));
-        }
-        let n_out = match rule {
-            crate::eval::SplitKind::LeaveOneOut => 1,
-            _ => (rows.len() / 5).max(1),
-        };
-        let out: std::collections::HashSet<u32> =
-            order[..n_out].iter().map(|&i| rows[i].item).collect();
-        rest.rows
-            .extend(rows.iter().filter(|r| !out.contains(&r.item)));
-        held.insert(*u, out);
-    }
-    let base = fit(&rest)?;
+    let (users, held, rest) = (&split.users, &split.held, &split.rest);
     let csr = rest
         .history_csr(recency)
         .map_err(|e| Error::invalid("training", e.to_string()))?;
@@ -209,7 +227,7 @@ pub(crate) fn train_mlp(
     let mut xs: Vec<Array2<f32>> = Vec::new();
     let mut ys: Vec<f32> = Vec::new();
     let mut groups: Vec<u32> = Vec::new();
-    for u in &users {
+    for u in users {
         let Some(targets) = held.get(u) else { continue };
         let history = csr.row_pairs(*u as usize);
         let seen: std::collections::HashSet<u32> = history.iter().map(|h| h.0).collect();
@@ -223,7 +241,7 @@ pub(crate) fn train_mlp(
             continue;
         }
         let ctx = UserContext::new(&history, info);
-        xs.push(features(&cands, &chans, &base, &ctx, info));
+        xs.push(features(&cands, &chans, base, &ctx, info));
         ys.extend(
             cands
                 .iter()

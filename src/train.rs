@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::catalog::{category_ancestors, ItemId, ItemTable};
-use crate::channel::{FitInput, Models, REGISTRY};
+use crate::channel::{FitInput, FitStage, Models, REGISTRY};
 use crate::error::{Error, Result};
 pub use crate::eval::SplitKind;
 use crate::events::EventKind;
@@ -17,8 +17,9 @@ pub use crate::generation::Cleaning;
 use crate::generation::ModelSet;
 use crate::graph::{self, item_entity};
 use crate::models::{ContentInputs, Interaction, Interactions, ModelError};
+use crate::options::check_cancel;
 use crate::options::HistoryRule;
-pub use crate::options::{EventWeights, RatingWeight, TrainOptions};
+pub use crate::options::{CancelToken, EventWeights, RatingWeight, TrainOptions};
 use crate::state::State;
 use rayon::prelude::*;
 
@@ -316,46 +317,114 @@ fn content_inputs(state: &State, items: &ItemTable, k: usize) -> ContentInputs {
     }
 }
 
-/// Fits every model on `data`. Returns the models and per-model timings.
+/// Fits every model on `data` for `stage`, pushing per-model timings and advancing
+/// `progress` once per model.
+///
+/// # Errors
+/// A model's fitting errors; [`Error::Cancelled`] when `opts.cancel` was cancelled.
 pub(crate) fn fit_all(
     ds: &Dataset,
     data: &Interactions,
     opts: &TrainOptions,
     timings: &mut Vec<(String, f64)>,
     progress: Option<&crate::progress::Progress>,
+    stage: FitStage<'_>,
 ) -> Result<Models> {
-    fn timed<T>(
-        name: &str,
-        t: &mut Vec<(String, f64)>,
-        p: Option<&crate::progress::Progress>,
-        f: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
-        if let Some(p) = p {
-            p.set_message(name.to_string());
-        }
-        let start = Instant::now();
-        let r = f()?;
-        t.push((name.to_string(), start.elapsed().as_secs_f64()));
-        if let Some(p) = p {
-            p.inc(1);
-        }
-        Ok(r)
-    }
-    let input = FitInput {
-        data,
-        opts,
-        item_categories: &ds.item_categories,
-        item_entities: &ds.item_entities,
-        n_entities: ds.n_entities,
-        content: &ds.content,
+    let label = match stage {
+        FitStage::HeldOut => "held-out ",
+        _ => "",
     };
     let mut channels = Vec::with_capacity(REGISTRY.len());
     for spec in REGISTRY {
-        channels.push(timed(spec.channel.name(), timings, progress, || {
-            (spec.fit)(&input)
-        })?);
+        check_cancel(opts.cancel.as_ref())?;
+        let name = spec.channel.name();
+        if let Some(p) = progress {
+            p.set_message(format!("{label}{name}"));
+        }
+        let input = FitInput {
+            data,
+            opts,
+            item_categories: &ds.item_categories,
+            item_entities: &ds.item_entities,
+            n_entities: ds.n_entities,
+            content: &ds.content,
+            stage,
+            progress: progress.map(|p| (p, label)),
+        };
+        let start = Instant::now();
+        channels.push((spec.fit)(&input)?);
+        timings.push((format!("{label}{name}"), start.elapsed().as_secs_f64()));
+        if let Some(p) = progress {
+            p.inc(1);
+        }
     }
     Ok(Models::new(data.n_users, data.n_items, channels))
+}
+
+/// Progress steps of [`fit_serving`] with `opts`.
+fn fit_steps(opts: &TrainOptions) -> u64 {
+    let fits = if opts.mlp.is_some() { 2 } else { 1 };
+    (REGISTRY.len() * fits + fits - 1) as u64
+}
+
+/// Fits the models that serve on `data`, and the re-ranker when `opts.mlp` is set: the models
+/// are first fitted on the log without a held-out part of some users' interactions (the
+/// re-ranker learns from what they retrieve for those users), then on all of `data`, where a
+/// channel may reuse what its held-out fit learned ([`FitStage::ServeAfter`]). Timings:
+/// each serving model by name, and `mlp` for the held-out fit and the re-ranker together.
+///
+/// # Errors
+/// As [`fit_all`].
+pub(crate) fn fit_serving(
+    ds: &Dataset,
+    data: &Interactions,
+    opts: &TrainOptions,
+    timings: &mut Vec<(String, f64)>,
+    progress: Option<&crate::progress::Progress>,
+) -> Result<(Models, Option<crate::rerank::TrainedRanker>)> {
+    let split = opts
+        .mlp
+        .as_ref()
+        .and_then(|cfg| Some((cfg, crate::rerank::HeldOut::new(data, opts.holdout)?)));
+    let Some((cfg, split)) = split else {
+        if let Some(p) = progress {
+            // The held-out fit and the re-ranker's step do not happen.
+            p.inc(fit_steps(opts).saturating_sub(REGISTRY.len() as u64));
+        }
+        let models = fit_all(ds, data, opts, timings, progress, FitStage::Serve)?;
+        return Ok((models, None));
+    };
+    let start = Instant::now();
+    let held = fit_all(
+        ds,
+        &split.rest,
+        opts,
+        &mut Vec::new(),
+        progress,
+        FitStage::HeldOut,
+    )?;
+    let mut mlp_seconds = start.elapsed().as_secs_f64();
+    let models = fit_all(
+        ds,
+        data,
+        opts,
+        timings,
+        progress,
+        FitStage::ServeAfter(&held),
+    )?;
+    check_cancel(opts.cancel.as_ref())?;
+    if let Some(p) = progress {
+        p.set_message("re-ranker");
+    }
+    let start = Instant::now();
+    let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
+    let ranker = crate::rerank::train_mlp(&split, &held, &info, cfg, opts.recency)?;
+    mlp_seconds += start.elapsed().as_secs_f64();
+    timings.push(("mlp".to_string(), mlp_seconds));
+    if let Some(p) = progress {
+        p.inc(1);
+    }
+    Ok((models, ranker))
 }
 
 fn models_dir(state: &State) -> PathBuf {
@@ -395,7 +464,15 @@ pub(crate) fn tuned_options(
         user_cf: opts.user_cf,
         mf: opts.mf,
     };
-    let (chosen, report) = crate::tune::tune(fit, held, from, tune).map_err(model_err)?;
+    let (chosen, report) = crate::tune::tune(
+        fit,
+        held,
+        from,
+        tune,
+        opts.cancel.as_ref().map(|c| c.flag()),
+    )
+    .map_err(model_err)?;
+    check_cancel(opts.cancel.as_ref())?;
     timings.push(("tune".to_string(), start.elapsed().as_secs_f64()));
     let tuned = TrainOptions {
         recency: chosen.recency,
@@ -408,25 +485,6 @@ pub(crate) fn tuned_options(
     Ok((tuned, Some(report)))
 }
 
-/// Trains the re-ranker on `data` (models refitted without the part of each sampled user's
-/// interactions that `opts.holdout` holds out).
-pub(crate) fn fit_mlp(
-    ds: &Dataset,
-    data: &Interactions,
-    opts: &TrainOptions,
-    timings: &mut Vec<(String, f64)>,
-) -> Result<Option<crate::rerank::TrainedRanker>> {
-    let Some(cfg) = &opts.mlp else {
-        return Ok(None);
-    };
-    let start = Instant::now();
-    let info = |i: u32| ds.item_info.get(i as usize).cloned().unwrap_or_default();
-    let fit = |d: &Interactions| fit_all(ds, d, opts, &mut Vec::new(), None);
-    let mlp = crate::rerank::train_mlp(data, &fit, &info, cfg, opts.holdout, opts.recency)?;
-    timings.push(("mlp".to_string(), start.elapsed().as_secs_f64()));
-    Ok(mlp)
-}
-
 /// Trains every model from the log and swaps the new generation in.
 /// Call with the engine's training lock held (one training at a time).
 pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
@@ -435,14 +493,25 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
     let start = Instant::now();
     let ds = dataset(state, opts)?;
     timings.push(("read_log".to_string(), start.elapsed().as_secs_f64()));
-    let pb = opts
-        .progress
-        .then(|| crate::progress::Progress::bar(6, "training {msg:12} [{bar:20}] {pos}/{len}"));
+    // Tuning, the fits, saving.
+    let steps = 1 + fit_steps(opts) + 1;
+    let pb = opts.progress.then(|| {
+        crate::progress::Progress::bar(steps, "training {msg:40} [{bar:20}] {pos}/{len} {elapsed}")
+    });
+    if let Some(p) = &pb {
+        p.set_message("tuning");
+    }
     let on = TuneOn::Holdout(&ds.data, opts.holdout);
     let (tuned, tuning) = tuned_options(on, opts, &mut timings)?;
     let opts = &tuned;
-    let base = fit_all(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
-    let mlp = fit_mlp(&ds, &ds.data, opts, &mut timings)?;
+    if let Some(p) = &pb {
+        p.inc(1);
+    }
+    let (base, mlp) = fit_serving(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
+    check_cancel(opts.cancel.as_ref())?;
+    if let Some(p) = &pb {
+        p.set_message("saving");
+    }
     let generation = state.models.read().as_ref().map_or(0, |m| m.generation) + 1;
     let set = ModelSet {
         generation,

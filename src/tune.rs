@@ -194,11 +194,19 @@ struct Search<'a> {
     /// The held-out users' histories under the position decay chosen so far.
     history: crate::models::Csr,
     deadline: Instant,
+    /// Ends the search early, like the deadline (the caller reports the cancellation).
+    cancel: Option<&'a std::sync::atomic::AtomicBool>,
     report: TuneReport,
 }
 
 impl Search<'_> {
     fn over(&mut self) -> bool {
+        if self
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return true;
+        }
         let over = Instant::now() >= self.deadline;
         if over {
             self.report.budget_exhausted = true;
@@ -456,6 +464,7 @@ pub(crate) fn tune(
     held: &Interactions,
     start: Tuned,
     opts: &TuneOptions,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<(Tuned, TuneReport), ModelError> {
     let began = Instant::now();
     if held.rows.is_empty() || fit.rows.is_empty() {
@@ -480,6 +489,7 @@ pub(crate) fn tune(
         held,
         history,
         deadline: began + opts.budget,
+        cancel,
         report: TuneReport {
             users: users.len(),
             ..TuneReport::default()

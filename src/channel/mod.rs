@@ -266,6 +266,23 @@ pub(crate) struct FitInput<'a> {
     pub n_entities: usize,
     /// What the content channel reads of the catalog.
     pub content: &'a crate::models::ContentInputs,
+    /// Which fit this is.
+    pub stage: FitStage<'a>,
+    /// Where a long fit reports its progress, and the label of this fit.
+    pub progress: Option<(&'a crate::progress::Progress, &'a str)>,
+}
+
+/// Which of a training's fits a [`FitInput`] is for.
+#[derive(Clone, Copy)]
+pub(crate) enum FitStage<'a> {
+    /// The one fit: these models serve.
+    Serve,
+    /// A fit on a held-out part of the log, which the re-ranker learns from; it never
+    /// serves, so it need not be refitted on everything.
+    HeldOut,
+    /// The serving fit after a held-out fit: a channel may reuse what it learned there (the
+    /// sequence model takes its epoch count instead of early-stopping again).
+    ServeAfter(&'a Models),
 }
 
 /// A model channel's entry in the registry: how it is fitted and loaded.

@@ -46,7 +46,7 @@ pub use kg::{KgParams, KgRelatedness};
 pub use mf::{Mf, MfParams};
 pub use popularity::{Popularity, PopularityParams};
 pub use rating::{ItemKnnRating, RatingParams, UserKnnRating};
-pub use sasrec::{SeqConfig, SeqFitReport, SeqHooks, SeqModel};
+pub use sasrec::{SeqConfig, SeqEpoch, SeqFitReport, SeqHooks, SeqModel};
 pub use usercf::{UserCf, UserCfParams};
 
 /// One cleaned, weighted interaction: dense ids, 0-based.

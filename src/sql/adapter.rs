@@ -89,8 +89,17 @@ pub(crate) fn query(engine: &Engine, r: &Request<'_>) -> Result<Vec<Hit>> {
 ///
 /// # Errors
 /// As `Engine::train`.
-pub(crate) fn train(engine: &Engine, settings: &TrainSettings) -> Result<TrainReport> {
-    let mut opts = TrainOptions::default();
+pub(crate) fn train(
+    engine: &Engine,
+    settings: &TrainSettings,
+    progress: bool,
+    cancel: Option<crate::CancelToken>,
+) -> Result<TrainReport> {
+    let mut opts = TrainOptions {
+        progress,
+        cancel,
+        ..TrainOptions::default()
+    };
     if settings.tune == Some(false) {
         opts.tune = None;
     }

@@ -32,6 +32,10 @@ use super::plan::{
 pub struct Session<'e> {
     engine: &'e Engine,
     allowed: Vec<PathBuf>,
+    /// `TRAIN` draws a progress bar on stderr.
+    train_progress: bool,
+    /// `TRAIN` stops when this is cancelled.
+    cancel: Option<crate::CancelToken>,
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -51,7 +55,21 @@ impl<'e> Session<'e> {
         Session {
             engine,
             allowed: Vec::new(),
+            train_progress: false,
+            cancel: None,
         }
+    }
+
+    /// Makes `TRAIN` draw a progress bar on stderr (off by default).
+    pub fn set_train_progress(&mut self, on: bool) {
+        self.train_progress = on;
+    }
+
+    /// Makes `TRAIN` stop, with [`Error::Cancelled`], when `token` is cancelled (from a
+    /// signal handler, say). Each `TRAIN` resets the token when it starts, so a cancel that
+    /// came while no training ran does not stop the next one.
+    pub fn set_cancel(&mut self, token: crate::CancelToken) {
+        self.cancel = Some(token);
     }
 
     /// Lets `IMPORT` read files under `dir` (and its subdirectories).
@@ -155,7 +173,11 @@ impl<'e> Session<'e> {
             Plan::Scan(s) if s.table == Table::Events => self.scan_events(s),
             Plan::Scan(s) => self.scan_products(s),
             Plan::Train(settings) => {
-                let report = adapter::train(engine, settings)?;
+                if let Some(c) = &self.cancel {
+                    c.reset();
+                }
+                let report =
+                    adapter::train(engine, settings, self.train_progress, self.cancel.clone())?;
                 Ok(ResultSet::status(report.to_string()))
             }
             Plan::ShowModels => Ok(self.models()),

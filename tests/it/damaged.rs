@@ -105,8 +105,16 @@ fn pristine() -> tempfile::TempDir {
         .collect();
     e.append_events(events).unwrap();
     e.commit().unwrap();
+    // A small sequence model too, so the model file holds every channel's state.
     let options = TrainOptions {
         mlp: None,
+        sequence: Some(shopdb::SeqConfig {
+            dim: 8,
+            max_len: 8,
+            negatives: 8,
+            max_epochs: 2,
+            ..shopdb::SeqConfig::default()
+        }),
         ..TrainOptions::default()
     };
     e.train(&options).unwrap();

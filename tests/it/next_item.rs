@@ -379,3 +379,85 @@ fn the_sequence_channel_learns_order_and_serves_the_live_history() {
         "next ring item first for {right} of {ring}"
     );
 }
+
+/// A training cancelled through its token, before it starts or while the sequence model
+/// trains, fails with `Cancelled` and leaves the previous generation serving, also after a
+/// reopen.
+#[test]
+fn a_cancelled_training_leaves_the_previous_generation_serving() {
+    use shopdb::{CancelToken, Event, EventKind, Product, Query, SeqConfig, TrainOptions};
+    let dir = tempdir();
+    let e = Engine::open(dir.path()).unwrap();
+    e.upsert_products(
+        (0..40)
+            .map(|i| Product::new(format!("p{i}")).title(format!("item {i}")))
+            .collect(),
+    )
+    .unwrap();
+    let mut rng = Rng(5);
+    let events = (0..600u64)
+        .map(|n| {
+            Event::new(
+                format!("u{}", n % 60),
+                format!("p{}", rng.below(40)),
+                EventKind::Purchase,
+                1_700_000_000 + n as i64,
+            )
+        })
+        .collect();
+    e.append_events(events).unwrap();
+    e.commit().unwrap();
+    let first = e.train(&TrainOptions::default()).unwrap();
+    let before = e.query(&Query::new().user("u1").k(5)).unwrap();
+    assert!(!before.is_empty());
+
+    // Cancelled before it starts.
+    let token = CancelToken::new();
+    token.cancel();
+    let opts = TrainOptions {
+        cancel: Some(token.clone()),
+        ..TrainOptions::default()
+    };
+    let err = e.train(&opts).unwrap_err();
+    assert!(matches!(err, shopdb::Error::Cancelled), "{err:?}");
+    assert_eq!(e.model_generation(), first.generation);
+
+    // Cancelled from another thread while a sequence model with far more epochs than it can
+    // finish trains (patience is never reached: every epoch is rated and the bar is high).
+    token.reset();
+    let opts = TrainOptions {
+        sequence: Some(SeqConfig {
+            dim: 16,
+            max_len: 8,
+            negatives: 8,
+            max_epochs: 1_000_000,
+            eval_every: 1_000_000,
+            threads: 1,
+            ..SeqConfig::default()
+        }),
+        tune: None,
+        cancel: Some(token.clone()),
+        ..TrainOptions::default()
+    };
+    let canceller = {
+        let token = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            token.cancel();
+        })
+    };
+    let err = e.train(&opts).unwrap_err();
+    canceller.join().unwrap();
+    assert!(matches!(err, shopdb::Error::Cancelled), "{err:?}");
+    assert_eq!(e.model_generation(), first.generation);
+    let after = e.query(&Query::new().user("u1").k(5)).unwrap();
+    let ids = |h: &[shopdb::Hit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&before));
+    drop(e);
+    let e = Engine::open(dir.path()).unwrap();
+    assert_eq!(e.model_generation(), first.generation);
+    assert_eq!(
+        ids(&e.query(&Query::new().user("u1").k(5)).unwrap()),
+        ids(&before)
+    );
+}

@@ -139,9 +139,30 @@ fn open(dir: &Path, dim: Option<usize>) -> Result<Engine, String> {
         .map_err(|e| format!("cannot open {}: {e}", dir.display()))
 }
 
+/// A token that Ctrl-C cancels: a running `TRAIN` stops (the shell goes on, the previous model
+/// generation serving). A second Ctrl-C before the next `TRAIN` ends the process; at the
+/// prompt the line editor reads Ctrl-C itself.
+fn interrupt_cancels_training() -> shopdb::CancelToken {
+    let token = shopdb::CancelToken::new();
+    let armed = token.clone();
+    let installed = ctrlc::set_handler(move || {
+        if armed.is_cancelled() {
+            // A second Ctrl-C while the first is being acted on: leave.
+            std::process::exit(130);
+        }
+        armed.cancel();
+    });
+    if let Err(e) = installed {
+        eprintln!("note: Ctrl-C will not cancel TRAIN here: {e}");
+    }
+    token
+}
+
 fn run(cli: &Cli, dir: &Path) -> Result<ExitCode, String> {
     let engine = open(dir, cli.dim)?;
     let mut session = Session::new(&engine);
+    session.set_train_progress(std::io::stderr().is_terminal());
+    session.set_cancel(interrupt_cancels_training());
     if cli.allow_dirs.is_empty() {
         let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
         session.allow_dir(&cwd).map_err(|e| e.to_string())?;
