@@ -37,6 +37,10 @@ pub struct DemoOptions {
     pub end_ts: Option<i64>,
     /// Train the models at the end. Default true.
     pub train: bool,
+    /// The sequence model's settings when training; `None` leaves it out. Default: a small
+    /// model (32 dimensions, the last 20 items, a few epochs), enough to show the channel at
+    /// work on this shop, whose shoppers follow tastes rather than an order.
+    pub sequence: Option<crate::models::SeqConfig>,
     /// Show progress on stderr. Default false.
     pub progress: bool,
 }
@@ -50,8 +54,21 @@ impl Default for DemoOptions {
             seed: 2024,
             end_ts: None,
             train: true,
+            sequence: Some(demo_sequence()),
             progress: false,
         }
+    }
+}
+
+/// The demo's sequence model: small and quick.
+fn demo_sequence() -> crate::models::SeqConfig {
+    crate::models::SeqConfig {
+        dim: 32,
+        max_len: 20,
+        negatives: 256,
+        max_epochs: 10,
+        eval_every: 2,
+        ..crate::models::SeqConfig::default()
     }
 }
 
@@ -841,7 +858,10 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
     let trained = if options.train {
         let t = Instant::now();
         progress.set_message("training");
-        let report = engine.train(&TrainOptions::default())?;
+        let report = engine.train(&TrainOptions {
+            sequence: options.sequence.clone(),
+            ..TrainOptions::default()
+        })?;
         timings.push(("trained".to_string(), t.elapsed().as_secs_f64()));
         Some(report)
     } else {

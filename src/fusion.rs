@@ -192,6 +192,7 @@ impl<K: Copy + Eq + Hash> ChannelNorm<K> {
             normalized,
             rank,
             contribution: formula.part(self.channel, normalized, rank),
+            because_of: None,
         })
     }
 }

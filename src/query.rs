@@ -168,8 +168,8 @@ impl Deadline {
 pub struct Explanation {
     /// Every channel that scored the item.
     pub channels: Vec<ChannelScore>,
-    /// The id of the history item behind the item-CF or content score ("because you viewed
-    /// X").
+    /// The id of the history item behind the first channel that names one ("because you
+    /// viewed X"); each channel's own is in [`ChannelScore::because_of`].
     pub because_of: Option<String>,
     /// The knowledge-graph entity linking the item to the history.
     pub kg_entity: Option<String>,
@@ -195,17 +195,15 @@ impl std::fmt::Display for Explanation {
                 Channel::Text if !self.matched_terms.is_empty() => {
                     write!(f, " (matched {})", self.matched_terms.join(", "))?
                 }
-                Channel::ItemCf => {
-                    if let Some(b) = &self.because_of {
-                        write!(f, " (because of {b})")?;
-                    }
-                }
                 Channel::Kg => {
                     if let Some(e) = &self.kg_entity {
                         write!(f, " (via {e})")?;
                     }
                 }
                 _ => {}
+            }
+            if let Some(b) = &c.because_of {
+                write!(f, " (because of {b})")?;
             }
             writeln!(f)?;
         }
@@ -525,22 +523,23 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
                     .collect();
             }
             if let Some(m) = &models {
-                let reasons: Vec<Reason> = e
-                    .channels
-                    .iter()
-                    .filter_map(|c| m.models.get(c.channel))
-                    .filter_map(|r| r.explain(iid.0, &req))
-                    .collect();
-                for reason in reasons {
+                for c in &mut e.channels {
+                    let Some(reason) = m.models.get(c.channel).and_then(|r| r.explain(iid.0, &req))
+                    else {
+                        continue;
+                    };
                     match reason {
                         Reason::HistoryItem(h) => {
-                            e.because_of = items.name(ItemId(h)).map(str::to_string);
+                            c.because_of = items.name(ItemId(h)).map(str::to_string);
                         }
                         Reason::Entity(ent) => {
                             e.kg_entity = state.kg.read().entities.get(ent as usize).cloned();
                         }
                     }
                 }
+                // The first channel's history item (the channels are in registry order:
+                // item-CF, then content, then sequence).
+                e.because_of = e.channels.iter().find_map(|c| c.because_of.clone());
             }
             e
         });

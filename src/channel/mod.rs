@@ -161,6 +161,9 @@ pub struct ChannelScore {
     pub rank: usize,
     /// What it added to the fused score.
     pub contribution: f32,
+    /// The history item behind this channel's score, when it names one (item-CF, content:
+    /// the most similar item of the history; sequence: the recent item it attended to most).
+    pub because_of: Option<String>,
 }
 
 /// Candidates of one channel: `(item, raw score)`, best first.

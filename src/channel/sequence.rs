@@ -185,3 +185,57 @@ impl Retriever for SequenceChannel {
         Some(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small fitted channel, as training stores it.
+    fn fitted() -> SequenceChannel {
+        let train: Vec<Vec<u32>> = (0..30u32)
+            .map(|u| (0..5).map(|j| (u + j) % 10).collect())
+            .collect();
+        let cfg = SeqConfig {
+            dim: 8,
+            max_len: 6,
+            negatives: 4,
+            max_epochs: 2,
+            threads: 1,
+            ..SeqConfig::default()
+        };
+        let (model, _) = SeqModel::fit(&train, 10, &cfg, &[], &SeqHooks::default())
+            .unwrap_or_else(|e| panic!("fit: {e}"));
+        SequenceChannel {
+            model: Some(model),
+            epochs: 2,
+        }
+    }
+
+    /// The stored state loads back to the same scores; every truncation of it is a typed
+    /// error, and flipped bytes give an error or a model that passed its checks, never a
+    /// panic.
+    #[test]
+    fn stored_state_round_trips_and_damage_is_typed() {
+        let c = fitted();
+        let bytes = c.save().unwrap_or_else(|e| panic!("save: {e}"));
+        let loaded = (SPEC.load)(&bytes).unwrap_or_else(|e| panic!("load: {e}"));
+        let history = [1u32, 2, 3];
+        let req = Request::shopper(None, &[]).with_recent(&history);
+        let (mut a, mut b) = (vec![0f32; 10], vec![0f32; 10]);
+        c.score_all(&req, &mut a);
+        loaded.score_all(&req, &mut b);
+        assert_eq!(a, b);
+        assert!(a.iter().any(|s| *s > 0.0));
+        for len in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!((SPEC.load)(&bytes[..len]).is_err(), "truncated to {len}");
+        }
+        for at in (0..bytes.len()).step_by(7) {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0xA5;
+            if let Ok(m) = (SPEC.load)(&damaged) {
+                let mut out = vec![0f32; 10];
+                m.score_all(&req, &mut out);
+            }
+        }
+    }
+}

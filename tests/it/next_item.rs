@@ -361,7 +361,7 @@ fn the_sequence_channel_learns_order_and_serves_the_live_history() {
                     .channels
                     .iter()
                     .find(|c| c.channel == Channel::Sequence)?;
-                Some((part.rank, h.id.clone(), ex.because_of.clone()))
+                Some((part.rank, h.id.clone(), part.because_of.clone()))
             })
             .min();
         if let Some((1, id, because)) = seq_top {

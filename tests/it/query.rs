@@ -114,8 +114,9 @@ fn trained_channels_explain_filter_and_exclude() {
         chans.contains(&Channel::ItemCf) && chans.contains(&Channel::Mf),
         "{chans:?}"
     );
+    let item_cf = ex.channels.iter().find(|c| c.channel == Channel::ItemCf);
     assert!(
-        ex.because_of.is_some(),
+        item_cf.is_some_and(|c| c.because_of.is_some()) && ex.because_of.is_some(),
         "item-CF names the history item: {ex}"
     );
     // Filters hold in every channel.
@@ -299,5 +300,6 @@ fn content_channel_reaches_new_products_and_says_why() {
         .unwrap_or_else(|| panic!("content scored it: {ex}"));
     assert!(part.raw > 0.0, "{ex}");
     assert!(!channels(hit).contains(&Channel::ItemCf), "{ex}");
+    assert_eq!(part.because_of.as_deref(), Some("p1"), "{ex}");
     assert_eq!(ex.because_of.as_deref(), Some("p1"), "{ex}");
 }
