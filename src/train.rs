@@ -52,6 +52,9 @@ pub struct TrainReport {
     pub auto_fusion: String,
     /// What tuning tried and chose, when it ran.
     pub tuning: Option<crate::tune::TuneReport>,
+    /// The epochs the sequence model trained for (its early stopping's choice), when it was
+    /// fitted.
+    pub sequence_epochs: Option<usize>,
 }
 
 /// NDCG@10 of each fusion mode on the candidates of users held out at training, and the
@@ -104,6 +107,9 @@ impl std::fmt::Display for TrainReport {
             for (model, setting) in &t.chosen {
                 writeln!(f, "  {model:<8} {setting}")?;
             }
+        }
+        if let Some(n) = self.sequence_epochs {
+            writeln!(f, "sequence model: {n} epochs (early stopping's choice)")?;
         }
         for (step, secs) in &self.timings {
             writeln!(f, "  {step:<12} {secs:>8.3} s")?;
@@ -543,6 +549,11 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
         _ => "linear",
     }
     .to_string();
+    let sequence_epochs = set
+        .models
+        .typed::<crate::channel::SequenceChannel>()
+        .filter(|c| c.model.is_some())
+        .map(|c| c.epochs);
     let set = Arc::new(set);
     let t = Instant::now();
     if set.spawn_factor_index(&state.config.hnsw, false) {
@@ -558,5 +569,6 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
         fusion_holdout,
         auto_fusion,
         tuning,
+        sequence_epochs,
     })
 }

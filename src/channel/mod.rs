@@ -30,6 +30,7 @@ use crate::models::{Interactions, SparseScores};
 use crate::options::TrainOptions;
 
 pub(crate) use mf::MfChannel;
+pub(crate) use sequence::SequenceChannel;
 pub(crate) use text::TextChannel;
 pub(crate) use vector::{search as search_vectors, VectorChannel};
 

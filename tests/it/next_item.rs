@@ -331,7 +331,15 @@ fn the_sequence_channel_learns_order_and_serves_the_live_history() {
         }
         e.append_events(events).unwrap();
         e.commit().unwrap();
-        e.train(&opts).unwrap();
+        let report = e.train(&opts).unwrap();
+        let epochs = report
+            .sequence_epochs
+            .expect("the report names the sequence fit");
+        assert!(
+            (1..=60).contains(&epochs) && epochs % 5 == 0,
+            "epochs {epochs} are a rated epoch within max_epochs"
+        );
+        assert!(report.to_string().contains("sequence model: "));
     }
     let e = Engine::open(dir.path()).unwrap();
     // A new shopper's first two purchases, after training: the next item of the ring should
