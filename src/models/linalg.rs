@@ -14,6 +14,9 @@ pub(crate) trait Kernels: Copy + Send + Sync {
     fn dot(self, a: &[f32], b: &[f32]) -> f32;
     /// `y += alpha * x` over the common length.
     fn axpy(self, alpha: f32, x: &[f32], y: &mut [f32]);
+    /// `sum a[k] * b[k]` of int8 codes over the common length, exactly (in `i32`); codes lie
+    /// in `-127..=127` ([`quantize_i8`]).
+    fn dot_i8(self, a: &[i8], b: &[i8]) -> i32;
     /// `out = m * x` for a symmetric row-major `dim x dim` matrix `m`, computed as
     /// `sum_k x[k] * m[k, :]` (vertical updates only, no horizontal reductions).
     #[inline(always)]
@@ -42,6 +45,30 @@ impl Kernels for Portable {
             *yi += alpha * xi;
         }
     }
+
+    #[inline(always)]
+    fn dot_i8(self, a: &[i8], b: &[i8]) -> i32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| i32::from(*x) * i32::from(*y))
+            .sum()
+    }
+}
+
+/// Scalar int8 codes of `v` into `out` (same length): `out[k] = round(v[k] / scale)` with
+/// `scale = max |v[k]| / 127`, which is returned (0 for an all-zero vector), so that
+/// `v[k] ~ scale * out[k]` and `a.b ~ scale_a * scale_b * (codes_a . codes_b)`.
+pub(crate) fn quantize_i8(v: &[f32], out: &mut [i8]) -> f32 {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max <= 0.0 || !max.is_finite() {
+        out.iter_mut().for_each(|o| *o = 0);
+        return 0.0;
+    }
+    let inv = 127.0 / max;
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = (x * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    max / 127.0
 }
 
 /// `sum a[k] * b[k]` over the common length (portable).
@@ -123,6 +150,19 @@ impl Kernels for Avx2Fma {
     }
 
     #[inline(always)]
+    fn dot_i8(self, a: &[i8], b: &[i8]) -> i32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: an `Avx2Fma` value exists only if AVX2 and FMA were detected.
+            unsafe { x86::dot_i8(a, b) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Portable.dot_i8(a, b)
+        }
+    }
+
+    #[inline(always)]
     fn symv(self, m: &[f32], x: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -184,6 +224,49 @@ mod x86 {
         };
         for k in i..n {
             s = a[k].mul_add(b[k], s);
+        }
+        s
+    }
+
+    /// `sum a[k] * b[k]` of int8 codes in `-127..=127` over the common length. 32 codes at a
+    /// time: `|a|` times `b` with `a`'s sign (`maddubs` multiplies unsigned by signed bytes;
+    /// pairs of products stay below 2 * 127 * 127, inside `i16`), then widened to `i32`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+        use std::arch::x86_64::{
+            __m256i, _mm256_add_epi32, _mm256_castsi256_si128, _mm256_extracti128_si256,
+            _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_set1_epi16,
+            _mm256_setzero_si256, _mm256_sign_epi8, _mm_add_epi32, _mm_cvtsi128_si32,
+            _mm_shuffle_epi32,
+        };
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut i = 0usize;
+        // SAFETY: loads read bytes `[i, i + 32)` with `i + 32 <= n`, inside both slices.
+        let mut s = unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = _mm256_setzero_si256();
+            while i + 32 <= n {
+                let va = _mm256_loadu_si256(pa.add(i).cast::<__m256i>());
+                let vb = _mm256_loadu_si256(pb.add(i).cast::<__m256i>());
+                let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(vb, va));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, ones));
+                i += 32;
+            }
+            let s4 = _mm_add_epi32(
+                _mm256_castsi256_si128(acc),
+                _mm256_extracti128_si256(acc, 1),
+            );
+            let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+            let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01));
+            _mm_cvtsi128_si32(s1)
+        };
+        for k in i..n {
+            s += i32::from(a[k]) * i32::from(b[k]);
         }
         s
     }
@@ -263,6 +346,26 @@ mod x86 {
     }
 }
 
+/// Asks the CPU to bring the first cache lines of `v` (up to 256 bytes) towards L1; a hint
+/// with no effect on results (and none off x86-64). The graph walk calls it for a node's
+/// neighbours' codes before scoring them, as hnswlib does for its vectors.
+#[inline(always)]
+pub(crate) fn prefetch_bytes(v: &[i8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let lines = v.len().div_ceil(64).min(4);
+        for l in 0..lines {
+            // SAFETY: a prefetch never faults and reads nothing the program sees; the address
+            // stays inside `v` (line `l` starts at byte `64 * l < v.len()`), and SSE is part of
+            // the x86-64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(64 * l)) }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 /// Solves `a x = b` for a symmetric positive definite row-major `n x n` matrix `a`
 /// (overwritten by its Cholesky factor).
 ///
@@ -332,10 +435,24 @@ mod tests {
     }
 
     fn check<K: Kernels>(k: K) {
-        for n in [0, 1, 7, 8, 15, 16, 33, 64, 100] {
+        for n in [0, 1, 7, 8, 15, 16, 31, 32, 33, 64, 100, 130] {
             let (a, b) = (data(n, 1), data(n, 2));
             let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!(close(k.dot(&a, &b), want), "dot n={n}");
+            let ca: Vec<i8> = (0..n)
+                .map(|i| ((i * 37 + 11) % 255) as i8)
+                .map(|c| c.max(-127))
+                .collect();
+            let cb: Vec<i8> = (0..n)
+                .map(|i| ((i * 91 + 5) % 255) as i8)
+                .map(|c| c.max(-127))
+                .collect();
+            let want_i: i32 = ca
+                .iter()
+                .zip(&cb)
+                .map(|(x, y)| i32::from(*x) * i32::from(*y))
+                .sum();
+            assert_eq!(k.dot_i8(&ca, &cb), want_i, "dot_i8 n={n}");
             let mut y = b.clone();
             k.axpy(0.5, &a, &mut y);
             for ((yi, ai), bi) in y.iter().zip(&a).zip(&b) {
@@ -370,6 +487,19 @@ mod tests {
             Some(k) => check(k),
             None => println!("skipping: no AVX2 + FMA on this CPU"),
         }
+    }
+
+    #[test]
+    fn int8_codes_approximate_the_vector() {
+        let v = data(64, 9);
+        let mut c = vec![0i8; 64];
+        let scale = quantize_i8(&v, &mut c);
+        let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(c.iter().any(|x| x.unsigned_abs() == 127));
+        for (x, q) in v.iter().zip(&c) {
+            assert!((x - scale * f32::from(*q)).abs() <= max / 254.0 + 1e-6);
+        }
+        assert_eq!(quantize_i8(&[0.0; 4], &mut [1i8; 4]), 0.0);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::fmt;
 pub mod content;
 pub mod itemcf;
 pub mod kg;
-mod linalg;
+pub(crate) mod linalg;
 pub mod mf;
 pub mod mlp;
 pub mod popularity;

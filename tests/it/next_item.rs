@@ -336,7 +336,7 @@ fn the_sequence_channel_learns_order_and_serves_the_live_history() {
             .sequence_epochs
             .expect("the report names the sequence fit");
         assert!(
-            (1..=60).contains(&epochs) && epochs % 5 == 0,
+            (1..=60).contains(&epochs) && epochs.is_multiple_of(5),
             "epochs {epochs} are a rated epoch within max_epochs"
         );
         assert!(report.to_string().contains("sequence model: "));
