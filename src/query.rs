@@ -38,6 +38,7 @@ pub struct Query {
     explain: bool,
     candidates: usize,
     time_budget: Option<Duration>,
+    typos: bool,
 }
 
 impl Default for Query {
@@ -56,6 +57,7 @@ impl Default for Query {
             explain: false,
             candidates: crate::rerank::CANDIDATES,
             time_budget: None,
+            typos: true,
         }
     }
 }
@@ -132,6 +134,14 @@ impl Query {
     /// by `Limits::max_query_time`). A zero budget lets validation run and nothing else.
     pub fn time_budget(mut self, budget: Duration) -> Self {
         self.time_budget = Some(budget);
+        self
+    }
+    /// Typo tolerance of the text channel (on by default): a word of 5 or more letters that
+    /// no product contains is searched as the indexed words one edit away (two from 9
+    /// letters), the most frequent first, weighted below exact matches. Chinese words are
+    /// never corrected.
+    pub fn typos(mut self, yes: bool) -> Self {
+        self.typos = yes;
         self
     }
 }
@@ -372,6 +382,11 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
                 };
                 history = rule.history(live());
                 recent = rule.recent(live());
+                if history.is_empty() {
+                    notes.push(format!(
+                        "cold start: user {user:?} has no history of products still in the catalog"
+                    ));
+                }
                 purchased = evs
                     .iter()
                     .filter(|e| e.kind == EventKind::Purchase)
@@ -397,9 +412,15 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         (None, Some(iid)) => state.vectors.vector(iid),
         _ => None,
     };
+    let searching = q.text.is_some() || q.vector.is_some();
+    // A cold start is asked anonymously: the user's trained factors, if any, were fitted on
+    // products that are gone.
+    let asking = uid
+        .map(|u| u.0)
+        .filter(|_| !crate::rerank::cold_start(searching, &history));
     let (user, known, known_recent) = match &models {
         Some(m) => {
-            let (user, known) = m.models.known(uid.map(|u| u.0), &history);
+            let (user, known) = m.models.known(asking, &history);
             (user, known, m.models.known_recent(&recent))
         }
         None => (None, Vec::new(), Vec::new()),
@@ -411,6 +432,7 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         text: q.text.as_deref(),
         vector: query_vector.as_deref(),
         filter: &q.filter,
+        typos: q.typos,
     };
     let ok = |i: u32| -> bool {
         let iid = ItemId(i);
@@ -422,10 +444,19 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
     // Content channels first: with text or a vector the query is a search.
     let n = q.candidates;
     let mut channels: Vec<(Channel, ChannelHits)> = Vec::new();
-    let text = TextChannel { index: &state.text };
+    let synonyms = q
+        .text
+        .as_deref()
+        .map(|t| state.synonyms.read().expand(&crate::text::analyze(t)))
+        .unwrap_or_default();
+    let text = TextChannel {
+        index: &state.text,
+        synonyms: &synonyms,
+    };
     let vector = VectorChannel {
         index: &state.vectors,
         items: &items,
+        text: &state.text,
         exact_scan_below: state.config.hnsw.exact_scan_below,
         max_k: limits.max_k,
     };
@@ -438,7 +469,6 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
             channels.push((channel.channel(), hits));
         }
     }
-    let searching = q.text.is_some() || q.vector.is_some();
     deadline.check("the model channels")?;
     if let Some(m) = &models {
         let model_hits = if searching {
@@ -488,11 +518,38 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
     // Business rules: at most `max_per_brand` per brand, then the top k.
     let mut per_brand: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(q.k);
-    let query_terms = q
+    let mut query_terms = q
         .text
         .as_deref()
         .map(crate::text::analyze)
         .unwrap_or_default();
+    // What typo tolerance and synonyms searched beyond the words typed (for explanations).
+    let mut text_notes = Vec::new();
+    if let (true, true, Some(text)) = (q.explain, q.typos, q.text.as_deref()) {
+        for c in state.text.explain_typos(text)? {
+            let terms: Vec<String> = c
+                .terms
+                .iter()
+                .map(|(t, e)| format!("{t} ({e} edit{})", if *e == 1 { "" } else { "s" }))
+                .collect();
+            text_notes.push(format!(
+                "typo: {:?} searched as {}",
+                c.word,
+                terms.join(", ")
+            ));
+            query_terms.extend(c.terms.into_iter().map(|(t, _)| t));
+        }
+    }
+    if q.explain {
+        for (word, syn) in &synonyms {
+            text_notes.push(format!(
+                "synonym: {:?} also searched as {:?}",
+                word.join(" "),
+                syn.join(" ")
+            ));
+            query_terms.extend(syn.iter().cloned());
+        }
+    }
     for (iid, score, parts) in hits {
         let Some(p) = items.get(iid) else { continue };
         if let Some(cap) = q.max_per_brand {
@@ -505,7 +562,7 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         let explanation = q.explain.then(|| {
             let mut e = Explanation {
                 channels: parts,
-                notes: notes.clone(),
+                notes: notes.iter().chain(&text_notes).cloned().collect(),
                 ..Explanation::default()
             };
             if !query_terms.is_empty() {

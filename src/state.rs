@@ -39,6 +39,8 @@ pub(crate) struct State {
     pub kg: RwLock<Dictionary>,
     /// Committed events, per user and per item.
     pub events: RwLock<EventIndex>,
+    /// Search synonyms (applied at query time).
+    pub synonyms: RwLock<crate::synonyms::Synonyms>,
     /// The model generation serving queries, if any.
     pub models: RwLock<Option<Arc<ModelSet>>>,
     /// The last durable sequence number.

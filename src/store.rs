@@ -20,6 +20,7 @@
 //! | `N` / `n` | entity name / eid `u32` | eid / entity name |
 //! | `R` / `r` | relation name / rid `u16` | rid / relation name |
 //! | `T` / `t` | head, rid, tail / tail, rid, head | empty (edges, both directions) |
+//! | `S` | word, `0x00`, synonym | empty (search synonyms, `synonyms`) |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -328,7 +329,7 @@ mod tests {
 
     #[test]
     fn prefixes_are_distinct() {
-        use crate::{catalog, events, graph, users};
+        use crate::{catalog, events, graph, synonyms, users};
         let all = [
             META,
             catalog::PRODUCT,
@@ -343,6 +344,7 @@ mod tests {
             graph::RELATION_ID,
             graph::EDGE,
             graph::EDGE_REV,
+            synonyms::SYNONYM,
         ];
         let distinct: std::collections::HashSet<u8> = all.iter().copied().collect();
         assert_eq!(distinct.len(), all.len());

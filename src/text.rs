@@ -36,13 +36,21 @@ const ATTR_SEP: char = '\u{1f}';
 /// a batch of 100k products in one segment.
 const WRITER_MEMORY: usize = 64 << 20;
 
-/// Weight of a typo-tolerant (edit distance 1) match relative to an exact term match, so that
-/// exact matches rank first.
-const FUZZY_BOOST: f32 = 0.3;
-/// Words shorter than this get no typo tolerance (too many false matches).
-const FUZZY_MIN_CHARS: usize = 5;
+/// Name of the analyzer of the surface-form field (`words`).
+const SURFACE_ANALYZER: &str = "shopdb_words";
+/// Weight of a corrected word's BM25 score by the number of edits it took, relative to an
+/// exact match (weight 1), so that exact matches rank first.
+const TYPO_WEIGHT: [f32; 3] = [1.0, 0.6, 0.35];
+/// Words shorter than this (in characters, as typed) get no typo tolerance: too many short
+/// words lie one edit apart. As Meilisearch and Typesense do by default.
+const TYPO_ONE_EDIT_CHARS: usize = 5;
 /// Words at least this long tolerate two edits.
-const FUZZY_TWO_EDITS_CHARS: usize = 8;
+const TYPO_TWO_EDITS_CHARS: usize = 9;
+/// At most this many corrections of one word are searched (the most frequent at the fewest
+/// edits).
+const MAX_CORRECTIONS: usize = 3;
+/// Weight of a synonym's BM25 score relative to the words typed.
+const SYNONYM_WEIGHT: f32 = 0.8;
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -53,6 +61,11 @@ struct Fields {
     category: Field,
     price: Field,
     attr: Field,
+    /// The surface forms (lowercased, neither stemmed nor stop-word filtered) of the
+    /// non-Chinese words of `text`: only its term dictionary is read, by typo correction
+    /// (an edit at a word's end can change its stem beyond recognition: `runnign` stems to
+    /// itself, `running` to `run`).
+    words: Field,
 }
 
 /// A BM25 hit.
@@ -70,8 +83,25 @@ pub(crate) struct TextQuery<'a> {
     pub limit: usize,
     /// Extra weight of title matches (0 = title not searched separately).
     pub title_boost: f32,
-    /// Add edit-distance-1 matches for long words, weighted down.
+    /// Correct words the index does not know (one edit from 5 letters, two from 9), and
+    /// search the corrections, weighted down.
     pub fuzzy: bool,
+    /// Synonyms to search too, as `(the query's terms, the synonym's terms)` from
+    /// `Synonyms::expand`.
+    pub synonyms: &'a [(Vec<String>, Vec<String>)],
+}
+
+/// One clause of a boolean query.
+type Clause = (Occur, Box<dyn Query>);
+
+/// A query word the index does not know and what typo tolerance searched instead.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Correction {
+    /// The word as typed, lowercased.
+    pub word: String,
+    /// The index terms (stems) searched in its place, with the edits each took, most
+    /// frequent first.
+    pub terms: Vec<(String, u8)>,
 }
 
 pub(crate) struct TextIndex {
@@ -94,6 +124,14 @@ fn schema() -> (Schema, Fields) {
     let category = b.add_text_field("category", STRING);
     let price = b.add_f64_field("price", NumericOptions::default().set_indexed().set_fast());
     let attr = b.add_text_field("attr", STRING);
+    let words = b.add_text_field(
+        "words",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(SURFACE_ANALYZER)
+                .set_index_option(IndexRecordOption::Basic),
+        ),
+    );
     (
         b.build(),
         Fields {
@@ -104,6 +142,7 @@ fn schema() -> (Schema, Fields) {
             category,
             price,
             attr,
+            words,
         },
     )
 }
@@ -119,16 +158,19 @@ fn is_cjk(c: char) -> bool {
 
 /// Splits text into words: runs of Chinese characters are segmented by jieba (search mode,
 /// so both `跑步鞋` and `跑步` are emitted), other alphanumeric runs are words of their own.
+/// With `latin_only`, Chinese runs are dropped (the surface-form field, which only typo
+/// correction reads, and Chinese gets none).
 #[derive(Clone, Default)]
 struct MixedTokenizer {
     tokens: Vec<Token>,
+    latin_only: bool,
 }
 
 impl Tokenizer for MixedTokenizer {
     type TokenStream<'a> = OwnedTokenStream;
     fn token_stream<'a>(&'a mut self, text: &'a str) -> OwnedTokenStream {
         self.tokens.clear();
-        split_words(text, &mut self.tokens);
+        split_words(text, self.latin_only, &mut self.tokens);
         OwnedTokenStream {
             tokens: std::mem::take(&mut self.tokens),
             index: 0,
@@ -155,7 +197,7 @@ impl TokenStream for OwnedTokenStream {
     }
 }
 
-fn split_words(text: &str, out: &mut Vec<Token>) {
+fn split_words(text: &str, latin_only: bool, out: &mut Vec<Token>) {
     // Runs of the same kind: (start byte, end byte, is_cjk).
     let mut runs: Vec<(usize, usize, bool)> = Vec::new();
     let mut current: Option<(usize, bool)> = None;
@@ -192,6 +234,9 @@ fn split_words(text: &str, out: &mut Vec<Token>) {
     };
     for (s, e, cjk) in runs {
         let run = &text[s..e];
+        if cjk && latin_only {
+            continue;
+        }
         if cjk {
             for t in jieba().cut_for_search(run, true) {
                 if t.word.chars().any(char::is_alphanumeric) {
@@ -217,9 +262,109 @@ fn analyzer() -> TextAnalyzer {
     }
 }
 
+thread_local! {
+    static ANALYZERS: std::cell::RefCell<Option<TextAnalyzer>> = const { std::cell::RefCell::new(None) };
+    static SURFACE_ANALYZERS: std::cell::RefCell<Option<TextAnalyzer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's copy of an analyzer, built once: building one builds the stop-word set,
+/// which costs more than analysing a query.
+fn cached(
+    slot: &'static std::thread::LocalKey<std::cell::RefCell<Option<TextAnalyzer>>>,
+    build: fn() -> TextAnalyzer,
+) -> TextAnalyzer {
+    slot.with(|s| s.borrow_mut().get_or_insert_with(build).clone())
+}
+
+/// The surface-form analyzer: words lowercased, nothing removed or stemmed.
+fn surface_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(MixedTokenizer {
+        tokens: Vec::new(),
+        latin_only: true,
+    })
+    .filter(RemoveLongFilter::limit(48))
+    .filter(LowerCaser)
+    .build()
+}
+
+/// The non-Chinese words of `text` as typed (lowercased), in order, repeats dropped.
+fn surface_words(text: &str) -> Vec<String> {
+    let mut a = cached(&SURFACE_ANALYZERS, surface_analyzer);
+    let mut stream = a.token_stream(text);
+    let mut seen = BTreeSet::new();
+    let mut words = Vec::new();
+    while stream.advance() {
+        let t = &stream.token().text;
+        if seen.insert(t.clone()) {
+            words.push(t.clone());
+        }
+    }
+    words
+}
+
+/// How many edits typo tolerance allows in a word of this many characters.
+fn typo_budget(chars: usize) -> u8 {
+    if chars >= TYPO_TWO_EDITS_CHARS {
+        2
+    } else if chars >= TYPO_ONE_EDIT_CHARS {
+        1
+    } else {
+        0
+    }
+}
+
+/// Calls `f` with every term of `field`'s dictionary (each segment's) that the fuzzy
+/// query's automaton accepts, and the number of the segment's documents holding it.
+fn fuzzy_terms(
+    searcher: &tantivy::Searcher,
+    field: Field,
+    fuzzy: &FuzzyTermQuery,
+    f: &mut dyn FnMut(&str, u64),
+) -> Result<()> {
+    let automaton = fuzzy.automaton()?;
+    for segment in searcher.segment_readers() {
+        let inverted = segment.inverted_index(field)?;
+        let mut stream = inverted
+            .terms()
+            .search(&automaton)
+            .into_stream()
+            .map_err(tantivy::TantivyError::from)?;
+        while stream.advance() {
+            if let Ok(term) = std::str::from_utf8(stream.key()) {
+                f(term, u64::from(stream.value().doc_freq));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Optimal string alignment distance (Levenshtein with adjacent transpositions counted as
+/// one edit, as the automata that find the candidates count them), over characters.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev2 = vec![0usize; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0usize; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(prev2[j - 2] + 1);
+            }
+            cur[j] = d;
+        }
+        std::mem::swap(&mut prev2, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
 /// Analyzes text exactly as the index does: the distinct terms, in first-seen order.
 pub(crate) fn analyze(text: &str) -> Vec<String> {
-    let mut a = analyzer();
+    let mut a = cached(&ANALYZERS, analyzer);
     let mut stream = a.token_stream(text);
     let mut seen = BTreeSet::new();
     let mut terms = Vec::new();
@@ -230,6 +375,43 @@ pub(crate) fn analyze(text: &str) -> Vec<String> {
         }
     }
     terms
+}
+
+/// `text` with every word whose index term is in `terms` wrapped in `open` and `close`
+/// (Chinese words as jieba finds them; overlapping words are marked once, as one span).
+pub(crate) fn highlight(text: &str, terms: &BTreeSet<String>, open: &str, close: &str) -> String {
+    let mut a = cached(&ANALYZERS, analyzer);
+    let mut stream = a.token_stream(text);
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    while stream.advance() {
+        let t = stream.token();
+        if terms.contains(&t.text) && t.offset_to <= text.len() {
+            spans.push((t.offset_from, t.offset_to));
+        }
+    }
+    spans.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for (s, e) in spans {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    let mut out = String::with_capacity(text.len() + merged.len() * (open.len() + close.len()));
+    let mut at = 0;
+    for (s, e) in merged {
+        // Offsets come from the tokenizer, on character boundaries of `text`.
+        let (Some(before), Some(word)) = (text.get(at..s), text.get(s..e)) else {
+            continue;
+        };
+        out.push_str(before);
+        out.push_str(open);
+        out.push_str(word);
+        out.push_str(close);
+        at = e;
+    }
+    out.push_str(text.get(at..).unwrap_or(""));
+    out
 }
 
 /// tantivy trusts its segment files once opened (a damaged doc store panics when a document
@@ -261,6 +443,9 @@ impl TextIndex {
             Index::open_or_create(mmap, schema).map_err(|e| Error::corrupt(dir, e.to_string()))?;
         verify_checksums(&index, dir)?;
         index.tokenizers().register(ANALYZER, analyzer());
+        index
+            .tokenizers()
+            .register(SURFACE_ANALYZER, surface_analyzer());
         let applied = index
             .load_metas()
             .map_err(|e| Error::corrupt(dir, e.to_string()))?
@@ -300,6 +485,7 @@ impl TextIndex {
         ]
         .join("\n");
         doc.add_text(f.text, &body);
+        doc.add_text(f.words, &body);
         doc.add_text(f.title, &p.title);
         if !p.brand.is_empty() {
             doc.add_text(f.brand, p.brand.to_lowercase());
@@ -419,58 +605,20 @@ impl TextIndex {
 
     /// BM25 search. `q.limit` must be in 1..=the engine's `max_k` (checked by the caller).
     pub fn search(&self, q: &TextQuery<'_>) -> Result<Vec<TextHit>> {
-        let terms = analyze(q.text);
-        if terms.is_empty() || q.limit == 0 {
+        if q.limit == 0 {
             return Ok(Vec::new());
         }
-        let f = &self.fields;
         let searcher = self.reader.searcher();
-        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for t in &terms {
-            should.push((
-                Occur::Should,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(f.text, t),
-                    IndexRecordOption::WithFreqs,
-                )),
-            ));
-            if q.title_boost > 0.0 {
-                should.push((
-                    Occur::Should,
-                    Box::new(tantivy::query::BoostQuery::new(
-                        Box::new(TermQuery::new(
-                            Term::from_field_text(f.title, t),
-                            IndexRecordOption::WithFreqs,
-                        )),
-                        q.title_boost,
-                    )),
-                ));
-            }
-            // Typo tolerance only for long words the index does not know: a known word needs
-            // no correction, and the edit-distance automaton is the costliest part of a query.
-            if q.fuzzy
-                && t.chars().count() >= FUZZY_MIN_CHARS
-                && t.chars().all(|c| !is_cjk(c))
-                && searcher.doc_freq(&Term::from_field_text(f.text, t))? == 0
-            {
-                should.push((
-                    Occur::Should,
-                    Box::new(tantivy::query::BoostQuery::new(
-                        Box::new(FuzzyTermQuery::new(
-                            Term::from_field_text(f.text, t),
-                            // Stemming can add a second edit ("headphonez" against the stem
-                            // "headphon"), so long words get two.
-                            if t.chars().count() >= FUZZY_TWO_EDITS_CHARS {
-                                2
-                            } else {
-                                1
-                            },
-                            true,
-                        )),
-                        FUZZY_BOOST,
-                    )),
-                ));
-            }
+        let (should, _) = self.text_clauses(
+            &searcher,
+            q.text,
+            q.title_boost,
+            q.fuzzy,
+            q.synonyms,
+            IndexRecordOption::WithFreqs,
+        )?;
+        if should.is_empty() {
+            return Ok(Vec::new());
         }
         let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(should));
         let query: Box<dyn Query> = if q.filter.is_all() {
@@ -486,6 +634,257 @@ impl TextIndex {
         };
         let top = searcher.search(&query, &TopDocs::with_limit(q.limit).order_by_score())?;
         self.resolve(&searcher, top)
+    }
+
+    /// The clauses of a text query, each `Should`: every analysed term on the text field (and
+    /// on the title, weighted by `title_boost`), and with `typos`, the corrections of the
+    /// words the index does not know, weighted by their edits (`TYPO_WEIGHT`). Returns the
+    /// corrections made.
+    fn text_clauses(
+        &self,
+        searcher: &tantivy::Searcher,
+        text: &str,
+        title_boost: f32,
+        typos: bool,
+        synonyms: &[(Vec<String>, Vec<String>)],
+        record: IndexRecordOption,
+    ) -> Result<(Vec<Clause>, Vec<Correction>)> {
+        let f = self.fields;
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut push = |term: &str, weight: f32| {
+            let mut add = |field: Field, weight: f32| {
+                let q: Box<dyn Query> =
+                    Box::new(TermQuery::new(Term::from_field_text(field, term), record));
+                let q: Box<dyn Query> = if weight == 1.0 {
+                    q
+                } else {
+                    Box::new(tantivy::query::BoostQuery::new(q, weight))
+                };
+                should.push((Occur::Should, q));
+            };
+            add(f.text, weight);
+            if title_boost > 0.0 {
+                add(f.title, title_boost * weight);
+            }
+        };
+        let terms = analyze(text);
+        for t in &terms {
+            push(t, 1.0);
+        }
+        let corrections = if typos {
+            self.corrections(searcher, text, &terms)?
+        } else {
+            Vec::new()
+        };
+        for c in &corrections {
+            for (t, edits) in &c.terms {
+                push(
+                    t,
+                    TYPO_WEIGHT[usize::from(*edits).min(TYPO_WEIGHT.len() - 1)],
+                );
+            }
+        }
+        // A synonym of one term is one more term; a phrase must match whole.
+        let mut phrases: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (_, syn) in synonyms {
+            match syn.as_slice() {
+                [] => {}
+                [t] => push(t, SYNONYM_WEIGHT),
+                many => {
+                    let mut fields = vec![(f.text, SYNONYM_WEIGHT)];
+                    if title_boost > 0.0 {
+                        fields.push((f.title, title_boost * SYNONYM_WEIGHT));
+                    }
+                    for (field, weight) in fields {
+                        let all: Vec<(Occur, Box<dyn Query>)> = many
+                            .iter()
+                            .map(|t| {
+                                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                                    Term::from_field_text(field, t),
+                                    record,
+                                ));
+                                (Occur::Must, q)
+                            })
+                            .collect();
+                        phrases.push((
+                            Occur::Should,
+                            Box::new(tantivy::query::BoostQuery::new(
+                                Box::new(BooleanQuery::new(all)),
+                                weight,
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
+        should.extend(phrases);
+        Ok((should, corrections))
+    }
+
+    /// Typo tolerance: for each word of `text` of at least `TYPO_ONE_EDIT_CHARS` letters
+    /// whose stem the index does not know (a known word is never corrected, and the
+    /// automata are the costliest part of a query), the index terms within its edit budget,
+    /// found both from its stem (in the stemmed dictionary) and from the word as typed (in
+    /// the surface-form dictionary, then stemmed): those at the fewest edits, most frequent
+    /// first, at most `MAX_CORRECTIONS`. Chinese words are never corrected.
+    fn corrections(
+        &self,
+        searcher: &tantivy::Searcher,
+        text: &str,
+        terms: &[String],
+    ) -> Result<Vec<Correction>> {
+        let f = self.fields;
+        let mut out = Vec::new();
+        // The common case, every term known, costs one dictionary lookup per term.
+        let mut unknown = BTreeSet::new();
+        for t in terms {
+            if searcher.doc_freq(&Term::from_field_text(f.text, t))? == 0 {
+                unknown.insert(t.as_str());
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(out);
+        }
+        for word in surface_words(text) {
+            let budget = typo_budget(word.chars().count());
+            if budget == 0 {
+                continue;
+            }
+            // A stop word has no stem and is not searched at all.
+            let Some(stem) = analyze(&word).into_iter().next() else {
+                continue;
+            };
+            if !unknown.contains(stem.as_str()) {
+                continue;
+            }
+            let mut found: std::collections::BTreeMap<String, u8> = Default::default();
+            for (field, probe) in [(f.text, stem.as_str()), (f.words, word.as_str())] {
+                let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, probe), budget, true);
+                fuzzy_terms(searcher, field, &fuzzy, &mut |candidate, _| {
+                    let (term, edits) = if field == f.text {
+                        (candidate.to_string(), edit_distance(&stem, candidate))
+                    } else {
+                        match analyze(candidate).into_iter().next() {
+                            Some(t) => (t, edit_distance(&word, candidate)),
+                            None => return,
+                        }
+                    };
+                    let edits = edits.min(usize::from(budget)) as u8;
+                    let e = found.entry(term).or_insert(edits);
+                    *e = (*e).min(edits);
+                })?;
+            }
+            let Some(fewest) = found.values().copied().min() else {
+                continue;
+            };
+            let mut terms = Vec::new();
+            for (term, edits) in found {
+                if edits == fewest {
+                    let df = searcher.doc_freq(&Term::from_field_text(f.text, &term))?;
+                    if df > 0 {
+                        terms.push((df, term, edits));
+                    }
+                }
+            }
+            terms.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            terms.truncate(MAX_CORRECTIONS);
+            if !terms.is_empty() {
+                out.push(Correction {
+                    word,
+                    terms: terms.into_iter().map(|(_, t, e)| (t, e)).collect(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Completions of a word's beginning from the surface-form dictionary, the most
+    /// frequent first, at most `n`: the words that start with `prefix`, then, when fewer and
+    /// `prefix` has 4 or more letters, those that start within one edit of it (typos).
+    /// Returns `(word, documents holding it, edits)`.
+    pub fn complete(&self, prefix: &str, n: usize) -> Result<Vec<(String, u64, u8)>> {
+        let prefix = prefix.to_lowercase();
+        if prefix.is_empty() || n == 0 || prefix.chars().any(is_cjk) {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let field = self.fields.words;
+        let mut found: std::collections::HashMap<String, (u64, u8)> = Default::default();
+        let mut end = prefix.clone();
+        end.push(char::MAX);
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(field)?;
+            let mut stream = inverted
+                .terms()
+                .range()
+                .ge(prefix.as_bytes())
+                .lt(end.as_bytes())
+                .into_stream()
+                .map_err(tantivy::TantivyError::from)?;
+            while stream.advance() {
+                if let Ok(w) = std::str::from_utf8(stream.key()) {
+                    let e = found.entry(w.to_string()).or_insert((0, 0));
+                    e.0 += u64::from(stream.value().doc_freq);
+                }
+            }
+        }
+        if found.len() < n && prefix.chars().count() >= 4 {
+            let fuzzy = FuzzyTermQuery::new_prefix(Term::from_field_text(field, &prefix), 1, true);
+            fuzzy_terms(&searcher, field, &fuzzy, &mut |w, df| {
+                let e = found.entry(w.to_string()).or_insert((0, 1));
+                if e.1 == 1 {
+                    e.0 += df;
+                }
+            })?;
+        }
+        let mut out: Vec<(String, u64, u8)> =
+            found.into_iter().map(|(w, (df, e))| (w, df, e)).collect();
+        out.sort_by(|a, b| {
+            a.2.cmp(&b.2)
+                .then(b.1.cmp(&a.1))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// `text` with each word the catalog does not hold replaced by the catalog's closest
+    /// word within the typo budget (fewest edits, then the most frequent), for showing a
+    /// corrected query (`wireles head` -> `wireless head`). Words that are known, short,
+    /// Chinese or without a close word stay as typed.
+    pub fn respell(&self, text: &str) -> Result<String> {
+        let searcher = self.reader.searcher();
+        let field = self.fields.words;
+        let mut out = Vec::new();
+        for piece in text.split_whitespace() {
+            let word = piece.to_lowercase();
+            let budget = typo_budget(word.chars().count());
+            let plain = word.chars().all(|c| c.is_alphanumeric() && !is_cjk(c));
+            if budget == 0 || !plain || searcher.doc_freq(&Term::from_field_text(field, &word))? > 0
+            {
+                out.push(piece.to_string());
+                continue;
+            }
+            let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, &word), budget, true);
+            let mut best: Option<(usize, u64, String)> = None;
+            fuzzy_terms(&searcher, field, &fuzzy, &mut |candidate, df| {
+                let edits = edit_distance(&word, candidate);
+                let better = best.as_ref().is_none_or(|(e, d, w)| {
+                    (edits, std::cmp::Reverse(df), candidate)
+                        < (*e, std::cmp::Reverse(*d), w.as_str())
+                });
+                if better {
+                    best = Some((edits, df, candidate.to_string()));
+                }
+            })?;
+            out.push(best.map_or_else(|| piece.to_string(), |(_, _, w)| w));
+        }
+        Ok(out.join(" "))
+    }
+
+    /// What typo tolerance does with `text` (for `EXPLAIN`): its corrections.
+    pub fn explain_typos(&self, text: &str) -> Result<Vec<Correction>> {
+        self.corrections(&self.reader.searcher(), text, &analyze(text))
     }
 
     /// The reference the benchmark harness times `search` against: the same analysed terms
@@ -516,25 +915,26 @@ impl TextIndex {
         Ok(top.len())
     }
 
-    /// Every item matching the text (any term, typo tolerance as in `search`) and the filter.
-    pub fn matching(&self, text: &str, filter: &Filter) -> Result<Vec<ItemId>> {
-        let terms = analyze(text);
-        if terms.is_empty() {
+    /// Every item matching the text (any term, typo tolerance and synonyms as in `search`)
+    /// and the filter.
+    pub fn matching(
+        &self,
+        text: &str,
+        filter: &Filter,
+        synonyms: &[(Vec<String>, Vec<String>)],
+    ) -> Result<Vec<ItemId>> {
+        let searcher = self.reader.searcher();
+        let (should, _) = self.text_clauses(
+            &searcher,
+            text,
+            0.0,
+            true,
+            synonyms,
+            IndexRecordOption::Basic,
+        )?;
+        if should.is_empty() {
             return Ok(Vec::new());
         }
-        let f = &self.fields;
-        let should: Vec<(Occur, Box<dyn Query>)> = terms
-            .iter()
-            .map(|t| {
-                (
-                    Occur::Should,
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(f.text, t),
-                        IndexRecordOption::Basic,
-                    )) as Box<dyn Query>,
-                )
-            })
-            .collect();
         let query = BooleanQuery::new(vec![
             (
                 Occur::Must,
@@ -542,7 +942,6 @@ impl TextIndex {
             ),
             (Occur::Must, self.filter_query(filter)),
         ]);
-        let searcher = self.reader.searcher();
         let docs = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
         let top: Vec<(f32, DocAddress)> = docs.into_iter().map(|d| (0.0, d)).collect();
         Ok(self
@@ -550,6 +949,25 @@ impl TextIndex {
             .into_iter()
             .map(|h| h.item)
             .collect())
+    }
+
+    /// The products that pass `filter`, from the inverted index (so a selective filter costs
+    /// what it selects, not a pass over the catalog), or `None` when more than `limit` pass.
+    pub fn filtered(&self, filter: &Filter, limit: usize) -> Result<Option<Vec<ItemId>>> {
+        let query = self.filter_query(filter);
+        let searcher = self.reader.searcher();
+        let count = searcher.search(&query, &tantivy::collector::Count)?;
+        if count > limit {
+            return Ok(None);
+        }
+        let docs = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
+        let top: Vec<(f32, DocAddress)> = docs.into_iter().map(|d| (0.0, d)).collect();
+        Ok(Some(
+            self.resolve(&searcher, top)?
+                .into_iter()
+                .map(|h| h.item)
+                .collect(),
+        ))
     }
 
     fn resolve(
@@ -578,5 +996,133 @@ impl TextIndex {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn index(titles: &[&str]) -> (tempfile::TempDir, TextIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = TextIndex::open(dir.path()).unwrap();
+        for (i, t) in titles.iter().enumerate() {
+            index
+                .upsert(ItemId(i as u32), &Product::new(format!("p{i}")).title(*t))
+                .unwrap();
+        }
+        index.commit(1).unwrap();
+        (dir, index)
+    }
+
+    fn search(index: &TextIndex, text: &str, fuzzy: bool) -> Vec<u32> {
+        index
+            .search(&TextQuery {
+                text,
+                filter: &Filter::All,
+                limit: 10,
+                title_boost: 0.0,
+                fuzzy,
+                synonyms: &[],
+            })
+            .unwrap()
+            .into_iter()
+            .map(|h| h.item.0)
+            .collect()
+    }
+
+    const SHOP: &[&str] = &[
+        "Leather Oxford Shoe",
+        "Acme Running Shoe for road running",
+        "Wireless Headphones",
+        "Oxford Shirt",
+        "Rune stone pendant",
+    ];
+
+    #[test]
+    fn edit_distance_counts_a_transposition_as_one_edit() {
+        assert_eq!(edit_distance("running", "running"), 0);
+        assert_eq!(edit_distance("runing", "running"), 1);
+        assert_eq!(edit_distance("runnign", "running"), 1);
+        assert_eq!(edit_distance("rnuning", "running"), 1);
+        assert_eq!(edit_distance("shoos", "shoes"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("跑步鞋", "跑步"), 1);
+    }
+
+    #[test]
+    fn the_edit_budget_follows_the_typed_length() {
+        assert_eq!(typo_budget(4), 0);
+        assert_eq!(typo_budget(5), 1);
+        assert_eq!(typo_budget(8), 1);
+        assert_eq!(typo_budget(9), 2);
+    }
+
+    #[test]
+    fn misspelt_words_find_their_product_and_exact_words_are_left_alone() {
+        let (_d, idx) = index(SHOP);
+        // "runing" stems to "rune", which the index knows (the pendant): a known stem is
+        // not corrected, so only "shoos" is.
+        let c = idx.explain_typos("runing shoos").unwrap();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].word, "shoos");
+        assert_eq!(c[0].terms[0], ("shoe".to_string(), 1));
+        // The surface dictionary finds what the stem alone cannot: "runnign" stems to
+        // itself, five edits from "run", one from "running".
+        let c = idx.explain_typos("runnign").unwrap();
+        assert_eq!(c[0].terms, vec![("run".to_string(), 1)]);
+        let hits = search(&idx, "runnign shoos", true);
+        assert_eq!(hits.first(), Some(&1), "{hits:?}");
+        assert!(search(&idx, "runnign shoos", false).is_empty());
+        // Two edits only from nine letters.
+        assert_eq!(search(&idx, "headphnoes", true).first(), Some(&2));
+        assert!(search(&idx, "wirelxxs", true).is_empty());
+        assert_eq!(search(&idx, "wirelss", true).first(), Some(&2));
+        // Correct words are never corrected: the same hits with and without.
+        for q in ["oxford shoe", "running", "wireless headphones", "rune"] {
+            assert!(idx.explain_typos(q).unwrap().is_empty(), "{q}");
+            assert_eq!(search(&idx, q, true), search(&idx, q, false), "{q}");
+        }
+        // Short words are not corrected.
+        assert!(idx.explain_typos("shoo").unwrap().is_empty());
+    }
+
+    #[test]
+    fn highlights_mark_matched_words_in_english_and_chinese() {
+        let terms: BTreeSet<String> = analyze("running shoes 跑步").into_iter().collect();
+        assert_eq!(
+            highlight("Acme Running Shoe, for runners", &terms, "<em>", "</em>"),
+            "Acme <em>Running</em> <em>Shoe</em>, for runners"
+        );
+        // jieba's search mode emits 跑步鞋 and 跑步: one span.
+        let h = highlight("轻便跑步鞋", &terms, "[", "]");
+        assert!(h.contains("[跑步"), "{h}");
+        assert_eq!(h.matches('[').count(), 1, "{h}");
+        assert_eq!(highlight("nothing here", &terms, "[", "]"), "nothing here");
+    }
+
+    #[test]
+    fn chinese_words_are_not_corrected() {
+        let (_d, idx) = index(&["跑步鞋 轻便", "皮鞋"]);
+        assert!(idx.explain_typos("跑步靴子靴子").unwrap().is_empty());
+        assert!(surface_words("跑步鞋 Running")
+            .iter()
+            .all(|w| w == "running"));
+    }
+
+    #[test]
+    fn matching_counts_corrected_words_as_search_does() {
+        let (_d, idx) = index(SHOP);
+        let mut m: Vec<u32> = idx
+            .matching("wirelss", &Filter::All, &[])
+            .unwrap()
+            .into_iter()
+            .map(|i| i.0)
+            .collect();
+        m.sort();
+        assert_eq!(m, vec![2]);
     }
 }

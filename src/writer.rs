@@ -13,6 +13,7 @@ use crate::events::{Event, EventDraft, StoredEvent};
 use crate::graph::Draft;
 use crate::state::State;
 use crate::store::{meta_key, meta_value, Batch};
+use crate::synonyms::SynonymChange;
 use crate::users::UserDraft;
 
 /// A staged write.
@@ -24,6 +25,7 @@ pub(crate) enum Op {
     Forget(String),
     Triples(Vec<(String, String, String)>),
     Links(Vec<(String, String)>),
+    Synonyms(Vec<SynonymChange>),
 }
 
 /// Result of a commit.
@@ -44,6 +46,7 @@ struct Staged {
     users: crate::users::UserChanges,
     events: crate::events::EventChanges,
     names: crate::graph::Additions,
+    synonyms: Vec<SynonymChange>,
 }
 
 /// Applies `ops` (called with the engine's commit lock held).
@@ -64,6 +67,7 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
         let mut kg = Draft::new(&kg);
         let mut events = EventDraft::new(&event_index);
         let mut batch = Batch::default();
+        let mut synonyms = Vec::new();
         for op in ops {
             match op {
                 Op::Upsert(p) => {
@@ -118,6 +122,13 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
                         kg.stage_link(&item, &entity, &mut batch)?;
                     }
                 }
+                Op::Synonyms(changes) => {
+                    for c in changes {
+                        seq += 1;
+                        crate::synonyms::stage(&c, &mut batch);
+                        synonyms.push(c);
+                    }
+                }
             }
         }
         events.stage_blocks(&state.store, &mut batch)?;
@@ -132,6 +143,7 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
             users: users.into_changes(),
             events: events.into_changes(),
             names: kg.into_additions(),
+            synonyms,
         })
     })()?;
 
@@ -150,6 +162,9 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
     }
     if !staged.users.is_empty() {
         state.users.write().apply(staged.users);
+    }
+    if !staged.synonyms.is_empty() {
+        state.synonyms.write().apply(&staged.synonyms);
     }
     let duplicate_events = staged.duplicate_events;
     let derived = staged.products;

@@ -11,6 +11,7 @@ mod data;
 mod plot;
 mod report;
 mod speed;
+mod typo;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use std::time::Instant;
 pub use data::{write_events_csv, write_products_jsonl, write_vectors, Dataset, Scale};
 pub use report::{
     AnnRow, IngestRow, LatencyRow, Memory, OverheadRow, PhaseMemory, QualityRow, Report, Sizes,
-    TrainingRow,
+    TrainingRow, TypoRow,
 };
 pub use speed::peak_rss_mb;
 
@@ -71,6 +72,9 @@ pub struct BenchOptions {
     pub tune: bool,
     /// Train the sequence model too (off by default, as in the engine).
     pub sequence: bool,
+    /// Queries of the typo benchmark (`typo`), made from the catalog's titles; 0 skips
+    /// it. Default 1,000.
+    pub typos: usize,
 }
 
 impl BenchOptions {
@@ -87,6 +91,7 @@ impl BenchOptions {
             progress: false,
             tune: true,
             sequence: false,
+            typos: 1_000,
         }
     }
 }
@@ -225,6 +230,10 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     if let Some(set) = &loaded.search {
         search_quality(engine, set, options.k, &phase, &mut report)?;
         mark("search_quality");
+    }
+    if options.typos > 0 {
+        report.typo = typo::run(engine, options.typos, &phase)?;
+        mark("typo");
     }
     if options.speed {
         latency(engine, &loaded, options, trained, &phase, &mut report)?;

@@ -120,6 +120,47 @@ pub struct OverheadRow {
     pub queries: usize,
 }
 
+/// The typo benchmark (`bench::typo`): shares of queries whose product is in the top 10,
+/// and the fused search's median time with typo tolerance on and off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct TypoRow {
+    /// Queries made from the catalog's titles.
+    pub queries: usize,
+    /// Share found as typed in the title.
+    pub clean_found: f64,
+    /// Share found with one typo in one word.
+    pub one_typo_found: f64,
+    /// The same with typo tolerance off.
+    pub one_typo_found_without_tolerance: f64,
+    /// Share found with a typo in every word of 5+ letters (two from 9).
+    pub every_word_found: f64,
+    /// Of the queries found as typed, the share also found with one typo.
+    pub one_typo_recovered: f64,
+    /// Of the queries found as typed, the share also found with a typo in every word.
+    pub every_word_recovered: f64,
+    /// Share of correctly typed queries whose top 10 is the same with typo tolerance on and
+    /// off.
+    pub clean_unchanged: f64,
+    /// Median fused search, correctly typed queries, tolerance on, milliseconds.
+    pub clean_p50_ms: f64,
+    /// The same, tolerance off.
+    pub clean_off_p50_ms: f64,
+    /// Median fused search, one-typo queries, tolerance on, milliseconds.
+    pub typo_p50_ms: f64,
+    /// The same, tolerance off.
+    pub typo_off_p50_ms: f64,
+    /// Search-as-you-type (`Engine::suggest`, 8 suggestions) on each query cut inside its
+    /// last word: the share whose whole last word is among the completions.
+    #[serde(default)]
+    pub suggest_word_found: f64,
+    /// Median of those suggestion calls, milliseconds (half of them for a shopper).
+    #[serde(default)]
+    pub suggest_p50_ms: f64,
+    /// Their 99th percentile, milliseconds.
+    #[serde(default)]
+    pub suggest_p99_ms: f64,
+}
+
 /// Sizes of the data set as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Sizes {
@@ -157,6 +198,9 @@ pub struct Report {
     pub ann: Option<AnnRow>,
     /// Engine BM25 against bare tantivy, when the data set has text.
     pub bm25_overhead: Option<OverheadRow>,
+    /// The typo benchmark, when the catalog has titles.
+    #[serde(default)]
+    pub typo: Option<TypoRow>,
     /// Per search method: median time of one labelled query, milliseconds (the latency
     /// side of the latency-against-recall plot).
     pub search_latency: Vec<(String, f64)>,
@@ -223,6 +267,39 @@ impl Report {
                 s,
                 "BM25 through the engine p50 {:.3} ms, bare tantivy p50 {:.3} ms: overhead ratio {:.2} ({} queries).\n",
                 o.engine_p50_ms, o.tantivy_p50_ms, o.ratio, o.queries
+            );
+        }
+        if let Some(t) = &self.typo {
+            let _ = writeln!(
+                s,
+                "## Typo tolerance ({} queries from the catalog's titles, fused search, top 10)\n\n\
+| queries | found | found, tolerance off | found of those found as typed |\n|---|---|---|---|\n\
+| as typed | {:.1}% | | |\n\
+| one typo | {:.1}% | {:.1}% | {:.1}% |\n\
+| typo in every word of 5+ letters (two from 9) | {:.1}% | | {:.1}% |\n\n\
+Correctly typed queries with the same top 10 with tolerance on and off: {:.1}%. \
+Median search: as typed {:.3} ms (tolerance off {:.3} ms), one typo {:.3} ms (off {:.3} ms): \
+ratio {:.2}.\n\nSuggestions (8, the query cut inside its last word, half of the calls for a shopper): the whole word among the completions {:.1}%, p50 {:.3} ms, p99 {:.3} ms.\n",
+                t.queries,
+                100.0 * t.clean_found,
+                100.0 * t.one_typo_found,
+                100.0 * t.one_typo_found_without_tolerance,
+                100.0 * t.one_typo_recovered,
+                100.0 * t.every_word_found,
+                100.0 * t.every_word_recovered,
+                100.0 * t.clean_unchanged,
+                t.clean_p50_ms,
+                t.clean_off_p50_ms,
+                t.typo_p50_ms,
+                t.typo_off_p50_ms,
+                if t.typo_off_p50_ms > 0.0 {
+                    t.typo_p50_ms / t.typo_off_p50_ms
+                } else {
+                    0.0
+                },
+                100.0 * t.suggest_word_found,
+                t.suggest_p50_ms,
+                t.suggest_p99_ms,
             );
         }
         self.ingest_tables(&mut s);

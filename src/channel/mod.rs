@@ -190,6 +190,8 @@ pub(crate) struct Request<'a> {
     /// The request's catalog filter (content channels apply it inside their index; every
     /// channel is also given it as a predicate).
     pub filter: &'a Filter,
+    /// Whether the text channel corrects words the index does not know.
+    pub typos: bool,
 }
 
 impl<'a> Request<'a> {
@@ -207,6 +209,7 @@ impl<'a> Request<'a> {
             text: None,
             vector: None,
             filter: &Filter::All,
+            typos: true,
         }
     }
 }

@@ -8,6 +8,8 @@ use crate::text::{TextIndex, TextQuery};
 /// The text index of one engine.
 pub(crate) struct TextChannel<'a> {
     pub index: &'a TextIndex,
+    /// What the request's text also searches (`Synonyms::expand` of its terms).
+    pub synonyms: &'a [(Vec<String>, Vec<String>)],
 }
 
 impl Retriever for TextChannel<'_> {
@@ -26,7 +28,8 @@ impl Retriever for TextChannel<'_> {
             filter: req.filter,
             limit: n,
             title_boost: 0.0,
-            fuzzy: true,
+            fuzzy: req.typos,
+            synonyms: self.synonyms,
         })?;
         Ok(Some(
             hits.into_iter().map(|h| (h.item.0, h.score)).collect(),

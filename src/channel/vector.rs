@@ -5,12 +5,15 @@ use super::{Allow, Channel, ChannelHits, Request, Retriever};
 use crate::catalog::{ItemId, ItemTable};
 use crate::error::Result;
 use crate::filter::Filter;
+use crate::text::TextIndex;
 use crate::vector::{Allowed, VectorIndex};
 
 /// The vector index of one engine, with the catalog its filters read.
 pub(crate) struct VectorChannel<'a> {
     pub index: &'a VectorIndex,
     pub items: &'a ItemTable,
+    /// The text index, whose inverted lists give a filter's products.
+    pub text: &'a TextIndex,
     /// Below this fraction of the catalog passing the filter, scan the allowed items
     /// exactly instead of walking the graph.
     pub exact_scan_below: f64,
@@ -33,6 +36,7 @@ impl Retriever for VectorChannel<'_> {
         let hits = search(
             self.index,
             self.items,
+            self.text,
             req.filter,
             v,
             k,
@@ -46,19 +50,34 @@ impl Retriever for VectorChannel<'_> {
     }
 }
 
-/// The `k` nearest products to `v` that pass `filter`: a graph walk with the filter as a
-/// predicate, or an exact scan of the allowed items when fewer than `exact_scan_below` of
-/// the catalog pass. The vector and filter must have been validated.
+/// The `k` nearest products to `v` that pass `filter`: an exact scan of the allowed items
+/// when fewer than `exact_scan_below` of the catalog pass, otherwise a graph walk with the
+/// filter as a predicate. The allowed items come from the text index's inverted lists (a
+/// count first, the items only when few), so a selective filter costs what it selects; the
+/// catalog is scanned only if the text index fails. The vector and filter must have been
+/// validated.
 pub(crate) fn search(
     index: &VectorIndex,
     items: &ItemTable,
+    text: &TextIndex,
     filter: &Filter,
     v: &[f32],
     k: usize,
     exact_scan_below: f64,
 ) -> Vec<(ItemId, f32)> {
+    let pred = |iid: ItemId| items.get(iid).is_some_and(|p| filter.matches(p));
+    let limit = (exact_scan_below * items.live as f64) as usize;
     let hits = if filter.is_all() {
         index.search(v, k, Allowed::All)
+    } else if let Ok(found) = text.filtered(filter, limit) {
+        match found {
+            // The record is the truth (the index may hold a product the commit just changed).
+            Some(mut allowed) => {
+                allowed.retain(|i| pred(*i));
+                index.search(v, k, Allowed::Exact(&allowed))
+            }
+            None => index.search(v, k, Allowed::Predicate(&pred)),
+        }
     } else {
         let allowed: Vec<ItemId> = items
             .items
@@ -71,7 +90,6 @@ pub(crate) fn search(
         if fraction < exact_scan_below {
             index.search(v, k, Allowed::Exact(&allowed))
         } else {
-            let pred = |iid: ItemId| items.get(iid).is_some_and(|p| filter.matches(p));
             index.search(v, k, Allowed::Predicate(&pred))
         }
     };

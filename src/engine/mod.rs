@@ -162,6 +162,18 @@ pub struct Scored {
     pub score: f32,
 }
 
+/// A search-as-you-type suggestion ([`Engine::suggest`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suggestion {
+    /// What to show: the typed text with its last word completed, or a product's title.
+    pub text: String,
+    /// The product, for a title.
+    pub id: Option<String>,
+    /// Larger is better: documents holding the completed word, or the title's search score
+    /// (raised by the shopper's affinity with its brand and category).
+    pub score: f32,
+}
+
 /// Result of appending events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Appended {
@@ -270,6 +282,7 @@ impl Engine {
         let events = events::load(&store)?;
         let (items, with_vectors) = crate::catalog::load(&store)?;
         let users = crate::users::load(&store)?;
+        let synonyms = crate::synonyms::load(&store)?;
         let (vectors, vec_applied, outcome) = VectorIndex::open(
             &dir.join("vectors"),
             config.dim,
@@ -309,6 +322,7 @@ impl Engine {
                 users: RwLock::new(users),
                 kg: RwLock::new(kg),
                 events: RwLock::new(events),
+                synonyms: RwLock::new(synonyms),
                 models: RwLock::new(None),
                 seq: AtomicU64::new(seq),
                 generation: AtomicU64::new(0),

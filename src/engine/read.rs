@@ -52,9 +52,7 @@ impl Engine {
     /// # Errors
     /// As [`search_text`](Self::search_text).
     pub fn facets(&self, text: &str, filter: &Filter) -> Result<Facets> {
-        self.state.check_query_text(text)?;
-        filter.validate(&self.state.config.limits)?;
-        let matching = self.state.text.matching(text, filter)?;
+        let matching = self.matching(text, filter)?;
         let items = self.state.items.read();
         let mut brands: HashMap<String, usize> = HashMap::new();
         let mut categories: HashMap<String, usize> = HashMap::new();
@@ -76,6 +74,32 @@ impl Engine {
             brands: sorted(brands),
             categories: sorted(categories),
         })
+    }
+
+    /// Every live product a search for `text` matches under the filter, not only the best
+    /// k: the set [`facets`](Self::facets) counts and SQL aggregates over `search('text')`
+    /// read (typo corrections and synonyms included, as the search applies them). Unordered.
+    ///
+    /// # Errors
+    /// As [`search_text`](Self::search_text).
+    pub fn search_matches(&self, text: &str, filter: &Filter) -> Result<Vec<Arc<Product>>> {
+        let matching = self.matching(text, filter)?;
+        let items = self.state.items.read();
+        Ok(matching
+            .into_iter()
+            .filter_map(|iid| items.get(iid).cloned())
+            .collect())
+    }
+
+    fn matching(&self, text: &str, filter: &Filter) -> Result<Vec<ItemId>> {
+        self.state.check_query_text(text)?;
+        filter.validate(&self.state.config.limits)?;
+        let synonyms = self
+            .state
+            .synonyms
+            .read()
+            .expand(&crate::text::analyze(text));
+        self.state.text.matching(text, filter, &synonyms)
     }
 
     /// The committed product with this id, embedding included.
@@ -104,6 +128,166 @@ impl Engine {
         by_iid.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
+    /// `text` (a title, say) with the words a search for `query` matches wrapped in
+    /// `<em>` and `</em>`: its terms, their typo corrections and synonyms, on the stemmed
+    /// form (so `Running` is marked for `run`), English and Chinese.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for an overlong query.
+    pub fn highlight(&self, query: &str, text: &str) -> Result<String> {
+        self.state.check_query_text(query)?;
+        let mut terms: std::collections::BTreeSet<String> =
+            crate::text::analyze(query).into_iter().collect();
+        for c in self.state.text.explain_typos(query)? {
+            terms.extend(c.terms.into_iter().map(|(t, _)| t));
+        }
+        for (_, syn) in self
+            .state
+            .synonyms
+            .read()
+            .expand(&crate::text::analyze(query))
+        {
+            terms.extend(syn);
+        }
+        Ok(crate::text::highlight(text, &terms, "<em>", "</em>"))
+    }
+
+    /// Search-as-you-type: for `typed` (what is in the search box), completions of its last
+    /// word from the catalog's words (typo tolerant from 4 letters, the most frequent first),
+    /// as the typed text with that word completed (and the words before it respelt where
+    /// the catalog does not hold them, [`TextIndex::respell`](crate::text::TextIndex::respell)), then the titles of the products the best
+    /// completions find, ranked by the search and, when `user` is given, raised by the
+    /// shopper's affinity (the share of their last 50 events on the product's brand and on
+    /// its category). At most `k` in all, about half of each kind when both have enough.
+    /// Chinese text gets title suggestions only.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for k outside 1..=`max_k` or an overlong text. An unknown
+    /// user is not an error: they are a shopper with no history.
+    pub fn suggest(
+        &self,
+        typed: &str,
+        user: Option<&str>,
+        k: usize,
+    ) -> Result<Vec<crate::engine::Suggestion>> {
+        use crate::engine::Suggestion;
+        self.state.check_k(k)?;
+        self.state.check_query_text(typed)?;
+        let trimmed = typed.trim_start();
+        let complete_last = !trimmed.is_empty() && !trimmed.ends_with(char::is_whitespace);
+        let (head, last) = match trimmed.rfind(char::is_whitespace) {
+            Some(i) if complete_last => (trimmed[..i].trim_end(), &trimmed[i..]),
+            _ if complete_last => ("", trimmed),
+            _ => (trimmed.trim_end(), ""),
+        };
+        // The words before the last, respelt: `wireles head` completes as `wireless ...`.
+        let head = self.state.text.respell(head)?;
+        let head = head.as_str();
+        let last = last.trim();
+        let words = if last.is_empty() {
+            Vec::new()
+        } else {
+            self.state.text.complete(last, k)?
+        };
+        let join = |w: &str| {
+            if head.is_empty() {
+                w.to_string()
+            } else {
+                format!("{head} {w}")
+            }
+        };
+        let mut completions: Vec<Suggestion> = words
+            .iter()
+            .map(|(w, df, _)| Suggestion {
+                text: join(w),
+                id: None,
+                score: *df as f32,
+            })
+            .collect();
+        // Titles: what the best completions (or the text as typed) find.
+        let probes: Vec<String> = if words.is_empty() {
+            vec![trimmed.trim_end().to_string()]
+        } else {
+            words.iter().take(2).map(|(w, _, _)| join(w)).collect()
+        };
+        let affinity = self.affinity(user)?;
+        let items = self.state.items.read();
+        let mut titles: Vec<Suggestion> = Vec::new();
+        for probe in probes.iter().filter(|p| !p.is_empty()) {
+            let hits = self.state.text.search(&TextQuery {
+                text: probe,
+                filter: &Filter::All,
+                limit: k,
+                title_boost: 2.0,
+                fuzzy: true,
+                synonyms: &[],
+            })?;
+            for h in hits {
+                let Some(p) = items.get(h.item) else { continue };
+                if titles
+                    .iter()
+                    .any(|t| t.id.as_deref() == Some(p.id.as_str()))
+                {
+                    continue;
+                }
+                let boost = affinity.as_ref().map_or(1.0, |(brands, cats)| {
+                    1.0 + brands.get(&p.brand).copied().unwrap_or(0.0)
+                        + cats.get(&p.category).copied().unwrap_or(0.0)
+                });
+                titles.push(Suggestion {
+                    text: p.title.clone(),
+                    id: Some(p.id.clone()),
+                    score: h.score * boost,
+                });
+            }
+        }
+        titles.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.text.cmp(&b.text))
+        });
+        let words_wanted = if titles.is_empty() { k } else { k.div_ceil(2) };
+        completions.truncate(words_wanted);
+        titles.truncate(k - completions.len());
+        completions.extend(titles);
+        Ok(completions)
+    }
+
+    /// A shopper's shares of their last 50 events by brand and by category; `None` for no
+    /// user or one with no history.
+    #[allow(clippy::type_complexity)]
+    fn affinity(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Option<(HashMap<String, f32>, HashMap<String, f32>)>> {
+        let Some(user) = user else { return Ok(None) };
+        let history = match self.user_history(user, Some(50)) {
+            Ok(h) => h,
+            Err(Error::UnknownUser(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if history.is_empty() {
+            return Ok(None);
+        }
+        let items = self.state.items.read();
+        let (mut brands, mut cats) = (HashMap::new(), HashMap::new());
+        let share = 1.0 / history.len() as f32;
+        for e in &history {
+            let Some(p) = items.live_iid(&e.item).and_then(|i| items.get(i)) else {
+                continue;
+            };
+            *brands.entry(p.brand.clone()).or_insert(0.0) += share;
+            *cats.entry(p.category.clone()).or_insert(0.0) += share;
+        }
+        Ok(Some((brands, cats)))
+    }
+
+    /// The search synonyms, as `(word, synonym)` one-way rules (a two-way rule is two),
+    /// sorted.
+    pub fn synonyms(&self) -> Vec<(String, String)> {
+        self.state.synonyms.read().rules()
+    }
+
     /// BM25 search over title, description, brand and category, with a filter applied inside
     /// the search. The text channel alone; [`Engine::query`] fuses every channel.
     ///
@@ -120,6 +304,7 @@ impl Engine {
             limit: k,
             title_boost: 0.0,
             fuzzy: false,
+            synonyms: &[],
         })?;
         Ok(self.name_hits(hits.into_iter().map(|h| (h.item, h.score))))
     }
@@ -159,6 +344,7 @@ impl Engine {
         Ok(crate::channel::search_vectors(
             &self.state.vectors,
             &items,
+            &self.state.text,
             filter,
             vector,
             k,

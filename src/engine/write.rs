@@ -160,6 +160,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Stages a search synonym: a search for `word` (a word or a phrase of up to four words)
+    /// also looks for `synonym`, weighted below the words typed; with `two_way`, the other
+    /// way round too. Applied at query time from the next commit on (no reindexing), shown
+    /// in explanations, stored like every other record.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when a side has no searchable word (empty or stop words only), has
+    /// more than four words or is overlong, or both sides are the same.
+    pub fn add_synonym(&self, word: &str, synonym: &str, two_way: bool) -> Result<()> {
+        let changes = synonym_pairs(word, synonym, two_way, &self.state.config.limits)?
+            .into_iter()
+            .map(|(word, synonym)| crate::synonyms::SynonymChange::Add { word, synonym })
+            .collect();
+        self.pending.lock().ops.push(Op::Synonyms(changes));
+        Ok(())
+    }
+
+    /// Stages removal of a synonym rule (both directions with `two_way`). Removing a rule
+    /// that does not exist changes nothing.
+    ///
+    /// # Errors
+    /// As [`add_synonym`](Self::add_synonym).
+    pub fn remove_synonym(&self, word: &str, synonym: &str, two_way: bool) -> Result<()> {
+        let changes = synonym_pairs(word, synonym, two_way, &self.state.config.limits)?
+            .into_iter()
+            .map(|(word, synonym)| crate::synonyms::SynonymChange::Remove { word, synonym })
+            .collect();
+        self.pending.lock().ops.push(Op::Synonyms(changes));
+        Ok(())
+    }
+
     /// Drops every staged, uncommitted write.
     pub fn rollback(&self) {
         *self.pending.lock() = Pending::default();
@@ -223,4 +254,28 @@ impl Engine {
         crate::writer::compact_changes(&self.state)?;
         self.state.store.compact()
     }
+}
+
+/// The one-way rules a synonym rule stands for, both sides normalised.
+fn synonym_pairs(
+    word: &str,
+    synonym: &str,
+    two_way: bool,
+    limits: &crate::config::Limits,
+) -> Result<Vec<(String, String)>> {
+    validate_id("synonym.word", word, limits)?;
+    validate_id("synonym.synonym", synonym, limits)?;
+    let w = crate::synonyms::normalise("synonym.word", word)?;
+    let s = crate::synonyms::normalise("synonym.synonym", synonym)?;
+    if crate::text::analyze(&w) == crate::text::analyze(&s) {
+        return Err(Error::invalid(
+            "synonym",
+            format!("{word:?} and {synonym:?} are the same words"),
+        ));
+    }
+    let mut out = vec![(w.clone(), s.clone())];
+    if two_way {
+        out.push((s, w));
+    }
+    Ok(out)
 }

@@ -11,6 +11,7 @@ use super::support::tempdir;
 fn quality_only(dataset: Dataset, db: &std::path::Path) -> bench::Report {
     let options = BenchOptions {
         speed: false,
+        typos: 0,
         ..BenchOptions::new(dataset, db)
     };
     bench::run(&options).expect("bench run")

@@ -80,6 +80,11 @@ pub struct BenchArgs {
     #[arg(long)]
     sequence: bool,
 
+    /// Queries of the typo benchmark (made from the catalog's titles, searched as typed and
+    /// with typos); 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    typos: usize,
+
     /// Keep the benchmark database (OUT/db) instead of removing it at the end.
     #[arg(long)]
     keep_db: bool,
@@ -140,6 +145,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         vectors: !args.no_vectors,
         tune: !args.no_tune,
         sequence: args.sequence,
+        typos: args.typos,
         ..BenchOptions::new(dataset(args)?, &db_dir)
     };
     let result = shopdb::bench::run(&options);
