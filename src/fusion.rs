@@ -88,6 +88,11 @@ pub(crate) enum Formula {
     Weighted([f32; N_CHANNELS]),
     /// `1 / (k + rank)`, summed.
     Rrf { k: f32 },
+    /// One channel's own raw scores; the other channels' parts are 0. The cold start's
+    /// formula: with no history there is nothing to fuse, and the fallback's own scores
+    /// (popularity's counts) say more than their min-max normalisation, which gives the last
+    /// candidate 0.
+    Alone(Channel),
 }
 
 impl Formula {
@@ -116,7 +121,7 @@ impl Formula {
     pub fn learned(weights: &ChannelWeights, alpha: f32, present: &[Channel]) -> Self {
         let mut w = match Formula::linear(alpha, 0.0, present) {
             Formula::Weighted(w) => w,
-            Formula::Rrf { .. } => [0.0; N_CHANNELS],
+            Formula::Rrf { .. } | Formula::Alone(_) => [0.0; N_CHANNELS],
         };
         for c in present.iter().filter(|c| !c.is_content()) {
             w[c.index()] = weights.get(*c);
@@ -139,12 +144,19 @@ impl Formula {
         }
     }
 
-    /// Channel `c`'s part of the fused score for an item it scored `normalized` at `rank`
-    /// (1-based).
-    pub fn part(&self, c: Channel, normalized: f32, rank: usize) -> f32 {
+    /// Channel `c`'s part of the fused score for an item it scored `raw` (`normalized` after
+    /// min-max normalisation) at `rank` (1-based).
+    pub fn part(&self, c: Channel, raw: f32, normalized: f32, rank: usize) -> f32 {
         match self {
             Formula::Weighted(w) => w[c.index()] * normalized,
             Formula::Rrf { k } => 1.0 / (k + rank as f32),
+            Formula::Alone(only) => {
+                if c == *only {
+                    raw
+                } else {
+                    0.0
+                }
+            }
         }
     }
 }
@@ -191,7 +203,7 @@ impl<K: Copy + Eq + Hash> ChannelNorm<K> {
             raw,
             normalized,
             rank,
-            contribution: formula.part(self.channel, normalized, rank),
+            contribution: formula.part(self.channel, raw, normalized, rank),
             because_of: None,
         })
     }
@@ -236,11 +248,11 @@ mod tests {
             Channel::Popularity,
         ];
         let f = Formula::linear(0.6, 0.4, &present);
-        assert!((f.part(Channel::Text, 1.0, 1) - 0.3).abs() < 1e-6);
-        assert!((f.part(Channel::Vector, 0.5, 3) - 0.15).abs() < 1e-6);
-        assert!((f.part(Channel::Mf, 1.0, 1) - 0.4).abs() < 1e-6);
-        assert!((f.part(Channel::Popularity, 1.0, 1) - 0.05).abs() < 1e-6);
-        assert_eq!(f.part(Channel::ItemCf, 1.0, 1), 0.0, "absent channel");
+        assert!((f.part(Channel::Text, 9.0, 1.0, 1) - 0.3).abs() < 1e-6);
+        assert!((f.part(Channel::Vector, 9.0, 0.5, 3) - 0.15).abs() < 1e-6);
+        assert!((f.part(Channel::Mf, 9.0, 1.0, 1) - 0.4).abs() < 1e-6);
+        assert!((f.part(Channel::Popularity, 9.0, 1.0, 1) - 0.05).abs() < 1e-6);
+        assert_eq!(f.part(Channel::ItemCf, 9.0, 1.0, 1), 0.0, "absent channel");
     }
 
     #[test]
@@ -250,9 +262,9 @@ mod tests {
         w.set(Channel::Kg, 0.0);
         let present = [Channel::Text, Channel::Mf, Channel::Kg];
         let f = Formula::learned(&w, 0.5, &present);
-        assert_eq!(f.part(Channel::Text, 1.0, 1), 0.5);
-        assert_eq!(f.part(Channel::Mf, 0.5, 1), 1.0);
-        assert_eq!(f.part(Channel::Kg, 1.0, 1), 0.0);
+        assert_eq!(f.part(Channel::Text, 9.0, 1.0, 1), 0.5);
+        assert_eq!(f.part(Channel::Mf, 9.0, 0.5, 1), 1.0);
+        assert_eq!(f.part(Channel::Kg, 9.0, 1.0, 1), 0.0);
     }
 
     #[test]

@@ -533,10 +533,75 @@ pub(crate) struct Fused {
 /// (the seed formula before any training), with a note saying why. Under `Mlp` every
 /// channel's part is reported with a contribution of 0: the network's probability is not a
 /// sum.
+///
+/// A cold start ([`cold_start`]: a recommendation with no history) is not fused, whatever
+/// fusion was asked: its candidates are ranked by [`COLD_START_FALLBACK`]'s own scores (each
+/// score is that channel's raw score, its part the whole score), with a note saying so.
 pub(crate) fn fuse(input: &FuseInput<'_>) -> Fused {
     let mut notes = Vec::new();
+    let present: Vec<Channel> = input.channels.iter().map(|(c, _)| *c).collect();
+    let fallback = cold_start(input.searching, input.history)
+        && input
+            .channels
+            .iter()
+            .any(|(c, hits)| *c == COLD_START_FALLBACK && !hits.is_empty());
+    let (formula, mlp_scores) = if fallback {
+        notes.push(format!(
+            "cold-start fallback (no history): ranked by {} alone, with its own scores",
+            COLD_START_FALLBACK.name()
+        ));
+        (Formula::Alone(COLD_START_FALLBACK), None)
+    } else {
+        fuse_history(input, &present, &mut notes)
+    };
+    let norms: Vec<ChannelNorm<u32>> = input
+        .channels
+        .iter()
+        .map(|(c, hits)| ChannelNorm::new(*c, hits))
+        .collect();
+    let mut scores = Vec::with_capacity(input.cands.len());
+    let mut parts = Vec::new();
+    for (r, &i) in input.cands.iter().enumerate() {
+        let sum = if input.explain {
+            let (sum, p) = crate::fusion::fuse_item(&norms, i, &formula);
+            parts.push(p);
+            sum
+        } else {
+            crate::fusion::fused_sum(&norms, i, &formula)
+        };
+        scores.push(match &mlp_scores {
+            Some(m) => m.get(r).copied().unwrap_or(0.0),
+            None => sum,
+        });
+    }
+    Fused {
+        scores,
+        parts,
+        notes,
+    }
+}
+
+/// The channel that ranks a cold start: popularity needs no history.
+pub(crate) const COLD_START_FALLBACK: Channel = Channel::Popularity;
+
+/// Whether a request is a cold start: a recommendation with no history (an unknown user, one
+/// whose every event is on a deleted product, or no user at all). Only the channels that
+/// need no history can answer it, so [`fuse`] ranks it by [`COLD_START_FALLBACK`]'s own
+/// scores, and the request leaves out the user (whose trained factors, if any, describe
+/// products that are gone).
+pub(crate) fn cold_start(searching: bool, history: &[(u32, f32)]) -> bool {
+    !searching && history.is_empty()
+}
+
+/// The formula (and the network's scores under `Mlp`) of a request with a history: the
+/// fusion asked for, resolved.
+fn fuse_history(
+    input: &FuseInput<'_>,
+    present: &[Channel],
+    notes: &mut Vec<String>,
+) -> (Formula, Option<Vec<f32>>) {
     let ranker = input.ranker.filter(|_| input.models.is_some());
-    let mut fusion = resolve_fusion(input.fusion, ranker, input.searching, &mut notes);
+    let mut fusion = resolve_fusion(input.fusion, ranker, input.searching, notes);
     let mut mlp_scores: Option<Vec<f32>> = None;
     if let (Fusion::Mlp, Some(r), Some(models)) = (fusion, ranker, input.models) {
         let model_chans: Vec<(Channel, ChannelHits)> = input
@@ -567,33 +632,8 @@ pub(crate) fn fuse(input: &FuseInput<'_>) -> Fused {
     if fusion == Fusion::Learned {
         notes.push("fused with the channel weights learned at training".to_string());
     }
-    let present: Vec<Channel> = input.channels.iter().map(|(c, _)| *c).collect();
-    let formula = Formula::resolve(fusion, ranker.map(|r| &r.weights), &present);
-    let norms: Vec<ChannelNorm<u32>> = input
-        .channels
-        .iter()
-        .map(|(c, hits)| ChannelNorm::new(*c, hits))
-        .collect();
-    let mut scores = Vec::with_capacity(input.cands.len());
-    let mut parts = Vec::new();
-    for (r, &i) in input.cands.iter().enumerate() {
-        let sum = if input.explain {
-            let (sum, p) = crate::fusion::fuse_item(&norms, i, &formula);
-            parts.push(p);
-            sum
-        } else {
-            crate::fusion::fused_sum(&norms, i, &formula)
-        };
-        scores.push(match &mlp_scores {
-            Some(m) => m.get(r).copied().unwrap_or(0.0),
-            None => sum,
-        });
-    }
-    Fused {
-        scores,
-        parts,
-        notes,
-    }
+    let formula = Formula::resolve(fusion, ranker.map(|r| &r.weights), present);
+    (formula, mlp_scores)
 }
 
 /// The concrete fusion a call uses: `Auto` becomes what ranked best on held-out users at
@@ -645,7 +685,9 @@ impl Pipeline<'_> {
         n: usize,
         ok: &crate::channel::Allow<'_>,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
-        let (known_user, known) = self.models.known(Some(user), history);
+        // A cold start is asked anonymously, as the query path asks it.
+        let user = Some(user).filter(|_| !cold_start(false, history));
+        let (known_user, known) = self.models.known(user, history);
         let recent = self.models.known_recent(recent);
         let chans = self.models.propose(
             &Request::shopper(known_user, &known).with_recent(&recent),
@@ -689,6 +731,49 @@ mod tests {
             learned_holdout_ndcg: learned,
             holdout_users: users,
         }
+    }
+
+    #[test]
+    fn a_cold_start_is_ranked_by_the_fallback_alone() {
+        let channels = vec![(COLD_START_FALLBACK, vec![(3u32, 12.0), (1, 5.0), (2, 4.0)])];
+        let info = |_: u32| ItemInfo::default();
+        let r = ranker(0.30, 0.28, 0.27, 500);
+        let input = |history: &'static [(u32, f32)]| FuseInput {
+            fusion: Fusion::Mlp,
+            searching: false,
+            cands: &[1, 2, 3],
+            channels: &channels,
+            models: None,
+            ranker: Some(&r),
+            history,
+            info: &info,
+            explain: true,
+        };
+        let fused = fuse(&input(&[]));
+        assert_eq!(fused.scores, vec![5.0, 4.0, 12.0]);
+        let contributions: Vec<f32> = fused.parts.iter().map(|p| p[0].contribution).collect();
+        assert_eq!(contributions, fused.scores);
+        assert_eq!(fused.notes.len(), 1, "{:?}", fused.notes);
+        assert!(
+            fused.notes[0].starts_with("cold-start fallback (no history): ranked by popularity")
+        );
+        // With a history the asked fusion applies (here the seed formula: no models).
+        let fused = fuse(&input(&[(7, 1.0)]));
+        assert!(
+            fused.notes.iter().all(|n| !n.contains("cold-start")),
+            "{:?}",
+            fused.notes
+        );
+        assert!((fused.scores[2] - 0.05).abs() < 1e-6, "{:?}", fused.scores);
+        // A search is never a cold start.
+        let search = FuseInput {
+            searching: true,
+            ..input(&[])
+        };
+        assert!(fuse(&search)
+            .notes
+            .iter()
+            .all(|n| !n.contains("cold-start")));
     }
 
     #[test]

@@ -58,6 +58,18 @@ pub struct Scratch {
     pub tmp: tempfile::TempDir,
 }
 
+/// A scratch directory holding the small demo shop in `shop`.
+pub fn demo_shop() -> tempfile::TempDir {
+    let tmp = tempdir();
+    shopdb(
+        tmp.path(),
+        &["demo", "shop", "--small", "--no-examples"],
+        None,
+    )
+    .ok();
+    tmp
+}
+
 /// A small catalog and log: four products, five events.
 pub const SEED: &str = "
 INSERT INTO products (id, title, description, brand, category, price, embedding, color) VALUES
@@ -476,4 +488,66 @@ fn demo_replaces_only_its_own_kind_of_directory() {
         out.stderr
     );
     assert!(tmp.path().join("notes/keep.txt").exists());
+}
+
+#[test]
+fn a_cold_start_recommendation_shows_popularity_scores() {
+    use super::support::{open, products, Rng};
+    let tmp = tempdir();
+    {
+        let e = open(&tmp.path().join("db"));
+        e.upsert_products(products(40, 8)).expect("products");
+        let mut r = Rng(7);
+        let events = (0..30u64)
+            .flat_map(|u| {
+                let taste = u % 3;
+                (0..8).map(move |j| (u, taste, j))
+            })
+            .map(|(u, taste, j)| {
+                let item = taste + 3 * r.below(13);
+                shopdb::Event::new(
+                    format!("u{u}"),
+                    format!("p{item}"),
+                    shopdb::EventKind::Click,
+                    1_700_000_000 + (u * 10 + j) as i64,
+                )
+            })
+            .collect();
+        e.append_events(events).expect("events");
+        e.commit().expect("commit");
+        e.train(&shopdb::TrainOptions::default()).expect("train");
+    }
+    let out = shopdb(
+        tmp.path(),
+        &[
+            "db",
+            "-c",
+            "SELECT id, score FROM recommend('nobody') LIMIT 3; \
+             EXPLAIN SELECT id FROM recommend('nobody') LIMIT 1",
+        ],
+        None,
+    )
+    .ok();
+    // id | score, a rule, three rows.
+    let scores: Vec<f64> = out
+        .stdout
+        .lines()
+        .skip(2)
+        .take(3)
+        .map(|l| {
+            let cell = l.rsplit('|').next().expect("score column").trim();
+            cell.parse()
+                .unwrap_or_else(|e| panic!("{e}: {cell:?} in\n{}", out.stdout))
+        })
+        .collect();
+    assert_eq!(scores.len(), 3, "{}", out.stdout);
+    assert!(scores.iter().all(|s| *s > 0.0), "{}", out.stdout);
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("cold-start fallback (no history): ranked by popularity"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("MLP"), "{}", out.stdout);
 }

@@ -303,3 +303,156 @@ fn content_channel_reaches_new_products_and_says_why() {
     assert_eq!(part.because_of.as_deref(), Some("p1"), "{ex}");
     assert_eq!(ex.because_of.as_deref(), Some("p1"), "{ex}");
 }
+
+/// The cold-start hits of `user` on a trained shop, checked against popularity's own scores:
+/// non-zero, non-increasing, each hit's score its popularity score (the whole score), and the
+/// explanation names the fallback, not the re-ranker. Returns the ids and scores.
+fn cold_start_list(e: &Engine, user: &str, fusion: Fusion) -> Vec<(String, f32)> {
+    let hits = e
+        .query(&Query::new().user(user).k(5).fusion(fusion).explain(true))
+        .unwrap();
+    assert_eq!(hits.len(), 5, "{user} {fusion:?}");
+    for w in hits.windows(2) {
+        assert!(w[0].score >= w[1].score, "{user} {fusion:?}: not ordered");
+    }
+    for h in &hits {
+        assert!(h.score > 0.0, "{user} {fusion:?}: score {}", h.score);
+        let ex = h.explanation.as_ref().unwrap();
+        assert_eq!(channels(h), vec![Channel::Popularity], "{ex}");
+        let pop = &ex.channels[0];
+        assert_eq!(pop.raw, h.score, "the score is popularity's own: {ex}");
+        assert_eq!(pop.contribution, h.score, "{ex}");
+        assert!(
+            ex.notes
+                .iter()
+                .any(|n| n.contains("cold-start fallback (no history)") && n.contains("popularity")),
+            "{ex}"
+        );
+        for n in &ex.notes {
+            assert!(
+                !n.contains("MLP") && !n.contains("re-ranker") && !n.contains("learned"),
+                "{user} {fusion:?}: {n}"
+            );
+        }
+    }
+    hits.into_iter().map(|h| (h.id, h.score)).collect()
+}
+
+#[test]
+fn cold_start_is_ranked_by_popularity_with_its_own_scores() {
+    let dir = tempdir();
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    shop(&e);
+    // Two products only "gone" touches, deleted after training: the models know the user,
+    // the live history has nothing left.
+    e.upsert_products(vec![
+        Product::new("d0")
+            .title("discontinued one")
+            .category("bags"),
+        Product::new("d1")
+            .title("discontinued two")
+            .category("bags"),
+    ])
+    .unwrap();
+    e.append_events(
+        (0..4)
+            .map(|j| {
+                Event::new(
+                    "gone",
+                    format!("d{}", j % 2),
+                    EventKind::Purchase,
+                    1_600_000_600 + j,
+                )
+            })
+            .collect(),
+    )
+    .unwrap();
+    e.commit().unwrap();
+    e.train(&TrainOptions::default()).unwrap();
+    e.delete_product("d0").unwrap();
+    e.delete_product("d1").unwrap();
+    e.commit().unwrap();
+
+    let cold = cold_start_list(&e, "nobody", Fusion::default());
+    // Whatever fusion is asked for: with nothing to fuse, popularity ranks.
+    for fusion in [
+        Fusion::Mlp,
+        Fusion::Learned,
+        Fusion::default_linear(),
+        Fusion::Rrf { k: 60.0 },
+    ] {
+        assert_eq!(cold_start_list(&e, "nobody", fusion), cold, "{fusion:?}");
+    }
+    // A user whose only events are on deleted products is a cold start too.
+    assert_eq!(cold_start_list(&e, "gone", Fusion::default()), cold);
+    assert_eq!(cold_start_list(&e, "gone", Fusion::Mlp), cold);
+    let gone = e
+        .query(&Query::new().user("gone").k(1).explain(true))
+        .unwrap();
+    let notes = &gone[0].explanation.as_ref().unwrap().notes;
+    assert!(
+        notes.iter().any(|n| n.contains("\"gone\" has no history")),
+        "{notes:?}"
+    );
+
+    // Popularity's scores, counted here: every event of the shop is a click but the buyer's
+    // purchase of p0 (left out), so an item's score is its click count times the click
+    // weight, and the list is the most clicked items, most first.
+    let mut clicks = std::collections::HashMap::<String, f32>::new();
+    for u in 0..30u64 {
+        for j in 0..8u64 {
+            *clicks
+                .entry(format!("p{}", (u % 3) + 3 * ((u + j * 7) % 20)))
+                .or_default() += 1.0;
+        }
+    }
+    clicks.remove("p0");
+    let counted: Vec<(&String, f32)> = cold
+        .iter()
+        .filter(|(id, _)| id != "p0")
+        .map(|(id, score)| (id, *score))
+        .collect();
+    let weight = counted[0].1 / clicks[counted[0].0];
+    for (id, score) in &counted {
+        assert!(
+            (score - weight * clicks[*id]).abs() < 1e-4 * score,
+            "{id}: {score} against {} clicks",
+            clicks[*id]
+        );
+    }
+    let mut counts: Vec<f32> = clicks.values().copied().collect();
+    counts.sort_by(|a, b| b.total_cmp(a));
+    assert_eq!(
+        counted
+            .iter()
+            .map(|(id, _)| clicks[*id])
+            .collect::<Vec<_>>(),
+        counts[..counted.len()].to_vec()
+    );
+    // The same scores as popularity gives those items beside the other channels for a
+    // shopper with a history.
+    let warm = e
+        .query(
+            &Query::new()
+                .user("u0")
+                .k(60)
+                .exclude_purchased(false)
+                .explain(true),
+        )
+        .unwrap();
+    for (id, score) in &cold {
+        if let Some(h) = warm.iter().find(|h| &h.id == id) {
+            let ex = h.explanation.as_ref().unwrap();
+            if let Some(p) = ex
+                .channels
+                .iter()
+                .find(|c| c.channel == Channel::Popularity)
+            {
+                assert_eq!(p.raw, *score, "{id}");
+            }
+        }
+    }
+    // A shopper with a history is not a cold start.
+    let ex = warm[0].explanation.as_ref().unwrap();
+    assert!(ex.notes.iter().all(|n| !n.contains("cold")), "{ex}");
+}

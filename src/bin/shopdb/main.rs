@@ -4,6 +4,7 @@
 //! shopdb DIR                      interactive shell on the database in DIR (created if absent)
 //! shopdb DIR -c "SQL; SQL"        run statements and exit
 //! shopdb DIR script.sql           run a script (or -f script.sql); stdin when it is not a terminal
+//!                                 (each statement runs as soon as its `;` is read)
 //! shopdb demo [DIR] [--small]     generate the demo shop (default DIR demo.shopdb)
 //! shopdb bench --dataset D ...    the benchmark harness (see `shopdb bench --help`)
 //! ```
@@ -14,7 +15,7 @@
 mod bench;
 mod shell;
 
-use std::io::{IsTerminal, Read};
+use std::io::{BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -189,21 +190,25 @@ fn run(cli: &Cli, dir: &Path) -> Result<ExitCode, String> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(path) = script {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        return Ok(if runner.run_script(&text, false) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    }
-    if !std::io::stdin().is_terminal() {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
+    // A script file or a pipe: each statement runs as soon as its `;` has been read.
+    let streamed = if let Some(path) = script {
+        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        Some(
+            runner
+                .run_stream(&mut BufReader::new(file))
+                .map_err(cannot)?,
+        )
+    } else if !std::io::stdin().is_terminal() {
+        let ok = runner
+            .run_stream(&mut std::io::stdin().lock())
             .map_err(|e| format!("cannot read stdin: {e}"))?;
-        return Ok(if runner.run_script(&text, false) {
+        Some(ok)
+    } else {
+        None
+    };
+    if let Some(ok) = streamed {
+        return Ok(if ok {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

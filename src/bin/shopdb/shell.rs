@@ -1,12 +1,12 @@
 //! Running scripts and the interactive shell (rustyline: line editing, history).
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
-use shopdb::sql::{is_complete, split_script, Completeness, ResultSet, Session};
+use shopdb::sql::{is_complete, split_script, Completeness, ResultSet, Session, Source};
 use shopdb::Engine;
 
 /// How results are printed.
@@ -36,11 +36,15 @@ Statements end with ';' and may span lines.
   EXPLAIN SELECT * FROM search('跑步鞋') LIMIT 3;
   SELECT id, title FROM products WHERE brand = 'Acme' AND color = 'red' LIMIT 20;
   SELECT * FROM events WHERE user_id = 'u1' ORDER BY ts DESC LIMIT 20;
+  SELECT count(*), avg(price) FROM products;  SELECT count(DISTINCT user_id) FROM events;
+  SELECT brand, count(*) AS n FROM search('shoes') GROUP BY brand HAVING n > 2 ORDER BY n DESC;
+  SELECT id, title FROM search('runing shoos') LIMIT 5;  (typos corrected; typos => false)
+  INSERT INTO synonyms (word, synonym) VALUES ('sneakers', 'trainers');  SHOW SYNONYMS;
   INSERT INTO products (id, title, brand, category, price, embedding, color) VALUES (...), (...);
   INSERT INTO events (user_id, item_id, kind, ts) VALUES ('u1', 'p1', 'purchase', 1732000000);
   DELETE FROM products WHERE id IN ('p1', 'p2');  DELETE FROM users WHERE id = 'u1';
   TRAIN;  TRAIN WITH (tune = off);  TRAIN WITH (tune_budget = 30);  EVALUATE;
-  SHOW MODELS;  SHOW STATS;  SHOW TABLES;  DESCRIBE products;
+  SHOW MODELS;  SHOW STATS;  SHOW TABLES;  SHOW SYNONYMS;  DESCRIBE products;
   IMPORT PRODUCTS FROM 'file.jsonl' [ON ERROR SKIP];  IMPORT EVENTS FROM 'file.csv';
   IMPORT SEQUENCES FROM 'user_sequence.txt';  IMPORT MOVIELENS FROM 'ml-100k';
   IMPORT KG FROM 'x.kg' LINKS 'x.link';
@@ -53,14 +57,105 @@ Shell commands:
   .tables            SHOW TABLES
 ";
 
-/// Prints `line:col` of a syntax error as the line with a caret under the column.
-fn caret(script: &str, message: &str) -> Option<String> {
+/// What a shell command asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meta {
+    /// Go on reading.
+    Continue,
+    /// Leave (`.quit`).
+    Quit,
+    /// The command was wrong or failed (a script stops there; the shell goes on).
+    Failed,
+}
+
+/// What running some statements came to.
+struct Ran {
+    /// Every statement succeeded.
+    ok: bool,
+    /// Stdout is gone (a closed pipe): nothing more is run.
+    closed: bool,
+}
+
+/// Input read by [`Runner::run_stream`] whose statements have not all run: whole lines,
+/// from line `first` of the input on.
+#[derive(Default)]
+struct Pending {
+    /// What the tokenizer reads: the lines, with what already ran of the first one blanked
+    /// out (a space per character, so that columns stay those of the input).
+    text: String,
+    /// The lines as read, for the caret under an error.
+    shown: String,
+    /// The input's line number of the first line (1-based).
+    first: u64,
+}
+
+impl Pending {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.shown.clear();
+    }
+
+    /// `split_script` of the pending text, positions made the input's.
+    fn split(&self) -> Result<Vec<Source>, String> {
+        let offset = self.first.saturating_sub(1);
+        match split_script(&self.text) {
+            Ok(sources) => Ok(sources
+                .into_iter()
+                .map(|s| Source {
+                    line: s.line + offset,
+                    ..s
+                })
+                .collect()),
+            // Rare, and the end of the run: split again behind as many empty lines as came
+            // before, so that the error names the input's line.
+            Err(_) => {
+                let mut padded = "\n".repeat(usize::try_from(offset).unwrap_or(0));
+                padded.push_str(&self.text);
+                Err(split_script(&padded).err().map_or_else(
+                    || "cannot split the statements".to_string(),
+                    |e| e.to_string(),
+                ))
+            }
+        }
+    }
+
+    /// Drops what comes before the input position `line:column` (where a statement starts).
+    fn keep_from(&mut self, line: u64, column: u64) {
+        let skip = usize::try_from(line.saturating_sub(self.first)).unwrap_or(0);
+        let line_start = |s: &str| {
+            if skip == 0 {
+                0
+            } else {
+                s.match_indices('\n')
+                    .nth(skip - 1)
+                    .map_or(s.len(), |(i, _)| i + 1)
+            }
+        };
+        let (t, v) = (line_start(&self.text), line_start(&self.shown));
+        self.text.drain(..t);
+        self.shown.drain(..v);
+        self.first += skip as u64;
+        let blank = usize::try_from(column.saturating_sub(1)).unwrap_or(0);
+        let end = self
+            .text
+            .char_indices()
+            .nth(blank)
+            .map_or(self.text.len(), |(i, _)| i);
+        self.text.replace_range(..end, &" ".repeat(blank));
+    }
+}
+
+/// Prints `line:col` of a syntax error as the line with a caret under the column; `script`
+/// starts at line `first` of the input.
+fn caret(script: &str, first: u64, message: &str) -> Option<String> {
     let at = message.find(" at ")? + 4;
     let rest = &message[at..];
     let pos = rest.split(':').take(2).collect::<Vec<_>>();
-    let line: usize = pos.first()?.trim().parse().ok()?;
+    let line: u64 = pos.first()?.trim().parse().ok()?;
     let column: usize = pos.get(1)?.trim().parse().ok()?;
-    let text = script.lines().nth(line.checked_sub(1)?)?;
+    let text = script
+        .lines()
+        .nth(usize::try_from(line.checked_sub(first)?).ok()?)?;
     let pad: String = text
         .chars()
         .take(column.saturating_sub(1))
@@ -96,32 +191,138 @@ impl<'s, 'e> Runner<'s, 'e> {
         let sources = match split_script(script) {
             Ok(s) => s,
             Err(e) => {
-                report(script, &e.to_string());
+                report(script, 1, &e.to_string());
                 return false;
             }
         };
+        self.run_sources(&sources, script, 1, keep_going).ok
+    }
+
+    /// Runs statements cut out of `shown` (which starts at line `first` of the input);
+    /// stops at the first error unless `keep_going`, and when stdout is gone.
+    fn run_sources(
+        &mut self,
+        sources: &[Source],
+        shown: &str,
+        first: u64,
+        keep_going: bool,
+    ) -> Ran {
         let mut ok = true;
-        for source in &sources {
+        for source in sources {
             let started = Instant::now();
             match self.session.execute_source(source) {
                 Ok(rs) => {
                     if !self.print(&rs) {
-                        return ok;
+                        return Ran { ok, closed: true };
                     }
                     if self.timer {
                         eprintln!("Run Time: {:.3} s", started.elapsed().as_secs_f64());
                     }
                 }
                 Err(e) => {
-                    report(script, &e.to_string());
+                    report(shown, first, &e.to_string());
                     ok = false;
                     if !keep_going {
-                        return false;
+                        break;
                     }
                 }
             }
         }
-        ok
+        Ran { ok, closed: false }
+    }
+
+    /// Runs the statements of a script or a pipe as they arrive, as `sqlite3` and `psql` do
+    /// (so `tail -f events.sql | shopdb db` works): the input is read line by line and each
+    /// statement runs, its output flushed, as soon as its terminating `;` has been read; a
+    /// last statement without `;` runs at the end of the input. Shell commands (`.mode`,
+    /// `.timer`, ...) are read on a line of their own where a statement could start. Stops at
+    /// the first error (a failed statement or shell command), at `.quit` and when stdout is
+    /// gone.
+    ///
+    /// Returns whether everything succeeded.
+    ///
+    /// # Errors
+    /// Reading the input failed (also: it is not UTF-8); what came before has run.
+    pub fn run_stream(&mut self, input: &mut dyn BufRead) -> std::io::Result<bool> {
+        let mut pending = Pending::default();
+        let mut number = 0u64;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                break;
+            }
+            number += 1;
+            let fresh = pending.text.is_empty();
+            if fresh {
+                let trimmed = line.trim();
+                if trimmed.is_empty() {
+                    continue;
+                }
+                if trimmed.starts_with('.') || trimmed.starts_with('\\') {
+                    match self.meta(trimmed) {
+                        Meta::Continue => continue,
+                        Meta::Quit => return Ok(true),
+                        Meta::Failed => return Ok(false),
+                    }
+                }
+                pending.first = number;
+            }
+            pending.text.push_str(&line);
+            pending.shown.push_str(&line);
+            // A statement can only end on a line with a `;` (or on one closing a comment
+            // that hid the rest of an earlier line): only those re-read the pending text, so
+            // a long statement over many lines is not tokenized once per line. A first line
+            // is read too, so that comment lines between statements are let go.
+            if fresh || line.contains(';') || line.contains("*/") {
+                if let Some(ok) = self.run_ended(&mut pending) {
+                    return Ok(ok);
+                }
+            }
+        }
+        let sources = match pending.split() {
+            Ok(s) => s,
+            Err(message) => {
+                report(&pending.shown, pending.first, &message);
+                return Ok(false);
+            }
+        };
+        Ok(self
+            .run_sources(&sources, &pending.shown, pending.first, false)
+            .ok)
+    }
+
+    /// Runs the statements of `pending` whose `;` has been read and keeps the rest; `Some`
+    /// (whether all succeeded) when the run is over (an error, or stdout gone).
+    fn run_ended(&mut self, pending: &mut Pending) -> Option<bool> {
+        let (sources, rest) = match is_complete(&pending.text) {
+            Completeness::Empty => {
+                pending.clear();
+                return None;
+            }
+            Completeness::Complete => match pending.split() {
+                Ok(s) => (s, None),
+                Err(message) => {
+                    report(&pending.shown, pending.first, &message);
+                    return Some(false);
+                }
+            },
+            // The statements before the last, unterminated one have ended; an open string
+            // or comment (which does not split) waits for more input.
+            Completeness::Incomplete => match pending.split() {
+                Ok(mut s) if s.len() >= 2 => {
+                    let last = s.pop().map(|l| (l.line, l.column));
+                    (s, last)
+                }
+                _ => return None,
+            },
+        };
+        let ran = self.run_sources(&sources, &pending.shown, pending.first, false);
+        match rest {
+            Some((line, column)) => pending.keep_from(line, column),
+            None => pending.clear(),
+        }
+        (ran.closed || !ran.ok).then_some(ran.ok)
     }
 
     /// Prints a result; false when stdout is gone (a closed pipe).
@@ -150,8 +351,14 @@ impl<'s, 'e> Runner<'s, 'e> {
             .is_ok()
     }
 
-    /// Handles a `.command` or `\command`; false to leave the shell.
-    fn meta(&mut self, line: &str) -> bool {
+    /// Handles a `.command` or `\command`.
+    fn meta(&mut self, line: &str) -> Meta {
+        let done = self.meta_command(line);
+        let _ = std::io::stdout().flush();
+        done
+    }
+
+    fn meta_command(&mut self, line: &str) -> Meta {
         let mut words = line.split_whitespace();
         let cmd = words.next().unwrap_or("");
         let arg = words.next();
@@ -162,34 +369,47 @@ impl<'s, 'e> Runner<'s, 'e> {
             Some(_) => None,
         };
         match cmd {
-            ".quit" | ".exit" | "\\q" => return false,
+            ".quit" | ".exit" | "\\q" => return Meta::Quit,
             ".help" | "\\?" | "\\h" => print!("{HELP}"),
             ".timer" | "\\timing" => match flag(arg, self.timer) {
                 Some(on) => {
                     self.timer = on;
                     println!("Timing is {}.", if on { "on" } else { "off" });
                 }
-                None => eprintln!("error: expected {cmd} on|off"),
+                None => {
+                    eprintln!("error: expected {cmd} on|off");
+                    return Meta::Failed;
+                }
             },
             ".mode" => match arg {
                 Some("table") => self.mode = Mode::Table,
                 Some("json") => self.mode = Mode::Json,
                 Some("csv") => self.mode = Mode::Csv,
-                _ => eprintln!("error: expected .mode table|json|csv"),
+                _ => {
+                    eprintln!("error: expected .mode table|json|csv");
+                    return Meta::Failed;
+                }
             },
             ".tables" | "\\dt" => {
-                self.run_script("SHOW TABLES", true);
+                if !self.run_script("SHOW TABLES", true) {
+                    return Meta::Failed;
+                }
             }
-            _ => eprintln!("error: unknown command {cmd}; .help lists them"),
+            _ => {
+                eprintln!("error: unknown command {cmd}; .help lists them");
+                return Meta::Failed;
+            }
         }
-        true
+        Meta::Continue
     }
 }
 
-fn report(script: &str, message: &str) {
+/// Prints an error, with the caret under its position in `script` (which starts at line
+/// `first` of the input).
+fn report(script: &str, first: u64, message: &str) {
     eprintln!("error: {message}");
     if message.starts_with("syntax error at ") || message.starts_with("error at ") {
-        if let Some(c) = caret(script, message) {
+        if let Some(c) = caret(script, first, message) {
             eprintln!("{c}");
         }
     }
@@ -233,7 +453,7 @@ pub fn interactive(
                 let trimmed = line.trim();
                 if buffer.is_empty() && (trimmed.starts_with('.') || trimmed.starts_with('\\')) {
                     let _ = rl.add_history_entry(trimmed);
-                    if !runner.meta(trimmed) {
+                    if runner.meta(trimmed) == Meta::Quit {
                         break;
                     }
                     continue;
