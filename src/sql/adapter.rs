@@ -73,6 +73,9 @@ pub(crate) fn query(engine: &Engine, r: &Request<'_>) -> Result<Vec<Hit>> {
     if let Some(n) = t.candidates {
         q = q.candidates(n);
     }
+    if let Some(x) = t.typos {
+        q = q.typos(x);
+    }
     Ok(engine
         .query(&q)?
         .into_iter()

@@ -18,7 +18,8 @@ use super::adapter::{self, Request};
 use super::output::{ResultSet, Value};
 use super::parse::Source;
 use super::plan::{
-    CmpOp, Column, Field, Import, Lit, OrderKey, Plan, Pred, Retrieval, Retrieve, Scan, Table,
+    CmpOp, Column, Field, Import, Lit, OrderKey, Plan, Pred, Retrieval, Retrieve, Scan, Suggest,
+    SuggestColumn, Table,
 };
 
 /// Runs statements on one engine.
@@ -30,7 +31,7 @@ use super::plan::{
 /// default); the check is made on the canonical path, so `..` and symbolic links cannot
 /// leave them.
 pub struct Session<'e> {
-    engine: &'e Engine,
+    pub(super) engine: &'e Engine,
     allowed: Vec<PathBuf>,
     /// `TRAIN` draws a progress bar on stderr.
     train_progress: bool,
@@ -170,8 +171,9 @@ impl<'e> Session<'e> {
                 )))
             }),
             Plan::Retrieve(r) => self.retrieve(r),
-            Plan::Scan(s) if s.table == Table::Events => self.scan_events(s),
-            Plan::Scan(s) => self.scan_products(s),
+            Plan::Scan(s) => self.scan(s),
+            Plan::Aggregate(a) => self.aggregate(a),
+            Plan::Suggest(s) => self.suggest(s),
             Plan::Train(settings) => {
                 if let Some(c) = &self.cancel {
                     c.reset();
@@ -184,6 +186,58 @@ impl<'e> Session<'e> {
             Plan::Evaluate => self.evaluate(),
             Plan::ShowStats => self.stats(),
             Plan::ShowTables => Ok(self.tables()),
+            Plan::AddSynonyms(rules) => self.write(|| {
+                for (w, s, two_way) in rules {
+                    engine.add_synonym(w, s, *two_way)?;
+                }
+                let c = engine.commit()?;
+                Ok(ResultSet::status(format!(
+                    "added {} (seq {}); searches use them now",
+                    plural(rules.len(), "synonym", "synonyms"),
+                    c.seq
+                )))
+            }),
+            Plan::RemoveSynonyms { word, synonym } => self.write(|| {
+                let w = word
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase();
+                let s = synonym.as_ref().map(|s| {
+                    s.split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .to_lowercase()
+                });
+                let gone: Vec<(String, String)> = engine
+                    .synonyms()
+                    .into_iter()
+                    .filter(|(a, b)| {
+                        // A rule and its reverse (the other half of a two-way rule).
+                        let one =
+                            |x: &String, y: &String| *x == w && s.as_ref().is_none_or(|s| s == y);
+                        one(a, b) || one(b, a)
+                    })
+                    .collect();
+                for (a, b) in &gone {
+                    engine.remove_synonym(a, b, false)?;
+                }
+                let c = engine.commit()?;
+                Ok(ResultSet::status(format!(
+                    "removed {} (seq {})",
+                    plural(gone.len(), "synonym", "synonyms"),
+                    c.seq
+                )))
+            }),
+            Plan::ShowSynonyms => Ok(ResultSet {
+                columns: vec!["word".into(), "synonym".into()],
+                rows: engine
+                    .synonyms()
+                    .into_iter()
+                    .map(|(w, s)| vec![Value::Text(w), Value::Text(s)])
+                    .collect(),
+                ..ResultSet::default()
+            }),
             Plan::Describe(t) => Ok(describe(*t)),
             Plan::Import(i) => self.import(i),
             Plan::Explain(p) => Ok(ResultSet::status(format!("{p:#?}"))),
@@ -267,33 +321,45 @@ impl<'e> Session<'e> {
         Ok(finish(columns, rows, &r.order, r.offset, Some(r.limit)))
     }
 
-    fn scan_products(&self, s: &Scan) -> Result<ResultSet> {
-        let ids = match s
-            .predicate
-            .as_ref()
-            .and_then(|p| conjunct_values(p, &Field::Id))
-        {
-            Some(ids) => ids,
-            None => self.engine.product_ids(),
+    fn suggest(&self, s: &Suggest) -> Result<ResultSet> {
+        let found = if s.limit == 0 {
+            Vec::new()
+        } else {
+            self.engine.suggest(&s.text, s.user.as_deref(), s.limit)?
         };
+        let rows = found
+            .iter()
+            .map(|g| {
+                s.columns
+                    .iter()
+                    .map(|(c, _)| match c {
+                        SuggestColumn::Suggestion => Value::Text(g.text.clone()),
+                        SuggestColumn::Id => g.id.clone().map_or(Value::Null, Value::Text),
+                        SuggestColumn::Score => {
+                            Value::Float((f64::from(g.score) * 10_000.0).round() / 10_000.0)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(ResultSet {
+            columns: s.columns.iter().map(|(_, l)| l.clone()).collect(),
+            rows,
+            status: None,
+        })
+    }
+
+    fn scan(&self, s: &Scan) -> Result<ResultSet> {
         let enough = enough(s);
         let mut rows = Vec::new();
-        for id in ids {
-            if rows.len() >= enough {
-                break;
-            }
-            let Some(p) = self.engine.get_product(&id)? else {
-                continue;
-            };
-            let row = Row::Product {
-                p: &p,
-                id: &p.id,
-                score: None,
-                explanation: None,
-            };
-            if s.predicate.as_ref().is_none_or(|pr| row.matches(pr)) {
-                rows.push(row.keyed(&s.order, &s.columns));
-            }
+        let mut keep = |row: &Row<'_>| {
+            rows.push(row.keyed(&s.order, &s.columns));
+            rows.len() < enough
+        };
+        if s.table == Table::Events {
+            self.each_event(s.predicate.as_ref(), &mut keep)?;
+        } else {
+            self.each_product(s.predicate.as_ref(), &mut keep)?;
         }
         Ok(finish(
             labels(&s.columns),
@@ -304,8 +370,41 @@ impl<'e> Session<'e> {
         ))
     }
 
-    fn scan_events(&self, s: &Scan) -> Result<ResultSet> {
-        let pred = s.predicate.as_ref();
+    /// Calls `f` on every product that meets the condition, in internal id order, until it
+    /// returns `false`. An id condition reads only those products.
+    pub(super) fn each_product(
+        &self,
+        pred: Option<&Pred>,
+        f: &mut dyn FnMut(&Row<'_>) -> bool,
+    ) -> Result<()> {
+        let ids = match pred.and_then(|p| conjunct_values(p, &Field::Id)) {
+            Some(ids) => ids,
+            None => self.engine.product_ids(),
+        };
+        for id in ids {
+            let Some(p) = self.engine.get_product(&id)? else {
+                continue;
+            };
+            let row = Row::Product {
+                p: &p,
+                id: &p.id,
+                score: None,
+                explanation: None,
+            };
+            if pred.is_none_or(|pr| row.matches(pr)) && !f(&row) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` on every event that meets the condition, user by user, until it returns
+    /// `false`.
+    pub(super) fn each_event(
+        &self,
+        pred: Option<&Pred>,
+        f: &mut dyn FnMut(&Row<'_>) -> bool,
+    ) -> Result<()> {
         // The log is keyed by user: a user condition reads those users' histories; an item
         // condition finds its users through the per-item index; otherwise every user.
         let users: BTreeSet<String> =
@@ -324,31 +423,20 @@ impl<'e> Session<'e> {
             } else {
                 self.engine.user_ids().into_iter().collect()
             };
-        let enough = enough(s);
-        let mut rows = Vec::new();
-        'users: for user in users {
+        for user in users {
             let history = match self.engine.user_history(&user, None) {
                 Ok(h) => h,
                 Err(Error::UnknownUser(_)) => continue,
                 Err(e) => return Err(e),
             };
             for e in &history {
-                if rows.len() >= enough {
-                    break 'users;
-                }
                 let row = Row::Event(e);
-                if pred.is_none_or(|p| row.matches(p)) {
-                    rows.push(row.keyed(&s.order, &s.columns));
+                if pred.is_none_or(|p| row.matches(p)) && !f(&row) {
+                    return Ok(());
                 }
             }
         }
-        Ok(finish(
-            labels(&s.columns),
-            rows,
-            &s.order,
-            s.offset,
-            s.limit,
-        ))
+        Ok(())
     }
 
     fn evaluate(&self) -> Result<ResultSet> {
@@ -673,6 +761,11 @@ fn describe(t: Table) -> ResultSet {
                 "view, click, cart, purchase, or a number (a rating)",
             ),
             ("ts", "integer", "unix seconds; default now"),
+            (
+                "value",
+                "number",
+                "read only: a rating's number, NULL for the other kinds",
+            ),
         ],
         Table::Users => &[(
             "id",
@@ -762,7 +855,7 @@ fn finish(
 }
 
 /// A row being read: a product (possibly a retrieval hit) or an event.
-enum Row<'a> {
+pub(super) enum Row<'a> {
     Product {
         p: &'a Product,
         id: &'a str,
@@ -781,7 +874,7 @@ fn text_or_null(s: &str) -> Value {
 }
 
 impl Row<'_> {
-    fn value(&self, field: &Field) -> Value {
+    pub(super) fn value(&self, field: &Field) -> Value {
         match self {
             Row::Product {
                 p,
@@ -817,7 +910,7 @@ impl Row<'_> {
                 Field::Explanation => {
                     explanation.map_or(Value::Null, |e| Value::Text(e.to_string()))
                 }
-                Field::User | Field::Item | Field::Kind | Field::Ts => Value::Null,
+                Field::User | Field::Item | Field::Kind | Field::Ts | Field::Value => Value::Null,
             },
             Row::Event(e) => match field {
                 Field::User => Value::Text(e.user.clone()),
@@ -827,6 +920,10 @@ impl Row<'_> {
                     other => Value::Text(other.name().to_string()),
                 },
                 Field::Ts => Value::Int(e.ts),
+                Field::Value => match e.kind {
+                    EventKind::Rating(v) => Value::from_f32(v),
+                    _ => Value::Null,
+                },
                 _ => Value::Null,
             },
         }
@@ -840,7 +937,7 @@ impl Row<'_> {
     }
 
     /// Evaluates a condition; recursion is bounded by the planner's depth limit.
-    fn matches(&self, pred: &Pred) -> bool {
+    pub(super) fn matches(&self, pred: &Pred) -> bool {
         match pred {
             Pred::Filter(f) => match self {
                 Row::Product { p, .. } => f.matches(p),
@@ -869,7 +966,7 @@ impl Row<'_> {
 
 /// Compares a cell with a literal; `None` when they cannot be compared (a `NULL` cell, a
 /// number against text).
-fn compare(v: &Value, lit: &Lit) -> Option<Ordering> {
+pub(super) fn compare(v: &Value, lit: &Lit) -> Option<Ordering> {
     match (v, lit) {
         (Value::Null, _) | (_, Lit::Null) => None,
         (Value::Text(s), Lit::Text(t)) => Some(s.as_str().cmp(t.as_str())),

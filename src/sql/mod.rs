@@ -15,6 +15,10 @@
 //! EXPLAIN SELECT * FROM search('跑步鞋') LIMIT 3;
 //! SELECT id, price FROM products WHERE color = 'red' ORDER BY price DESC LIMIT 5;
 //! SELECT * FROM events WHERE user_id = 'u1';
+//! SELECT brand, count(*) AS n, avg(price) FROM products GROUP BY brand ORDER BY n DESC;
+//! SELECT count(*) FROM search('runing shoos');
+//! INSERT INTO synonyms (word, synonym, two_way) VALUES ('tv', 'television', true);
+//! DELETE FROM synonyms WHERE word = 'tv'; SHOW SYNONYMS;
 //! DELETE FROM products WHERE id IN ('p1', 'p2');
 //! DELETE FROM users WHERE id = 'u1';
 //! TRAIN; TRAIN WITH (tune = off, tune_budget = 30); EVALUATE; SHOW MODELS;
@@ -45,6 +49,7 @@
 
 mod adapter;
 mod execute;
+mod group;
 mod output;
 mod parse;
 mod plan;

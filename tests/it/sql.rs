@@ -190,7 +190,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "SELECT * FROM serch('x')",
         "1:15",
-        "expected search(...), recommend(...) or similar(...)",
+        "expected search(...), recommend(...), similar(...) or suggest(...)",
     ),
     (
         "SELECT id FROM products WHERE price < 'cheap'",
@@ -262,7 +262,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "SELECT id FROM events WHERE color = 'red'",
         "1:29",
-        "expected user_id, item_id, kind or ts",
+        "expected user_id, item_id, kind, ts or value",
     ),
     (
         "SELECT * FROM search('x', vector => [1, 'a'])",
@@ -277,7 +277,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "SHOW FRUIT",
         "1:6",
-        "expected SHOW STATS, SHOW MODELS or SHOW TABLES",
+        "expected SHOW STATS, SHOW MODELS, SHOW SYNONYMS or SHOW TABLES",
     ),
 ];
 

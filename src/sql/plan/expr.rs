@@ -167,6 +167,18 @@ pub(super) fn field_of(e: &Expr, scope: Scope, cx: Ctx) -> Result<Option<Field>>
             }
             _ => return Err(cx.err_expr(e, "expected a column name")),
         },
+        Expr::Function(f)
+            if ["count", "min", "max", "avg", "sum"]
+                .contains(&f.name.to_string().to_ascii_lowercase().as_str()) =>
+        {
+            return Err(cx.err_expr(
+                e,
+                format!(
+                    "{}(...) is an aggregate, which WHERE cannot use; filter groups with HAVING",
+                    f.name.to_string().to_ascii_lowercase()
+                ),
+            ));
+        }
         Expr::Function(f) if scope != Scope::Events => {
             let fname = f.name.to_string().to_ascii_lowercase();
             if fname != "attr" && fname != "attribute" {
@@ -199,11 +211,13 @@ pub(super) fn field_of(e: &Expr, scope: Scope, cx: Ctx) -> Result<Option<Field>>
                 Field::Kind
             } else if known("ts") || known("timestamp") {
                 Field::Ts
+            } else if known("value") {
+                Field::Value
             } else {
                 return Err(cx.err(
                     span,
                     format!(
-                        "unknown column {name} in events; expected user_id, item_id, kind or ts"
+                        "unknown column {name} in events; expected user_id, item_id, kind, ts or value"
                     ),
                 ));
             }

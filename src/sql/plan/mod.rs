@@ -22,9 +22,11 @@
 //! - `verb`: the keyword verbs sqlparser does not know (`TRAIN [WITH (...)]`, `EVALUATE`,
 //!   `IMPORT ...`), planned from their tokens.
 
+mod aggregate;
 mod expr;
 mod predicate;
 mod select;
+mod suggest;
 mod verb;
 mod write;
 
@@ -39,6 +41,8 @@ use crate::filter::Filter;
 use crate::import::OnError;
 
 use super::parse::{self, plan_error, Parsed, Pos, Source};
+pub use aggregate::{AggCall, AggFunc, AggSource, Aggregate, GroupValue, Having};
+pub use suggest::{Suggest, SuggestColumn};
 
 /// A table a statement reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +88,8 @@ pub enum Field {
     Kind,
     /// Event time, unix seconds.
     Ts,
+    /// A rating's number; `NULL` for the other kinds (read only: the kind carries it).
+    Value,
 }
 
 impl Field {
@@ -105,11 +111,12 @@ impl Field {
             Field::Item => "item_id".into(),
             Field::Kind => "kind".into(),
             Field::Ts => "ts".into(),
+            Field::Value => "value".into(),
         }
     }
 
     fn numeric(&self) -> bool {
-        matches!(self, Field::Price | Field::Score | Field::Ts)
+        matches!(self, Field::Price | Field::Score | Field::Ts | Field::Value)
     }
 }
 
@@ -188,6 +195,20 @@ impl CmpOp {
             CmpOp::GtEq => CmpOp::LtEq,
             other => other,
         }
+    }
+
+    /// The comparison a SQL operator is, if it is one.
+    fn of(op: &sqlparser::ast::BinaryOperator) -> Option<CmpOp> {
+        use sqlparser::ast::BinaryOperator as B;
+        Some(match op {
+            B::Eq => CmpOp::Eq,
+            B::NotEq => CmpOp::NotEq,
+            B::Lt => CmpOp::Lt,
+            B::LtEq => CmpOp::LtEq,
+            B::Gt => CmpOp::Gt,
+            B::GtEq => CmpOp::GtEq,
+            _ => return None,
+        })
     }
 
     /// Whether `ordering` (value compared with literal) satisfies the operator.
@@ -313,6 +334,8 @@ pub struct Tuning {
     pub exclude_purchased: Option<bool>,
     /// Candidates per channel.
     pub candidates: Option<usize>,
+    /// Typo tolerance of a search (`typos => false` turns it off).
+    pub typos: Option<bool>,
 }
 
 /// `SELECT ... FROM products | events`.
@@ -407,10 +430,26 @@ pub enum Plan {
     DeleteProducts(Vec<String>),
     /// `DELETE FROM users WHERE id ...`: forget the users everywhere.
     ForgetUsers(Vec<String>),
+    /// `INSERT INTO synonyms (word, synonym[, two_way])`: `(word, synonym, two_way)` rules.
+    AddSynonyms(Vec<(String, String, bool)>),
+    /// `DELETE FROM synonyms WHERE word = '...' [AND synonym = '...']`: those rules and
+    /// their reverse.
+    RemoveSynonyms {
+        /// The rules' word.
+        word: String,
+        /// One synonym of it, or every one.
+        synonym: Option<String>,
+    },
+    /// `SHOW SYNONYMS`.
+    ShowSynonyms,
     /// A retrieval.
     Retrieve(Retrieve),
     /// A table scan.
     Scan(Scan),
+    /// `SELECT` with aggregates or `GROUP BY`.
+    Aggregate(Aggregate),
+    /// `SELECT ... FROM suggest(...)`: search-as-you-type.
+    Suggest(Suggest),
     /// `TRAIN [WITH (...)]`.
     Train(TrainSettings),
     /// `EVALUATE`.
@@ -502,16 +541,17 @@ fn statement_plan(st: &Statement, cx: Ctx) -> Result<Plan> {
         Statement::ShowVariable { variable } => match variable.as_slice() {
             [v] if v.value.eq_ignore_ascii_case("stats") => Ok(Plan::ShowStats),
             [v] if v.value.eq_ignore_ascii_case("models") => Ok(Plan::ShowModels),
+            [v] if v.value.eq_ignore_ascii_case("synonyms") => Ok(Plan::ShowSynonyms),
             [v, ..] => Err(cx.err(
                 v.span,
                 format!(
-                    "expected SHOW STATS, SHOW MODELS or SHOW TABLES, found SHOW {}",
+                    "expected SHOW STATS, SHOW MODELS, SHOW SYNONYMS or SHOW TABLES, found SHOW {}",
                     v.value
                 ),
             )),
             [] => Err(plan_error(
                 cx.start,
-                "expected SHOW STATS, SHOW MODELS or SHOW TABLES",
+                "expected SHOW STATS, SHOW MODELS, SHOW SYNONYMS or SHOW TABLES",
             )),
         },
         _ => Err(plan_error(

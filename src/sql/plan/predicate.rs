@@ -72,7 +72,7 @@ impl Pred {
         (filter, rest)
     }
 
-    fn mentions(&self, field: &Field) -> bool {
+    pub(super) fn mentions(&self, field: &Field) -> bool {
         let mut stack = vec![self];
         while let Some(p) = stack.pop() {
             match p {
@@ -97,7 +97,7 @@ impl Pred {
 
 /// Nesting depth of the logical structure of `e` (`AND`/`OR` chains, `NOT`, `IN` lists),
 /// measured without recursion, as [`Pred::depth`] will count it.
-fn logical_depth(e: &Expr) -> usize {
+pub(super) fn logical_depth(e: &Expr) -> usize {
     let mut max = 0;
     let mut stack = vec![(e, 1usize)];
     while let Some((x, d)) = stack.pop() {
@@ -197,18 +197,14 @@ impl Where {
                 expr,
             } => Ok(Pred::Not(Box::new(self.pred(expr, depth + 1)?))),
             Expr::BinaryOp { left, op, right } => {
-                let op = match op {
-                    BinaryOperator::Eq => CmpOp::Eq,
-                    BinaryOperator::NotEq => CmpOp::NotEq,
-                    BinaryOperator::Lt => CmpOp::Lt,
-                    BinaryOperator::LtEq => CmpOp::LtEq,
-                    BinaryOperator::Gt => CmpOp::Gt,
-                    BinaryOperator::GtEq => CmpOp::GtEq,
-                    other => {
+                let op = match CmpOp::of(op) {
+                    Some(op) => op,
+                    None => {
+                        let other = op;
                         return Err(cx.err_expr(
                             e,
                             format!("operator {other} is not supported; expected {CONDITIONS}"),
-                        ))
+                        ));
                     }
                 };
                 let (field, op, lit, lit_expr) = match (self.field(left)?, self.field(right)?) {

@@ -3,8 +3,8 @@
 //! knobs ([`Tuning`]).
 
 use sqlparser::ast::{
-    self, Expr, FunctionArg, FunctionArgExpr, GroupByExpr, LimitClause, OrderByKind, OrderBySort,
-    SelectItem, SetExpr, Spanned, TableFactor,
+    self, Expr, FunctionArg, FunctionArgExpr, LimitClause, OrderByKind, OrderBySort, SelectItem,
+    SetExpr, Spanned, TableFactor,
 };
 use sqlparser::tokenizer::Span;
 
@@ -13,10 +13,12 @@ use crate::error::Result;
 use crate::filter::Filter;
 use crate::sql::parse::plan_error;
 
+use super::aggregate::{self, AggFrom};
 use super::expr::{
     count, field_of, literal, number, single_name, string_arg, unnest, vector, Scope,
 };
 use super::predicate::where_clause;
+use super::suggest;
 use super::{Column, Ctx, Field, Lit, OrderKey, Plan, Retrieval, Retrieve, Scan, Table, Tuning};
 
 pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
@@ -39,15 +41,9 @@ pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
             "expected a single SELECT ... FROM (UNION, VALUES and subqueries are not supported)",
         ));
     };
-    let group_by = match &s.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(e, m) => !e.is_empty() || !m.is_empty(),
-    };
     if s.distinct.is_some()
         || s.top.is_some()
         || s.into.is_some()
-        || group_by
-        || s.having.is_some()
         || !s.lateral_views.is_empty()
         || s.qualify.is_some()
         || !s.sort_by.is_empty()
@@ -58,7 +54,7 @@ pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
         || !s.connect_by.is_empty()
         || s.exclude.is_some()
     {
-        return Err(cx.err(s.select_token.0.span, "DISTINCT, TOP, INTO, GROUP BY, HAVING, windows and the like are not supported; expected SELECT columns FROM source [WHERE ...] [ORDER BY ...] [LIMIT n]"));
+        return Err(cx.err(s.select_token.0.span, "SELECT DISTINCT, TOP, INTO, windows and the like are not supported (count(DISTINCT col) is); expected SELECT columns FROM source [WHERE ...] [GROUP BY ...] [ORDER BY ...] [LIMIT n]"));
     }
     let [from] = s.from.as_slice() else {
         return Err(cx.err(s.select_token.0.span, "expected exactly one source after FROM: products, events, search(...), recommend(...) or similar(...)"));
@@ -73,6 +69,45 @@ pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
         ));
     };
     let (n, nspan) = single_name(name, cx)?;
+    let (limit, offset) = match &q.limit_clause {
+        None => (None, 0),
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
+            if !limit_by.is_empty() {
+                return Err(plan_error(cx.start, "expected LIMIT n [OFFSET m]"));
+            }
+            let l = match limit {
+                Some(e) => Some(count(e, "LIMIT", cx)?),
+                None => None,
+            };
+            let o = match offset {
+                Some(o) => count(&o.value, "OFFSET", cx)?,
+                None => 0,
+            };
+            (l, o)
+        }
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => (
+            Some(count(limit, "LIMIT", cx)?),
+            count(offset, "OFFSET", cx)?,
+        ),
+    };
+    if n == "suggest" {
+        let Some(a) = args else {
+            return Err(cx.err(
+                nspan,
+                "suggest is a table function; expected suggest('typed text')",
+            ));
+        };
+        let plan = suggest::plan(s, q, &a.args, nspan, limit, cx)?;
+        return Ok(if explain {
+            Plan::Explain(Box::new(plan))
+        } else {
+            plan
+        });
+    }
     let (scope, source) = match args {
         Some(a) => (Scope::Hits, Some(table_function(&n, nspan, &a.args, cx)?)),
         None => match n.as_str() {
@@ -89,6 +124,29 @@ pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
         Some(w) => Some(where_clause(w, scope, cx)?),
         None => None,
     };
+    if aggregate::wanted(q, s) {
+        let from = match source {
+            Some((source, _)) => AggFrom::Function {
+                source,
+                span: nspan,
+            },
+            None if scope == Scope::Events => AggFrom::Table(Table::Events),
+            None => AggFrom::Table(Table::Products),
+        };
+        return aggregate::plan(
+            aggregate::Input {
+                query: q,
+                select: s,
+                scope,
+                from,
+                predicate,
+                limit,
+                offset,
+                explain,
+            },
+            cx,
+        );
+    }
     let mut columns = projection(&s.projection, scope, cx)?;
     let order = match &q.order_by {
         None => Vec::new(),
@@ -116,31 +174,6 @@ pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
                 })
                 .collect::<Result<Vec<_>>>()?,
         },
-    };
-    let (limit, offset) = match &q.limit_clause {
-        None => (None, 0),
-        Some(LimitClause::LimitOffset {
-            limit,
-            offset,
-            limit_by,
-        }) => {
-            if !limit_by.is_empty() {
-                return Err(plan_error(cx.start, "expected LIMIT n [OFFSET m]"));
-            }
-            let l = match limit {
-                Some(e) => Some(count(e, "LIMIT", cx)?),
-                None => None,
-            };
-            let o = match offset {
-                Some(o) => count(&o.value, "OFFSET", cx)?,
-                None => 0,
-            };
-            (l, o)
-        }
-        Some(LimitClause::OffsetCommaLimit { offset, limit }) => (
-            Some(count(limit, "LIMIT", cx)?),
-            count(offset, "OFFSET", cx)?,
-        ),
     };
     match source {
         Some((source, tuning)) => {
@@ -202,11 +235,11 @@ fn table_function(
     cx: Ctx,
 ) -> Result<(Retrieval, Tuning)> {
     let allowed: &[&str] = match name {
-        "search" => &["text", "user", "vector", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
+        "search" => &["text", "user", "vector", "typos", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
         "recommend" => &["user", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
         "similar" => &["item", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
         _ => {
-            return Err(cx.err(span, format!("unknown table function {name}; expected search(...), recommend(...) or similar(...)")))
+            return Err(cx.err(span, format!("unknown table function {name}; expected search(...), recommend(...), similar(...) or suggest(...)")))
         }
     };
     let mut named: Vec<(&str, &Expr)> = Vec::new();
@@ -341,8 +374,16 @@ fn tuning<'a>(get: &dyn Fn(&str) -> Option<&'a Expr>, span: Span, cx: Ctx) -> Re
         },
         None => None,
     };
+    let typos = match get("typos") {
+        Some(e) => match literal(e) {
+            Some(Lit::Bool(b)) => Some(b),
+            _ => return Err(cx.err_expr(e, "expected typos => true or false")),
+        },
+        None => None,
+    };
     Ok(Tuning {
         fusion,
+        typos,
         max_per_brand: get("max_per_brand")
             .map(|e| count(e, "max_per_brand", cx))
             .transpose()?,

@@ -36,6 +36,9 @@ pub(super) fn insert(ins: &ast::Insert, cx: Ctx) -> Result<Plan> {
             "expected INSERT INTO products or INSERT INTO events",
         ));
     };
+    if is_synonyms(name) {
+        return insert_synonyms(ins, cx);
+    }
     let table = table_name_of(name, cx)?;
     if ins.on.is_some()
         || ins.returning.is_some()
@@ -249,6 +252,9 @@ pub(super) fn delete(del: &ast::Delete, cx: Ctx) -> Result<Plan> {
     if !twj.joins.is_empty() {
         return Err(plan_error(cx.start, "expected one source without joins"));
     }
+    if is_synonyms(name) {
+        return delete_synonyms(del.selection.as_ref(), cx);
+    }
     let table = table_name_of(name, cx)?;
     let (what, columns): (&str, &[&str]) = match table {
         Table::Products => ("products", &["id"]),
@@ -305,4 +311,105 @@ pub(super) fn delete(del: &ast::Delete, cx: Ctx) -> Result<Plan> {
         Table::Users => Plan::ForgetUsers(ids),
         _ => Plan::DeleteProducts(ids),
     })
+}
+
+// ---------------------------------------------------------------- synonyms
+
+/// Whether a statement names the synonym table.
+fn is_synonyms(name: &ast::ObjectName) -> bool {
+    matches!(name.0.as_slice(), [part] if part.as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case("synonyms")))
+}
+
+/// `INSERT INTO synonyms (word, synonym[, two_way]) VALUES (...)`; `two_way` defaults to
+/// true.
+fn insert_synonyms(ins: &ast::Insert, cx: Ctx) -> Result<Plan> {
+    let values = match ins.source.as_deref().map(|q| &*q.body) {
+        Some(SetExpr::Values(v)) => v,
+        _ => {
+            return Err(plan_error(
+                cx.start,
+                "expected INSERT INTO synonyms (word, synonym[, two_way]) VALUES (...)",
+            ))
+        }
+    };
+    let mut columns: Vec<String> = Vec::new();
+    for c in &ins.columns {
+        let (n, span) = single_name(c, cx)?;
+        if !["word", "synonym", "two_way"].contains(&n.as_str()) || columns.contains(&n) {
+            return Err(cx.err(
+                span,
+                format!("expected the columns word, synonym and optionally two_way, each once, found {n}"),
+            ));
+        }
+        columns.push(n);
+    }
+    if columns.is_empty() {
+        columns = vec!["word".into(), "synonym".into()];
+    }
+    if !columns.iter().any(|c| c == "word") || !columns.iter().any(|c| c == "synonym") {
+        return Err(plan_error(
+            cx.start,
+            "expected columns word and synonym in INSERT INTO synonyms",
+        ));
+    }
+    let mut rules = Vec::with_capacity(values.rows.len());
+    for row in &values.rows {
+        if row.content.len() != columns.len() {
+            return Err(cx.err(
+                row.opening_token.0.span,
+                format!(
+                    "expected {} values (one per column), found {}",
+                    columns.len(),
+                    row.content.len()
+                ),
+            ));
+        }
+        let (mut word, mut synonym, mut two_way) = (String::new(), String::new(), true);
+        for (c, e) in columns.iter().zip(&row.content) {
+            match c.as_str() {
+                "word" => word = string_arg(e, "a word", cx)?,
+                "synonym" => synonym = string_arg(e, "a synonym", cx)?,
+                _ => {
+                    two_way = match literal(e) {
+                        Some(Lit::Bool(b)) => b,
+                        _ => return Err(cx.err_expr(e, "expected two_way as true or false")),
+                    }
+                }
+            }
+        }
+        rules.push((word, synonym, two_way));
+    }
+    Ok(Plan::AddSynonyms(rules))
+}
+
+/// `DELETE FROM synonyms WHERE word = '...' [AND synonym = '...']`.
+fn delete_synonyms(selection: Option<&Expr>, cx: Ctx) -> Result<Plan> {
+    const SHAPE: &str = "expected DELETE FROM synonyms WHERE word = '...' [AND synonym = '...']";
+    let Some(selection) = selection else {
+        return Err(plan_error(cx.start, SHAPE));
+    };
+    let (mut word, mut synonym) = (None, None);
+    for part in chain(selection, &BinaryOperator::And) {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = part
+        else {
+            return Err(cx.err_expr(part, SHAPE));
+        };
+        let slot = match unnest(left) {
+            Expr::Identifier(i) if i.value.eq_ignore_ascii_case("word") => &mut word,
+            Expr::Identifier(i) if i.value.eq_ignore_ascii_case("synonym") => &mut synonym,
+            _ => return Err(cx.err_expr(part, SHAPE)),
+        };
+        if slot.is_some() {
+            return Err(cx.err_expr(part, SHAPE));
+        }
+        *slot = Some(string_arg(right, "a word", cx)?);
+    }
+    let Some(word) = word else {
+        return Err(plan_error(cx.start, SHAPE));
+    };
+    Ok(Plan::RemoveSynonyms { word, synonym })
 }

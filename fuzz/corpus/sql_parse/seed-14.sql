@@ -1,0 +1,1 @@
+SELECT brand, count(*) AS n, avg(price) FROM products WHERE price < 100 GROUP BY brand HAVING n > 1 AND NOT max(price) >= 50 ORDER BY n DESC, 1 LIMIT 5 OFFSET 1

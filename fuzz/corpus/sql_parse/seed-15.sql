@@ -1,0 +1,1 @@
+SELECT user_id, count(DISTINCT item_id), sum(value), min(ts) FROM events WHERE kind <> 'view' GROUP BY 1

@@ -1,0 +1,1 @@
+SELECT category, count(*) FROM search('runing shoos', typos => false) WHERE title LIKE '%x%' GROUP BY category ORDER BY count(*) DESC

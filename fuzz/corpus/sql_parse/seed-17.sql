@@ -1,0 +1,1 @@
+INSERT INTO synonyms (word, synonym, two_way) VALUES ('tv', 'television', false), ('sneakers', 'trainers', true); DELETE FROM synonyms WHERE word = 'tv' AND synonym = 'television'; SHOW SYNONYMS
