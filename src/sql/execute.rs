@@ -318,6 +318,22 @@ impl<'e> Session<'e> {
                 rows.push(row.keyed(&r.order, &r.columns));
             }
         }
+        if let Retrieval::Search {
+            text: Some(text), ..
+        } = &r.source
+        {
+            for (i, c) in r.columns.iter().enumerate() {
+                if !matches!(c.field, Field::Highlight(_)) {
+                    continue;
+                }
+                for (_, cells) in &mut rows {
+                    if let Some(Value::Text(t)) = cells.get(i) {
+                        let marked = self.engine.highlight(text, t)?;
+                        cells[i] = Value::Text(marked);
+                    }
+                }
+            }
+        }
         Ok(finish(columns, rows, &r.order, r.offset, Some(r.limit)))
     }
 
@@ -876,6 +892,11 @@ fn text_or_null(s: &str) -> Value {
 impl Row<'_> {
     pub(super) fn value(&self, field: &Field) -> Value {
         match self {
+            Row::Product { .. } if matches!(field, Field::Highlight(_)) => match field {
+                // The column as stored; `retrieve` marks the matched words.
+                Field::Highlight(inner) => self.value(inner),
+                _ => Value::Null,
+            },
             Row::Product {
                 p,
                 id,
@@ -910,7 +931,12 @@ impl Row<'_> {
                 Field::Explanation => {
                     explanation.map_or(Value::Null, |e| Value::Text(e.to_string()))
                 }
-                Field::User | Field::Item | Field::Kind | Field::Ts | Field::Value => Value::Null,
+                Field::User
+                | Field::Item
+                | Field::Kind
+                | Field::Ts
+                | Field::Value
+                | Field::Highlight(_) => Value::Null,
             },
             Row::Event(e) => match field {
                 Field::User => Value::Text(e.user.clone()),

@@ -1,9 +1,10 @@
-//! Search-as-you-type and highlighting: `suggest(...)` through the real binary on the demo
-//! shop, and `Engine::suggest` / `Engine::highlight` on a small catalog.
+//! Search-as-you-type and highlighting: `suggest(...)` and `highlight(col)` through the real
+//! binary on the demo shop, their malformed forms, and `Engine::suggest` /
+//! `Engine::highlight` on a small catalog.
 
 use shopdb::{Engine, Event, EventKind, Product};
 
-use super::cli::{compact, demo_shop, shopdb};
+use super::cli::{compact, demo_shop, shopdb, Scratch};
 use super::support::tempdir;
 
 fn product(id: &str, title: &str, brand: &str, category: &str) -> Product {
@@ -25,7 +26,9 @@ fn suggest_completes_the_last_word_and_finds_titles_on_the_demo_shop() {
             "SELECT * FROM suggest('runn') LIMIT 8;\n\
              SELECT suggestion FROM suggest('wireles head') LIMIT 3;\n\
              SELECT suggestion, id FROM suggest('runing sh', user => 'u0001') LIMIT 6;\n\
-             SELECT * FROM suggest('runn') LIMIT 0;",
+             SELECT * FROM suggest('runn') LIMIT 0;\n\
+             SELECT highlight(title) AS t FROM search('runing shoos') LIMIT 3;\n\
+             SELECT highlight(title) FROM search('跑步鞋') LIMIT 3;",
         ),
     )
     .ok();
@@ -34,7 +37,7 @@ fn suggest_completes_the_last_word_and_finds_titles_on_the_demo_shop() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert_eq!(docs.len(), 4, "{}", out.stdout);
+    assert_eq!(docs.len(), 6, "{}", out.stdout);
     let rows = |d: &serde_json::Value| -> Vec<Vec<String>> {
         compact(d)
             .split("; ")
@@ -62,6 +65,68 @@ fn suggest_completes_the_last_word_and_finds_titles_on_the_demo_shop() {
     let third = rows(&docs[2]);
     assert!(third.iter().any(|r| r[0] == "running shoes"), "{third:?}");
     assert!(rows(&docs[3]).is_empty());
+    // Highlights: the corrected words are marked in English, the segmented word in Chinese.
+    let english = rows(&docs[4]);
+    assert_eq!(english.len(), 3, "{english:?}");
+    for r in &english {
+        assert!(
+            r[0].contains("<em>Running</em> <em>Shoe</em>"),
+            "{english:?}"
+        );
+    }
+    let chinese = rows(&docs[5]);
+    assert_eq!(chinese.len(), 3, "{chinese:?}");
+    for r in &chinese {
+        assert!(r[0].contains("<em>跑步鞋</em>"), "{chinese:?}");
+        assert!(!r[0].contains("<em>Running"), "{chinese:?}");
+    }
+}
+
+#[test]
+fn malformed_suggest_and_highlight_are_positioned_errors() {
+    let s = Scratch::seeded();
+    for (sql, words) in [
+        (
+            "SELECT highlight(title) FROM recommend('u1')",
+            "1:30: highlight(...) marks",
+        ),
+        (
+            "SELECT highlight(price) FROM search('shoe')",
+            "1:8: expected highlight(title)",
+        ),
+        (
+            "SELECT highlight(title) FROM products",
+            "1:8: highlight(...) marks",
+        ),
+        (
+            "SELECT * FROM suggest('a', item => 'p1')",
+            "1:28: unknown or repeated argument item",
+        ),
+        (
+            "SELECT title FROM suggest('a')",
+            "1:8: unknown column title",
+        ),
+        ("SELECT * FROM suggest('a') WHERE id = 'p1'", "no WHERE"),
+    ] {
+        let out = s.run(&["-c", sql], None);
+        assert_ne!(out.code, 0, "{sql}: {}", out.stdout);
+        assert!(out.stderr.contains(words), "{sql}: {}", out.stderr);
+    }
+    let out = s
+        .run(
+            &[
+                "--json",
+                "-c",
+                "SELECT id, highlight(title) FROM search('trail') LIMIT 1",
+            ],
+            None,
+        )
+        .ok();
+    assert!(
+        out.stdout.contains("<em>Trail</em> running shoe"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -90,6 +90,9 @@ pub enum Field {
     Ts,
     /// A rating's number; `NULL` for the other kinds (read only: the kind carries it).
     Value,
+    /// `highlight(col)` over `search('text')`: the column with the words the search matched
+    /// wrapped in `<em>` and `</em>`.
+    Highlight(Box<Field>),
 }
 
 impl Field {
@@ -112,6 +115,7 @@ impl Field {
             Field::Kind => "kind".into(),
             Field::Ts => "ts".into(),
             Field::Value => "value".into(),
+            Field::Highlight(f) => format!("highlight({})", f.name()),
         }
     }
 

@@ -177,6 +177,17 @@ pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
     };
     match source {
         Some((source, tuning)) => {
+            let has_text = matches!(source, Retrieval::Search { text: Some(_), .. });
+            if !has_text
+                && columns
+                    .iter()
+                    .any(|c| matches!(c.field, Field::Highlight(_)))
+            {
+                return Err(cx.err(
+                    nspan,
+                    "highlight(...) marks the words a search matched; expected search('text'), not recommend(...), similar(...) or a vector search",
+                ));
+            }
             if explain && !columns.iter().any(|c| c.field == Field::Explanation) {
                 columns.push(Column::of(Field::Explanation));
             }
@@ -423,8 +434,12 @@ fn projection(items: &[SelectItem], scope: Scope, cx: Ctx) -> Result<Vec<Column>
         match item {
             SelectItem::Wildcard(_) => out.extend(default_columns(scope)),
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                let field = field_of(e, scope, cx)?
-                    .ok_or_else(|| cx.err_expr(e, "expected a column name, attr('name') or *"))?;
+                let field = match highlight(e, scope, cx)? {
+                    Some(f) => f,
+                    None => field_of(e, scope, cx)?.ok_or_else(|| {
+                        cx.err_expr(e, "expected a column name, attr('name') or *")
+                    })?,
+                };
                 check_readable(&field, scope, e.span(), cx)?;
                 let label = match item {
                     SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
@@ -436,6 +451,42 @@ fn projection(items: &[SelectItem], scope: Scope, cx: Ctx) -> Result<Vec<Column>
         }
     }
     Ok(out)
+}
+
+/// `highlight(col)` in a select list: a text column of a search's hits.
+fn highlight(e: &Expr, scope: Scope, cx: Ctx) -> Result<Option<Field>> {
+    let Expr::Function(f) = unnest(e) else {
+        return Ok(None);
+    };
+    if !f.name.to_string().eq_ignore_ascii_case("highlight") {
+        return Ok(None);
+    }
+    if scope != Scope::Hits {
+        return Err(cx.err_expr(
+            e,
+            "highlight(...) marks the words a search matched; expected it over search('text')",
+        ));
+    }
+    let arg = match &f.args {
+        sqlparser::ast::FunctionArguments::List(list) => match list.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => Some(a),
+            _ => None,
+        },
+        _ => None,
+    };
+    let field = match arg {
+        Some(a) => field_of(a, scope, cx)?,
+        None => None,
+    };
+    match field {
+        Some(inner @ (Field::Title | Field::Description | Field::Brand | Field::Category)) => {
+            Ok(Some(Field::Highlight(Box::new(inner))))
+        }
+        _ => Err(cx.err_expr(
+            e,
+            "expected highlight(title), highlight(description), highlight(brand) or highlight(category)",
+        )),
+    }
 }
 
 fn check_readable(field: &Field, scope: Scope, span: Span, cx: Ctx) -> Result<()> {
