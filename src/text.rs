@@ -724,8 +724,8 @@ impl TextIndex {
     /// Typo tolerance: for each word of `text` of at least `TYPO_ONE_EDIT_CHARS` letters
     /// whose stem the index does not know (a known word is never corrected, and the
     /// automata are the costliest part of a query), the index terms within its edit budget,
-    /// found both from its stem (in the stemmed dictionary) and from the word as typed (in
-    /// the surface-form dictionary, then stemmed): those at the fewest edits, most frequent
+    /// found from the word as typed (in the surface-form dictionary, then stemmed) and, when
+    /// that finds none, from its stem (in the stemmed dictionary): those at the fewest edits, most frequent
     /// first, at most `MAX_CORRECTIONS`. Chinese words are never corrected.
     fn corrections(
         &self,
@@ -758,7 +758,13 @@ impl TextIndex {
                 continue;
             }
             let mut found: std::collections::BTreeMap<String, u8> = Default::default();
-            for (field, probe) in [(f.text, stem.as_str()), (f.words, word.as_str())] {
+            // The word as typed against the surface forms first; the stem against the
+            // stemmed dictionary only when that finds nothing (on the typo benchmark the
+            // second walk added 0.2% of queries found and 30% of the typo path's time).
+            for (field, probe) in [(f.words, word.as_str()), (f.text, stem.as_str())] {
+                if field == f.text && !found.is_empty() {
+                    break;
+                }
                 let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, probe), budget, true);
                 fuzzy_terms(searcher, field, &fuzzy, &mut |candidate, _| {
                     let (term, edits) = if field == f.text {

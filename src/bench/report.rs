@@ -120,7 +120,8 @@ pub struct OverheadRow {
     pub queries: usize,
 }
 
-/// The typo benchmark (`bench::typo`): shares of queries whose product is in the top 10,
+/// The typo benchmark (`bench::typo`): shares of queries whose product (or one with the same
+/// title) is in the top 10,
 /// and the fused search's median time with typo tolerance on and off.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct TypoRow {
@@ -273,6 +274,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "## Typo tolerance ({} queries from the catalog's titles, fused search, top 10)\n\n\
+Found: the query's product, or one with the same title, is in the top 10.\n\n\
 | queries | found | found, tolerance off | found of those found as typed |\n|---|---|---|---|\n\
 | as typed | {:.1}% | | |\n\
 | one typo | {:.1}% | {:.1}% | {:.1}% |\n\
