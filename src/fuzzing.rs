@@ -273,6 +273,7 @@ pub fn fingerprint(engine: &Engine) -> Stats {
     Stats {
         store_bytes: 0,
         text_bytes: 0,
+        typo_list_bytes: 0,
         ..engine.stats()
     }
 }

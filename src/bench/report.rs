@@ -160,6 +160,9 @@ pub struct TypoRow {
     /// Their 99th percentile, milliseconds.
     #[serde(default)]
     pub suggest_p99_ms: f64,
+    /// Heap bytes of the typo lists (`Stats::typo_list_bytes`) when the benchmark ran.
+    #[serde(default)]
+    pub typo_list_bytes: u64,
 }
 
 /// Sizes of the data set as stored.
@@ -281,7 +284,7 @@ Found: the query's product, or one with the same title, is in the top 10.\n\n\
 | typo in every word of 5+ letters (two from 9) | {:.1}% | | {:.1}% |\n\n\
 Correctly typed queries with the same top 10 with tolerance on and off: {:.1}%. \
 Median search: as typed {:.3} ms (tolerance off {:.3} ms), one typo {:.3} ms (off {:.3} ms): \
-ratio {:.2}.\n\nSuggestions (8, the query cut inside its last word, half of the calls for a shopper): the whole word among the completions {:.1}%, p50 {:.3} ms, p99 {:.3} ms.\n",
+ratio {:.2}. Typo lists in memory: {:.0} KiB.\n\nSuggestions (8, the query cut inside its last word, half of the calls for a shopper): the whole word among the completions {:.1}%, p50 {:.3} ms, p99 {:.3} ms.\n",
                 t.queries,
                 100.0 * t.clean_found,
                 100.0 * t.one_typo_found,
@@ -299,6 +302,7 @@ ratio {:.2}.\n\nSuggestions (8, the query cut inside its last word, half of the 
                 } else {
                     0.0
                 },
+                t.typo_list_bytes as f64 / 1024.0,
                 100.0 * t.suggest_word_found,
                 t.suggest_p50_ms,
                 t.suggest_p99_ms,

@@ -253,6 +253,7 @@ pub(crate) fn run(engine: &Engine, n: usize, phase: &Phase) -> Result<Option<Typ
     row.typo_off_p50_ms = speed::quantile(&typo_off, 0.5);
     row.suggest_p50_ms = speed::quantile(&suggest_ms, 0.5);
     row.suggest_p99_ms = speed::quantile(&suggest_ms, 0.99);
+    row.typo_list_bytes = engine.stats().typo_list_bytes;
     Ok(Some(row))
 }
 

@@ -131,6 +131,9 @@ pub struct Stats {
     pub store_bytes: u64,
     /// Bytes used by the text index.
     pub text_bytes: u64,
+    /// Heap bytes of typo tolerance's word lists (the text index's surface words and their
+    /// one-character deletions, in memory only).
+    pub typo_list_bytes: u64,
 }
 
 /// Entries kept by the hot-query cache before it starts over.

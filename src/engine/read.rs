@@ -515,6 +515,7 @@ impl Engine {
             relations: kg.relations.len(),
             store_bytes: self.state.store.size_on_disk(),
             text_bytes: self.state.text.size_on_disk(),
+            typo_list_bytes: self.state.text.spell_bytes() as u64,
         }
     }
 
