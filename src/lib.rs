@@ -4,6 +4,7 @@
 // Library code returns errors; its unit tests may unwrap.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod access;
 mod catalog;
 mod channel;
 mod codec;
@@ -61,6 +62,9 @@ pub mod models;
 #[allow(dead_code, unused_imports)]
 mod models;
 
+pub use access::{
+    ChannelPart, ChannelShare, ExportedEvent, Profile, Reason, Recommended, UserExport,
+};
 pub use catalog::Product;
 pub use channel::{Channel, ChannelScore, Fusion};
 pub use config::{Config, HnswParams, Limits, Metric};

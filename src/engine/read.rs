@@ -387,6 +387,30 @@ impl Engine {
             .collect())
     }
 
+    /// Everything the engine holds about one shopper, for a right-of-access request: every
+    /// stored event, the shopper's current top `k` recommendations with their explanations,
+    /// and each channel's part in them (see [`UserExport`](crate::UserExport)).
+    ///
+    /// # Errors
+    /// [`Error::UnknownUser`] when the user has no events (a forgotten user has none);
+    /// `k` is checked as [`Engine::query`] checks it.
+    pub fn export_user(&self, user: &str, k: usize) -> Result<crate::access::UserExport> {
+        // One committed state for both parts: commits wait while the document is made (a
+        // read of one user's events and one query), so the events are the history the
+        // recommendations were served from.
+        let _commit = self.commit_lock.lock();
+        let seq = self.seq();
+        let events = self.user_history(user, None)?;
+        let hits = self.query(&crate::query::Query::new().user(user).k(k).explain(true))?;
+        Ok(crate::access::UserExport::new(
+            user,
+            seq,
+            self.model_generation(),
+            events,
+            &hits,
+        ))
+    }
+
     /// Ids of every user with at least one committed event, sorted.
     pub fn user_ids(&self) -> Vec<String> {
         let users = self.state.users.read();

@@ -27,9 +27,9 @@ use super::plan::{
 /// A session assumes it is the engine's only writer while a statement runs: a failed write
 /// statement calls [`Engine::rollback`], which drops every staged write.
 ///
-/// `IMPORT` reads only files under the directories given to [`Session::allow_dir`] (none by
-/// default); the check is made on the canonical path, so `..` and symbolic links cannot
-/// leave them.
+/// `IMPORT` reads and `EXPORT` writes only files under the directories given to
+/// [`Session::allow_dir`] (none by default); the check is made on the canonical path, so
+/// `..` and symbolic links cannot leave them.
 pub struct Session<'e> {
     pub(super) engine: &'e Engine,
     allowed: Vec<PathBuf>,
@@ -240,6 +240,7 @@ impl<'e> Session<'e> {
             }),
             Plan::Describe(t) => Ok(describe(*t)),
             Plan::Import(i) => self.import(i),
+            Plan::ExportUser { user, path } => self.export_user(user, path),
             Plan::Explain(p) => Ok(ResultSet::status(format!("{p:#?}"))),
         }
     }
@@ -666,6 +667,25 @@ impl<'e> Session<'e> {
         } else {
             Err(refused())
         }
+    }
+
+    /// Writes `user`'s data (events, derived profile, explained recommendations) as one JSON
+    /// document to `path`, which must lie under an allowed directory, atomically.
+    fn export_user(&self, user: &str, path: &str) -> Result<ResultSet> {
+        let p = self.resolve_path(path)?;
+        let doc = self.engine.export_user(user, 10)?;
+        let json = serde_json::to_vec_pretty(&doc).map_err(|e| Error::backend("serde_json", e))?;
+        crate::fsutil::write_atomic(&p, &json)?;
+        Ok(ResultSet::status(format!(
+            "exported {} and {} of user {user:?} to {}",
+            plural(doc.events.len(), "event", "events"),
+            plural(
+                doc.recommendations.len(),
+                "recommendation",
+                "recommendations"
+            ),
+            p.display()
+        )))
     }
 
     fn import(&self, i: &Import) -> Result<ResultSet> {

@@ -242,6 +242,8 @@ pub(crate) enum Verb {
     Evaluate,
     /// `IMPORT ...`.
     Import,
+    /// `EXPORT USER 'u' TO 'file.json'`.
+    Export,
 }
 
 fn significant(t: &TokenWithSpan) -> bool {
@@ -352,6 +354,7 @@ pub(crate) fn parse(source: &Source) -> Result<Parsed> {
                 "TRAIN" => Some(Verb::Train),
                 "EVALUATE" => Some(Verb::Evaluate),
                 "IMPORT" => Some(Verb::Import),
+                "EXPORT" => Some(Verb::Export),
                 _ => None,
             };
             if let Some(verb) = verb {

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
 
+mod access;
 mod bad_input;
 mod bench;
 mod cli;

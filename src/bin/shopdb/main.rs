@@ -66,7 +66,8 @@ struct Cli {
     #[arg(long)]
     csv: bool,
 
-    /// A directory IMPORT may read from (repeatable). Default: the current directory only.
+    /// A directory IMPORT may read from and EXPORT write to (repeatable). Default: the current
+    /// directory only.
     #[arg(long = "allow-dir", value_name = "PATH")]
     allow_dirs: Vec<PathBuf>,
 

@@ -47,7 +47,7 @@ Statements end with ';' and may span lines.
   SHOW MODELS;  SHOW STATS;  SHOW TABLES;  SHOW SYNONYMS;  DESCRIBE products;
   IMPORT PRODUCTS FROM 'file.jsonl' [ON ERROR SKIP];  IMPORT EVENTS FROM 'file.csv';
   IMPORT SEQUENCES FROM 'user_sequence.txt';  IMPORT MOVIELENS FROM 'ml-100k';
-  IMPORT KG FROM 'x.kg' LINKS 'x.link';
+  IMPORT KG FROM 'x.kg' LINKS 'x.link';  EXPORT USER 'u1' TO 'u1.json';
 
 Shell commands:
   .help              this text

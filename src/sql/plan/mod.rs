@@ -458,6 +458,14 @@ pub enum Plan {
     Train(TrainSettings),
     /// `EVALUATE`.
     Evaluate,
+    /// `EXPORT USER 'u' TO 'file.json'`: everything held about one shopper, as JSON
+    /// ([`Engine::export_user`](crate::Engine::export_user)).
+    ExportUser {
+        /// The shopper.
+        user: String,
+        /// The file to write (under an allowed directory).
+        path: String,
+    },
     /// `SHOW STATS`.
     ShowStats,
     /// `SHOW TABLES`.

@@ -1,6 +1,6 @@
 //! The keyword verbs sqlparser does not know, planned from their significant tokens:
 //! `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off)]`, `EVALUATE` and
-//! `IMPORT ...`.
+//! `IMPORT ...` and `EXPORT USER ...`.
 
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
@@ -18,6 +18,7 @@ pub(super) fn plan(verb: Verb, tokens: &[TokenWithSpan], end: Pos) -> Result<Pla
         Verb::Train => train(&mut c)?,
         Verb::Evaluate => Plan::Evaluate,
         Verb::Import => import(&mut c)?,
+        Verb::Export => export(&mut c)?,
     };
     c.expect_end()?;
     Ok(plan)
@@ -220,4 +221,15 @@ fn import(c: &mut Cursor<'_>) -> Result<Plan> {
         return Err(c.error("PRODUCTS, EVENTS, SEQUENCES, MOVIELENS or KG after IMPORT"));
     };
     Ok(Plan::Import(import))
+}
+
+/// `EXPORT USER 'u' TO 'file.json'`.
+fn export(c: &mut Cursor<'_>) -> Result<Plan> {
+    if !c.eat("USER") {
+        return Err(c.error("USER after EXPORT"));
+    }
+    let user = c.string("a user id")?;
+    c.expect_keyword("TO")?;
+    let path = c.string("a file path")?;
+    Ok(Plan::ExportUser { user, path })
 }

@@ -1,0 +1,1 @@
+EXPORT USER 'u1' TO 'out/u1.json'; EXPORT USER 'u1'; EXPORT USERS 'u1' TO 'x'; EXPORT USER u1 TO 'x' NOW
