@@ -482,6 +482,20 @@ fn arbitrary_request(input: &mut Input<'_>) -> Request {
         q = q.max_per_brand(input.pick(&COUNTS));
     }
     if input.flag() {
+        // Shares and gammas in and out of range, NaN and infinities included.
+        let mut e = crate::exposure::Exposure::new();
+        if input.flag() {
+            e = e.max_brand_share(input.pick(&F32S));
+        }
+        if input.flag() {
+            e = e.min_long_tail_share(input.pick(&F32S));
+        }
+        if input.flag() {
+            e = e.popularity_gamma(input.pick(&F32S));
+        }
+        q = q.exposure(e);
+    }
+    if input.flag() {
         q = q.time_budget(std::time::Duration::from_nanos(
             u64::from(input.byte()) * 1_000_000,
         ));

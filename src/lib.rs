@@ -14,6 +14,7 @@ mod error;
 mod eval;
 mod evaluate;
 mod events;
+mod exposure;
 mod filter;
 mod fsutil;
 mod fusion;
@@ -72,6 +73,7 @@ pub use engine::{Appended, Engine, EngineBuilder, Facets, Recovery, Scored, Stat
 pub use error::{Error, Result};
 pub use evaluate::{EvalOn, EvalOptions, EvalReport, EvalRow, FittedOn};
 pub use events::{Event, EventKind};
+pub use exposure::Exposure;
 pub use filter::Filter;
 pub use fusion::ChannelWeights;
 pub use models::mlp::{MlpConfig, MlpError};

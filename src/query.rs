@@ -15,6 +15,7 @@ pub use crate::channel::{Channel, ChannelScore, Fusion};
 use crate::channel::{ChannelHits, Reason, Request, Retriever, TextChannel, VectorChannel};
 use crate::error::{Error, Result};
 use crate::events::EventKind;
+use crate::exposure::{Candidate, Exposure};
 use crate::filter::Filter;
 use crate::generation::ModelSet;
 use crate::options::HistoryRule;
@@ -33,6 +34,7 @@ pub struct Query {
     k: usize,
     fusion: Fusion,
     max_per_brand: Option<usize>,
+    exposure: Exposure,
     mmr: Option<f32>,
     exclude_purchased: bool,
     explain: bool,
@@ -52,6 +54,7 @@ impl Default for Query {
             k: 10,
             fusion: Fusion::default(),
             max_per_brand: None,
+            exposure: Exposure::default(),
             mmr: None,
             exclude_purchased: true,
             explain: false,
@@ -112,6 +115,12 @@ impl Query {
     /// At most this many hits per brand.
     pub fn max_per_brand(mut self, n: usize) -> Self {
         self.max_per_brand = Some(n);
+        self
+    }
+    /// Exposure controls for the page: a brand's share, a long-tail share, popularity
+    /// debiasing (see [`Exposure`]); checked when the query runs.
+    pub fn exposure(mut self, exposure: Exposure) -> Self {
+        self.exposure = exposure;
         self
     }
     /// Whether items the user bought are left out (default true).
@@ -237,6 +246,9 @@ pub struct Hit {
     pub explanation: Option<Explanation>,
 }
 
+/// A fused candidate on its way to the page: item, score, channel parts, record.
+type Ranked = (ItemId, f32, Vec<ChannelScore>, Arc<Product>);
+
 /// Most recent history events used by the CF channels.
 const HISTORY: usize = 100;
 
@@ -323,6 +335,7 @@ pub(crate) fn validate(state: &State, q: &Query) -> Result<()> {
     if q.mmr.is_some_and(f32::is_nan) {
         return Err(Error::invalid("query.mmr", "lambda is NaN"));
     }
+    q.exposure.validate()?;
     validate_fusion(q.fusion)
 }
 
@@ -515,8 +528,41 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         hits = mmr(state, hits, lambda, q.k);
     }
 
-    // Business rules: at most `max_per_brand` per brand, then the top k.
-    let mut per_brand: HashMap<String, usize> = HashMap::new();
+    // Business rules and exposure controls cut the page: at most `max_per_brand` per brand
+    // and the exposure's share cap, long-tail quota and debiasing (`exposure::page`).
+    let hits: Vec<Ranked> = hits
+        .into_iter()
+        .filter_map(|(iid, s, parts)| items.get(iid).map(|p| (iid, s, parts, Arc::clone(p))))
+        .collect();
+    let popularity = models
+        .as_deref()
+        .and_then(|m| m.models.typed::<crate::models::Popularity>());
+    let page_cands: Vec<Candidate> = hits
+        .iter()
+        .map(|(iid, score, _, _)| Candidate {
+            score: *score,
+            popularity: popularity.map_or(0.0, |p| p.item_score(iid.0)),
+            long_tail: popularity.is_none_or(|p| !p.in_head(iid.0)),
+            brand: items.facts(iid.0).brand,
+        })
+        .collect();
+    let (page, page_notes) = crate::exposure::page(&page_cands, q.k, q.max_per_brand, &q.exposure);
+    if q.exposure.is_on() {
+        notes.push(q.exposure.describe());
+        if popularity.is_none() {
+            notes.push(
+                "exposure: no trained popularity, so every item counts as long tail".to_string(),
+            );
+        }
+        if let Some((asked, filled)) = page_notes.long_tail {
+            if filled < asked {
+                notes.push(format!(
+                    "exposure: {filled} of {asked} long-tail slots filled (too few long-tail candidates)"
+                ));
+            }
+        }
+    }
+    let mut slots: Vec<Option<Ranked>> = hits.into_iter().map(Some).collect();
     let mut out = Vec::with_capacity(q.k);
     let mut query_terms = q
         .text
@@ -550,15 +596,10 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
             query_terms.extend(syn.iter().cloned());
         }
     }
-    for (iid, score, parts) in hits {
-        let Some(p) = items.get(iid) else { continue };
-        if let Some(cap) = q.max_per_brand {
-            let c = per_brand.entry(p.brand.to_lowercase()).or_default();
-            if *c >= cap {
-                continue;
-            }
-            *c += 1;
-        }
+    for i in page {
+        let Some((iid, score, parts, p)) = slots.get_mut(i).and_then(Option::take) else {
+            continue;
+        };
         let explanation = q.explain.then(|| {
             let mut e = Explanation {
                 channels: parts,

@@ -154,6 +154,22 @@ impl Popularity {
         })
     }
 
+    /// Whether `item` is in the popular head: the top 20% of all items (rounded up) by this
+    /// popularity, the split the evaluation's long-tail share uses (items tied with the last
+    /// head item count as head). Items with no positive score are never head.
+    pub fn in_head(&self, item: u32) -> bool {
+        let s = self.item_score(item);
+        if !(s.is_finite() && s > 0.0) {
+            return false;
+        }
+        let ranked = self.ranked();
+        let n = self.scores.len().div_ceil(5).min(ranked.len());
+        match n.checked_sub(1).and_then(|i| ranked.get(i)) {
+            Some(&last) => s >= self.item_score(last),
+            None => false,
+        }
+    }
+
     /// Number of items (the required score-buffer length).
     pub fn n_items(&self) -> usize {
         self.scores.len()

@@ -76,6 +76,9 @@ pub(crate) fn query(engine: &Engine, r: &Request<'_>) -> Result<Vec<Hit>> {
     if let Some(x) = t.typos {
         q = q.typos(x);
     }
+    if let Some(e) = t.exposure {
+        q = q.exposure(e);
+    }
     Ok(engine
         .query(&q)?
         .into_iter()

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod damaged;
+mod exposure;
 mod fuzz_corpus;
 mod io_faults;
 mod layering;

@@ -326,7 +326,8 @@ pub struct Retrieve {
 
 /// Retrieval knobs given as named arguments of `search`, `recommend` and `similar`
 /// (`fusion => 'auto' | 'mlp' | 'learned' | 'linear' | 'rrf'`, `alpha => 0.7, beta => 0.3` for linear
-/// fusion, `max_per_brand => 2`,
+/// fusion, `max_per_brand => 2`, `max_brand_share => 0.3`, `min_long_tail => 0.2`,
+/// `popularity_gamma => 0.5`,
 /// `exclude_purchased => false`, `candidates => 500`); unset ones keep the engine's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tuning {
@@ -340,6 +341,9 @@ pub struct Tuning {
     pub candidates: Option<usize>,
     /// Typo tolerance of a search (`typos => false` turns it off).
     pub typos: Option<bool>,
+    /// Exposure controls (`max_brand_share => 0.3`, `min_long_tail => 0.2`,
+    /// `popularity_gamma => 0.5`).
+    pub exposure: Option<crate::exposure::Exposure>,
 }
 
 /// `SELECT ... FROM products | events`.

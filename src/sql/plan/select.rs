@@ -230,13 +230,16 @@ pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
 }
 
 /// Named arguments every table function takes (see [`Tuning`]).
-const TUNING_ARGS: [&str; 6] = [
+const TUNING_ARGS: [&str; 9] = [
     "fusion",
     "alpha",
     "beta",
     "max_per_brand",
     "exclude_purchased",
     "candidates",
+    "max_brand_share",
+    "min_long_tail",
+    "popularity_gamma",
 ];
 
 fn table_function(
@@ -245,14 +248,15 @@ fn table_function(
     args: &[FunctionArg],
     cx: Ctx,
 ) -> Result<(Retrieval, Tuning)> {
-    let allowed: &[&str] = match name {
-        "search" => &["text", "user", "vector", "typos", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
-        "recommend" => &["user", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
-        "similar" => &["item", TUNING_ARGS[0], TUNING_ARGS[1], TUNING_ARGS[2], TUNING_ARGS[3], TUNING_ARGS[4], TUNING_ARGS[5]],
+    let own: &[&str] = match name {
+        "search" => &["text", "user", "vector", "typos"],
+        "recommend" => &["user"],
+        "similar" => &["item"],
         _ => {
             return Err(cx.err(span, format!("unknown table function {name}; expected search(...), recommend(...), similar(...) or suggest(...)")))
         }
     };
+    let allowed: Vec<&str> = own.iter().chain(TUNING_ARGS.iter()).copied().collect();
     let mut named: Vec<(&str, &Expr)> = Vec::new();
     let mut positional = 0;
     for a in args {
@@ -392,9 +396,42 @@ fn tuning<'a>(get: &dyn Fn(&str) -> Option<&'a Expr>, span: Span, cx: Ctx) -> Re
         },
         None => None,
     };
+    let share = |key: &str, lo_open: bool| -> Result<Option<f32>> {
+        let Some(e) = get(key) else { return Ok(None) };
+        let v = number(e, key, cx)?;
+        let ok = v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
+        if !ok {
+            let range = if lo_open { "(0, 1]" } else { "[0, 1]" };
+            return Err(cx.err_expr(e, format!("expected {key} => a share in {range}")));
+        }
+        Ok(Some(v as f32))
+    };
+    let mut exposure = crate::exposure::Exposure::new();
+    let mut exposed = false;
+    if let Some(s) = share("max_brand_share", true)? {
+        exposure = exposure.max_brand_share(s);
+        exposed = true;
+    }
+    if let Some(s) = share("min_long_tail", false)? {
+        exposure = exposure.min_long_tail_share(s);
+        exposed = true;
+    }
+    if let Some(e) = get("popularity_gamma") {
+        let g = number(e, "popularity_gamma", cx)?;
+        let max = f64::from(crate::exposure::MAX_POPULARITY_GAMMA);
+        if !(0.0..=max).contains(&g) {
+            return Err(cx.err_expr(
+                e,
+                format!("expected popularity_gamma => a number in [0, {max}]"),
+            ));
+        }
+        exposure = exposure.popularity_gamma(g as f32);
+        exposed = true;
+    }
     Ok(Tuning {
         fusion,
         typos,
+        exposure: exposed.then_some(exposure),
         max_per_brand: get("max_per_brand")
             .map(|e| count(e, "max_per_brand", cx))
             .transpose()?,
