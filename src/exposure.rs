@@ -5,7 +5,8 @@
 //! already passed the query's filters:
 //!
 //! - **a brand's share of the page** at most `max_brand_share` (at least one slot per brand),
-//!   beside the older count cap `Query::max_per_brand`;
+//!   beside the older count cap `Query::max_per_brand` (neither limits products without a
+//!   brand);
 //! - **a long-tail share** of at least `min_long_tail_share`: that share of the page's slots
 //!   (rounded up) go to long-tail items (outside the top 20% of items by the popularity the
 //!   serving model generation counted, the same split the evaluation's long-tail share uses)
@@ -119,7 +120,7 @@ pub(crate) struct Candidate {
     pub popularity: f32,
     /// Outside the popular head.
     pub long_tail: bool,
-    /// The brand, as a hash (0: none).
+    /// The brand, as a hash; 0 is no brand, which no brand cap limits.
     pub brand: u64,
 }
 
@@ -170,7 +171,7 @@ pub(crate) fn page(
     let quota = quota.min(k);
     let mut per: std::collections::HashMap<u64, usize> = Default::default();
     let full = |per: &std::collections::HashMap<u64, usize>, c: &Candidate| {
-        cap.is_some_and(|cap| per.get(&c.brand).copied().unwrap_or(0) >= cap)
+        c.brand != 0 && cap.is_some_and(|cap| per.get(&c.brand).copied().unwrap_or(0) >= cap)
     };
     let mut out = Vec::with_capacity(k);
     let mut tail = 0usize;
@@ -250,6 +251,12 @@ mod tests {
         let (p, _) = page(&pool(), 10, Some(2), &e);
         assert_eq!(&p[..2], &[0, 1]);
         assert_eq!(p.len(), 7);
+        // Products without a brand are never capped.
+        let unbranded: Vec<Candidate> = (0..5)
+            .map(|i| cand(5.0 - i as f32, 1.0, false, 0))
+            .collect();
+        let (p, _) = page(&unbranded, 5, Some(1), &e);
+        assert_eq!(p, vec![0, 1, 2, 3, 4]);
         // At least one slot per brand on a small page.
         let (p, _) = page(&pool(), 2, None, &Exposure::new().max_brand_share(0.1));
         assert_eq!(p, vec![0, 10]);
