@@ -337,3 +337,69 @@ fn real_minilm_matches_the_shipped_scifact_vectors() {
         assert!(diff <= 1e-4, "doc {id}: max abs diff {diff}");
     }
 }
+
+/// An engine opened with an encoder embeds products at commit and text queries, stores the
+/// model's identity and refuses another model's database.
+#[test]
+fn engine_with_an_embedder() {
+    use crate::{Channel, Engine, Filter, Product, Query};
+    let model = tiny_model();
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("db");
+    {
+        let engine = Engine::builder()
+            .embedder(model.path())
+            .open(&path)
+            .unwrap();
+        assert_eq!(engine.config().dim, HIDDEN);
+        engine
+            .upsert_products(vec![
+                Product::new("p1").title("red running shoe").brand("acme"),
+                Product::new("p2").title("blue jacket").category("coats"),
+                Product::new("p3")
+                    .title("the jacket")
+                    .description("a blue one"),
+            ])
+            .unwrap();
+        engine.commit().unwrap();
+        let e = Embedder::load(model.path()).unwrap();
+        let v = e.embed(&["red running shoe. acme"]).unwrap().pop().unwrap();
+        let hits = engine.search_vector(&v, &Filter::All, 3).unwrap();
+        assert_eq!(hits.len(), 3);
+        assert_eq!(hits[0].id, "p1");
+        assert!(hits[0].score > 0.9999, "{}", hits[0].score);
+        // A text query reaches the vector channel.
+        let hits = engine
+            .query(&Query::new().text("zzz").k(3).explain(true))
+            .unwrap();
+        assert!(!hits.is_empty());
+        assert!(hits.iter().all(|h| h
+            .explanation
+            .as_ref()
+            .unwrap()
+            .channels
+            .iter()
+            .any(|c| c.channel == Channel::Vector)));
+    }
+    // Reopened with the same model, or without one: fine.
+    drop(
+        Engine::builder()
+            .embedder(model.path())
+            .open(&path)
+            .unwrap(),
+    );
+    drop(Engine::open(&path).unwrap());
+    // Another model's weights (same shapes, other values): refused.
+    let other = tiny_model();
+    match Engine::builder().embedder(other.path()).open(&path) {
+        Err(Error::ConfigMismatch { setting, .. }) => assert_eq!(setting, "embedder"),
+        other => panic!("expected ConfigMismatch, got {:?}", other.map(|_| ())),
+    }
+    // A database made without an encoder is not opened with one.
+    let plain = db.path().join("plain");
+    drop(Engine::builder().dim(HIDDEN).open(&plain).unwrap());
+    assert!(matches!(
+        Engine::builder().embedder(model.path()).open(&plain),
+        Err(Error::ConfigMismatch { .. })
+    ));
+}
