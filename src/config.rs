@@ -154,6 +154,26 @@ pub(crate) struct StoredConfig {
     pub dim: usize,
     pub metric: Metric,
     pub analyzer: String,
+    /// The sentence encoder whose vectors the database holds, when it was created with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<StoredEmbedder>,
+}
+
+/// The identity of a sentence encoder: a database is never queried with another model's
+/// vectors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredEmbedder {
+    pub name: String,
+    pub dim: usize,
+    /// The sha256 of the weights.
+    pub checksum: String,
+}
+
+impl std::fmt::Display for StoredEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = self.checksum.get(..12).unwrap_or(&self.checksum);
+        write!(f, "{} (dim {}, sha256 {short})", self.name, self.dim)
+    }
 }
 
 impl StoredConfig {
@@ -163,6 +183,7 @@ impl StoredConfig {
             dim: c.dim,
             metric: c.metric,
             analyzer: ANALYZER.to_string(),
+            embedder: None,
         }
     }
 
@@ -211,6 +232,24 @@ impl StoredConfig {
                 setting: "metric",
                 stored: self.metric.to_string(),
                 requested: requested.metric.to_string(),
+            });
+        }
+        // Only the weights' checksum identifies a model: the folder may be renamed.
+        let same_model = match (&self.embedder, &requested.embedder) {
+            (Some(a), Some(b)) => a.checksum == b.checksum && a.dim == b.dim,
+            (stored, wanted) => stored.is_none() && wanted.is_none(),
+        };
+        // A database opened without an encoder keeps its vectors; one opened with an encoder
+        // must have been created with the same one.
+        if requested.embedder.is_some() && !same_model {
+            let show = |e: &Option<StoredEmbedder>| {
+                e.as_ref()
+                    .map_or_else(|| "none".to_string(), |e| e.to_string())
+            };
+            return Err(Error::ConfigMismatch {
+                setting: "embedder",
+                stored: show(&self.embedder),
+                requested: show(&requested.embedder),
             });
         }
         if self.analyzer != requested.analyzer {

@@ -9,6 +9,8 @@ mod catalog;
 mod channel;
 mod codec;
 mod config;
+#[cfg(feature = "embed")]
+mod embed;
 mod engine;
 mod error;
 mod eval;
@@ -69,6 +71,8 @@ pub use access::{
 pub use catalog::Product;
 pub use channel::{Channel, ChannelScore, Fusion};
 pub use config::{Config, HnswParams, Limits, Metric};
+#[cfg(feature = "embed")]
+pub use embed::{Embedder, EmbedderInfo, MAX_TOKENS};
 pub use engine::{Appended, Engine, EngineBuilder, Facets, Recovery, Scored, Stats, Suggestion};
 pub use error::{Error, Result};
 pub use evaluate::{EvalOn, EvalOptions, EvalReport, EvalRow, FittedOn};

@@ -360,6 +360,11 @@ fn validate_fusion(fusion: Fusion) -> Result<()> {
 pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
     let limits = state.config.limits.clone();
     let deadline = Deadline::new(q, limits.max_query_time);
+    // Before any lock is taken: the encoder runs for milliseconds.
+    let text_vector = match (&q.vector, &q.similar_to) {
+        (None, None) => state.embed_query(q.text.as_deref())?,
+        _ => None,
+    };
     deadline.check("the user's history")?;
     let models: Option<Arc<ModelSet>> = state.models.read().clone();
     let mut notes = Vec::new();
@@ -423,7 +428,7 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
     let query_vector = match (&q.vector, seed_item) {
         (Some(v), _) => Some(v.clone()),
         (None, Some(iid)) => state.vectors.vector(iid),
-        _ => None,
+        (None, None) => text_vector,
     };
     let searching = q.text.is_some() || q.vector.is_some();
     // A cold start is asked anonymously: the user's trained factors, if any, were fitted on

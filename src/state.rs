@@ -47,9 +47,28 @@ pub(crate) struct State {
     pub seq: AtomicU64,
     /// Bumped by every commit and every new model generation (cache keys include it).
     pub generation: AtomicU64,
+    /// The sentence encoder that embeds products without a vector at commit and text
+    /// queries for the vector channel.
+    #[cfg(feature = "embed")]
+    pub embedder: Option<Arc<crate::embed::Embedder>>,
 }
 
 impl State {
+    /// The vector of a query's text, when the engine has an encoder and the text is not empty.
+    #[cfg(feature = "embed")]
+    pub fn embed_query(&self, text: Option<&str>) -> Result<Option<Vec<f32>>> {
+        match (&self.embedder, text.map(str::trim)) {
+            (Some(e), Some(t)) if !t.is_empty() => Ok(e.embed(&[t])?.pop()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Without the `embed` feature a text query has no vector.
+    #[cfg(not(feature = "embed"))]
+    pub fn embed_query(&self, _text: Option<&str>) -> Result<Option<Vec<f32>>> {
+        Ok(None)
+    }
+
     /// The last committed sequence number.
     pub fn seq(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)

@@ -40,6 +40,8 @@ pub struct EngineBuilder {
     config: Config,
     explicit_dim: bool,
     explicit_metric: bool,
+    #[cfg(feature = "embed")]
+    embedder: Option<std::path::PathBuf>,
 }
 
 impl EngineBuilder {
@@ -68,6 +70,18 @@ impl EngineBuilder {
     /// HNSW parameters (default [`HnswParams::default`]).
     pub fn hnsw(mut self, params: HnswParams) -> Self {
         self.config.hnsw = params;
+        self
+    }
+
+    /// A sentence encoder (such as all-MiniLM-L6-v2, see [`Embedder`](crate::Embedder))
+    /// loaded from the folder `dir` at open: products committed without an embedding get one
+    /// from their title, brand, category and description, and a query's text is embedded for
+    /// the vector channel. The dimension is the model's. The model's identity is stored with
+    /// the database: opening it with another model is [`Error::ConfigMismatch`], and so is
+    /// opening a database created without an encoder with one.
+    #[cfg(feature = "embed")]
+    pub fn embedder(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.embedder = Some(dir.into());
         self
     }
 
@@ -261,11 +275,37 @@ impl Engine {
         lock_or_wait(&lock, dir)?;
 
         let mut config = b.config.clone();
-        let requested = StoredConfig::from_config(&config);
+        #[cfg_attr(not(feature = "embed"), allow(unused_mut))]
+        let mut requested = StoredConfig::from_config(&config);
+        #[cfg_attr(not(feature = "embed"), allow(unused_mut))]
+        let mut explicit_dim = b.explicit_dim;
+        #[cfg(feature = "embed")]
+        let embedder = match &b.embedder {
+            Some(model) => {
+                let e = crate::embed::Embedder::load(model)?;
+                if b.explicit_dim && b.config.dim != e.dim() {
+                    return Err(Error::DimensionMismatch {
+                        expected: e.dim(),
+                        got: b.config.dim,
+                    });
+                }
+                let info = e.info();
+                config.dim = info.dim;
+                requested.dim = info.dim;
+                requested.embedder = Some(crate::config::StoredEmbedder {
+                    name: info.name.clone(),
+                    dim: info.dim,
+                    checksum: info.checksum.clone(),
+                });
+                explicit_dim = true;
+                Some(Arc::new(e))
+            }
+            None => None,
+        };
         let cfg_path = dir.join("config.json");
         match StoredConfig::load(&cfg_path)? {
             Some(stored) => {
-                stored.check(&requested, b.explicit_dim, b.explicit_metric)?;
+                stored.check(&requested, explicit_dim, b.explicit_metric)?;
                 config.dim = stored.dim;
                 config.metric = stored.metric;
             }
@@ -329,6 +369,8 @@ impl Engine {
                 models: RwLock::new(None),
                 seq: AtomicU64::new(seq),
                 generation: AtomicU64::new(0),
+                #[cfg(feature = "embed")]
+                embedder,
             },
             _lock: lock,
             pending: Mutex::new(Pending::default()),

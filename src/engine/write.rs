@@ -210,7 +210,13 @@ impl Engine {
     /// writes then survive, and the next open replays them into the indexes.
     pub fn commit(&self) -> Result<Committed> {
         let _commit = self.commit_lock.lock();
-        let pending = std::mem::take(&mut *self.pending.lock());
+        let pending = {
+            let mut staged = self.pending.lock();
+            // Embedded while the staging buffer is held, so that a failure leaves every
+            // staged write in place.
+            self.embed_products(&mut staged.ops)?;
+            std::mem::take(&mut *staged)
+        };
         if pending.ops.is_empty() {
             return Ok(Committed {
                 seq: self.seq(),
@@ -221,6 +227,36 @@ impl Engine {
         drop(_commit);
         self.maybe_retrain()?;
         Ok(committed)
+    }
+
+    /// Gives the staged products without an embedding one from the engine's encoder, in one
+    /// batched call; nothing without an encoder.
+    #[cfg(feature = "embed")]
+    fn embed_products(&self, ops: &mut [crate::writer::Op]) -> Result<()> {
+        let Some(embedder) = &self.state.embedder else {
+            return Ok(());
+        };
+        let mut missing: Vec<&mut Product> = ops
+            .iter_mut()
+            .filter_map(|op| match op {
+                crate::writer::Op::Upsert(p) if p.embedding.is_none() => Some(&mut **p),
+                _ => None,
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let texts: Vec<String> = missing.iter().map(|p| product_text(p)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for (p, v) in missing.iter_mut().zip(embedder.embed(&refs)?) {
+            p.embedding = Some(v);
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "embed"))]
+    fn embed_products(&self, _ops: &mut [crate::writer::Op]) -> Result<()> {
+        Ok(())
     }
 
     /// Writes a vector snapshot now (also done automatically every
@@ -278,4 +314,16 @@ fn synonym_pairs(
         out.push((s, w));
     }
     Ok(out)
+}
+
+/// The text a product is embedded from: its title, brand, category and description, the
+/// empty ones left out.
+#[cfg(feature = "embed")]
+fn product_text(p: &Product) -> String {
+    [&p.title, &p.brand, &p.category, &p.description]
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(". ")
 }
