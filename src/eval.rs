@@ -352,6 +352,33 @@ pub fn evaluate_ranking_excluding<F>(
 where
     F: Fn(u32, &mut [f32]) + Sync,
 {
+    evaluate_ranking_paged(exclude, test, ks, None, scorer)
+}
+
+/// How each user's page is cut from the ranking under exposure controls: the best `pool`
+/// items (pessimistic ties) go through [`crate::exposure::page`], with each item's
+/// popularity its interactions in the excluded sets and its long-tail side the split of the
+/// long-tail share (the top 20% of items by those interactions are the head).
+pub(crate) struct Paging<'a> {
+    /// The controls.
+    pub exposure: crate::exposure::Exposure,
+    /// Each item's brand key (0: none).
+    pub brands: &'a [u64],
+    /// Items ranked before the page is cut (at least the largest cut-off).
+    pub pool: usize,
+}
+
+/// As [`evaluate_ranking_excluding`], with each user's list cut by `paging` when given.
+pub(crate) fn evaluate_ranking_paged<F>(
+    exclude: &[&Interactions],
+    test: &Interactions,
+    ks: &[usize],
+    paging: Option<&Paging<'_>>,
+    scorer: F,
+) -> Metrics
+where
+    F: Fn(u32, &mut [f32]) + Sync,
+{
     let n_items = exclude
         .iter()
         .map(|e| e.n_items)
@@ -382,6 +409,8 @@ where
         .map(|u| u as u32)
         .collect();
     let max_k = ks.iter().copied().max().unwrap_or(0);
+    let counts = item_counts(&ex, n_items);
+    let head = head_items(&counts);
     let per_user: Vec<(Vec<[f64; 5]>, Vec<u32>)> = users
         .par_iter()
         .map_init(
@@ -401,8 +430,27 @@ where
                         .map(|(j, &s)| (j as u32, s)),
                 );
                 let relevant = te.row(u as usize).0;
-                select_top_k_pessimistic(cands, relevant, max_k);
-                let ranked: Vec<u32> = cands.iter().map(|c| c.0).collect();
+                let ranked: Vec<u32> = match paging {
+                    None => {
+                        select_top_k_pessimistic(cands, relevant, max_k);
+                        cands.iter().map(|c| c.0).collect()
+                    }
+                    Some(p) => {
+                        select_top_k_pessimistic(cands, relevant, p.pool.max(max_k));
+                        let page_cands: Vec<crate::exposure::Candidate> = cands
+                            .iter()
+                            .map(|&(j, score)| crate::exposure::Candidate {
+                                score,
+                                popularity: counts.get(j as usize).copied().unwrap_or(0) as f32,
+                                long_tail: !head.get(j as usize).copied().unwrap_or(false),
+                                brand: p.brands.get(j as usize).copied().unwrap_or(0),
+                            })
+                            .collect();
+                        let (page, _) =
+                            crate::exposure::page(&page_cands, max_k, None, &p.exposure);
+                        page.into_iter().map(|i| cands[i].0).collect()
+                    }
+                };
                 let m = ks
                     .iter()
                     .map(|&k| {
@@ -415,7 +463,6 @@ where
         )
         .collect();
     let n_eval = per_user.len();
-    let head = head_items(&ex, n_items);
     let at = ks
         .iter()
         .enumerate()
@@ -461,9 +508,8 @@ where
     }
 }
 
-/// The popular head: the top 20% of items by interactions in `seen` (rounded up; ties by
-/// item id), as a mask. Everything else is the long tail.
-fn head_items(seen: &Csr, n_items: usize) -> Vec<bool> {
+/// Each item's interactions in `seen` (users who took it).
+fn item_counts(seen: &Csr, n_items: usize) -> Vec<u64> {
     let mut counts = vec![0u64; n_items];
     for u in 0..seen.n_rows {
         for &j in seen.row(u).0 {
@@ -472,6 +518,13 @@ fn head_items(seen: &Csr, n_items: usize) -> Vec<bool> {
             }
         }
     }
+    counts
+}
+
+/// The popular head: the top 20% of items by `counts` (rounded up; ties by item id), as a
+/// mask. Everything else is the long tail.
+fn head_items(counts: &[u64]) -> Vec<bool> {
+    let n_items = counts.len();
     let mut order: Vec<usize> = (0..n_items).collect();
     order.sort_by_key(|&j| (std::cmp::Reverse(counts[j]), j));
     let mut head = vec![false; n_items];

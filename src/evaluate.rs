@@ -39,6 +39,11 @@ pub struct EvalOptions {
     /// Score at most this many users of the scored part, a fixed random sample (seed 2020),
     /// so that large catalogs can be measured in minutes. Default `None`: every user.
     pub max_users: Option<usize>,
+    /// Exposure settings to rate, each `(label, controls)`: the fused pipeline (learned
+    /// weights when the re-ranker is trained, else linear) with each user's page cut under
+    /// the controls, reported as the model `exposure:<label>` (with `Exposure::new()` as a
+    /// label's controls, the uncut baseline). Default none.
+    pub exposures: Vec<(String, crate::exposure::Exposure)>,
 }
 
 impl Default for EvalOptions {
@@ -51,6 +56,7 @@ impl Default for EvalOptions {
             fused: true,
             candidates: crate::rerank::CANDIDATES,
             max_users: None,
+            exposures: Vec::new(),
         }
     }
 }
@@ -277,8 +283,12 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
             ranker: mlp.as_ref(),
             info: &info,
         };
-        for (name, fusion) in modes {
-            let scorer = |u: u32, s: &mut [f32]| {
+        let scorer_for = |fusion: crate::channel::Fusion| {
+            let excluded = &excluded;
+            let pipeline = &pipeline;
+            let history = &history;
+            let recent = &recent;
+            move |u: u32, s: &mut [f32]| {
                 let seen = excluded.get(u as usize);
                 let ok = |i: u32| seen.is_none_or(|x| !x.contains(&i));
                 s.iter_mut().for_each(|x| *x = -1.0);
@@ -292,10 +302,36 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
                         *x = f;
                     }
                 }
-            };
+            }
+        };
+        for (name, fusion) in modes {
             push(
                 name,
-                eval::evaluate_ranking_excluding(&exclude, target, ks, scorer),
+                eval::evaluate_ranking_excluding(&exclude, target, ks, scorer_for(fusion)),
+            );
+        }
+        // Exposure controls: one fused ranking per setting, each user's page cut under it.
+        let fusion = if mlp.is_some() {
+            crate::channel::Fusion::Learned
+        } else {
+            crate::channel::Fusion::default_linear()
+        };
+        let brands: Vec<u64> = ds.item_info.iter().map(|i| i.brand).collect();
+        for (label, exposure) in &opts.exposures {
+            let paging = eval::Paging {
+                exposure: *exposure,
+                brands: &brands,
+                pool: opts.candidates,
+            };
+            push(
+                &format!("exposure:{label}"),
+                eval::evaluate_ranking_paged(
+                    &exclude,
+                    target,
+                    ks,
+                    Some(&paging),
+                    scorer_for(fusion),
+                ),
             );
         }
     }

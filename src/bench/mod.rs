@@ -75,6 +75,33 @@ pub struct BenchOptions {
     /// Queries of the typo benchmark (`typo`), made from the catalog's titles; 0 skips
     /// it. Default 1,000.
     pub typos: usize,
+    /// Rate the fused recommendations under each exposure control ([`exposure_settings`]),
+    /// in the test phase, as the task `exposure`. Default true.
+    pub exposure: bool,
+}
+
+/// The exposure sweep: no control, then popularity debiasing, a long-tail share and a
+/// brand's share at a few strengths each (a brand cap changes nothing on a catalog without
+/// brands).
+pub fn exposure_settings() -> Vec<(String, crate::exposure::Exposure)> {
+    use crate::exposure::Exposure;
+    let mut v = vec![("none".to_string(), Exposure::new())];
+    for g in [0.25f32, 0.5, 1.0] {
+        v.push((format!("gamma {g}"), Exposure::new().popularity_gamma(g)));
+    }
+    for t in [0.2f32, 0.4] {
+        v.push((
+            format!("long tail {t}"),
+            Exposure::new().min_long_tail_share(t),
+        ));
+    }
+    for s in [0.3f32, 0.2] {
+        v.push((
+            format!("brand share {s}"),
+            Exposure::new().max_brand_share(s),
+        ));
+    }
+    v
 }
 
 impl BenchOptions {
@@ -92,6 +119,7 @@ impl BenchOptions {
             tune: true,
             sequence: false,
             typos: 1_000,
+            exposure: true,
         }
     }
 }
@@ -150,8 +178,8 @@ impl Phase {
 }
 
 impl Report {
-    /// Writes `report.json`, `report.md`, `latency_recall.svg` and `ablation.svg` into `dir`
-    /// (created when absent).
+    /// Writes `report.json`, `report.md`, `latency_recall.svg`, `ablation.svg` and, with an
+    /// exposure sweep, `exposure.svg` into `dir` (created when absent).
     ///
     /// # Errors
     /// [`Error::Io`] when a file cannot be written, [`Error::Backend`] when a plot fails.
@@ -163,6 +191,7 @@ impl Report {
         write_file(&dir.join("report.md"), self.markdown().as_bytes())?;
         plot::latency_recall(self, &dir.join("latency_recall.svg"))?;
         plot::ablation(self, &dir.join("ablation.svg"))?;
+        plot::exposure(self, &dir.join("exposure.svg"))?;
         Ok(())
     }
 }
@@ -310,6 +339,11 @@ fn recommend_quality(
             on,
             max_users,
             train: train_options(options),
+            exposures: if options.exposure && on == EvalOn::Test {
+                exposure_settings()
+            } else {
+                Vec::new()
+            },
             ..EvalOptions::default()
         })?;
         bar.finish_and_clear();
@@ -335,12 +369,21 @@ fn recommend_quality(
                 .filter(|r| {
                     METRICS.contains(&r.metric.as_str()) || EXPOSURE.contains(&r.metric.as_str())
                 })
-                .map(|r| QualityRow {
-                    task: task.to_string(),
-                    method: r.model,
-                    metric: r.metric,
-                    k: r.k,
-                    value: r.value,
+                .map(|r| match r.model.strip_prefix("exposure:") {
+                    Some(setting) => QualityRow {
+                        task: "exposure".to_string(),
+                        method: setting.to_string(),
+                        metric: r.metric,
+                        k: r.k,
+                        value: r.value,
+                    },
+                    None => QualityRow {
+                        task: task.to_string(),
+                        method: r.model,
+                        metric: r.metric,
+                        k: r.k,
+                        value: r.value,
+                    },
                 }),
         );
     }

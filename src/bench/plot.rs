@@ -88,6 +88,60 @@ pub(super) fn latency_recall(report: &Report, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The exposure sweep: nDCG@k against the Gini index of exposure of each setting (the
+/// trade-off: down and to the left is fairer and less accurate). Nothing is drawn without a
+/// sweep.
+pub(super) fn exposure(report: &Report, path: &Path) -> Result<()> {
+    let rows: Vec<_> = report
+        .quality
+        .iter()
+        .filter(|r| r.task == "exposure" && r.metric == "ndcg")
+        .collect();
+    let Some(k) = rows.first().map(|r| r.k) else {
+        return Ok(());
+    };
+    let points: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter(|r| r.k == k)
+        .filter_map(|r| {
+            report
+                .quality("exposure", &r.method, "gini", k)
+                .map(|g| (r.method.clone(), g, r.value))
+        })
+        .collect();
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let y_max = points.iter().map(|p| p.2).fold(0.0, f64::max).max(0.01) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "{}: exposure controls, nDCG@{k} against Gini@{k}",
+                report.dataset
+            ),
+            (FONT, 20),
+        )
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..1.0, 0f64..y_max)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc(format!("Gini index of exposure @{k} (lower is fairer)"))
+        .y_desc(format!("nDCG@{k}"))
+        .draw()
+        .map_err(plot_err)?;
+    chart
+        .draw_series(points.iter().map(|(label, gini, ndcg)| {
+            EmptyElement::at((*gini, *ndcg))
+                + Circle::new((0, 0), 5, BLUE.filled())
+                + Text::new(label.clone(), (8, -8), (FONT, 13))
+        }))
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
 /// nDCG@k of every method, recommendation bars in blue, search bars in red.
 pub(super) fn ablation(report: &Report, path: &Path) -> Result<()> {
     let bars: Vec<(&str, &str, f64, usize)> = report

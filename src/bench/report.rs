@@ -354,7 +354,7 @@ ratio {:.2}. Typo lists in memory: {:.0} KiB.\n\nSuggestions (8, the query cut i
     }
 
     fn quality_tables(&self, s: &mut String) {
-        for task in ["recommend", "recommend_valid", "search"] {
+        for task in ["recommend", "recommend_valid", "exposure", "search"] {
             let rows: Vec<&QualityRow> = self.quality.iter().filter(|r| r.task == task).collect();
             let mut ks: Vec<usize> = Vec::new();
             for r in &rows {
@@ -370,6 +370,12 @@ ratio {:.2}. Typo lists in memory: {:.0} KiB.\n\nSuggestions (8, the query cut i
 
     fn quality_table(&self, s: &mut String, task: &str, rows: &[&QualityRow], k: usize) {
         let _ = writeln!(s, "## Quality: {task} (@{k})\n");
+        if task == "exposure" {
+            let _ = writeln!(
+                s,
+                "The fused recommendations (learned weights; linear without the re-ranker) of the test phase, each user's page cut under one exposure control (`Query::exposure`): `gamma g` divides normalised scores by (1 + interactions)^g, `long tail t` gives at least that share of the page to items outside the top 20% by interactions, `brand share s` caps each brand's share; `none` is the same ranking uncut. Plot: `exposure.svg`.\n"
+            );
+        }
         // Recommendations also show exposure: coverage, Gini, long-tail share.
         let exposure = rows.iter().any(|r| r.metric == "gini");
         let mut metrics = vec!["recall", "precision", "ndcg", "mrr", "hit"];

@@ -77,6 +77,23 @@ fn generic_files_give_the_same_figures_as_the_in_memory_shop() {
         .quality("recommend", "popularity", "ndcg", 10)
         .unwrap();
     assert!(mf > pop, "mf {mf} popularity {pop}");
+
+    // The exposure sweep: uncut, it is the fused ranking it starts from; a long-tail share
+    // never lowers the long-tail share of the pages; every setting is rated.
+    let sweep = |method: &str, metric: &str| {
+        memory
+            .quality("exposure", method, metric, 10)
+            .unwrap_or_else(|| panic!("no exposure row {method} {metric}"))
+    };
+    for (label, _) in bench::exposure_settings() {
+        assert!((0.0..=1.0).contains(&sweep(&label, "ndcg")), "{label}");
+    }
+    let learned = memory
+        .quality("recommend", "fused_learned", "ndcg", 10)
+        .unwrap();
+    assert!((sweep("none", "ndcg") - learned).abs() < 1e-12);
+    assert!(sweep("long tail 0.4", "long_tail") >= sweep("none", "long_tail"));
+    assert!(sweep("long tail 0.4", "long_tail") > 0.0);
 }
 
 #[test]
@@ -154,7 +171,7 @@ fn cli_bench_writes_report_json_markdown_and_plots() {
         !out.join("db").exists(),
         "the benchmark database is removed"
     );
-    for svg in ["latency_recall.svg", "ablation.svg"] {
+    for svg in ["latency_recall.svg", "ablation.svg", "exposure.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(text.starts_with("<svg") && text.contains("</svg>"), "{svg}");
     }
@@ -169,12 +186,19 @@ fn cli_bench_writes_report_json_markdown_and_plots() {
     assert_eq!(r["dataset"], "generated-tiny");
     assert_eq!(r["split"], "recbole");
     let quality = r["quality"].as_array().unwrap();
+    let settings: Vec<String> = bench::exposure_settings()
+        .into_iter()
+        .map(|(label, _)| label)
+        .collect();
     for q in quality {
-        assert!(
-            ["recommend", "search"].contains(&q["task"].as_str().unwrap()),
-            "{q}"
-        );
-        assert!(METHODS.contains(&q["method"].as_str().unwrap()), "{q}");
+        let task = q["task"].as_str().unwrap();
+        assert!(["recommend", "search", "exposure"].contains(&task), "{q}");
+        let method = q["method"].as_str().unwrap();
+        if task == "exposure" {
+            assert!(settings.iter().any(|s| s == method), "{q}");
+        } else {
+            assert!(METHODS.contains(&method), "{q}");
+        }
         assert!(METRICS.contains(&q["metric"].as_str().unwrap()), "{q}");
         assert_eq!(q["k"], 10);
         let v = number(&q["value"], "value");

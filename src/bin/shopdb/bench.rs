@@ -85,6 +85,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     typos: usize,
 
+    /// Skip the exposure sweep (the fused recommendations rated under each exposure
+    /// control: popularity debiasing, a long-tail share, a brand's share).
+    #[arg(long)]
+    no_exposure: bool,
+
     /// Keep the benchmark database (OUT/db) instead of removing it at the end.
     #[arg(long)]
     keep_db: bool,
@@ -146,6 +151,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         tune: !args.no_tune,
         sequence: args.sequence,
         typos: args.typos,
+        exposure: !args.no_exposure,
         ..BenchOptions::new(dataset(args)?, &db_dir)
     };
     let result = shopdb::bench::run(&options);
@@ -163,9 +169,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
             "report.json",
             "report.md",
             "latency_recall.svg",
-            "ablation.svg"
+            "ablation.svg",
+            "exposure.svg"
         ]
         .iter()
+        .filter(|f| args.out.join(f).exists())
         .map(|f| args.out.join(f).display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
