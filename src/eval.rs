@@ -355,6 +355,9 @@ where
     evaluate_ranking_paged(exclude, test, ks, None, scorer)
 }
 
+/// One user's metrics at each cut-off and ranked lists (see `evaluate_ranking_paged`).
+type UserRanking = (Vec<[f64; 5]>, Vec<Vec<u32>>);
+
 /// How each user's page is cut from the ranking under exposure controls: the best `pool`
 /// items (pessimistic ties) go through [`crate::exposure::page`], with each item's
 /// popularity its interactions in the excluded sets and its long-tail side the split of the
@@ -411,7 +414,9 @@ where
     let max_k = ks.iter().copied().max().unwrap_or(0);
     let counts = item_counts(&ex, n_items);
     let head = head_items(&counts);
-    let per_user: Vec<(Vec<[f64; 5]>, Vec<u32>)> = users
+    // Per user: the metrics at each cut-off, and the ranked list of each cut-off (one list
+    // for all of them unless pages are cut: a page of k is cut for k slots).
+    let per_user: Vec<UserRanking> = users
         .par_iter()
         .map_init(
             || (vec![0f32; n_items], Vec::<(u32, f32)>::new()),
@@ -430,10 +435,10 @@ where
                         .map(|(j, &s)| (j as u32, s)),
                 );
                 let relevant = te.row(u as usize).0;
-                let ranked: Vec<u32> = match paging {
+                let lists: Vec<Vec<u32>> = match paging {
                     None => {
                         select_top_k_pessimistic(cands, relevant, max_k);
-                        cands.iter().map(|c| c.0).collect()
+                        vec![cands.iter().map(|c| c.0).collect()]
                     }
                     Some(p) => {
                         select_top_k_pessimistic(cands, relevant, p.pool.max(max_k));
@@ -446,19 +451,30 @@ where
                                 brand: p.brands.get(j as usize).copied().unwrap_or(0),
                             })
                             .collect();
-                        let (page, _) =
-                            crate::exposure::page(&page_cands, max_k, None, &p.exposure);
-                        page.into_iter().map(|i| cands[i].0).collect()
+                        ks.iter()
+                            .map(|&k| {
+                                let (page, _) =
+                                    crate::exposure::page(&page_cands, k, None, &p.exposure);
+                                page.into_iter().map(|i| cands[i].0).collect()
+                            })
+                            .collect()
                     }
+                };
+                let list = |ki: usize| {
+                    lists
+                        .get(ki)
+                        .or(lists.first())
+                        .map_or(&[][..], Vec::as_slice)
                 };
                 let m = ks
                     .iter()
-                    .map(|&k| {
-                        let (r, p, n, mrr, h) = binary_at_k(&ranked, relevant, k);
+                    .enumerate()
+                    .map(|(ki, &k)| {
+                        let (r, p, n, mrr, h) = binary_at_k(list(ki), relevant, k);
                         [r, p, n, mrr, h]
                     })
                     .collect();
-                (m, ranked)
+                (m, lists)
             },
         )
         .collect();
@@ -470,10 +486,13 @@ where
             let mut sums = [0f64; 5];
             let mut exposure = vec![0u64; n_items];
             let (mut slots, mut tail) = (0u64, 0u64);
-            for (m, ranked) in &per_user {
+            for (m, lists) in &per_user {
                 for (s, v) in sums.iter_mut().zip(m[ki]) {
                     *s += v;
                 }
+                let Some(ranked) = lists.get(ki).or(lists.first()) else {
+                    continue;
+                };
                 for &j in ranked.iter().take(k) {
                     exposure[j as usize] += 1;
                     slots += 1;

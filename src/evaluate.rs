@@ -40,8 +40,8 @@ pub struct EvalOptions {
     /// so that large catalogs can be measured in minutes. Default `None`: every user.
     pub max_users: Option<usize>,
     /// Exposure settings to rate, each `(label, controls)`: the fused pipeline (learned
-    /// weights when the re-ranker is trained, else linear) with each user's page cut under
-    /// the controls, reported as the model `exposure:<label>` (with `Exposure::new()` as a
+    /// weights when the re-ranker is trained, else linear) with each user's page of each
+    /// cut-off k cut under the controls for k slots, reported as the model `exposure:<label>` (with `Exposure::new()` as a
     /// label's controls, the uncut baseline). Default none.
     pub exposures: Vec<(String, crate::exposure::Exposure)>,
 }
