@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::error::{Error, Result};
+use crate::fsutil::read;
 
 /// Tokens per text, `[CLS]` and `[SEP]` included: all-MiniLM-L6-v2's `max_seq_length`
 /// (the vectors it was evaluated with were cut there; longer texts are truncated).
@@ -237,10 +238,6 @@ fn mean_normalised(states: &[Vec<f32>], dim: usize) -> Vec<f32> {
         sum.iter_mut().for_each(|s| *s /= norm);
     }
     sum
-}
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// The folder's name, else the config's `_name_or_path`, else `unnamed`.

@@ -41,8 +41,9 @@ pub struct EvalOptions {
     pub max_users: Option<usize>,
     /// Exposure settings to rate, each `(label, controls)`: the fused pipeline (learned
     /// weights when the re-ranker is trained, else linear) with each user's page of each
-    /// cut-off k cut under the controls for k slots, reported as the model `exposure:<label>` (with `Exposure::new()` as a
-    /// label's controls, the uncut baseline). Default none.
+    /// cut-off k cut under the controls for k slots, reported as the model
+    /// `exposure:<label>` (with `Exposure::new()` as a label's controls, the uncut
+    /// baseline). Default none.
     pub exposures: Vec<(String, crate::exposure::Exposure)>,
 }
 
