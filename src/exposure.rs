@@ -62,6 +62,12 @@ impl Exposure {
             || self.popularity_gamma > 0.0
     }
 
+    /// Whether a control reads the items' popularity (the long-tail share and debiasing; a
+    /// brand cap does not).
+    pub(crate) fn reads_popularity(&self) -> bool {
+        self.min_long_tail_share > 0.0 || self.popularity_gamma > 0.0
+    }
+
     /// Checks every control's range.
     ///
     /// # Errors

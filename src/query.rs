@@ -539,8 +539,11 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         .into_iter()
         .filter_map(|(iid, s, parts)| items.get(iid).map(|p| (iid, s, parts, Arc::clone(p))))
         .collect();
+    // Only the long-tail share and debiasing read popularity: without them every query
+    // skips the lookups.
     let popularity = models
         .as_deref()
+        .filter(|_| q.exposure.reads_popularity())
         .and_then(|m| m.models.typed::<crate::models::Popularity>());
     let page_cands: Vec<Candidate> = hits
         .iter()
@@ -554,7 +557,7 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
     let (page, page_notes) = crate::exposure::page(&page_cands, q.k, q.max_per_brand, &q.exposure);
     if q.exposure.is_on() {
         notes.push(q.exposure.describe());
-        if popularity.is_none() {
+        if q.exposure.reads_popularity() && popularity.is_none() {
             notes.push(
                 "exposure: no trained popularity, so every item counts as long tail".to_string(),
             );

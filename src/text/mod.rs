@@ -778,38 +778,27 @@ impl TextIndex {
                 continue;
             }
             let mut found: std::collections::BTreeMap<String, u8> = Default::default();
-            // One edit from the word as typed: the surface words' deletion lists.
-            for (candidate, edits, _) in spell.near(&word) {
+            let add = |found: &mut std::collections::BTreeMap<String, u8>, term, edits: usize| {
+                let edits = edits.min(usize::from(budget)) as u8;
+                let e = found.entry(term).or_insert(edits);
+                *e = (*e).min(edits);
+            };
+            // The surface words near the word as typed, stemmed.
+            for (candidate, edits, _) in self.near_surface(searcher, &spell, &word, budget)? {
                 if let Some(t) = analyze(&candidate).into_iter().next() {
-                    let e = found.entry(t).or_insert(edits as u8);
-                    *e = (*e).min(edits as u8);
+                    add(&mut found, t, edits);
                 }
             }
-            // Only when that finds nothing, the automata: two edits from the word as typed
-            // (from 9 letters), then the stem against the stemmed dictionary (on the typo
-            // benchmark the stem walk added 0.2% of queries found).
-            let mut walks = Vec::new();
-            if budget >= 2 {
-                walks.push((f.words, word.as_str()));
-            }
-            walks.push((f.text, stem.as_str()));
-            for (field, probe) in walks {
-                if !found.is_empty() {
-                    break;
-                }
-                let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, probe), budget, true);
-                fuzzy_terms(searcher, field, &fuzzy, &mut |candidate, _| {
-                    let (term, edits) = if field == f.text {
-                        (candidate.to_string(), edit_distance(&stem, candidate))
-                    } else {
-                        match analyze(candidate).into_iter().next() {
-                            Some(t) => (t, edit_distance(&word, candidate)),
-                            None => return,
-                        }
-                    };
-                    let edits = edits.min(usize::from(budget)) as u8;
-                    let e = found.entry(term).or_insert(edits);
-                    *e = (*e).min(edits);
+            // Only when there are none, the stem against the stemmed dictionary (on the typo
+            // benchmark this walk added 0.2% of queries found).
+            if found.is_empty() {
+                let fuzzy = FuzzyTermQuery::new(Term::from_field_text(f.text, &stem), budget, true);
+                fuzzy_terms(searcher, f.text, &fuzzy, &mut |candidate, _| {
+                    add(
+                        &mut found,
+                        candidate.to_string(),
+                        edit_distance(&stem, candidate),
+                    );
                 })?;
             }
             let Some(fewest) = found.values().copied().min() else {
@@ -914,19 +903,34 @@ impl TextIndex {
                     *best = Some((edits, df, w.to_string()));
                 }
             };
-            // One edit from the deletion lists; two (from 9 letters) by the automaton.
-            for (candidate, edits, df) in spell.near(&word) {
+            for (candidate, edits, df) in self.near_surface(&searcher, &spell, &word, budget)? {
                 consider(&mut best, &candidate, edits, df);
-            }
-            if best.is_none() && budget >= 2 {
-                let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, &word), budget, true);
-                fuzzy_terms(&searcher, field, &fuzzy, &mut |candidate, df| {
-                    consider(&mut best, candidate, edit_distance(&word, candidate), df);
-                })?;
             }
             out.push(best.map_or_else(|| piece.to_string(), |(_, _, w)| w));
         }
         Ok(out.join(" "))
+    }
+
+    /// The surface words within `budget` edits of `word`, as `(word, edits, documents)`:
+    /// those one edit away from the deletion lists; only when there are none and the budget
+    /// is 2, those two edits away from tantivy's Levenshtein automaton (a word may then come
+    /// once per segment). The one lookup behind corrections and respelling.
+    fn near_surface(
+        &self,
+        searcher: &tantivy::Searcher,
+        spell: &Spell,
+        word: &str,
+        budget: u8,
+    ) -> Result<Vec<(String, usize, u64)>> {
+        let mut near = spell.near(word);
+        if near.is_empty() && budget >= 2 {
+            let field = self.fields.words;
+            let fuzzy = FuzzyTermQuery::new(Term::from_field_text(field, word), budget, true);
+            fuzzy_terms(searcher, field, &fuzzy, &mut |candidate, df| {
+                near.push((candidate.to_string(), edit_distance(word, candidate), df));
+            })?;
+        }
+        Ok(near)
     }
 
     /// What typo tolerance does with `text` (for `EXPLAIN`): its corrections.

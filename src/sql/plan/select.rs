@@ -396,36 +396,35 @@ fn tuning<'a>(get: &dyn Fn(&str) -> Option<&'a Expr>, span: Span, cx: Ctx) -> Re
         },
         None => None,
     };
-    let share = |key: &str, lo_open: bool| -> Result<Option<f32>> {
-        let Some(e) = get(key) else { return Ok(None) };
-        let v = number(e, key, cx)?;
-        let ok = v <= 1.0 && if lo_open { v > 0.0 } else { v >= 0.0 };
-        if !ok {
-            let range = if lo_open { "(0, 1]" } else { "[0, 1]" };
-            return Err(cx.err_expr(e, format!("expected {key} => a share in {range}")));
-        }
-        Ok(Some(v as f32))
-    };
-    let mut exposure = crate::exposure::Exposure::new();
+    // Each control's range is `Exposure::validate`'s; here it gets a position.
+    use crate::exposure::{Exposure, MAX_POPULARITY_GAMMA};
+    type Set = fn(Exposure, f32) -> Exposure;
+    let controls: [(&str, String, Set); 3] = [
+        (
+            "max_brand_share",
+            "a share in (0, 1]".to_string(),
+            Exposure::max_brand_share,
+        ),
+        (
+            "min_long_tail",
+            "a share in [0, 1]".to_string(),
+            Exposure::min_long_tail_share,
+        ),
+        (
+            "popularity_gamma",
+            format!("a number in [0, {MAX_POPULARITY_GAMMA}]"),
+            Exposure::popularity_gamma,
+        ),
+    ];
+    let mut exposure = Exposure::new();
     let mut exposed = false;
-    if let Some(s) = share("max_brand_share", true)? {
-        exposure = exposure.max_brand_share(s);
-        exposed = true;
-    }
-    if let Some(s) = share("min_long_tail", false)? {
-        exposure = exposure.min_long_tail_share(s);
-        exposed = true;
-    }
-    if let Some(e) = get("popularity_gamma") {
-        let g = number(e, "popularity_gamma", cx)?;
-        let max = f64::from(crate::exposure::MAX_POPULARITY_GAMMA);
-        if !(0.0..=max).contains(&g) {
-            return Err(cx.err_expr(
-                e,
-                format!("expected popularity_gamma => a number in [0, {max}]"),
-            ));
+    for (key, range, set) in controls {
+        let Some(e) = get(key) else { continue };
+        let v = number(e, key, cx)? as f32;
+        if set(Exposure::new(), v).validate().is_err() {
+            return Err(cx.err_expr(e, format!("expected {key} => {range}")));
         }
-        exposure = exposure.popularity_gamma(g as f32);
+        exposure = set(exposure, v);
         exposed = true;
     }
     Ok(Tuning {
