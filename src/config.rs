@@ -157,6 +157,10 @@ pub(crate) struct StoredConfig {
     /// The sentence encoder whose vectors the database holds, when it was created with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedder: Option<StoredEmbedder>,
+    /// Set when user ids are stored as keyed hashes: the HMAC of a fixed text under the key,
+    /// which tells the right key from a wrong one (the key itself is never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_key_check: Option<String>,
 }
 
 /// The identity of a sentence encoder: a database is never queried with another model's
@@ -184,6 +188,7 @@ impl StoredConfig {
             metric: c.metric,
             analyzer: ANALYZER.to_string(),
             embedder: None,
+            user_key_check: None,
         }
     }
 

@@ -77,6 +77,11 @@ pub enum Error {
         /// The value the caller asked for.
         requested: String,
     },
+    /// The database keeps user ids as keyed hashes and its key was not given or is not the
+    /// one it was created with, or a key was given for a database that keeps ids as they are
+    /// (see [`EngineBuilder::user_key`](crate::EngineBuilder::user_key)).
+    #[error("user key: {0}")]
+    UserKey(KeyProblem),
     /// A file failed its checksum or could not be decoded.
     #[error("corrupt file {path}: {reason}")]
     Corrupt {
@@ -112,6 +117,33 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// What is wrong with the user key given at open ([`Error::UserKey`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The database keeps pseudonyms of user ids and no key was given.
+    Missing,
+    /// The key is not the one the database was created with.
+    Wrong,
+    /// The database was created without a key and keeps user ids as they are; pseudonyms
+    /// are chosen when a database is created.
+    NotPseudonymous,
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyProblem::Missing => {
+                "the database keeps user ids as keyed hashes; open it with its user key"
+            }
+            KeyProblem::Wrong => "not the key this database was created with",
+            KeyProblem::NotPseudonymous => {
+                "the database was created without a user key and keeps user ids as they are"
+            }
+        })
+    }
 }
 
 /// `Result` with shopdb's [`Error`].

@@ -26,6 +26,7 @@ pub mod import;
 mod metrics;
 mod options;
 mod progress;
+mod pseudonym;
 mod query;
 mod rerank;
 pub mod sql;
@@ -74,7 +75,7 @@ pub use config::{Config, HnswParams, Limits, Metric};
 #[cfg(feature = "embed")]
 pub use embed::{Embedder, EmbedderInfo, MAX_TOKENS};
 pub use engine::{Appended, Engine, EngineBuilder, Facets, Recovery, Scored, Stats, Suggestion};
-pub use error::{Error, Result};
+pub use error::{Error, KeyProblem, Result};
 pub use evaluate::{EvalOn, EvalOptions, EvalReport, EvalRow, FittedOn};
 pub use events::{Event, EventKind};
 pub use exposure::Exposure;
@@ -85,6 +86,7 @@ pub use models::{
     ContentParams, ItemCfParams, ItemSimilarity, KgParams, MfParams, ModelError, PopularityParams,
     SeqConfig, UserCfParams, Weighting,
 };
+pub use pseudonym::MIN_KEY_BYTES as MIN_USER_KEY_BYTES;
 pub use query::{Explanation, Hit, Query};
 pub use train::{
     CancelToken, Cleaning, EventWeights, FusionHoldout, RatingWeight, RetrainPolicy, SplitKind,

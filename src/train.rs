@@ -144,7 +144,7 @@ pub(crate) fn dataset(state: &State, opts: &TrainOptions) -> Result<Dataset> {
     let events = state.all_events()?;
     let items = state.items.read();
     let n_items = items.capacity();
-    let n_users = state.users.read().names.len();
+    let n_users = state.users.read().uid_count();
     let mut cleaning = Cleaning {
         events_read: events.len(),
         ..Cleaning::default()

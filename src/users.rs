@@ -1,10 +1,17 @@
 //! Shoppers: the dictionary of external user ids and their dense `UserId`s, in memory and in
 //! the store, and the staging of a commit's new and forgotten users.
+//!
+//! Ids are kept in their stored form: the id itself, or its pseudonym when the database was
+//! created with a user key (`pseudonym`). Every lookup by an application's id goes through
+//! [`UserTable::stored`], every id shown through [`UserTable::external`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::events::UserId;
+use crate::pseudonym::Pseudonyms;
 use crate::store::{be_u32, key, Batch, Store};
 
 /// Store prefix: user id -> uid `u32`.
@@ -12,16 +19,51 @@ pub(crate) const USER: u8 = b'U';
 /// Store prefix: uid `u32` -> user id.
 pub(crate) const USER_ID: u8 = b'V';
 
-/// The committed users.
+/// The committed users, by stored form.
 #[derive(Default)]
 pub(crate) struct UserTable {
-    pub ids: HashMap<String, UserId>,
-    pub names: Vec<Option<String>>,
+    ids: HashMap<String, UserId>,
+    names: Vec<Option<String>>,
+    /// Set when ids are stored as pseudonyms.
+    pseudonyms: Option<Arc<Pseudonyms>>,
 }
 
 impl UserTable {
+    /// The form of an application's user id that the store keeps.
+    pub fn stored<'a>(&self, name: &'a str) -> Cow<'a, str> {
+        match &self.pseudonyms {
+            Some(p) => Cow::Owned(p.of(name)),
+            None => Cow::Borrowed(name),
+        }
+    }
+
+    /// The uid of an application's user id.
     pub fn get(&self, name: &str) -> Option<UserId> {
-        self.ids.get(name).copied()
+        let stored = self.stored(name);
+        let uid = self.ids.get(stored.as_ref()).copied();
+        if let (Some(p), Some(_)) = (&self.pseudonyms, uid) {
+            p.remember(&stored, name);
+        }
+        uid
+    }
+
+    /// The id to show for a uid (see [`Pseudonyms::display`]).
+    pub fn external(&self, uid: UserId) -> Option<String> {
+        let stored = self.names.get(uid.0 as usize)?.as_deref()?;
+        Some(match &self.pseudonyms {
+            Some(p) => p.display(stored),
+            None => stored.to_string(),
+        })
+    }
+
+    /// Number of uids handed out (forgotten ones included).
+    pub fn uid_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Number of known users.
+    pub fn len(&self) -> usize {
+        self.ids.len()
     }
 
     fn insert(&mut self, name: String, uid: UserId) {
@@ -39,6 +81,9 @@ impl UserTable {
             if let Some(slot) = self.names.get_mut(uid.0 as usize) {
                 if let Some(name) = slot.take() {
                     self.ids.remove(&name);
+                    if let Some(p) = &self.pseudonyms {
+                        p.forget(&name);
+                    }
                 }
             }
         }
@@ -48,9 +93,12 @@ impl UserTable {
     }
 }
 
-/// The committed users, read at open.
-pub(crate) fn load(store: &Store) -> Result<UserTable> {
-    let mut users = UserTable::default();
+/// The committed users, read at open; `pseudonyms` when ids are stored as pseudonyms.
+pub(crate) fn load(store: &Store, pseudonyms: Option<Arc<Pseudonyms>>) -> Result<UserTable> {
+    let mut users = UserTable {
+        pseudonyms,
+        ..UserTable::default()
+    };
     for r in store.scan(&[USER]) {
         let (k, v) = r?;
         if let Some(uid) = be_u32(&v, 0) {
@@ -95,15 +143,20 @@ impl<'a> UserDraft<'a> {
     /// The uid of a user, allocating one (and staging its records) for a new user or one
     /// forgotten earlier in this commit.
     pub fn uid(&mut self, name: &str, batch: &mut Batch) -> UserId {
-        let known = self
-            .users
-            .get(name)
-            .or_else(|| self.changes.new_users.get(name).copied());
+        let known = self.users.get(name).or_else(|| {
+            let stored = self.users.stored(name);
+            self.changes.new_users.get(stored.as_ref()).copied()
+        });
         match known {
             Some(u) if !self.changes.forgotten.contains(&u) => u,
             _ => {
                 let uid = UserId(self.next_user);
                 self.next_user += 1;
+                let stored = self.users.stored(name);
+                if let Some(p) = &self.users.pseudonyms {
+                    p.remember(&stored, name);
+                }
+                let name = stored.as_ref();
                 self.changes.new_users.insert(name.to_string(), uid);
                 batch.put(key(USER, &[name.as_bytes()]), uid.0.to_be_bytes().to_vec());
                 batch.put(
@@ -122,6 +175,8 @@ impl<'a> UserDraft<'a> {
         if let Some(uid) = self.users.get(name) {
             gone.push(uid);
         }
+        let stored = self.users.stored(name);
+        let name = stored.as_ref();
         if let Some(uid) = self.changes.new_users.remove(name) {
             gone.push(uid);
         }

@@ -487,14 +487,9 @@ fn distinct_halves(n: usize, mut make: impl FnMut() -> Option<Query>) -> [Vec<Qu
 }
 
 fn user_names(engine: &Engine) -> Vec<String> {
-    engine
-        .state
-        .users
-        .read()
-        .names
-        .iter()
-        .flatten()
-        .cloned()
+    let users = engine.state.users.read();
+    (0..users.uid_count() as u32)
+        .filter_map(|u| users.external(crate::events::UserId(u)))
         .collect()
 }
 

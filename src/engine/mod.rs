@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::catalog::{validate_id, validate_vector, ItemId, Product};
 use crate::config::{Config, HnswParams, Limits, Metric, StoredConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyProblem, Result};
 use crate::events::now_secs;
 use crate::events::{self, Event};
 use crate::filter::Filter;
@@ -42,6 +42,17 @@ pub struct EngineBuilder {
     explicit_metric: bool,
     #[cfg(feature = "embed")]
     embedder: Option<std::path::PathBuf>,
+    user_key: Option<UserKey>,
+}
+
+/// A user key, kept out of `Debug` output.
+#[derive(Clone)]
+struct UserKey(Vec<u8>);
+
+impl std::fmt::Debug for UserKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UserKey({} bytes)", self.0.len())
+    }
 }
 
 impl EngineBuilder {
@@ -82,6 +93,22 @@ impl EngineBuilder {
     #[cfg(feature = "embed")]
     pub fn embedder(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.embedder = Some(dir.into());
+        self
+    }
+
+    /// Pseudonymous users: user ids are stored only as keyed hashes (HMAC-SHA256 under `key`,
+    /// at least [`MIN_USER_KEY_BYTES`](crate::MIN_USER_KEY_BYTES) random bytes), never as
+    /// given, in any file of the directory; the key itself is never written there. Chosen
+    /// when the database is created: every later open must pass the same key
+    /// ([`Error::UserKey`] when it is missing or wrong, and when a key is given for a database
+    /// created without one).
+    ///
+    /// Every API still takes the application's ids. A hash cannot be reversed, so the APIs
+    /// that list users ([`Engine::user_ids`], [`Engine::item_events`]) return the ids this
+    /// process has been given since it opened and `pseudonym:<hex>` for the others; every
+    /// API takes that form back.
+    pub fn user_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.user_key = Some(UserKey(key.as_ref().to_vec()));
         self
     }
 
@@ -275,7 +302,6 @@ impl Engine {
         lock_or_wait(&lock, dir)?;
 
         let mut config = b.config.clone();
-        #[cfg_attr(not(feature = "embed"), allow(unused_mut))]
         let mut requested = StoredConfig::from_config(&config);
         #[cfg_attr(not(feature = "embed"), allow(unused_mut))]
         let mut explicit_dim = b.explicit_dim;
@@ -302,10 +328,21 @@ impl Engine {
             }
             None => None,
         };
+        let pseudonyms = match &b.user_key {
+            Some(UserKey(key)) => Some(Arc::new(crate::pseudonym::Pseudonyms::new(key)?)),
+            None => None,
+        };
+        requested.user_key_check = pseudonyms.as_ref().map(|p| p.check_value());
         let cfg_path = dir.join("config.json");
         match StoredConfig::load(&cfg_path)? {
             Some(stored) => {
                 stored.check(&requested, explicit_dim, b.explicit_metric)?;
+                match (&stored.user_key_check, &pseudonyms) {
+                    (Some(check), Some(p)) => p.check(check)?,
+                    (Some(_), None) => return Err(Error::UserKey(KeyProblem::Missing)),
+                    (None, Some(_)) => return Err(Error::UserKey(KeyProblem::NotPseudonymous)),
+                    (None, None) => {}
+                }
                 config.dim = stored.dim;
                 config.metric = stored.metric;
             }
@@ -324,7 +361,7 @@ impl Engine {
         let seq = store.meta_u64("seq")?;
         let events = events::load(&store)?;
         let (items, with_vectors) = crate::catalog::load(&store)?;
-        let users = crate::users::load(&store)?;
+        let users = crate::users::load(&store, pseudonyms)?;
         let synonyms = crate::synonyms::load(&store)?;
         let (vectors, vec_applied, outcome) = VectorIndex::open(
             &dir.join("vectors"),

@@ -420,7 +420,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter(|(_, evs)| !evs.is_empty())
-            .filter_map(|(u, _)| users.names.get(u).and_then(|n| n.clone()))
+            .filter_map(|(u, _)| users.external(crate::events::UserId(u as u32)))
             .collect();
         out.sort_unstable();
         out
@@ -445,13 +445,7 @@ impl Engine {
             .map_or(&[][..], Vec::as_slice);
         Ok(list
             .iter()
-            .filter_map(|(uid, ts)| {
-                users
-                    .names
-                    .get(uid.0 as usize)
-                    .and_then(|n| n.clone())
-                    .map(|n| (n, *ts))
-            })
+            .filter_map(|(uid, ts)| users.external(*uid).map(|n| (n, *ts)))
             .collect())
     }
 
@@ -534,7 +528,7 @@ impl Engine {
             vectors: self.state.vectors.len(),
             vector_slots: self.state.vectors.slots(),
             events: self.state.events_count(),
-            users: self.state.users.read().ids.len(),
+            users: self.state.users.read().len(),
             entities: kg.entities.len(),
             relations: kg.relations.len(),
             store_bytes: self.state.store.size_on_disk(),

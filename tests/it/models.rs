@@ -5,7 +5,7 @@ use shopdb::{import, Engine, EvalOptions, Event, EventKind, Filter, Product, Que
 use crate::support::{tempdir, Rng};
 
 /// A shop whose users have latent tastes: each user prefers one of 10 categories.
-fn generated_shop(e: &Engine, users: u64, items: u64, events_per_user: u64) {
+pub(super) fn generated_shop(e: &Engine, users: u64, items: u64, events_per_user: u64) {
     let products: Vec<Product> = (0..items)
         .map(|i| {
             Product::new(format!("i{i}"))
@@ -286,7 +286,11 @@ fn retrain_policy_trains_after_enough_new_events() {
 }
 
 /// Every file under `dir` and the number of times `marker` occurs in it.
-fn marker_occurrences(dir: &std::path::Path, marker: &[u8], out: &mut Vec<(String, usize)>) {
+pub(super) fn marker_occurrences(
+    dir: &std::path::Path,
+    marker: &[u8],
+    out: &mut Vec<(String, usize)>,
+) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
@@ -299,13 +303,10 @@ fn marker_occurrences(dir: &std::path::Path, marker: &[u8], out: &mut Vec<(Strin
     }
 }
 
-#[test]
-fn forgotten_user_leaves_no_byte_in_any_file_after_compaction() {
-    let dir = tempdir();
-    let marker = "zq-forgotten-5b1e0d77";
-    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
-    generated_shop(&e, 40, 100, 10);
-    // The marker user buys in category c3 only, so their recommendations are personal.
+/// The generated shop, a `marker` user who buys eight items of category c3 only (so their
+/// recommendations are personal), committed and trained.
+pub(super) fn shop_with_marker(e: &Engine, marker: &str) {
+    generated_shop(e, 40, 100, 10);
     e.append_events(
         (0..8)
             .map(|i| {
@@ -321,6 +322,14 @@ fn forgotten_user_leaves_no_byte_in_any_file_after_compaction() {
     .unwrap();
     e.commit().unwrap();
     e.train(&TrainOptions::default()).unwrap();
+}
+
+#[test]
+fn forgotten_user_leaves_no_byte_in_any_file_after_compaction() {
+    let dir = tempdir();
+    let marker = "zq-forgotten-5b1e0d77";
+    let e = Engine::builder().dim(8).open(dir.path()).unwrap();
+    shop_with_marker(&e, marker);
     let for_marker = Query::new().user(marker).k(10);
     let for_stranger = Query::new().user("never-seen-user").k(10);
     let ids = |hits: Vec<shopdb::Hit>| hits.into_iter().map(|h| h.id).collect::<Vec<_>>();

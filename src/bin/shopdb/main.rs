@@ -79,6 +79,12 @@ struct Cli {
     /// Print how long each statement took.
     #[arg(long)]
     timer: bool,
+
+    /// Keep user ids only as keyed hashes (HMAC-SHA256) under the key in FILE (its bytes, a
+    /// trailing newline removed; at least 16). Chosen when a database is created; a database
+    /// created with a key needs it at every open. A file keeps the key off the command line.
+    #[arg(long = "user-key-file", value_name = "FILE")]
+    user_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,10 +137,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(dir: &Path, dim: Option<usize>) -> Result<Engine, String> {
+fn open(dir: &Path, dim: Option<usize>, user_key_file: Option<&Path>) -> Result<Engine, String> {
     let mut builder = Engine::builder();
     if let Some(d) = dim {
         builder = builder.dim(d);
+    }
+    if let Some(path) = user_key_file {
+        let mut key = std::fs::read(path)
+            .map_err(|e| format!("cannot read the user key {}: {e}", path.display()))?;
+        while matches!(key.last(), Some(b'\n' | b'\r')) {
+            key.pop();
+        }
+        builder = builder.user_key(key);
     }
     builder
         .open(dir)
@@ -161,7 +175,7 @@ fn interrupt_cancels_training() -> shopdb::CancelToken {
 }
 
 fn run(cli: &Cli, dir: &Path) -> Result<ExitCode, String> {
-    let engine = open(dir, cli.dim)?;
+    let engine = open(dir, cli.dim, cli.user_key_file.as_deref())?;
     let mut session = Session::new(&engine);
     session.set_train_progress(std::io::stderr().is_terminal());
     session.set_cancel(interrupt_cancels_training());
@@ -257,7 +271,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode, String> {
         }
     };
     let started = Instant::now();
-    let engine = open(dir, Some(64))?;
+    let engine = open(dir, Some(64), None)?;
     let report = shopdb::demo::generate(&engine, &options).map_err(|e| format!("demo: {e}"))?;
     print_report(&report, started.elapsed().as_secs_f64());
     if !args.no_examples {
