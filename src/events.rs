@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{validate_id, ItemId};
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::retention::Retention;
 use crate::store::{be_u32, be_u64, key, Batch, Store};
 
 /// Store prefix of the log: block `u64` (seq >> 8) -> event records (seq, uid, iid, kind,
@@ -274,6 +275,45 @@ impl EventIndex {
         }
     }
 
+    /// Removes many events at once (the ones a retention policy drops): one pass over each
+    /// touched user's and item's list.
+    pub fn remove_many(&mut self, gone: &[StoredEvent]) {
+        let mut users: HashMap<u32, HashSet<u64>> = HashMap::new();
+        let mut items: HashMap<u32, HashMap<(u32, i64), usize>> = HashMap::new();
+        for e in gone {
+            users.entry(e.user.0).or_default().insert(e.seq);
+        }
+        for (u, seqs) in users {
+            let Some(evs) = self.by_user.get_mut(u as usize) else {
+                continue;
+            };
+            let before = evs.len();
+            evs.retain(|x| {
+                let drop = seqs.contains(&x.seq);
+                if drop {
+                    *items
+                        .entry(x.item.0)
+                        .or_default()
+                        .entry((x.user.0, x.ts))
+                        .or_default() += 1;
+                }
+                !drop
+            });
+            self.total -= (before - evs.len()) as u64;
+        }
+        for (i, mut counts) in items {
+            if let Some(list) = self.by_item.get_mut(i as usize) {
+                list.retain(|(u, ts)| match counts.get_mut(&(u.0, *ts)) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => true,
+                });
+            }
+        }
+    }
+
     /// Removes and returns every event of a user.
     pub fn remove_user(&mut self, user: UserId) -> Vec<StoredEvent> {
         let Some(evs) = self.by_user.get_mut(user.0 as usize) else {
@@ -314,12 +354,17 @@ pub(crate) struct EventChanges {
     new: Vec<StoredEvent>,
     replaced: Vec<StoredEvent>,
     forgotten: Vec<UserId>,
+    /// Stored events the retention policy drops.
+    expired: Vec<StoredEvent>,
 }
 
 impl EventChanges {
-    /// Whether the commit adds, replaces and forgets nothing.
+    /// Whether the commit adds, replaces, expires and forgets nothing.
     pub fn is_empty(&self) -> bool {
-        self.new.is_empty() && self.replaced.is_empty() && self.forgotten.is_empty()
+        self.new.is_empty()
+            && self.replaced.is_empty()
+            && self.forgotten.is_empty()
+            && self.expired.is_empty()
     }
 }
 
@@ -329,6 +374,7 @@ impl EventIndex {
         for e in &changes.replaced {
             self.remove(e);
         }
+        self.remove_many(&changes.expired);
         for e in changes.new {
             if !changes.forgotten.contains(&e.user) {
                 self.insert(e);
@@ -413,6 +459,67 @@ impl<'a> EventDraft<'a> {
             self.removed.insert(ev.seq);
         }
         self.changes.forgotten.push(user);
+    }
+
+    /// Stages the removal of the events `policy` no longer keeps at `now` (unix seconds),
+    /// stored or staged by this commit; returns how many. Called after every other write of
+    /// the commit, so a user's history is complete when the policy reads it.
+    pub fn expire(&mut self, policy: &Retention, now: i64) -> usize {
+        let mut staged: HashMap<u32, Vec<StoredEvent>> = HashMap::new();
+        for e in &self.changes.new {
+            staged.entry(e.user.0).or_default().push(*e);
+        }
+        let users = staged
+            .keys()
+            .map(|&u| u as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .max(self.index.by_user.len());
+        let mut dropped_staged = HashSet::new();
+        let mut dropped = 0;
+        for u in 0..users {
+            let uid = UserId(u as u32);
+            if self.changes.forgotten.contains(&uid) {
+                continue;
+            }
+            let stored = self.index.by_user.get(u).map_or(&[][..], Vec::as_slice);
+            let new = staged.remove(&uid.0);
+            let history: std::borrow::Cow<'_, [StoredEvent]> = match new {
+                None => match stored.first() {
+                    Some(first) if policy.drops_any(stored.len(), first.ts, now) => {
+                        std::borrow::Cow::Borrowed(stored)
+                    }
+                    _ => continue,
+                },
+                Some(new) => {
+                    let mut all: Vec<StoredEvent> = stored
+                        .iter()
+                        .filter(|e| !self.removed.contains(&e.seq))
+                        .copied()
+                        .chain(new)
+                        .collect();
+                    all.sort_by_key(|e| (e.ts, e.seq));
+                    std::borrow::Cow::Owned(all)
+                }
+            };
+            let gone = &history[..policy.expired_prefix(&history, |e| e.ts, now)];
+            for e in gone {
+                self.removed.insert(e.seq);
+                if self.index.find(e.user, e.item, e.kind, e.ts).map(|s| s.seq) == Some(e.seq) {
+                    self.changes.expired.push(*e);
+                } else {
+                    dropped_staged.insert(e.seq);
+                }
+            }
+            dropped += gone.len();
+        }
+        if !dropped_staged.is_empty() {
+            self.changes
+                .new
+                .retain(|e| !dropped_staged.contains(&e.seq));
+            self.added.retain(|e| !dropped_staged.contains(&e.seq));
+        }
+        dropped
     }
 
     /// Rewrites every block of the log this commit touches into `batch`.

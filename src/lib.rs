@@ -29,6 +29,7 @@ mod progress;
 mod pseudonym;
 mod query;
 mod rerank;
+mod retention;
 pub mod sql;
 mod state;
 mod store;
@@ -88,6 +89,7 @@ pub use models::{
 };
 pub use pseudonym::MIN_KEY_BYTES as MIN_USER_KEY_BYTES;
 pub use query::{Explanation, Hit, Query};
+pub use retention::Retention;
 pub use train::{
     CancelToken, Cleaning, EventWeights, FusionHoldout, RatingWeight, RetrainPolicy, SplitKind,
     TrainOptions, TrainReport,

@@ -41,6 +41,8 @@ pub(crate) struct State {
     pub events: RwLock<EventIndex>,
     /// Search synonyms (applied at query time).
     pub synonyms: RwLock<crate::synonyms::Synonyms>,
+    /// The retention policy every commit applies to the log.
+    pub retention: RwLock<Option<crate::retention::Retention>>,
     /// The model generation serving queries, if any.
     pub models: RwLock<Option<Arc<ModelSet>>>,
     /// The last durable sequence number.

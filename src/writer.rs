@@ -11,6 +11,7 @@ use crate::catalog::{CatalogDraft, ItemId, Product, ProductChange};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventDraft, StoredEvent};
 use crate::graph::Draft;
+use crate::retention::Retention;
 use crate::state::State;
 use crate::store::{meta_key, meta_value, Batch};
 use crate::synonyms::SynonymChange;
@@ -26,6 +27,8 @@ pub(crate) enum Op {
     Triples(Vec<(String, String, String)>),
     Links(Vec<(String, String)>),
     Synonyms(Vec<SynonymChange>),
+    /// A new retention policy, or none.
+    Retention(Option<Retention>),
 }
 
 /// Result of a commit.
@@ -37,11 +40,17 @@ pub struct Committed {
     pub ops: usize,
     /// Events that were already stored (exact duplicates) and so added nothing.
     pub duplicate_events: usize,
+    /// Events the retention policy dropped (stored ones, and ones of this commit already
+    /// outside it).
+    pub expired_events: usize,
 }
 
 /// A commit's staged changes, to publish once its batch is durable.
 struct Staged {
     duplicate_events: usize,
+    expired_events: usize,
+    /// The new retention policy, when the commit changed it.
+    retention: Option<Option<Retention>>,
     products: Vec<ProductChange>,
     users: crate::users::UserChanges,
     events: crate::events::EventChanges,
@@ -68,6 +77,7 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
         let mut events = EventDraft::new(&event_index);
         let mut batch = Batch::default();
         let mut synonyms = Vec::new();
+        let mut retention = None;
         for op in ops {
             match op {
                 Op::Upsert(p) => {
@@ -129,8 +139,23 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
                         synonyms.push(c);
                     }
                 }
+                Op::Retention(policy) => {
+                    seq += 1;
+                    crate::retention::stage(policy.as_ref(), &mut batch)?;
+                    retention = Some(policy);
+                }
             }
         }
+        // The policy in force after this commit drops what it no longer keeps, the commit's
+        // own events included.
+        let policy = match &retention {
+            Some(p) => *p,
+            None => *state.retention.read(),
+        };
+        let expired_events = match policy {
+            Some(p) => events.expire(&p, crate::events::now_secs()),
+            None => 0,
+        };
         events.stage_blocks(&state.store, &mut batch)?;
         batch.put(meta_key("seq"), meta_value(seq));
         state.store.apply(batch)?;
@@ -139,6 +164,8 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
         }
         Ok(Staged {
             duplicate_events: events.duplicates,
+            expired_events,
+            retention,
             products: products.changes,
             users: users.into_changes(),
             events: events.into_changes(),
@@ -166,7 +193,10 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
     if !staged.synonyms.is_empty() {
         state.synonyms.write().apply(&staged.synonyms);
     }
-    let duplicate_events = staged.duplicate_events;
+    if let Some(policy) = staged.retention {
+        *state.retention.write() = policy;
+    }
+    let (duplicate_events, expired_events) = (staged.duplicate_events, staged.expired_events);
     let derived = staged.products;
     let mut vec_upserts: Vec<(ItemId, Vec<f32>)> = Vec::new();
     let mut text_changed = false;
@@ -214,6 +244,7 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
         seq,
         ops: n_ops,
         duplicate_events,
+        expired_events,
     })
 }
 

@@ -363,6 +363,7 @@ impl Engine {
         let (items, with_vectors) = crate::catalog::load(&store)?;
         let users = crate::users::load(&store, pseudonyms)?;
         let synonyms = crate::synonyms::load(&store)?;
+        let retention = crate::retention::load(&store)?;
         let (vectors, vec_applied, outcome) = VectorIndex::open(
             &dir.join("vectors"),
             config.dim,
@@ -403,6 +404,7 @@ impl Engine {
                 kg: RwLock::new(kg),
                 events: RwLock::new(events),
                 synonyms: RwLock::new(synonyms),
+                retention: RwLock::new(retention),
                 models: RwLock::new(None),
                 seq: AtomicU64::new(seq),
                 generation: AtomicU64::new(0),

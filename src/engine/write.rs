@@ -127,6 +127,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Stages a retention policy for the interaction log (`None` removes it). From the commit
+    /// that stores it, every commit drops the events the policy no longer keeps (the number
+    /// is [`Committed::expired_events`]), and [`compact`](Self::compact) applies it once more
+    /// and rewrites the store so that no byte of a dropped event is left. The models forget
+    /// them at the next training. The policy is stored with the database.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a policy [`Retention::validate`](crate::Retention::validate)
+    /// refuses.
+    pub fn set_retention(&self, policy: Option<crate::retention::Retention>) -> Result<()> {
+        if let Some(p) = &policy {
+            p.validate()?;
+        }
+        self.pending.lock().ops.push(Op::Retention(policy));
+        Ok(())
+    }
+
+    /// The retention policy in force (committed), if any.
+    pub fn retention(&self) -> Option<crate::retention::Retention> {
+        *self.state.retention.read()
+    }
+
     /// Stages knowledge-graph triples `(head entity, relation, tail entity)`.
     ///
     /// # Errors
@@ -277,7 +299,8 @@ impl Engine {
     /// [`forget_user`](Self::forget_user) and [`commit`](Self::commit) their bytes may still
     /// be on disk. After `compact` returns they are in no file of the directory (models
     /// forget the user at the next [`train`](Self::train), which deletes older generations).
-    /// Also checkpoints the vector index and drops the applied change log.
+    /// Also applies the [retention policy](Self::set_retention) (a commit of its own),
+    /// checkpoints the vector index and drops the applied change log.
     ///
     /// Writers wait while it runs; readers keep reading. A crash at any point leaves either
     /// the old or the new store, which [`open`](Self::open) picks up.
@@ -286,6 +309,10 @@ impl Engine {
     /// [`Error::Io`] when the copy cannot be written; the old store is then still in use.
     pub fn compact(&self) -> Result<()> {
         let _commit = self.commit_lock.lock();
+        // The retention policy first, so that what it drops by now leaves the files too.
+        if self.state.retention.read().is_some() {
+            crate::writer::commit(&self.state, Vec::new())?;
+        }
         self.state.vectors.snapshot(self.seq())?;
         crate::writer::compact_changes(&self.state)?;
         self.state.store.compact()

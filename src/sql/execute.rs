@@ -135,11 +135,17 @@ impl<'e> Session<'e> {
                     .collect();
                 engine.append_events(events)?;
                 let c = engine.commit()?;
-                let dup = if c.duplicate_events > 0 {
+                let mut dup = if c.duplicate_events > 0 {
                     format!(", {} already stored", c.duplicate_events)
                 } else {
                     String::new()
                 };
+                if c.expired_events > 0 {
+                    dup.push_str(&format!(
+                        ", {} dropped by the retention policy",
+                        plural(c.expired_events, "event", "events")
+                    ));
+                }
                 Ok(ResultSet::status(format!(
                     "inserted {}{dup} (seq {})",
                     plural(rows.len(), "event", "events"),
@@ -228,6 +234,42 @@ impl<'e> Session<'e> {
                     plural(gone.len(), "synonym", "synonyms"),
                     c.seq
                 )))
+            }),
+            Plan::SetRetention(policy) => self.write(|| {
+                engine.set_retention(*policy)?;
+                let c = engine.commit()?;
+                let what = match policy {
+                    Some(p) => format!("retention policy set: {p}"),
+                    None => "retention policy removed".to_string(),
+                };
+                Ok(ResultSet::status(format!(
+                    "{what}; {} dropped (seq {}); they leave the models at the next TRAIN and \
+                     every file at the next COMPACT",
+                    plural(c.expired_events, "event", "events"),
+                    c.seq
+                )))
+            }),
+            Plan::Compact => {
+                let before = engine.stats().store_bytes;
+                engine.compact()?;
+                let after = engine.stats().store_bytes;
+                Ok(ResultSet::status(format!(
+                    "compacted the store: {before} -> {after} bytes; no forgotten user or dropped \
+                     event is left in its files"
+                )))
+            }
+            Plan::ShowRetention => Ok(ResultSet {
+                columns: vec!["max_age_days".into(), "max_events_per_user".into()],
+                rows: engine
+                    .retention()
+                    .map(|p| {
+                        let n =
+                            |v: Option<u32>| v.map_or(Value::Null, |v| Value::Int(i64::from(v)));
+                        vec![n(p.max_age_days), n(p.max_events_per_user)]
+                    })
+                    .into_iter()
+                    .collect(),
+                ..ResultSet::default()
             }),
             Plan::ShowSynonyms => Ok(ResultSet {
                 columns: vec!["word".into(), "synonym".into()],

@@ -26,6 +26,7 @@
 //! IMPORT PRODUCTS FROM 'products.jsonl'; IMPORT EVENTS FROM 'events.csv';
 //! IMPORT SEQUENCES FROM 'user_sequence.txt';
 //! IMPORT MOVIELENS FROM 'ml-100k'; IMPORT KG FROM 'x.kg' LINKS 'x.link';
+//! SET RETENTION (max_age_days = 365, max_events_per_user = 500); SHOW RETENTION; COMPACT;
 //! ```
 //!
 //! Three steps, each its own module:

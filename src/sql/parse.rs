@@ -244,6 +244,10 @@ pub(crate) enum Verb {
     Import,
     /// `EXPORT USER 'u' TO 'file.json'`.
     Export,
+    /// `SET RETENTION ...`.
+    Set,
+    /// `COMPACT`.
+    Compact,
 }
 
 fn significant(t: &TokenWithSpan) -> bool {
@@ -355,6 +359,8 @@ pub(crate) fn parse(source: &Source) -> Result<Parsed> {
                 "EVALUATE" => Some(Verb::Evaluate),
                 "IMPORT" => Some(Verb::Import),
                 "EXPORT" => Some(Verb::Export),
+                "SET" => Some(Verb::Set),
+                "COMPACT" => Some(Verb::Compact),
                 _ => None,
             };
             if let Some(verb) = verb {

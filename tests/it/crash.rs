@@ -5,7 +5,8 @@
 //! `ACK P <i>` once products `p0..=pi` are committed, `ACK E <i>` once their events are,
 //! `ACK M <g>` once model generation `g` is saved, and `OPENING` / `OPEN` around `open`.
 //! Phases: product ingest, event ingest, commit, vector snapshot, model save (training),
-//! recovery (kills during `open`'s replay) and store compaction. `SHOPDB_CRASH_CYCLES`
+//! recovery (kills during `open`'s replay), store compaction, and compaction under a
+//! retention policy (each user keeps their newest [`KEEP`] events). `SHOPDB_CRASH_CYCLES`
 //! (default 56) is the total number of kills, shared evenly by the phases.
 
 use std::io::{BufRead, BufReader, Write};
@@ -13,15 +14,28 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use shopdb::{Engine, Event, EventKind, Filter, HnswParams, Product, TrainOptions};
+use shopdb::{Engine, Event, EventKind, Filter, HnswParams, Product, Retention, TrainOptions};
 
 use crate::support::{tempdir, vector, Rng};
 
 const DIM: usize = 8;
 
-const PHASES: [&str; 7] = [
-    "products", "events", "commit", "snapshot", "model", "recovery", "compact",
+const PHASES: [&str; 8] = [
+    "products",
+    "events",
+    "commit",
+    "snapshot",
+    "model",
+    "recovery",
+    "compact",
+    "retention",
 ];
+
+/// Events per user the retention phase keeps.
+const KEEP: u32 = 3;
+
+/// Users the events cycle through.
+const USERS: u64 = 5;
 
 fn engine(dir: &Path, phase: &str) -> Engine {
     let snapshot_every = match phase {
@@ -49,7 +63,7 @@ fn product(i: u64) -> Product {
 
 fn event(j: u64) -> Event {
     Event::new(
-        format!("u{}", j % 5),
+        format!("u{}", j % USERS),
         format!("p{j}"),
         EventKind::View,
         1_600_000_000 + j as i64,
@@ -101,7 +115,7 @@ fn write_round(e: &Engine, phase: &str, from: u64, to: u64) {
 fn after_round(e: &Engine, phase: &str) {
     match phase {
         "snapshot" => e.checkpoint().unwrap(),
-        "compact" => e.compact().unwrap(),
+        "compact" | "retention" => e.compact().unwrap(),
         "model" => {
             let options = TrainOptions {
                 mlp: None,
@@ -128,10 +142,16 @@ fn child_writer() {
     let started = std::time::Instant::now();
     let e = engine(Path::new(&dir), &phase);
     say(&format!("OPEN {}", started.elapsed().as_micros()));
-    // A killed round may have committed products but not yet their events: add those first.
+    if phase == "retention" && e.retention().is_none() {
+        e.set_retention(Some(Retention::default().max_events_per_user(KEEP)))
+            .unwrap();
+        e.commit().unwrap();
+    }
+    // A killed round may have committed products but not yet their events: add those first
+    // (the retention phase commits both at once, and keeps fewer events than products).
     let mut i = e.product_count() as u64;
     let with_events = e.stats().events;
-    if with_events < i {
+    if with_events < i && phase != "retention" {
         e.append_events((with_events..i).map(event).collect())
             .unwrap();
         e.commit().unwrap();
@@ -273,6 +293,10 @@ fn check(dir: &Path, phase: &str, cycle: usize, acked: &Acked, ann_misses: &mut 
         }
         assert!(s.products as u64 > max, "{at}: {s:?}, acked up to p{max}");
     }
+    if phase == "retention" {
+        check_retention(&e, &at, acked);
+        return;
+    }
     if let Some(max) = acked.events {
         for j in 0..=max {
             let users = e.item_events(&format!("p{j}")).unwrap();
@@ -307,6 +331,42 @@ fn check(dir: &Path, phase: &str, cycle: usize, acked: &Acked, ann_misses: &mut 
     );
 }
 
+/// The retention phase: products and their events commit together, so the committed
+/// events are exactly those of the committed products, and each user holds the newest
+/// [`KEEP`] of theirs; the policy itself survives every kill.
+fn check_retention(e: &Engine, at: &str, acked: &Acked) {
+    let s = e.stats();
+    let n = s.products as u64;
+    if n > 0 {
+        assert_eq!(
+            e.retention(),
+            Some(Retention::default().max_events_per_user(KEEP)),
+            "{at}: the policy was lost"
+        );
+    }
+    let kept_from = n.saturating_sub(USERS * u64::from(KEEP));
+    for j in 0..n {
+        let users = e.item_events(&format!("p{j}")).unwrap();
+        let expected = usize::from(j >= kept_from);
+        assert_eq!(
+            users.len(),
+            expected,
+            "{at}: event of p{j} of {n} (acknowledged up to {:?}): {users:?}",
+            acked.events
+        );
+    }
+    if let Some(max) = acked.events {
+        assert!(n > max, "{at}: acknowledged event of p{max} lost");
+    }
+    assert_eq!(s.events, n - kept_from, "{at}: {s:?}");
+    assert_eq!(s.products as u64, s.text_docs, "{at}: {s:?}");
+    assert_eq!(s.products, s.vectors, "{at}: {s:?}");
+    // One sequence number per product, per event (a dropped one used its number) and for
+    // the policy.
+    let policy = u64::from(e.retention().is_some());
+    assert_eq!(s.seq, 2 * n + policy, "{at}: sequence gap: {s:?}");
+}
+
 #[test]
 fn kill_nine_loses_no_acknowledged_write() {
     let total: usize = std::env::var("SHOPDB_CRASH_CYCLES")
@@ -330,7 +390,7 @@ fn kill_nine_loses_no_acknowledged_write() {
             // Kills land anywhere from process start-up to well into the writes; training
             // snapshots and compaction take longer than a commit, so their phases wait longer.
             let window = match phase {
-                "model" | "snapshot" | "compact" => 1500,
+                "model" | "snapshot" | "compact" | "retention" => 1500,
                 _ => 400,
             };
             let kill = if phase == "recovery" && cycle % 2 == 1 {

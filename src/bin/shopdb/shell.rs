@@ -48,6 +48,8 @@ Statements end with ';' and may span lines.
   IMPORT PRODUCTS FROM 'file.jsonl' [ON ERROR SKIP];  IMPORT EVENTS FROM 'file.csv';
   IMPORT SEQUENCES FROM 'user_sequence.txt';  IMPORT MOVIELENS FROM 'ml-100k';
   IMPORT KG FROM 'x.kg' LINKS 'x.link';  EXPORT USER 'u1' TO 'u1.json';
+  SET RETENTION (max_age_days = 365, max_events_per_user = 500);  SET RETENTION OFF;
+  SHOW RETENTION;  COMPACT;  (drops forgotten users' and expired events' bytes from the files)
 
 Shell commands:
   .help              this text

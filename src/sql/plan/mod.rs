@@ -450,6 +450,14 @@ pub enum Plan {
     },
     /// `SHOW SYNONYMS`.
     ShowSynonyms,
+    /// `SET RETENTION (max_age_days = N, max_events_per_user = M)` or `SET RETENTION OFF`
+    /// ([`Engine::set_retention`](crate::Engine::set_retention)).
+    SetRetention(Option<crate::retention::Retention>),
+    /// `SHOW RETENTION`: the policy in force (no row without one).
+    ShowRetention,
+    /// `COMPACT`: apply the retention policy and rewrite the store
+    /// ([`Engine::compact`](crate::Engine::compact)).
+    Compact,
     /// A retrieval.
     Retrieve(Retrieve),
     /// A table scan.
@@ -558,6 +566,7 @@ fn statement_plan(st: &Statement, cx: Ctx) -> Result<Plan> {
             [v] if v.value.eq_ignore_ascii_case("stats") => Ok(Plan::ShowStats),
             [v] if v.value.eq_ignore_ascii_case("models") => Ok(Plan::ShowModels),
             [v] if v.value.eq_ignore_ascii_case("synonyms") => Ok(Plan::ShowSynonyms),
+            [v] if v.value.eq_ignore_ascii_case("retention") => Ok(Plan::ShowRetention),
             [v, ..] => Err(cx.err(
                 v.span,
                 format!(

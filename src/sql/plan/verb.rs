@@ -1,6 +1,6 @@
 //! The keyword verbs sqlparser does not know, planned from their significant tokens:
 //! `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off)]`, `EVALUATE` and
-//! `IMPORT ...` and `EXPORT USER ...`.
+//! `IMPORT ...`, `EXPORT USER ...`, `SET RETENTION ...` and `COMPACT`.
 
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
@@ -19,6 +19,8 @@ pub(super) fn plan(verb: Verb, tokens: &[TokenWithSpan], end: Pos) -> Result<Pla
         Verb::Evaluate => Plan::Evaluate,
         Verb::Import => import(&mut c)?,
         Verb::Export => export(&mut c)?,
+        Verb::Set => set(&mut c)?,
+        Verb::Compact => Plan::Compact,
     };
     c.expect_end()?;
     Ok(plan)
@@ -232,4 +234,44 @@ fn export(c: &mut Cursor<'_>) -> Result<Plan> {
     c.expect_keyword("TO")?;
     let path = c.string("a file path")?;
     Ok(Plan::ExportUser { user, path })
+}
+
+/// `SET RETENTION (max_age_days = N, max_events_per_user = M)` (either or both) or
+/// `SET RETENTION OFF`.
+fn set(c: &mut Cursor<'_>) -> Result<Plan> {
+    if !c.eat("RETENTION") {
+        return Err(c.error("RETENTION after SET"));
+    }
+    if c.eat("OFF") || c.eat("NONE") {
+        return Ok(Plan::SetRetention(None));
+    }
+    c.expect_token(&Token::LParen)?;
+    let mut policy = crate::retention::Retention::default();
+    let expected = "a rule: max_age_days or max_events_per_user";
+    loop {
+        let name = c.word(expected)?;
+        c.expect_token(&Token::Eq)?;
+        let at = c.i;
+        let n = c.number("a whole number such as 365")?;
+        if n.fract() != 0.0 || n > f64::from(u32::MAX) {
+            c.i = at;
+            return Err(c.error("a whole number such as 365"));
+        }
+        let n = n as u32;
+        match name.as_str() {
+            "max_age_days" => policy.max_age_days = Some(n),
+            "max_events_per_user" => policy.max_events_per_user = Some(n),
+            _ => {
+                c.i = c.i.saturating_sub(3);
+                return Err(c.error(expected));
+            }
+        }
+        if c.eat_token(&Token::RParen) {
+            break;
+        }
+        c.expect_token(&Token::Comma)?;
+    }
+    // Checked here too, so that EXPLAIN and the shell report a bad policy before running.
+    policy.validate()?;
+    Ok(Plan::SetRetention(Some(policy)))
 }
