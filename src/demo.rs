@@ -826,6 +826,10 @@ pub fn store_events(engine: &Engine, events: &[Event], progress: &Progress) -> R
     Ok(stored)
 }
 
+/// The example a demo with a sentence encoder adds: a search by meaning.
+pub const SEMANTIC_EXAMPLE: &str =
+    "SELECT id, title, score FROM search('a gift for someone who loves cooking') LIMIT 5";
+
 /// Fills `engine` with the demo shop and (by default) trains it. Meant for an empty
 /// database; existing products with the same ids (`p00001`, ...) are replaced.
 ///
@@ -842,7 +846,19 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
 
     let t = Instant::now();
     progress.set_message("generating the shop");
-    let shop = shop(options, engine.config().dim);
+    #[cfg_attr(not(feature = "embed"), allow(unused_mut))]
+    let mut shop = shop(options, engine.config().dim);
+    // With a sentence encoder the products' vectors are the encoder's, made at commit from
+    // their text, instead of the generated concept vectors.
+    #[cfg(feature = "embed")]
+    let semantic = engine.embedder().is_some();
+    #[cfg(not(feature = "embed"))]
+    let semantic = false;
+    if semantic {
+        for p in &mut shop.products {
+            p.embedding = None;
+        }
+    }
     timings.push(("shop generated".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
@@ -870,7 +886,7 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
     progress.finish_and_clear();
 
     let (user, popular) = (&shop.busiest_user, &shop.popular_item);
-    let examples = vec![
+    let mut examples = vec![
         "SELECT id, title, price, score FROM search('lightweight running shoes') LIMIT 5".to_string(),
         "SELECT id, title, price, score FROM search('跑步鞋') LIMIT 5".to_string(),
         "SELECT id, title, brand, price FROM search('waterproof jacket') WHERE price < 150 AND category = 'clothing' LIMIT 5"
@@ -880,6 +896,10 @@ pub fn generate(engine: &Engine, options: &DemoOptions) -> Result<DemoReport> {
         format!("EXPLAIN SELECT id, title, score FROM search('wireless headphones', user => '{user}') LIMIT 3"),
         format!("SELECT item_id, kind, ts FROM events WHERE user_id = '{user}' ORDER BY ts DESC LIMIT 5"),
     ];
+    if semantic {
+        // No product holds these words: only the encoder's vectors can answer.
+        examples.push(SEMANTIC_EXAMPLE.to_string());
+    }
     Ok(DemoReport {
         products: n_products,
         users: engine.stats().users,

@@ -170,12 +170,18 @@ fn open(dir: &Path, dim: usize) -> Result<Engine> {
 
 /// Loads `dataset` into a new engine in `db_dir`.
 /// With `vectors` false, a generated shop's products are stored without embeddings.
-pub(super) fn load(
-    dataset: &Dataset,
-    db_dir: &Path,
-    phase: &Phase,
-    vectors: bool,
-) -> Result<Loaded> {
+pub(super) fn load(options: &super::BenchOptions, phase: &Phase) -> Result<Loaded> {
+    let (dataset, db_dir, vectors) = (&options.dataset, options.db_dir.as_path(), options.vectors);
+    #[cfg(feature = "embed")]
+    if let Some(model) = &options.embedder {
+        return match dataset {
+            Dataset::Beir(dir) => load_beir_embedded(dir, model, db_dir, phase),
+            _ => Err(Error::invalid(
+                "bench.embedder",
+                "a sentence encoder applies to BEIR folders (their documents and queries are text)",
+            )),
+        };
+    }
     // The analyzer loads its Chinese dictionary on first use (about a second): load it now,
     // so the first timed ingest does not pay for it.
     crate::text::analyze("跑步鞋 running shoe");
@@ -367,6 +373,52 @@ fn load_beir(dir: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
     crate::beir::load_into(&engine, &set)?;
     let row = rate("products", set.corpus.len(), t);
     bar.finish_and_clear();
+    beir_loaded(engine, set, row)
+}
+
+/// A BEIR folder embedded by the engine's own sentence encoder: its `embeddings/` files are
+/// ignored, every document is embedded at commit (the products rate includes it) and the
+/// queries by the same model.
+#[cfg(feature = "embed")]
+fn load_beir_embedded(dir: &Path, model: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
+    let bar = phase.spinner("reading the BEIR folder");
+    let mut set = crate::beir::load(dir, "test")?;
+    set.corpus_vectors = None;
+    set.query_vectors = None;
+    bar.finish_and_clear();
+    let engine = Engine::builder().embedder(model).open(db_dir)?;
+    let bar = phase.spinner("loading and embedding the corpus");
+    let t = Instant::now();
+    crate::beir::load_into(&engine, &set)?;
+    let mut row = rate("products", set.corpus.len(), t);
+    row.what = "products (embedded at commit)".to_string();
+    bar.finish_and_clear();
+    let bar = phase.spinner("embedding the queries");
+    let ids = set.query_ids();
+    let texts: Vec<&str> = ids
+        .iter()
+        .filter_map(|q| set.queries.get(q).map(String::as_str))
+        .collect();
+    let embedder = engine
+        .embedder()
+        .ok_or_else(|| Error::invalid("bench.embedder", "the engine has no encoder"))?;
+    let info = embedder.info().clone();
+    let vectors = embedder.embed(&texts)?;
+    set.query_vectors = Some(ids.into_iter().zip(vectors).collect());
+    bar.finish_and_clear();
+    let mut loaded = beir_loaded(engine, set, row)?;
+    loaded.notes.push(format!(
+        "vectors: the engine's own encoder {} (dim {}, sha256 {}), documents as title + text, \
+         queries as typed; the folder's embeddings/ ignored",
+        info.name,
+        info.dim,
+        info.checksum.get(..12).unwrap_or(&info.checksum)
+    ));
+    Ok(loaded)
+}
+
+/// The loaded BEIR set: its queries for the latency phase and its notes.
+fn beir_loaded(engine: Engine, set: BeirSet, row: IngestRow) -> Result<Loaded> {
     let limits = engine.config().limits.clone();
     let mut texts: Vec<String> = set
         .query_ids()
@@ -387,7 +439,7 @@ fn load_beir(dir: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
         })
         .unwrap_or_default();
     let mut notes = vec!["BEIR: no interactions, so no recommendation figures".to_string()];
-    if set.corpus_vectors.is_none() {
+    if set.query_vectors.is_none() {
         notes.push("no embeddings/ folder: BM25 only".to_string());
     }
     Ok(Loaded {

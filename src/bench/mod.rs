@@ -78,6 +78,11 @@ pub struct BenchOptions {
     /// Rate the fused recommendations under each exposure control ([`exposure_settings`]),
     /// in the test phase, as the task `exposure`. Default true.
     pub exposure: bool,
+    /// A BEIR folder's vectors come from this sentence encoder (a local model folder, see
+    /// [`Embedder`](crate::Embedder)) instead of its `embeddings/` files: the engine embeds
+    /// every document at commit and the harness embeds the queries. Default none.
+    #[cfg(feature = "embed")]
+    pub embedder: Option<PathBuf>,
 }
 
 /// The exposure sweep: no control, then popularity debiasing, a long-tail share and a
@@ -120,6 +125,8 @@ impl BenchOptions {
             sequence: false,
             typos: 1_000,
             exposure: true,
+            #[cfg(feature = "embed")]
+            embedder: None,
         }
     }
 }
@@ -220,7 +227,7 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     let phase = Phase {
         enabled: options.progress,
     };
-    let loaded = data::load(&options.dataset, &options.db_dir, &phase, options.vectors)?;
+    let loaded = data::load(options, &phase)?;
     let engine = &loaded.engine;
     let mut report = Report {
         dataset: options.dataset.name(),

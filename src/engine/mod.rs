@@ -523,6 +523,12 @@ impl Engine {
         &self.recovery
     }
 
+    /// The sentence encoder the engine was opened with, if any.
+    #[cfg(feature = "embed")]
+    pub fn embedder(&self) -> Option<&crate::embed::Embedder> {
+        self.state.embedder.as_deref()
+    }
+
     /// The settings in force.
     pub fn config(&self) -> &Config {
         &self.state.config

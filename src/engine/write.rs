@@ -344,7 +344,8 @@ fn synonym_pairs(
 }
 
 /// The text a product is embedded from: its title, brand, category and description, the
-/// empty ones left out.
+/// empty ones left out, joined by spaces (the BEIR/MTEB convention `title + " " + text`
+/// under which sentence encoders' published retrieval figures are measured).
 #[cfg(feature = "embed")]
 fn product_text(p: &Product) -> String {
     [&p.title, &p.brand, &p.category, &p.description]
@@ -352,5 +353,5 @@ fn product_text(p: &Product) -> String {
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
-        .join(". ")
+        .join(" ")
 }

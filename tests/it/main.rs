@@ -19,6 +19,8 @@ mod next_item;
 mod privacy;
 mod query;
 mod scifact;
+#[cfg(feature = "embed")]
+mod semantic;
 mod shell_stream;
 mod sql;
 mod sql_aggregate;

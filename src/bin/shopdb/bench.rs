@@ -90,6 +90,13 @@ pub struct BenchArgs {
     #[arg(long)]
     no_exposure: bool,
 
+    /// BEIR only: embed the documents and queries with the sentence encoder in this folder
+    /// (config.json, tokenizer.json, model.safetensors; `tools/fetch_minilm.sh DIR` fetches
+    /// all-MiniLM-L6-v2) instead of reading the folder's embeddings/.
+    #[cfg(feature = "embed")]
+    #[arg(long, value_name = "DIR")]
+    embedder: Option<PathBuf>,
+
     /// Keep the benchmark database (OUT/db) instead of removing it at the end.
     #[arg(long)]
     keep_db: bool,
@@ -152,6 +159,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         sequence: args.sequence,
         typos: args.typos,
         exposure: !args.no_exposure,
+        #[cfg(feature = "embed")]
+        embedder: args.embedder.clone(),
         ..BenchOptions::new(dataset(args)?, &db_dir)
     };
     let result = shopdb::bench::run(&options);

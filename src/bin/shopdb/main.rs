@@ -85,6 +85,14 @@ struct Cli {
     /// created with a key needs it at every open. A file keeps the key off the command line.
     #[arg(long = "user-key-file", value_name = "FILE")]
     user_key_file: Option<PathBuf>,
+
+    /// A sentence encoder folder (config.json, tokenizer.json, model.safetensors, e.g.
+    /// all-MiniLM-L6-v2 from `tools/fetch_minilm.sh DIR`): products inserted without an
+    /// embedding get one, and search('text') also searches by meaning. A database created
+    /// with an encoder is always opened with the same one.
+    #[cfg(feature = "embed")]
+    #[arg(long, value_name = "DIR")]
+    embedder: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +122,12 @@ struct DemoArgs {
     /// Do not run the example queries at the end.
     #[arg(long)]
     no_examples: bool,
+
+    /// A sentence encoder folder (see `shopdb --help`): the products' vectors come from it,
+    /// and one more example searches by meaning.
+    #[cfg(feature = "embed")]
+    #[arg(long, value_name = "DIR")]
+    embedder: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -137,8 +151,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(dir: &Path, dim: Option<usize>, user_key_file: Option<&Path>) -> Result<Engine, String> {
+fn open(cli: Option<&Cli>, dir: &Path, dim: Option<usize>) -> Result<Engine, String> {
     let mut builder = Engine::builder();
+    let user_key_file = cli.and_then(|c| c.user_key_file.as_deref());
+    #[cfg(feature = "embed")]
+    if let Some(model) = cli.and_then(|c| c.embedder.as_ref()) {
+        builder = builder.embedder(model);
+    }
     if let Some(d) = dim {
         builder = builder.dim(d);
     }
@@ -175,7 +194,7 @@ fn interrupt_cancels_training() -> shopdb::CancelToken {
 }
 
 fn run(cli: &Cli, dir: &Path) -> Result<ExitCode, String> {
-    let engine = open(dir, cli.dim, cli.user_key_file.as_deref())?;
+    let engine = open(Some(cli), dir, cli.dim)?;
     let mut session = Session::new(&engine);
     session.set_train_progress(std::io::stderr().is_terminal());
     session.set_cancel(interrupt_cancels_training());
@@ -271,7 +290,16 @@ fn demo(args: &DemoArgs) -> Result<ExitCode, String> {
         }
     };
     let started = Instant::now();
-    let engine = open(dir, Some(64), None)?;
+    #[cfg(feature = "embed")]
+    let engine = match &args.embedder {
+        Some(model) => Engine::builder()
+            .embedder(model)
+            .open(dir)
+            .map_err(|e| format!("cannot open {}: {e}", dir.display()))?,
+        None => open(None, dir, Some(64))?,
+    };
+    #[cfg(not(feature = "embed"))]
+    let engine = open(None, dir, Some(64))?;
     let report = shopdb::demo::generate(&engine, &options).map_err(|e| format!("demo: {e}"))?;
     print_report(&report, started.elapsed().as_secs_f64());
     if !args.no_examples {
