@@ -82,6 +82,11 @@ pub enum Error {
     /// (see [`EngineBuilder::user_key`](crate::EngineBuilder::user_key)).
     #[error("user key: {0}")]
     UserKey(KeyProblem),
+    /// The engine was opened read-only (a replica serving a backup,
+    /// [`Engine::open_read_only`](crate::Engine::open_read_only)): writes, training and
+    /// compaction go to the primary.
+    #[error("the database is open read-only; {0} goes to the primary")]
+    ReadOnly(&'static str),
     /// A file failed its checksum or could not be decoded.
     #[error("corrupt file {path}: {reason}")]
     Corrupt {

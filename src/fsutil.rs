@@ -41,3 +41,39 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, e))
 }
+
+/// Makes `to` (created) hold every file of `from` whose name `keep` accepts, recursively:
+/// hard links where the file system allows (instant, and safe for files that are never
+/// changed in place), copies elsewhere. Returns the number of files.
+pub(crate) fn link_files(
+    from: &Path,
+    to: &Path,
+    keep: impl Fn(&str) -> bool + Copy,
+) -> Result<usize> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    let mut n = 0;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let name = entry.file_name();
+        let Some(name_str) = name.to_str() else {
+            continue;
+        };
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry.file_type().map_err(|e| Error::io(&src, e))?;
+        if kind.is_dir() {
+            n += link_files(&src, &dst, keep)?;
+        } else if kind.is_file() && keep(name_str) {
+            match std::fs::hard_link(&src, &dst) {
+                Ok(()) => {}
+                // The file went away (a merge or a newer snapshot replaced it): the caller
+                // checks the copy.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => {
+                    std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+                }
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}

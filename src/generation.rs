@@ -119,6 +119,39 @@ pub(crate) fn save(dir: &Path, set: &ModelSet) -> Result<()> {
     Ok(())
 }
 
+/// Links (or copies) the current generation of the database in `db_dir` and its `CURRENT`
+/// into `to` (a backup's `models/`); nothing when it was never trained. A training that
+/// saves meanwhile removes the file `CURRENT` named: it is then read again.
+pub(crate) fn copy_current(db_dir: &Path, to: &Path) -> Result<()> {
+    let dir = db_dir.join("models");
+    let current = dir.join("CURRENT");
+    for _ in 0..5 {
+        let name = match std::fs::read_to_string(&current) {
+            Ok(n) => n.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&current, e)),
+        };
+        if !name.starts_with("gen-") || name.contains('/') || name.contains("..") {
+            return Err(Error::corrupt(&current, format!("names {name:?}")));
+        }
+        std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+        let (src, dst) = (dir.join(&name), to.join(&name));
+        let linked = std::fs::hard_link(&src, &dst).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Err(e),
+            _ => std::fs::copy(&src, &dst).map(|_| ()),
+        });
+        match linked {
+            Ok(()) => return crate::fsutil::write_atomic(&to.join("CURRENT"), name.as_bytes()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&src, e)),
+        }
+    }
+    Err(Error::corrupt(
+        &current,
+        "the model generation changed five times while being copied",
+    ))
+}
+
 /// Loads the current model generation: `Ok(None)` when never trained.
 pub(crate) fn load(dir: &Path) -> Result<Option<ModelSet>> {
     let dir = dir.join("models");

@@ -5,6 +5,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod access;
+mod backup;
 mod catalog;
 mod channel;
 mod codec;
@@ -70,6 +71,7 @@ mod models;
 pub use access::{
     ChannelPart, ChannelShare, ExportedEvent, Profile, Reason, Recommended, UserExport,
 };
+pub use backup::BackupReport;
 pub use catalog::Product;
 pub use channel::{Channel, ChannelScore, Fusion};
 pub use config::{Config, HnswParams, Limits, Metric};

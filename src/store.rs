@@ -189,6 +189,104 @@ impl Store {
         remove_dir_if_present(&old)
     }
 
+    /// Writes every record to the flat file `to` (a backup's `store.dump`): a magic, then
+    /// `(key length u32 LE, key, value length u32 LE, value)` per record in key order, then
+    /// the record count `u64` LE; fsynced. Streams, so memory stays bounded. The caller
+    /// keeps writers out while this runs (the dump is then one consistent state).
+    pub fn dump_to(&self, to: &Path) -> Result<u64> {
+        use std::io::Write as _;
+        let io = |e| Error::io(to, e);
+        let file = std::fs::File::create(to).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(DUMP_MAGIC).map_err(io)?;
+        let mut n = 0u64;
+        for r in self.db().iter() {
+            let (k, v) = r.map_err(self.err())?;
+            for part in [&k[..], &v[..]] {
+                let len = u32::try_from(part.len())
+                    .map_err(|_| Error::invalid("store record", "longer than 4 GiB"))?;
+                out.write_all(&len.to_le_bytes()).map_err(io)?;
+                out.write_all(part).map_err(io)?;
+            }
+            n += 1;
+        }
+        out.write_all(&n.to_le_bytes()).map_err(io)?;
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        Ok(n)
+    }
+
+    /// A store holding the records of the dump `from` (see [`dump_to`](Self::dump_to)): at
+    /// `path` when given (a backup restored as a database), else in a temporary sled
+    /// database that is removed when the store is dropped (a read-only replica, which never
+    /// writes beside the dump it serves). A dump that does not decode is `Corrupt`.
+    pub fn from_dump(from: &Path, path: Option<&Path>) -> Result<Store> {
+        let bytes = crate::fsutil::read(from)?;
+        let bad = |why: &str| Error::corrupt(from, format!("store dump: {why}"));
+        let body = bytes
+            .strip_prefix(DUMP_MAGIC)
+            .ok_or_else(|| bad("not a store dump"))?;
+        let (records, count) = body.split_at(body.len().saturating_sub(8));
+        let count = count
+            .try_into()
+            .ok()
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| bad("truncated"))?;
+        let (db, store_path) = match path {
+            Some(p) => {
+                if p.exists() {
+                    return Err(Error::invalid(
+                        "store",
+                        format!(
+                            "{} exists; a dump is only loaded into a new store",
+                            p.display()
+                        ),
+                    ));
+                }
+                (open_sled(p)?, p.to_path_buf())
+            }
+            None => (
+                sled::Config::new()
+                    .temporary(true)
+                    .cache_capacity(256 << 20)
+                    .open()
+                    .map_err(|e| Error::sled(from, e))?,
+                from.to_path_buf(),
+            ),
+        };
+        let mut at = 0usize;
+        let mut part = || -> Option<&[u8]> {
+            let len = u32::from_le_bytes(records.get(at..at + 4)?.try_into().ok()?) as usize;
+            let bytes = records.get(at + 4..at + 4 + len)?;
+            at += 4 + len;
+            Some(bytes)
+        };
+        let mut batch = sled::Batch::default();
+        let mut n = 0u64;
+        while let Some(k) = part() {
+            let v = part().ok_or_else(|| bad("a key without its value"))?;
+            batch.insert(k, v);
+            n += 1;
+            if n.is_multiple_of(10_000) {
+                db.apply_batch(std::mem::take(&mut batch))
+                    .map_err(|e| Error::sled(&store_path, e))?;
+            }
+        }
+        if at != records.len() || n != count {
+            return Err(bad(&format!(
+                "{n} records read, {count} written, {} bytes left over",
+                records.len().saturating_sub(at)
+            )));
+        }
+        db.apply_batch(batch)
+            .map_err(|e| Error::sled(&store_path, e))?;
+        db.flush().map_err(|e| Error::sled(&store_path, e))?;
+        Ok(Store {
+            db: Arc::new(RwLock::new(db)),
+            path: store_path,
+        })
+    }
+
     /// Copies every record into a new sled database at `to` and makes it durable.
     fn copy_to(&self, to: &Path) -> Result<()> {
         let target = open_sled(to)?;
@@ -211,6 +309,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// The first bytes of a store dump.
+const DUMP_MAGIC: &[u8] = b"SHOPDB-STORE-DUMP-1\n";
 
 /// How long `open` waits for a closing sled instance of this process to let go of the store.
 const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

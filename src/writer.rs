@@ -214,7 +214,7 @@ pub(crate) fn commit(state: &State, ops: Vec<Op>) -> Result<Committed> {
                 }
             }
             ProductChange::Delete(iid, _) => {
-                state.text.delete(iid);
+                state.text.delete(iid)?;
                 vec_upserts.retain(|(i, _)| *i != iid);
                 state.vectors.remove(iid);
             }

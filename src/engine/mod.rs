@@ -43,6 +43,7 @@ pub struct EngineBuilder {
     #[cfg(feature = "embed")]
     embedder: Option<std::path::PathBuf>,
     user_key: Option<UserKey>,
+    read_only: bool,
 }
 
 /// A user key, kept out of `Debug` output.
@@ -109,6 +110,12 @@ impl EngineBuilder {
     /// API takes that form back.
     pub fn user_key(mut self, key: impl AsRef<[u8]>) -> Self {
         self.user_key = Some(UserKey(key.as_ref().to_vec()));
+        self
+    }
+
+    /// Open a backup read-only (see [`Engine::open_read_only`]).
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
         self
     }
 
@@ -238,7 +245,10 @@ struct Pending {
 pub struct Engine {
     /// What queries read, commits publish and training reads.
     pub(crate) state: State,
-    _lock: File,
+    /// The directory lock; none for a read-only replica, which never writes to it.
+    _lock: Option<File>,
+    /// Opened by [`Engine::open_read_only`]: every write is refused.
+    read_only: bool,
     pending: Mutex<Pending>,
     /// Serialises commits (the pending buffer lock is released while a commit runs so that
     /// staging does not wait on I/O).
@@ -250,6 +260,36 @@ pub struct Engine {
     query_cache: Mutex<QueryCache>,
     /// (events, time) at the last training, for the retrain policy.
     last_training: Mutex<(u64, std::time::Instant)>,
+}
+
+/// A backup opened as a database (not read-only): checked against its manifest, `store/`
+/// rebuilt from the dump (in `store.restore/`, renamed when complete), then the manifest and
+/// the dump removed, which makes the directory an ordinary database. An open interrupted
+/// midway finishes the restore the next time.
+fn restore_backup(dir: &Path) -> Result<()> {
+    if !crate::backup::is_backup(dir) {
+        return Ok(());
+    }
+    let store = dir.join("store");
+    let dump = dir.join(crate::backup::STORE_DUMP);
+    if !store.exists() {
+        crate::backup::verify(dir)?;
+        let building = dir.join("store.restore");
+        if building.exists() {
+            std::fs::remove_dir_all(&building).map_err(|e| Error::io(&building, e))?;
+        }
+        drop(Store::from_dump(&dump, Some(&building))?);
+        std::fs::rename(&building, &store).map_err(|e| Error::io(&store, e))?;
+        crate::fsutil::sync_dir(dir)?;
+    }
+    for f in [dump, dir.join(crate::backup::MANIFEST)] {
+        match std::fs::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&f, e)),
+        }
+    }
+    crate::fsutil::sync_dir(dir)
 }
 
 /// A derived index records the store sequence it applied, and with durable commits it is
@@ -277,6 +317,26 @@ fn store_not_behind(dir: &Path, seq: u64, text: u64, vectors: Option<u64>) -> Re
 }
 
 impl Engine {
+    /// `ReadOnly` on a replica: `what` goes to the primary.
+    pub(crate) fn writable(&self, what: &'static str) -> Result<()> {
+        if self.read_only {
+            Err(Error::ReadOnly(what))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The staging buffer, for a write; `ReadOnly` on a replica.
+    fn pending(&self) -> Result<parking_lot::MutexGuard<'_, Pending>> {
+        self.writable("a write")?;
+        Ok(self.pending.lock())
+    }
+
+    /// Whether the engine serves a backup read-only ([`Engine::open_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// Opens (or creates) a database with default settings. See [`Engine::builder`].
     ///
     /// # Errors
@@ -290,16 +350,47 @@ impl Engine {
         EngineBuilder::default()
     }
 
+    /// Opens a backup ([`Engine::backup`]) to serve it: queries, searches and every other
+    /// read work; writes, training, compaction and backups are [`Error::ReadOnly`]. Nothing is
+    /// written to `dir` and no lock is taken, so any number of processes can serve one
+    /// backup; each loads the store's records into a temporary store of its own (memory or
+    /// the system's temporary directory). The backup is checked against its manifest first.
+    ///
+    /// To refresh a replica, make a new backup beside the old one, switch what the replicas
+    /// open (for example a symbolic link renamed over the old one) and reopen.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a file that differs from the manifest, or a directory that is
+    /// not a backup (a live database has no manifest: back it up first); the open errors of
+    /// [`EngineBuilder::open`].
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Engine> {
+        EngineBuilder::default().read_only(true).open(dir)
+    }
+
     fn open_with(dir: &Path, b: EngineBuilder) -> Result<Engine> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        lock_or_wait(&lock, dir)?;
+        let read_only = b.read_only;
+        let lock = if read_only {
+            if !crate::backup::is_backup(dir) {
+                return Err(Error::corrupt(
+                    dir.join(crate::backup::MANIFEST),
+                    "not a backup: a database is opened read-only from a backup (Engine::backup)",
+                ));
+            }
+            crate::backup::verify(dir)?;
+            None
+        } else {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let lock_path = dir.join("LOCK");
+            let lock = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| Error::io(&lock_path, e))?;
+            lock_or_wait(&lock, dir)?;
+            restore_backup(dir)?;
+            Some(lock)
+        };
 
         let mut config = b.config.clone();
         let mut requested = StoredConfig::from_config(&config);
@@ -346,6 +437,9 @@ impl Engine {
                 config.dim = stored.dim;
                 config.metric = stored.metric;
             }
+            None if read_only => {
+                return Err(Error::corrupt(cfg_path, "the backup has no config.json"));
+            }
             None => {
                 if config.dim == 0 || config.dim > 65_536 {
                     return Err(Error::invalid(
@@ -357,7 +451,11 @@ impl Engine {
             }
         }
 
-        let store = Store::open(&dir.join("store"))?;
+        let store = if read_only {
+            Store::from_dump(&dir.join(crate::backup::STORE_DUMP), None)?
+        } else {
+            Store::open(&dir.join("store"))?
+        };
         let seq = store.meta_u64("seq")?;
         let events = events::load(&store)?;
         let (items, with_vectors) = crate::catalog::load(&store)?;
@@ -377,7 +475,13 @@ impl Engine {
 
         // Text index: open, or rebuild when damaged.
         let text_dir = dir.join("text");
-        let (text, text_applied, text_damaged) = match TextIndex::open(&text_dir) {
+        let opened = if read_only {
+            TextIndex::open_read_only(&text_dir)
+        } else {
+            TextIndex::open(&text_dir)
+        };
+        let (text, text_applied, text_damaged) = match opened {
+            Err(e) if read_only => return Err(e),
             Ok((t, a)) => (t, a, false),
             Err(Error::Locked(p)) => return Err(Error::Locked(p)),
             Err(_) => {
@@ -412,6 +516,7 @@ impl Engine {
                 embedder,
             },
             _lock: lock,
+            read_only,
             pending: Mutex::new(Pending::default()),
             commit_lock: Mutex::new(()),
             recovery: Recovery::default(),
@@ -452,6 +557,19 @@ impl Engine {
             || applied > seq
             || (applied < seq && applied == 0 && self.state.items.read().live > 0)
             || (oldest > 0 && applied + 1 < oldest);
+        if self.read_only {
+            // A backup's index is captured with its store: nothing to replay.
+            let behind =
+                must_rebuild || (applied < seq && !self.changes_after(applied)?.is_empty());
+            return if behind {
+                Err(Error::corrupt(
+                    self.state.dir.join("text"),
+                    format!("the backup's text index applied sequence {applied}, its store ends at {seq}"),
+                ))
+            } else {
+                Ok(())
+            };
+        }
         if must_rebuild {
             self.state.text.clear()?;
             let items = self.state.items.read();
@@ -470,7 +588,7 @@ impl Engine {
                 if let Some(iid) = items.lookup(id) {
                     match items.get(iid) {
                         Some(p) => self.state.text.upsert(iid, p)?,
-                        None => self.state.text.delete(iid),
+                        None => self.state.text.delete(iid)?,
                     }
                 }
             }
@@ -495,7 +613,9 @@ impl Engine {
         if must_rebuild {
             if !all.is_empty() || outcome == LoadOutcome::Damaged {
                 self.state.vectors.rebuild(&all);
-                self.state.vectors.snapshot(seq)?;
+                if !self.read_only {
+                    self.state.vectors.snapshot(seq)?;
+                }
                 self.recovery.vector_rebuilt = true;
             }
         } else if applied < seq {

@@ -10,6 +10,7 @@ impl Engine {
     /// [`Error::Invalid`] when the log is unusable for a model, [`Error::Io`] when the model
     /// file cannot be written (the previous generation keeps serving).
     pub fn train(&self, options: &crate::train::TrainOptions) -> Result<crate::train::TrainReport> {
+        self.writable("training")?;
         let _one_training = self.training_lock.lock();
         let report = crate::train::train(&self.state, options)?;
         *self.last_training.lock() = (self.state.events_count(), std::time::Instant::now());

@@ -37,7 +37,7 @@ impl Engine {
                 ));
             }
         }
-        let mut pending = self.pending.lock();
+        let mut pending = self.pending()?;
         for p in products {
             pending.deleted.remove(&p.id);
             pending.upserted.insert(p.id.clone());
@@ -51,7 +51,7 @@ impl Engine {
     /// # Errors
     /// [`Error::UnknownItem`].
     pub fn delete_product(&self, id: &str) -> Result<()> {
-        let mut pending = self.pending.lock();
+        let mut pending = self.pending()?;
         let live = (self.state.items.read().live_iid(id).is_some()
             && !pending.deleted.contains(id))
             || pending.upserted.contains(id);
@@ -82,7 +82,7 @@ impl Engine {
     /// [`Error::UnknownItem`], [`Error::Invalid`], [`Error::LimitExceeded`].
     pub fn append_events(&self, events: Vec<Event>) -> Result<Appended> {
         let now = now_secs();
-        let mut pending = self.pending.lock();
+        let mut pending = self.pending()?;
         {
             let items = self.state.items.read();
             for (i, e) in events.iter().enumerate() {
@@ -117,7 +117,7 @@ impl Engine {
     /// [`Error::Invalid`] for a malformed id.
     pub fn forget_user(&self, user: &str) -> Result<()> {
         validate_id("user", user, &self.state.config.limits)?;
-        let mut pending = self.pending.lock();
+        let mut pending = self.pending()?;
         for op in pending.ops.iter_mut() {
             if let Op::Events(evs) = op {
                 evs.retain(|e| e.user != user);
@@ -140,7 +140,7 @@ impl Engine {
         if let Some(p) = &policy {
             p.validate()?;
         }
-        self.pending.lock().ops.push(Op::Retention(policy));
+        self.pending()?.ops.push(Op::Retention(policy));
         Ok(())
     }
 
@@ -159,7 +159,7 @@ impl Engine {
             validate_id("triple.relation", r, &self.state.config.limits)?;
             validate_id("triple.tail", t, &self.state.config.limits)?;
         }
-        self.pending.lock().ops.push(Op::Triples(triples));
+        self.pending()?.ops.push(Op::Triples(triples));
         Ok(())
     }
 
@@ -168,7 +168,7 @@ impl Engine {
     /// # Errors
     /// [`Error::UnknownItem`] for a product not in the catalog.
     pub fn link_items(&self, links: Vec<(String, String)>) -> Result<()> {
-        let pending = self.pending.lock();
+        let pending = self.pending()?;
         let items = self.state.items.read();
         for (item, entity) in &links {
             if items.live_iid(item).is_none() && !pending.upserted.contains(item) {
@@ -178,7 +178,7 @@ impl Engine {
         }
         drop(items);
         drop(pending);
-        self.pending.lock().ops.push(Op::Links(links));
+        self.pending()?.ops.push(Op::Links(links));
         Ok(())
     }
 
@@ -195,7 +195,7 @@ impl Engine {
             .into_iter()
             .map(|(word, synonym)| crate::synonyms::SynonymChange::Add { word, synonym })
             .collect();
-        self.pending.lock().ops.push(Op::Synonyms(changes));
+        self.pending()?.ops.push(Op::Synonyms(changes));
         Ok(())
     }
 
@@ -209,7 +209,7 @@ impl Engine {
             .into_iter()
             .map(|(word, synonym)| crate::synonyms::SynonymChange::Remove { word, synonym })
             .collect();
-        self.pending.lock().ops.push(Op::Synonyms(changes));
+        self.pending()?.ops.push(Op::Synonyms(changes));
         Ok(())
     }
 
@@ -287,9 +287,47 @@ impl Engine {
     /// # Errors
     /// [`Error::Io`] when the snapshot cannot be written; the previous one stays valid.
     pub fn checkpoint(&self) -> Result<()> {
+        self.writable("a checkpoint")?;
         let _commit = self.commit_lock.lock();
         self.state.vectors.snapshot(self.seq())?;
         crate::writer::compact_changes(&self.state)
+    }
+
+    /// An online backup into the new directory `dest`: one committed state (every write
+    /// acknowledged before the call, none committed after its capture), with a manifest of
+    /// each file's length and CRC-32, made in `DEST.partial/` and renamed when complete.
+    /// Commits wait while the state is captured (a dump of the store's records; the text
+    /// index, the vector snapshot and the model generation are hard links, their files are
+    /// never changed once written); staging, queries and training go on. Serve it with
+    /// [`Engine::open_read_only`] (any number of processes), or restore it by opening it
+    /// with [`Engine::open`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `dest` exists or is inside the database; [`Error::Io`] when
+    /// it cannot be written (the partial directory is removed); [`Error::ReadOnly`] on a
+    /// replica.
+    pub fn backup(&self, dest: impl AsRef<std::path::Path>) -> Result<crate::backup::BackupReport> {
+        self.writable("a backup")?;
+        let dir = self.state.dir.clone();
+        crate::backup::backup(&self.state, dest.as_ref(), |partial| {
+            let _commit = self.commit_lock.lock();
+            let started = std::time::Instant::now();
+            let seq = self.seq();
+            // The vector snapshot made current, so the backup opens without a replay.
+            if self.state.vectors.pending_changes() > 0 {
+                self.state.vectors.snapshot(seq)?;
+                crate::writer::compact_changes(&self.state)?;
+            }
+            self.state
+                .store
+                .dump_to(&partial.join(crate::backup::STORE_DUMP))?;
+            crate::text::TextIndex::copy_index(&dir.join("text"), &partial.join("text"))?;
+            crate::fsutil::link_files(&dir.join("vectors"), &partial.join("vectors"), |_| true)?;
+            crate::generation::copy_current(&dir, &partial.join("models"))?;
+            std::fs::copy(dir.join("config.json"), partial.join("config.json"))
+                .map_err(|e| Error::io(dir.join("config.json"), e))?;
+            Ok((seq, started.elapsed().as_secs_f64()))
+        })
     }
 
     /// Rewrites the store so that it holds only current records, then swaps it in.
@@ -308,6 +346,7 @@ impl Engine {
     /// # Errors
     /// [`Error::Io`] when the copy cannot be written; the old store is then still in use.
     pub fn compact(&self) -> Result<()> {
+        self.writable("compaction")?;
         let _commit = self.commit_lock.lock();
         // The retention policy first, so that what it drops by now leaves the files too.
         if self.state.retention.read().is_some() {

@@ -258,6 +258,20 @@ impl<'e> Session<'e> {
                      event is left in its files"
                 )))
             }
+            Plan::Backup { path } => {
+                let p = self.resolve_path(path)?;
+                let r = engine.backup(&p)?;
+                Ok(ResultSet::status(format!(
+                    "backed up sequence {} to {}: {} files, {} bytes in {:.2} s (commits waited {:.3} s); serve it with shopdb {} --read-only",
+                    r.seq,
+                    p.display(),
+                    r.files,
+                    r.bytes,
+                    r.seconds,
+                    r.capture_seconds,
+                    p.display()
+                )))
+            }
             Plan::ShowRetention => Ok(ResultSet {
                 columns: vec!["max_age_days".into(), "max_events_per_user".into()],
                 rows: engine

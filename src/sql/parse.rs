@@ -248,6 +248,8 @@ pub(crate) enum Verb {
     Set,
     /// `COMPACT`.
     Compact,
+    /// `BACKUP TO 'dir'`.
+    Backup,
 }
 
 fn significant(t: &TokenWithSpan) -> bool {
@@ -361,6 +363,7 @@ pub(crate) fn parse(source: &Source) -> Result<Parsed> {
                 "EXPORT" => Some(Verb::Export),
                 "SET" => Some(Verb::Set),
                 "COMPACT" => Some(Verb::Compact),
+                "BACKUP" => Some(Verb::Backup),
                 _ => None,
             };
             if let Some(verb) = verb {

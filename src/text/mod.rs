@@ -109,7 +109,8 @@ pub(crate) struct Correction {
 
 pub(crate) struct TextIndex {
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// None when opened read-only (a replica): writes are refused before they reach it.
+    writer: Option<Mutex<IndexWriter>>,
     fields: Fields,
     /// The surface words' deletion lists (typo candidates at one edit), refreshed with the
     /// reader.
@@ -423,6 +424,16 @@ pub(crate) fn highlight(text: &str, terms: &BTreeSet<String>, open: &str, close:
 /// tantivy trusts its segment files once opened (a damaged doc store panics when a document
 /// is read), so every segment file's footer checksum is verified first: damage found here
 /// makes the engine rebuild the index from the store instead.
+/// The ids of the segments a `meta.json` lists, as their files are named (hex, no dashes).
+fn committed_segments(meta: &[u8]) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(meta).ok()?;
+    v.get("segments")?
+        .as_array()?
+        .iter()
+        .map(|s| Some(s.get("segment_id")?.as_str()?.replace('-', "")))
+        .collect()
+}
+
 fn verify_checksums(index: &Index, dir: &Path) -> Result<()> {
     let damaged = index
         .validate_checksum()
@@ -442,11 +453,25 @@ impl TextIndex {
     /// commit applied (0 for a new index).
     pub fn open(dir: &Path) -> Result<(TextIndex, u64)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Self::open_mode(dir, true)
+    }
+
+    /// Opens an existing index for searching only: no writer, so several processes may
+    /// serve one copy (a backup's).
+    pub fn open_read_only(dir: &Path) -> Result<(TextIndex, u64)> {
+        Self::open_mode(dir, false)
+    }
+
+    fn open_mode(dir: &Path, writable: bool) -> Result<(TextIndex, u64)> {
         let (schema, fields) = schema();
         let mmap = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| Error::corrupt(dir, e.to_string()))?;
-        let index =
-            Index::open_or_create(mmap, schema).map_err(|e| Error::corrupt(dir, e.to_string()))?;
+        let index = if writable {
+            Index::open_or_create(mmap, schema)
+        } else {
+            Index::open(mmap)
+        }
+        .map_err(|e| Error::corrupt(dir, e.to_string()))?;
         verify_checksums(&index, dir)?;
         index.tokenizers().register(ANALYZER, analyzer());
         index
@@ -458,12 +483,17 @@ impl TextIndex {
             .payload
             .and_then(|p| p.parse::<u64>().ok())
             .unwrap_or(0);
-        let writer = index
-            .writer_with_num_threads(1, WRITER_MEMORY)
-            .map_err(|e| match e {
-                tantivy::TantivyError::LockFailure(..) => Error::Locked(dir.to_path_buf()),
-                other => Error::from(other),
-            })?;
+        let writer = if writable {
+            let w = index
+                .writer_with_num_threads(1, WRITER_MEMORY)
+                .map_err(|e| match e {
+                    tantivy::TantivyError::LockFailure(..) => Error::Locked(dir.to_path_buf()),
+                    other => Error::from(other),
+                })?;
+            Some(Mutex::new(w))
+        } else {
+            None
+        };
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -472,7 +502,7 @@ impl TextIndex {
         Ok((
             TextIndex {
                 reader,
-                writer: Mutex::new(writer),
+                writer,
                 fields,
                 spell: RwLock::new(Arc::new(spell)),
             },
@@ -507,27 +537,66 @@ impl TextIndex {
         for (k, v) in &p.attributes {
             doc.add_text(f.attr, format!("{k}{ATTR_SEP}{v}"));
         }
-        let w = self.writer.lock();
+        let w = self.writer()?;
         w.delete_term(Term::from_field_u64(f.iid, u64::from(iid.0)));
         w.add_document(doc)?;
         Ok(())
     }
 
+    /// The writer; `ReadOnly` for a read-only index.
+    fn writer(&self) -> Result<parking_lot::MutexGuard<'_, IndexWriter>> {
+        self.writer
+            .as_ref()
+            .map(Mutex::lock)
+            .ok_or(Error::ReadOnly("indexing"))
+    }
+
     /// Stages a delete for the next commit.
-    pub fn delete(&self, iid: ItemId) {
-        let w = self.writer.lock();
+    pub fn delete(&self, iid: ItemId) -> Result<()> {
+        let w = self.writer()?;
         w.delete_term(Term::from_field_u64(self.fields.iid, u64::from(iid.0)));
+        Ok(())
     }
 
     /// Stages removal of every document (used by a full rebuild).
     pub fn clear(&self) -> Result<()> {
-        self.writer.lock().delete_all_documents()?;
+        self.writer()?.delete_all_documents()?;
         Ok(())
+    }
+
+    /// Copies the index in `from` to the new directory `to` by hard links (tantivy never
+    /// changes a file it wrote; copies where links are not possible), skipping lock files,
+    /// and checks the copy opens and passes its checksums; returns the sequence its last
+    /// commit applied. A merge finishing in the background may replace files while they
+    /// are linked: the copy is then made again (at most five times).
+    pub fn copy_index(from: &Path, to: &Path) -> Result<u64> {
+        let mut last = None;
+        for _ in 0..5 {
+            if to.exists() {
+                std::fs::remove_dir_all(to).map_err(|e| Error::io(to, e))?;
+            }
+            // Only the committed segments' files: the writer may be writing others (a
+            // segment of staged documents, a merge) at this moment.
+            let meta_path = from.join("meta.json");
+            let meta = crate::fsutil::read(&meta_path)?;
+            let segments = committed_segments(&meta)
+                .ok_or_else(|| Error::corrupt(&meta_path, "no segment list"))?;
+            std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+            std::fs::write(to.join("meta.json"), &meta).map_err(|e| Error::io(to, e))?;
+            crate::fsutil::link_files(from, to, |name| {
+                name == ".managed.json" || segments.iter().any(|s| name.starts_with(s.as_str()))
+            })?;
+            match Self::open_read_only(to) {
+                Ok((_, applied)) => return Ok(applied),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::corrupt(to, "the text index could not be copied")))
     }
 
     /// Commits staged changes, recording `seq` as applied, and makes them visible to searches.
     pub fn commit(&self, seq: u64) -> Result<()> {
-        let mut w = self.writer.lock();
+        let mut w = self.writer()?;
         let mut prepared = w.prepare_commit()?;
         prepared.set_payload(&seq.to_string());
         prepared.commit()?;

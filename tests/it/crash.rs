@@ -5,8 +5,10 @@
 //! `ACK P <i>` once products `p0..=pi` are committed, `ACK E <i>` once their events are,
 //! `ACK M <g>` once model generation `g` is saved, and `OPENING` / `OPEN` around `open`.
 //! Phases: product ingest, event ingest, commit, vector snapshot, model save (training),
-//! recovery (kills during `open`'s replay), store compaction, and compaction under a
-//! retention policy (each user keeps their newest [`KEEP`] events). `SHOPDB_CRASH_CYCLES`
+//! recovery (kills during `open`'s replay), store compaction, compaction under a
+//! retention policy (each user keeps their newest [`KEEP`] events), and online backups (each
+//! complete backup must open read-only and agree with itself; an interrupted one is only a
+//! `.partial` directory, never taken for a backup). `SHOPDB_CRASH_CYCLES`
 //! (default 56) is the total number of kills, shared evenly by the phases.
 
 use std::io::{BufRead, BufReader, Write};
@@ -20,7 +22,7 @@ use crate::support::{tempdir, vector, Rng};
 
 const DIM: usize = 8;
 
-const PHASES: [&str; 8] = [
+const PHASES: [&str; 9] = [
     "products",
     "events",
     "commit",
@@ -29,7 +31,15 @@ const PHASES: [&str; 8] = [
     "recovery",
     "compact",
     "retention",
+    "backup",
 ];
+
+/// Where the backup phase's backups go: beside the database directory.
+fn backups_of(dir: &Path) -> std::path::PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push("-backups");
+    dir.with_file_name(name)
+}
 
 /// Events per user the retention phase keeps.
 const KEEP: u32 = 3;
@@ -116,6 +126,14 @@ fn after_round(e: &Engine, phase: &str) {
     match phase {
         "snapshot" => e.checkpoint().unwrap(),
         "compact" | "retention" => e.compact().unwrap(),
+        "backup" => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let dest = backups_of(e.dir()).join(format!("b{}-{stamp}", e.product_count()));
+            e.backup(dest).unwrap();
+        }
         "model" => {
             let options = TrainOptions {
                 mlp: None,
@@ -297,6 +315,9 @@ fn check(dir: &Path, phase: &str, cycle: usize, acked: &Acked, ann_misses: &mut 
         check_retention(&e, &at, acked);
         return;
     }
+    if phase == "backup" {
+        check_backups(dir, &at);
+    }
     if let Some(max) = acked.events {
         for j in 0..=max {
             let users = e.item_events(&format!("p{j}")).unwrap();
@@ -367,6 +388,40 @@ fn check_retention(e: &Engine, at: &str, acked: &Acked) {
     assert_eq!(s.seq, 2 * n + policy, "{at}: sequence gap: {s:?}");
 }
 
+/// Backups checked so far, and interrupted ones seen.
+static BACKUPS_CHECKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static BACKUPS_PARTIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Every complete backup opens read-only and its stores agree (it is then removed, so each
+/// is checked once); a `.partial` one is not taken for a backup.
+fn check_backups(dir: &Path, at: &str) {
+    let Ok(entries) = std::fs::read_dir(backups_of(dir)) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".partial") {
+            assert!(
+                Engine::open_read_only(&path).is_err(),
+                "{at}: a partial backup {name} opened"
+            );
+            BACKUPS_PARTIAL.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::fs::remove_dir_all(&path).unwrap();
+            continue;
+        }
+        let replica = Engine::open_read_only(&path)
+            .unwrap_or_else(|err| panic!("{at}: backup {name} does not open: {err:?}"));
+        let s = replica.stats();
+        assert_eq!(s.products as u64, s.text_docs, "{at}: {name}: {s:?}");
+        assert_eq!(s.products, s.vectors, "{at}: {name}: {s:?}");
+        assert_eq!(s.seq, s.products as u64 + s.events, "{at}: {name}: {s:?}");
+        drop(replica);
+        std::fs::remove_dir_all(&path).unwrap();
+        BACKUPS_CHECKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[test]
 fn kill_nine_loses_no_acknowledged_write() {
     let total: usize = std::env::var("SHOPDB_CRASH_CYCLES")
@@ -390,7 +445,7 @@ fn kill_nine_loses_no_acknowledged_write() {
             // Kills land anywhere from process start-up to well into the writes; training
             // snapshots and compaction take longer than a commit, so their phases wait longer.
             let window = match phase {
-                "model" | "snapshot" | "compact" | "retention" => 1500,
+                "model" | "snapshot" | "compact" | "retention" | "backup" => 1500,
                 _ => 400,
             };
             let kill = if phase == "recovery" && cycle % 2 == 1 {
@@ -411,6 +466,14 @@ fn kill_nine_loses_no_acknowledged_write() {
         );
         if phase == "model" {
             assert!(acked.model > 0, "no model generation was acknowledged");
+        }
+        if phase == "backup" {
+            check_backups(dir.path(), phase);
+            let complete = BACKUPS_CHECKED.load(std::sync::atomic::Ordering::SeqCst);
+            let partial = BACKUPS_PARTIAL.load(std::sync::atomic::Ordering::SeqCst);
+            println!("  backups: {complete} complete ones opened read-only, {partial} interrupted ones refused");
+            assert!(complete > 0, "no backup completed");
+            let _ = std::fs::remove_dir_all(backups_of(dir.path()));
         }
         if phase == "recovery" {
             assert!(acked.killed_while_opening > 0, "no kill landed during open");

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
 
 mod access;
+mod backup;
 mod bad_input;
 mod bench;
 mod cli;

@@ -93,6 +93,11 @@ struct Cli {
     #[cfg(feature = "embed")]
     #[arg(long, value_name = "DIR")]
     embedder: Option<PathBuf>,
+
+    /// Serve DIR, a backup made with BACKUP TO, read-only: queries work, writes are refused,
+    /// nothing is written to DIR and any number of processes may serve it at once.
+    #[arg(long)]
+    read_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +159,9 @@ fn main() -> ExitCode {
 fn open(cli: Option<&Cli>, dir: &Path, dim: Option<usize>) -> Result<Engine, String> {
     let mut builder = Engine::builder();
     let user_key_file = cli.and_then(|c| c.user_key_file.as_deref());
+    if cli.is_some_and(|c| c.read_only) {
+        builder = builder.read_only(true);
+    }
     #[cfg(feature = "embed")]
     if let Some(model) = cli.and_then(|c| c.embedder.as_ref()) {
         builder = builder.embedder(model);

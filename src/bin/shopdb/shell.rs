@@ -50,6 +50,7 @@ Statements end with ';' and may span lines.
   IMPORT KG FROM 'x.kg' LINKS 'x.link';  EXPORT USER 'u1' TO 'u1.json';
   SET RETENTION (max_age_days = 365, max_events_per_user = 500);  SET RETENTION OFF;
   SHOW RETENTION;  COMPACT;  (drops forgotten users' and expired events' bytes from the files)
+  BACKUP TO 'backups/today';  (online; serve it with: shopdb backups/today --read-only)
 
 Shell commands:
   .help              this text

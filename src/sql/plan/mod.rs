@@ -458,6 +458,12 @@ pub enum Plan {
     /// `COMPACT`: apply the retention policy and rewrite the store
     /// ([`Engine::compact`](crate::Engine::compact)).
     Compact,
+    /// `BACKUP TO 'dir'`: an online backup into a new directory (under an allowed
+    /// directory), servable read-only ([`Engine::backup`](crate::Engine::backup)).
+    Backup {
+        /// The new directory.
+        path: String,
+    },
     /// A retrieval.
     Retrieve(Retrieve),
     /// A table scan.

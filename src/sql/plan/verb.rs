@@ -1,6 +1,6 @@
 //! The keyword verbs sqlparser does not know, planned from their significant tokens:
 //! `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off)]`, `EVALUATE` and
-//! `IMPORT ...`, `EXPORT USER ...`, `SET RETENTION ...` and `COMPACT`.
+//! `IMPORT ...`, `EXPORT USER ...`, `SET RETENTION ...`, `COMPACT` and `BACKUP TO ...`.
 
 use sqlparser::tokenizer::{Token, TokenWithSpan};
 
@@ -21,6 +21,12 @@ pub(super) fn plan(verb: Verb, tokens: &[TokenWithSpan], end: Pos) -> Result<Pla
         Verb::Export => export(&mut c)?,
         Verb::Set => set(&mut c)?,
         Verb::Compact => Plan::Compact,
+        Verb::Backup => {
+            c.expect_keyword("TO")?;
+            Plan::Backup {
+                path: c.string("a directory path")?,
+            }
+        }
     };
     c.expect_end()?;
     Ok(plan)
