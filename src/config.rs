@@ -127,6 +127,9 @@ pub struct Config {
     /// Whether `commit` calls fsync through sled's `flush`. Default true; turning it off makes
     /// commits faster and loses the durability promise.
     pub durable_commits: bool,
+    /// ε of the Laplace noise on shown counts (persisted), when set; see
+    /// [`EngineBuilder::count_noise`](crate::EngineBuilder::count_noise). Default off.
+    pub count_noise: Option<f64>,
 }
 
 impl Default for Config {
@@ -137,6 +140,7 @@ impl Default for Config {
             limits: Limits::default(),
             hnsw: HnswParams::default(),
             durable_commits: true,
+            count_noise: None,
         }
     }
 }
@@ -157,6 +161,9 @@ pub(crate) struct StoredConfig {
     /// The sentence encoder whose vectors the database holds, when it was created with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedder: Option<StoredEmbedder>,
+    /// ε of the noise on shown counts, when the database was created with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_noise: Option<f64>,
 }
 
 /// The identity of a sentence encoder: a database is never queried with another model's
@@ -184,6 +191,7 @@ impl StoredConfig {
             metric: c.metric,
             analyzer: ANALYZER.to_string(),
             embedder: None,
+            count_noise: c.count_noise,
         }
     }
 

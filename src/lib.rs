@@ -24,6 +24,7 @@ mod generation;
 mod graph;
 pub mod import;
 mod metrics;
+mod noise;
 mod options;
 mod progress;
 mod query;
@@ -85,6 +86,7 @@ pub use models::{
     ContentParams, ItemCfParams, ItemSimilarity, KgParams, MfParams, ModelError, PopularityParams,
     SeqConfig, UserCfParams, Weighting,
 };
+pub use noise::Count;
 pub use query::{Explanation, Hit, Query};
 pub use train::{
     CancelToken, Cleaning, EventWeights, FusionHoldout, RatingWeight, RetrainPolicy, SplitKind,

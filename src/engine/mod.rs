@@ -40,6 +40,7 @@ pub struct EngineBuilder {
     config: Config,
     explicit_dim: bool,
     explicit_metric: bool,
+    explicit_noise: bool,
     #[cfg(feature = "embed")]
     embedder: Option<std::path::PathBuf>,
 }
@@ -82,6 +83,25 @@ impl EngineBuilder {
     #[cfg(feature = "embed")]
     pub fn embedder(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.embedder = Some(dir.into());
+        self
+    }
+
+    /// Laplace noise of privacy parameter `epsilon` on the counts the engine shows: every
+    /// popularity score (cold-start lists, explanations, `SHOW MODELS`) and
+    /// [`Engine::trending`]'s counts. What it protects and what it does not is in the
+    /// README ("Noise on shown counts"); in short, whether one shopper interacted with one
+    /// item, at `epsilon` per released count, and not the event log or the other models.
+    ///
+    /// `epsilon` must be finite and in (0, 10]: smaller is more noise (Laplace of scale
+    /// Δ/ε, Δ the most one shopper's interactions with one item can move the count); above
+    /// 10 the noise is under a tenth of one shopper's contribution and protects nothing, so
+    /// it is refused like NaN, 0, negatives and infinity ([`Error::Invalid`] at open, before
+    /// anything is written). Fixed when the directory is created, like the dimension:
+    /// reopening with another value (or with one, for a database created without) is
+    /// [`Error::ConfigMismatch`]; left unset, the stored value is used.
+    pub fn count_noise(mut self, epsilon: f64) -> Self {
+        self.config.count_noise = Some(epsilon);
+        self.explicit_noise = true;
         self
     }
 
@@ -264,6 +284,9 @@ impl Engine {
     }
 
     fn open_with(dir: &Path, b: EngineBuilder) -> Result<Engine> {
+        if let Some(epsilon) = b.config.count_noise {
+            crate::noise::validate_epsilon(epsilon)?;
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock_path = dir.join("LOCK");
         let lock = File::options()
@@ -308,6 +331,11 @@ impl Engine {
                 stored.check(&requested, explicit_dim, b.explicit_metric)?;
                 config.dim = stored.dim;
                 config.metric = stored.metric;
+                config.count_noise = crate::noise::reconcile(
+                    stored.count_noise,
+                    requested.count_noise,
+                    b.explicit_noise,
+                )?;
             }
             None => {
                 if config.dim == 0 || config.dim > 65_536 {
@@ -322,6 +350,9 @@ impl Engine {
 
         let store = Store::open(&dir.join("store"))?;
         let seq = store.meta_u64("seq")?;
+        if config.count_noise.is_some() {
+            crate::noise::ensure_seed(&store)?;
+        }
         let events = events::load(&store)?;
         let (items, with_vectors) = crate::catalog::load(&store)?;
         let users = crate::users::load(&store)?;
