@@ -16,6 +16,7 @@ mod layering;
 mod limits;
 mod models;
 mod next_item;
+mod noise;
 mod query;
 mod scifact;
 mod shell_stream;
