@@ -127,6 +127,9 @@ pub struct Config {
     /// Whether `commit` calls fsync through sled's `flush`. Default true; turning it off makes
     /// commits faster and loses the durability promise.
     pub durable_commits: bool,
+    /// ε of the Laplace noise on shown counts (persisted), when set; see
+    /// [`EngineBuilder::count_noise`](crate::EngineBuilder::count_noise). Default off.
+    pub count_noise: Option<f64>,
 }
 
 impl Default for Config {
@@ -137,6 +140,7 @@ impl Default for Config {
             limits: Limits::default(),
             hnsw: HnswParams::default(),
             durable_commits: true,
+            count_noise: None,
         }
     }
 }
@@ -161,6 +165,9 @@ pub(crate) struct StoredConfig {
     /// which tells the right key from a wrong one (the key itself is never stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_key_check: Option<String>,
+    /// ε of the noise on shown counts, when the database was created with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_noise: Option<f64>,
 }
 
 /// The identity of a sentence encoder: a database is never queried with another model's
@@ -189,6 +196,7 @@ impl StoredConfig {
             analyzer: ANALYZER.to_string(),
             embedder: None,
             user_key_check: None,
+            count_noise: c.count_noise,
         }
     }
 

@@ -25,6 +25,7 @@ mod generation;
 mod graph;
 pub mod import;
 mod metrics;
+mod noise;
 mod options;
 mod progress;
 mod pseudonym;
@@ -89,6 +90,7 @@ pub use models::{
     ContentParams, ItemCfParams, ItemSimilarity, KgParams, MfParams, ModelError, PopularityParams,
     SeqConfig, UserCfParams, Weighting,
 };
+pub use noise::Count;
 pub use pseudonym::MIN_KEY_BYTES as MIN_USER_KEY_BYTES;
 pub use query::{Explanation, Hit, Query};
 pub use retention::Retention;

@@ -136,6 +136,9 @@ pub(crate) struct Dataset {
     pub history_rule: HistoryRule,
     /// What the content channel reads of the catalog.
     pub content: ContentInputs,
+    /// The noise on shown counts, when the engine has `count_noise`: its release is the log
+    /// sequence here, and the model generation as well when [`train`] fits.
+    pub noise: Option<crate::noise::CountNoise>,
 }
 
 /// Reads and cleans the log into one row per (user, item): weights summed (with decay),
@@ -261,6 +264,14 @@ pub(crate) fn dataset(state: &State, opts: &TrainOptions) -> Result<Dataset> {
         item_info,
         history_rule,
         content,
+        noise: match state.config.count_noise {
+            Some(epsilon) => Some(crate::noise::CountNoise {
+                epsilon,
+                seed: crate::noise::seed(&state.store)?,
+                release: [crate::noise::POPULARITY, state.seq(), 0],
+            }),
+            None => None,
+        },
     })
 }
 
@@ -355,6 +366,7 @@ pub(crate) fn fit_all(
             n_entities: ds.n_entities,
             content: &ds.content,
             stage,
+            noise: ds.noise,
             progress: progress.map(|p| (p, label)),
         };
         let start = Instant::now();
@@ -497,8 +509,13 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
     let seq = state.seq();
     let mut timings = Vec::new();
     let start = Instant::now();
-    let ds = dataset(state, opts)?;
+    let mut ds = dataset(state, opts)?;
     timings.push(("read_log".to_string(), start.elapsed().as_secs_f64()));
+    // One release of noisy popularity per generation (one training at a time).
+    let generation = state.models.read().as_ref().map_or(0, |m| m.generation) + 1;
+    if let Some(n) = ds.noise.as_mut() {
+        n.release = [crate::noise::POPULARITY, seq, generation];
+    }
     // Tuning, the fits, saving.
     let steps = 1 + fit_steps(opts) + 1;
     let pb = opts.progress.then(|| {
@@ -518,7 +535,6 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
     if let Some(p) = &pb {
         p.set_message("saving");
     }
-    let generation = state.models.read().as_ref().map_or(0, |m| m.generation) + 1;
     let set = ModelSet {
         generation,
         seq,

@@ -275,6 +275,8 @@ pub(crate) struct FitInput<'a> {
     pub content: &'a crate::models::ContentInputs,
     /// Which fit this is.
     pub stage: FitStage<'a>,
+    /// The noise on shown counts (`count_noise`), for the popularity channel.
+    pub noise: Option<crate::noise::CountNoise>,
     /// Where a long fit reports its progress, and the label of this fit.
     pub progress: Option<(&'a crate::progress::Progress, &'a str)>,
 }

@@ -40,6 +40,7 @@ pub struct EngineBuilder {
     config: Config,
     explicit_dim: bool,
     explicit_metric: bool,
+    explicit_noise: bool,
     #[cfg(feature = "embed")]
     embedder: Option<std::path::PathBuf>,
     user_key: Option<UserKey>,
@@ -116,6 +117,25 @@ impl EngineBuilder {
     /// Open a backup read-only (see [`Engine::open_read_only`]).
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
+        self
+    }
+
+    /// Laplace noise of privacy parameter `epsilon` on the counts the engine shows: every
+    /// popularity score (cold-start lists, explanations, `SHOW MODELS`) and
+    /// [`Engine::trending`]'s counts. What it protects and what it does not is in the
+    /// README ("Noise on shown counts"); in short, whether one shopper interacted with one
+    /// item, at `epsilon` per released count, and not the event log or the other models.
+    ///
+    /// `epsilon` must be finite and in (0, 10]: smaller is more noise (Laplace of scale
+    /// Δ/ε, Δ the most one shopper's interactions with one item can move the count); above
+    /// 10 the noise is under a tenth of one shopper's contribution and protects nothing, so
+    /// it is refused like NaN, 0, negatives and infinity ([`Error::Invalid`] at open, before
+    /// anything is written). Fixed when the directory is created, like the dimension:
+    /// reopening with another value (or with one, for a database created without) is
+    /// [`Error::ConfigMismatch`]; left unset, the stored value is used.
+    pub fn count_noise(mut self, epsilon: f64) -> Self {
+        self.config.count_noise = Some(epsilon);
+        self.explicit_noise = true;
         self
     }
 
@@ -368,6 +388,9 @@ impl Engine {
     }
 
     fn open_with(dir: &Path, b: EngineBuilder) -> Result<Engine> {
+        if let Some(epsilon) = b.config.count_noise {
+            crate::noise::validate_epsilon(epsilon)?;
+        }
         let read_only = b.read_only;
         let lock = if read_only {
             if !crate::backup::is_backup(dir) {
@@ -436,6 +459,11 @@ impl Engine {
                 }
                 config.dim = stored.dim;
                 config.metric = stored.metric;
+                config.count_noise = crate::noise::reconcile(
+                    stored.count_noise,
+                    requested.count_noise,
+                    b.explicit_noise,
+                )?;
             }
             None if read_only => {
                 return Err(Error::corrupt(cfg_path, "the backup has no config.json"));
@@ -457,6 +485,9 @@ impl Engine {
             Store::open(&dir.join("store"))?
         };
         let seq = store.meta_u64("seq")?;
+        if config.count_noise.is_some() {
+            crate::noise::ensure_seed(&store)?;
+        }
         let events = events::load(&store)?;
         let (items, with_vectors) = crate::catalog::load(&store)?;
         let users = crate::users::load(&store, pseudonyms)?;

@@ -449,6 +449,78 @@ impl Engine {
             .collect())
     }
 
+    /// Trending products: for each live product passing `filter`, the number of distinct
+    /// shoppers with at least one committed event on it at or after `since` (unix
+    /// seconds), the `k` highest first (ties by id; products with a count of 0 left out).
+    ///
+    /// With [`EngineBuilder::count_noise`] each count is released as `max(0, count +
+    /// Laplace(1/ε))` and the ranking is made on the released counts (one shopper adds at
+    /// most 1 to one product's distinct count: Δ = 1). Every product's count gets noise, so
+    /// a product nobody touched may be listed. The noise is a function of the database's
+    /// seed, the product, `since` and the committed sequence: asking again before the next
+    /// commit returns the same figures; each other `since` or committed state is another
+    /// release. While noise is on, the count waits for a commit in progress, so that the
+    /// sequence names the state counted.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for k outside 1..=`max_k`, [`Error::Invalid`] for a negative
+    /// `since` or a bad filter.
+    pub fn trending(&self, since: i64, k: usize, filter: &Filter) -> Result<Vec<crate::Count>> {
+        self.state.check_k(k)?;
+        if since < 0 {
+            return Err(Error::invalid(
+                "trending.since",
+                format!("{since} is before 1970: expected unix seconds >= 0"),
+            ));
+        }
+        filter.validate(&self.state.config.limits)?;
+        // Held to the end: no commit between reading the sequence and counting.
+        let _commit = self
+            .state
+            .config
+            .count_noise
+            .map(|_| self.commit_lock.lock());
+        let noise = match self.state.config.count_noise {
+            Some(epsilon) => Some(crate::noise::CountNoise {
+                epsilon,
+                seed: crate::noise::seed(&self.state.store)?,
+                release: [crate::noise::TRENDING, since as u64, self.seq()],
+            }),
+            None => None,
+        };
+        let items = self.state.items.read();
+        let idx = self.state.events.read();
+        let mut counts: Vec<(f64, &str)> = Vec::new();
+        let mut users = HashSet::new();
+        for (iid, product) in items.items.iter().enumerate() {
+            let Some(p) = product else { continue };
+            if !filter.matches(p) {
+                continue;
+            }
+            users.clear();
+            if let Some(list) = idx.by_item.get(iid) {
+                users.extend(list.iter().filter(|(_, ts)| *ts >= since).map(|(u, _)| u.0));
+            }
+            let count = users.len() as f64;
+            let count = match &noise {
+                Some(n) => n.release(iid as u64, count, 1.0),
+                None => count,
+            };
+            if count > 0.0 {
+                counts.push((count, p.id.as_str()));
+            }
+        }
+        counts.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        counts.truncate(k);
+        Ok(counts
+            .into_iter()
+            .map(|(count, id)| crate::Count {
+                id: id.to_string(),
+                count,
+            })
+            .collect())
+    }
+
     /// Knowledge-graph neighbours of an entity: `(relation, entity)`, outgoing edges first,
     /// then incoming ones with the relation prefixed by `~`. Products are `item:<id>`.
     /// `relation` keeps only edges of that relation.

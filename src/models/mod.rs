@@ -44,7 +44,7 @@ pub use content::{ContentInputs, ContentKnn, ContentParams};
 pub use itemcf::{ItemCf, ItemCfParams, ItemSimilarity};
 pub use kg::{KgParams, KgRelatedness};
 pub use mf::{Mf, MfParams};
-pub use popularity::{Popularity, PopularityParams};
+pub use popularity::{NoiseInfo, Popularity, PopularityParams, ScoreNoise};
 pub use rating::{ItemKnnRating, RatingParams, UserKnnRating};
 pub use sasrec::{SeqConfig, SeqEpoch, SeqFitReport, SeqHooks, SeqModel};
 pub use usercf::{UserCf, UserCfParams};

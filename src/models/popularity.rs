@@ -4,6 +4,9 @@
 //! exponentially with age: an event `half_life` time units older than the newest event in the
 //! data counts half. Scores are kept globally and per category; category membership is given
 //! at fit time as `item_categories[item] = [category ids]`.
+//!
+//! With [`ScoreNoise`] (the engine's `count_noise`) the scores are released with Laplace
+//! noise instead: see [`Popularity::fit_noisy`].
 
 use super::{check_len, Interactions, ModelError};
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,28 @@ impl Default for PopularityParams {
     }
 }
 
+/// Laplace noise on the scores, for [`Popularity::fit_noisy`].
+pub struct ScoreNoise<'a> {
+    /// ε per released score.
+    pub epsilon: f64,
+    /// The most one (user, item) pair may add to an item's score with weights on
+    /// (`use_weights`): a pair's summed, decayed weight above it counts as `clip`.
+    pub clip: f64,
+    /// Laplace noise of the given scale for an item (the same for the same item).
+    pub draw: &'a (dyn Fn(u32, f64) -> f64 + Sync),
+}
+
+/// What noise a fitted model's scores carry.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoiseInfo {
+    /// ε per released score.
+    pub epsilon: f64,
+    /// Δ: the most one shopper's interactions with one item move its score.
+    pub sensitivity: f64,
+    /// The Laplace scale, Δ/ε.
+    pub scale: f64,
+}
+
 /// A fitted popularity model.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Popularity {
@@ -42,6 +67,9 @@ pub struct Popularity {
     /// The newest interaction time in the data.
     #[serde(default)]
     t_max: i64,
+    /// The noise on `scores`, when fitted with it.
+    #[serde(default)]
+    noise: Option<NoiseInfo>,
     /// Items with a positive score, most popular first: computed on first use.
     #[serde(skip)]
     ranked: std::sync::OnceLock<Vec<u32>>,
@@ -60,6 +88,53 @@ impl Popularity {
         data: &Interactions,
         item_categories: &[Vec<u32>],
         params: &PopularityParams,
+    ) -> Result<Self, ModelError> {
+        Self::fit_with(data, item_categories, params, None)
+    }
+
+    /// [`fit`](Self::fit), then every item's score (those nobody interacted with too) is
+    /// released as `max(0, score + Laplace(Δ/ε))`: the category lists and the ranking are
+    /// made from the released scores, so nothing this model shows holds the exact ones.
+    ///
+    /// Δ, one shopper's largest contribution to one item's score: a score is a sum over
+    /// (user, item) pairs of the pair's weight times the half-life decay. The training
+    /// matrix has one row per pair whose weight is the sum of the shopper's event weights
+    /// on the item, each time-decayed by the history rule; both decays count from the
+    /// newest event, so they are at most 1, but a shopper can repeat events, so a pair's
+    /// sum has no bound of its own. Here each pair's decayed sum is clipped at
+    /// `noise.clip` (the caller passes the largest weight one event can have), so adding or
+    /// removing one shopper's interactions with one item moves that item's score by at most
+    /// Δ = `clip` with weights, Δ = 1 when counting (`use_weights = false`: a pair counts
+    /// once, decayed), and no other item's score. (With a half-life the decay counts from the
+    /// newest event in the data, which that shopper's event may be: the bound takes the
+    /// reference time as public.) The noise has scale Δ/ε; clamping at 0 is
+    /// post-processing and costs no privacy.
+    ///
+    /// # Errors
+    /// As [`fit`](Self::fit); [`ModelError::InvalidParam`] for an ε or clip that is not
+    /// finite and positive.
+    pub fn fit_noisy(
+        data: &Interactions,
+        item_categories: &[Vec<u32>],
+        params: &PopularityParams,
+        noise: &ScoreNoise<'_>,
+    ) -> Result<Self, ModelError> {
+        for (name, v) in [("epsilon", noise.epsilon), ("clip", noise.clip)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ModelError::InvalidParam {
+                    name,
+                    reason: format!("must be finite and > 0, got {v}"),
+                });
+            }
+        }
+        Self::fit_with(data, item_categories, params, Some(noise))
+    }
+
+    fn fit_with(
+        data: &Interactions,
+        item_categories: &[Vec<u32>],
+        params: &PopularityParams,
+        noise: Option<&ScoreNoise<'_>>,
     ) -> Result<Self, ModelError> {
         data.validate()?;
         if let Some(h) = params.half_life {
@@ -80,6 +155,9 @@ impl Popularity {
         let t_max = data.rows.iter().map(|r| r.ts).max().unwrap_or(0);
         let mut acc = vec![0f64; data.n_items];
         let mut last_ts = vec![i64::MIN; data.n_items];
+        // With noise: each (user, item) pair's decayed sum, clipped afterwards.
+        let mut pairs: std::collections::HashMap<(u32, u32), f64> =
+            std::collections::HashMap::new();
         for r in &data.rows {
             let last = &mut last_ts[r.item as usize];
             *last = (*last).max(r.ts);
@@ -92,7 +170,27 @@ impl Popularity {
                 Some(h) => (-((t_max - r.ts) as f64) / h * std::f64::consts::LN_2).exp(),
                 None => 1.0,
             };
-            acc[r.item as usize] += w * decay;
+            if noise.is_some() {
+                *pairs.entry((r.user, r.item)).or_insert(0.0) += w * decay;
+            } else {
+                acc[r.item as usize] += w * decay;
+            }
+        }
+        let info = noise.map(|n| {
+            let sensitivity = if params.use_weights { n.clip } else { 1.0 };
+            NoiseInfo {
+                epsilon: n.epsilon,
+                sensitivity,
+                scale: sensitivity / n.epsilon,
+            }
+        });
+        if let (Some(n), Some(info)) = (noise, info) {
+            for ((_, item), sum) in pairs {
+                acc[item as usize] += sum.min(info.sensitivity);
+            }
+            for (item, v) in acc.iter_mut().enumerate() {
+                *v = (*v + (n.draw)(item as u32, info.scale)).max(0.0);
+            }
         }
         let scores: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
         let mut n_cat = 0usize;
@@ -131,8 +229,33 @@ impl Popularity {
             categories,
             last_ts,
             t_max,
+            noise: info,
             ranked: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A model from the fields of an earlier layout (no noise recorded).
+    pub(crate) fn from_parts(
+        params: PopularityParams,
+        scores: Vec<f32>,
+        categories: Vec<Vec<u32>>,
+        last_ts: Vec<i64>,
+        t_max: i64,
+    ) -> Self {
+        Popularity {
+            params,
+            scores,
+            categories,
+            last_ts,
+            t_max,
+            noise: None,
+            ranked: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The noise the scores carry (`None` when fitted without).
+    pub fn noise(&self) -> Option<&NoiseInfo> {
+        self.noise.as_ref()
     }
 
     /// The items with a positive score, most popular first (ties by id), as a dense score

@@ -281,6 +281,76 @@ fn popularity_decay_and_categories() {
     assert!(p.category_items(9).is_empty());
 }
 
+/// Noisy popularity: a pair's repeated weight is clipped at Δ, every item (those nobody
+/// touched too) gets its draw, scores are clamped at 0 and ranked as released.
+#[test]
+fn popularity_noise_clips_pairs_and_covers_every_item() {
+    // User 0 weighs 30 on item 0 (in two rows of one pair), user 1 weighs 2 on item 1.
+    let data = Interactions {
+        n_users: 2,
+        n_items: 4,
+        rows: vec![ev(0, 0, 20.0), ev(0, 0, 10.0), ev(1, 1, 2.0)],
+    };
+    let zero = |_: u32, _: f64| 0.0;
+    let noise = ScoreNoise {
+        epsilon: 0.5,
+        clip: 8.0,
+        draw: &zero,
+    };
+    let p = Popularity::fit_noisy(&data, &[], &PopularityParams::default(), &noise).unwrap();
+    let mut s = vec![0.0; 4];
+    p.score(&mut s).unwrap();
+    assert_eq!(s, vec![8.0, 2.0, 0.0, 0.0]);
+    let info = p.noise().copied().unwrap();
+    assert_eq!(
+        (info.epsilon, info.sensitivity, info.scale),
+        (0.5, 8.0, 16.0)
+    );
+    // Counting: Δ = 1, the pair counts once.
+    let counts = PopularityParams {
+        use_weights: false,
+        half_life: None,
+    };
+    let p = Popularity::fit_noisy(&data, &[], &counts, &noise).unwrap();
+    p.score(&mut s).unwrap();
+    assert_eq!(s, vec![1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(p.noise().map(|n| n.scale), Some(2.0));
+    // Each item its own draw at the model's scale; negatives clamp to 0.
+    let by_item = |item: u32, scale: f64| {
+        if item == 1 {
+            -100.0
+        } else {
+            scale * f64::from(item)
+        }
+    };
+    let noise = ScoreNoise {
+        draw: &by_item,
+        ..noise
+    };
+    let p = Popularity::fit_noisy(
+        &data,
+        &[vec![0], vec![0], vec![0], vec![0]],
+        &counts,
+        &noise,
+    )
+    .unwrap();
+    p.score(&mut s).unwrap();
+    assert_eq!(s, vec![1.0, 0.0, 4.0, 6.0]);
+    assert_eq!(p.ranked(), &[3, 2, 0]);
+    assert_eq!(p.category_items(0), &[3, 2, 0, 1]);
+    assert!(Popularity::fit(&data, &[], &counts)
+        .unwrap()
+        .noise()
+        .is_none());
+    for bad in [0.0, f64::NAN, -1.0] {
+        let n = ScoreNoise {
+            epsilon: bad,
+            ..noise
+        };
+        assert!(Popularity::fit_noisy(&data, &[], &counts, &n).is_err());
+    }
+}
+
 #[test]
 fn kg_idf_and_best_link() {
     // Entities: 0 = "Drama" (on all 4 items), 1 = a director on items 0 and 1, 2 = an actor on

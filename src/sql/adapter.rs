@@ -135,3 +135,14 @@ pub(crate) fn evaluate(engine: &Engine) -> Result<EvalReport> {
 pub(crate) fn model_generation(engine: &Engine) -> u64 {
     engine.model_generation()
 }
+
+/// The noise the serving generation's popularity scores carry (`count_noise`), if any.
+pub(crate) fn popularity_noise(engine: &Engine) -> Option<crate::models::NoiseInfo> {
+    let models = engine.state.models.read();
+    models
+        .as_ref()?
+        .models
+        .typed::<crate::models::Popularity>()?
+        .noise()
+        .copied()
+}

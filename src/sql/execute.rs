@@ -19,7 +19,7 @@ use super::output::{ResultSet, Value};
 use super::parse::Source;
 use super::plan::{
     CmpOp, Column, Field, Import, Lit, OrderKey, Plan, Pred, Retrieval, Retrieve, Scan, Suggest,
-    SuggestColumn, Table,
+    SuggestColumn, Table, Trending, TrendingColumn,
 };
 
 /// Runs statements on one engine.
@@ -180,6 +180,7 @@ impl<'e> Session<'e> {
             Plan::Scan(s) => self.scan(s),
             Plan::Aggregate(a) => self.aggregate(a),
             Plan::Suggest(s) => self.suggest(s),
+            Plan::Trending(t) => self.trending(t),
             Plan::Train(settings) => {
                 if let Some(c) = &self.cancel {
                     c.reset();
@@ -422,6 +423,44 @@ impl<'e> Session<'e> {
         })
     }
 
+    fn trending(&self, t: &Trending) -> Result<ResultSet> {
+        let found = if t.limit == 0 {
+            Vec::new()
+        } else {
+            self.engine.trending(t.since, t.limit, &t.filter)?
+        };
+        let wants_title = t.columns.iter().any(|(c, _)| *c == TrendingColumn::Title);
+        let mut rows = Vec::with_capacity(found.len());
+        for c in &found {
+            let title = if wants_title {
+                self.engine.get_product(&c.id)?.map(|p| p.title)
+            } else {
+                None
+            };
+            rows.push(
+                t.columns
+                    .iter()
+                    .map(|(col, _)| match col {
+                        TrendingColumn::Id => Value::Text(c.id.clone()),
+                        TrendingColumn::Title => title.clone().map_or(Value::Null, Value::Text),
+                        TrendingColumn::Count => Value::Float((c.count * 100.0).round() / 100.0),
+                    })
+                    .collect(),
+            );
+        }
+        let status = self.engine.config().count_noise.map(|e| {
+            format!(
+                "counts carry Laplace noise of scale {} (epsilon {e} per count)",
+                1.0 / e
+            )
+        });
+        Ok(ResultSet {
+            columns: t.columns.iter().map(|(_, l)| l.clone()).collect(),
+            rows,
+            status,
+        })
+    }
+
     fn scan(&self, s: &Scan) -> Result<ResultSet> {
         let enough = enough(s);
         let mut rows = Vec::new();
@@ -611,6 +650,18 @@ impl<'e> Session<'e> {
                 Value::Float(t.seconds),
             ]);
         }
+        if let Some(n) = adapter::popularity_noise(self.engine) {
+            rows.push(vec![
+                Value::Text("popularity".into()),
+                Value::Text("noise".into()),
+                Value::Text(format!(
+                    "epsilon={}, sensitivity={}, laplace_scale={}",
+                    n.epsilon, n.sensitivity, n.scale
+                )),
+                Value::Null,
+                Value::Null,
+            ]);
+        }
         let status = match &tuning {
             _ if generation == 0 => "no models yet: run TRAIN".to_string(),
             None => format!("generation {generation}, trained without tuning"),
@@ -673,6 +724,13 @@ impl<'e> Session<'e> {
                     Value::Text("similar(item)".into()),
                     Value::Null,
                     Value::Text("table function: similar items".into()),
+                ],
+                vec![
+                    Value::Text("trending(since =>)".into()),
+                    Value::Null,
+                    Value::Text(
+                        "table function: distinct shoppers per product since a time".into(),
+                    ),
                 ],
             ],
             status: None,

@@ -12,6 +12,7 @@
 //!     WHERE price < 100 AND category = 'shoes' LIMIT 10;
 //! SELECT * FROM recommend('u1') WHERE brand IN ('Acme', 'Nimbus') LIMIT 10;
 //! SELECT * FROM similar('p1') LIMIT 5;
+//! SELECT * FROM trending(since => 1732000000) WHERE category = 'shoes' LIMIT 10;
 //! EXPLAIN SELECT * FROM search('跑步鞋') LIMIT 3;
 //! SELECT id, price FROM products WHERE color = 'red' ORDER BY price DESC LIMIT 5;
 //! SELECT * FROM events WHERE user_id = 'u1';

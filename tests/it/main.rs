@@ -17,6 +17,7 @@ mod layering;
 mod limits;
 mod models;
 mod next_item;
+mod noise;
 mod privacy;
 mod query;
 mod scifact;

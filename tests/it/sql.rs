@@ -190,7 +190,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "SELECT * FROM serch('x')",
         "1:15",
-        "expected search(...), recommend(...), similar(...) or suggest(...)",
+        "expected search(...), recommend(...), similar(...), suggest(...) or trending(...)",
     ),
     (
         "SELECT id FROM products WHERE price < 'cheap'",

@@ -3,7 +3,7 @@
 
 use sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
-    ObjectNamePart, Spanned, UnaryOperator, Value as SqlValue,
+    ObjectNamePart, SelectItem, Spanned, UnaryOperator, Value as SqlValue,
 };
 use sqlparser::tokenizer::Span;
 
@@ -237,4 +237,48 @@ pub(super) fn field_of(e: &Expr, scope: Scope, cx: Ctx) -> Result<Option<Field>>
         },
     };
     Ok(Some(field))
+}
+
+/// The output columns of a table function whose rows are not products (`suggest`,
+/// `trending`): `*` for every column of `known` in order, or columns named by `known`'s
+/// names (the first of each is its heading), with an alias each if given.
+pub(super) fn own_columns<C: Copy>(
+    projection: &[SelectItem],
+    function: &str,
+    known: &[(&[&str], C)],
+    cx: Ctx,
+) -> Result<Vec<(C, String)>> {
+    let heading = |names: &[&str]| names.first().copied().unwrap_or_default().to_string();
+    let headings: Vec<String> = known.iter().map(|(names, _)| heading(names)).collect();
+    let expected = match headings.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => headings.join(""),
+    };
+    let mut columns = Vec::new();
+    for item in projection {
+        let (e, alias) = match item {
+            SelectItem::Wildcard(_) => {
+                columns.extend(known.iter().map(|(names, c)| (*c, heading(names))));
+                continue;
+            }
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            other => return Err(cx.err(other.span(), format!("expected {expected} or *"))),
+        };
+        let Expr::Identifier(id) = unnest(e) else {
+            return Err(cx.err_expr(e, format!("expected {expected}")));
+        };
+        let name = id.value.to_ascii_lowercase();
+        let Some((names, column)) = known
+            .iter()
+            .find(|(names, _)| names.contains(&name.as_str()))
+        else {
+            return Err(cx.err(
+                id.span,
+                format!("unknown column {name} of {function}(...); expected {expected}"),
+            ));
+        };
+        columns.push((*column, alias.unwrap_or_else(|| heading(names))));
+    }
+    Ok(columns)
 }

@@ -27,6 +27,7 @@ mod expr;
 mod predicate;
 mod select;
 mod suggest;
+mod trending;
 mod verb;
 mod write;
 
@@ -43,6 +44,7 @@ use crate::import::OnError;
 use super::parse::{self, plan_error, Parsed, Pos, Source};
 pub use aggregate::{AggCall, AggFunc, AggSource, Aggregate, GroupValue, Having};
 pub use suggest::{Suggest, SuggestColumn};
+pub use trending::{Trending, TrendingColumn};
 
 /// A table a statement reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -472,6 +474,8 @@ pub enum Plan {
     Aggregate(Aggregate),
     /// `SELECT ... FROM suggest(...)`: search-as-you-type.
     Suggest(Suggest),
+    /// `SELECT ... FROM trending(since => t)`: distinct shoppers per product since `t`.
+    Trending(Trending),
     /// `TRAIN [WITH (...)]`.
     Train(TrainSettings),
     /// `EVALUATE`.

@@ -19,6 +19,7 @@ use super::expr::{
 };
 use super::predicate::where_clause;
 use super::suggest;
+use super::trending;
 use super::{Column, Ctx, Field, Lit, OrderKey, Plan, Retrieval, Retrieve, Scan, Table, Tuning};
 
 pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
@@ -94,14 +95,21 @@ pub(super) fn select(q: &ast::Query, explain: bool, cx: Ctx) -> Result<Plan> {
             count(offset, "OFFSET", cx)?,
         ),
     };
-    if n == "suggest" {
+    // Table functions whose rows are not products.
+    if n == "suggest" || n == "trending" {
         let Some(a) = args else {
-            return Err(cx.err(
-                nspan,
-                "suggest is a table function; expected suggest('typed text')",
-            ));
+            let usage = if n == "suggest" {
+                "suggest('typed text')"
+            } else {
+                "trending(since => unix seconds)"
+            };
+            return Err(cx.err(nspan, format!("{n} is a table function; expected {usage}")));
         };
-        let plan = suggest::plan(s, q, &a.args, nspan, limit, cx)?;
+        let plan = if n == "suggest" {
+            suggest::plan(s, q, &a.args, nspan, limit, cx)?
+        } else {
+            trending::plan(s, q, &a.args, nspan, limit, cx)?
+        };
         return Ok(if explain {
             Plan::Explain(Box::new(plan))
         } else {
@@ -253,7 +261,7 @@ fn table_function(
         "recommend" => &["user"],
         "similar" => &["item"],
         _ => {
-            return Err(cx.err(span, format!("unknown table function {name}; expected search(...), recommend(...), similar(...) or suggest(...)")))
+            return Err(cx.err(span, format!("unknown table function {name}; expected search(...), recommend(...), similar(...), suggest(...) or trending(...)")))
         }
     };
     let allowed: Vec<&str> = own.iter().chain(TUNING_ARGS.iter()).copied().collect();

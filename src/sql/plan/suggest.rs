@@ -4,12 +4,12 @@
 //! opens; `NULL` for a completed query) and `score`; no `WHERE` or `ORDER BY` (they come
 //! ranked). `LIMIT` defaults to 8.
 
-use sqlparser::ast::{self, Expr, FunctionArg, FunctionArgExpr, SelectItem, Spanned};
+use sqlparser::ast::{self, FunctionArg, FunctionArgExpr, Spanned};
 use sqlparser::tokenizer::Span;
 
 use crate::error::Result;
 
-use super::expr::{string_arg, unnest};
+use super::expr::{own_columns, string_arg};
 use super::{Ctx, Plan};
 
 /// A column of `suggest(...)`.
@@ -35,8 +35,6 @@ pub struct Suggest {
     /// At most this many.
     pub limit: usize,
 }
-
-const COLUMNS: &str = "suggestion, id or score";
 
 /// Plans `suggest(args)` as the source of `s`; `limit` is the statement's `LIMIT`.
 pub(super) fn plan(
@@ -93,42 +91,16 @@ pub(super) fn plan(
             "suggest(...) takes no ORDER BY: its suggestions come ranked",
         ));
     }
-    let mut columns = Vec::new();
-    for item in &s.projection {
-        let (e, alias) = match item {
-            SelectItem::Wildcard(_) => {
-                columns.extend([
-                    (SuggestColumn::Suggestion, "suggestion".to_string()),
-                    (SuggestColumn::Id, "id".to_string()),
-                    (SuggestColumn::Score, "score".to_string()),
-                ]);
-                continue;
-            }
-            SelectItem::UnnamedExpr(e) => (e, None),
-            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
-            other => return Err(cx.err(other.span(), format!("expected {COLUMNS} or *"))),
-        };
-        let Expr::Identifier(id) = unnest(e) else {
-            return Err(cx.err_expr(e, format!("expected {COLUMNS}")));
-        };
-        let column = match id.value.to_ascii_lowercase().as_str() {
-            "suggestion" | "text" => SuggestColumn::Suggestion,
-            "id" => SuggestColumn::Id,
-            "score" => SuggestColumn::Score,
-            other => {
-                return Err(cx.err(
-                    id.span,
-                    format!("unknown column {other} of suggest(...); expected {COLUMNS}"),
-                ))
-            }
-        };
-        let label = alias.unwrap_or_else(|| match column {
-            SuggestColumn::Suggestion => "suggestion".to_string(),
-            SuggestColumn::Id => "id".to_string(),
-            SuggestColumn::Score => "score".to_string(),
-        });
-        columns.push((column, label));
-    }
+    let columns = own_columns(
+        &s.projection,
+        "suggest",
+        &[
+            (&["suggestion", "text"], SuggestColumn::Suggestion),
+            (&["id"], SuggestColumn::Id),
+            (&["score"], SuggestColumn::Score),
+        ],
+        cx,
+    )?;
     Ok(Plan::Suggest(Suggest {
         text,
         user,
