@@ -363,7 +363,7 @@ fn engine_with_an_embedder() {
             .unwrap();
         engine.commit().unwrap();
         let e = Embedder::load(model.path()).unwrap();
-        let v = e.embed(&["red running shoe. acme"]).unwrap().pop().unwrap();
+        let v = e.embed(&["red running shoe acme"]).unwrap().pop().unwrap();
         let hits = engine.search_vector(&v, &Filter::All, 3).unwrap();
         assert_eq!(hits.len(), 3);
         assert_eq!(hits[0].id, "p1");
