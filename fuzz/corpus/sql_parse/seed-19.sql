@@ -1,0 +1,1 @@
+SET RETENTION (max_age_days = 365, max_events_per_user = 500); SHOW RETENTION; SET RETENTION OFF; COMPACT;

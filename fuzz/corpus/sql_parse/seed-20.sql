@@ -1,0 +1,1 @@
+BACKUP TO 'backups/today'; SELECT * FROM trending(since => 1700000000) WHERE brand = 'acme' LIMIT 5;
