@@ -373,6 +373,15 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
             "cold start: no trained models; text, vector and knowledge graph only".to_string(),
         );
     }
+    if let (Some(encoder), Some(_), None, None) =
+        (&state.missing_encoder, &q.text, &q.vector, &q.similar_to)
+    {
+        notes.push(format!(
+            "the database's vectors come from the encoder {encoder}; opened without it, the \
+             text is searched by its words only (open with the encoder: \
+             EngineBuilder::embedder, shopdb --embedder)"
+        ));
+    }
     let items = state.items.read();
 
     // The shopper's recent history, live from the log (a new event counts at once), weighed

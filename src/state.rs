@@ -49,6 +49,9 @@ pub(crate) struct State {
     pub seq: AtomicU64,
     /// Bumped by every commit and every new model generation (cache keys include it).
     pub generation: AtomicU64,
+    /// The encoder the database was created with, when it was opened without it (queries
+    /// then note that their text is searched by its words only).
+    pub missing_encoder: Option<String>,
     /// The sentence encoder that embeds products without a vector at commit and text
     /// queries for the vector channel.
     #[cfg(feature = "embed")]

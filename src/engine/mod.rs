@@ -448,9 +448,13 @@ impl Engine {
         };
         requested.user_key_check = pseudonyms.as_ref().map(|p| p.check_value());
         let cfg_path = dir.join("config.json");
+        let mut missing_encoder = None;
         match StoredConfig::load(&cfg_path)? {
             Some(stored) => {
                 stored.check(&requested, explicit_dim, b.explicit_metric)?;
+                if requested.embedder.is_none() {
+                    missing_encoder = stored.embedder.as_ref().map(|e| e.to_string());
+                }
                 match (&stored.user_key_check, &pseudonyms) {
                     (Some(check), Some(p)) => p.check(check)?,
                     (Some(_), None) => return Err(Error::UserKey(KeyProblem::Missing)),
@@ -540,6 +544,7 @@ impl Engine {
                 events: RwLock::new(events),
                 synonyms: RwLock::new(synonyms),
                 retention: RwLock::new(retention),
+                missing_encoder,
                 models: RwLock::new(None),
                 seq: AtomicU64::new(seq),
                 generation: AtomicU64::new(0),

@@ -49,17 +49,26 @@ fn the_shell_embeds_products_and_searches_by_meaning() {
         .ok()
         .stdout;
     assert_eq!(by_meaning.trim(), "id\nboots");
-    // The database remembers its encoder: opening it without one still serves, opening it
-    // with another model is refused (checked in the library's tests), and a vector of the
-    // model's dimension is stored as given.
-    let rows = shopdb(
-        tmp.path(),
-        &["db", "--csv", "-c", "SELECT count(*) FROM products"],
-        None,
-    )
-    .ok()
-    .stdout;
-    assert_eq!(rows.trim(), "count(*)\n4");
+    // The database remembers its encoder: opened without one it still serves, and a text
+    // search says that it searched words only (opening it with another model is refused,
+    // checked in the library's tests).
+    let without = |sql: &str| {
+        shopdb(tmp.path(), &["db", "--csv", "-c", sql], None)
+            .ok()
+            .stdout
+    };
+    assert_eq!(
+        without("SELECT count(*) FROM products").trim(),
+        "count(*)\n4"
+    );
+    // (Notes travel with the hits: a search whose words match.)
+    let explain = "EXPLAIN SELECT id FROM search('waterproof boots') LIMIT 1";
+    let explained = without(explain);
+    assert!(
+        explained.contains("opened without it, the text is searched by its words only"),
+        "{explained}"
+    );
+    assert!(!run(explain).ok().stdout.contains("opened without it"));
 }
 
 #[test]
