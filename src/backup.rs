@@ -15,7 +15,7 @@
 //! restored by opening it as a database (`Engine::open`), which rebuilds `store/` from the
 //! dump.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -61,13 +61,6 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
-/// `dest` with `suffix` appended to its last component.
-fn sibling(dest: &Path, suffix: &str) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    dest.with_file_name(name)
-}
-
 /// Backs the database up into `dest` (which must not exist). `capture` runs with commits
 /// kept out (the caller holds the commit lock inside it) and copies the state into the
 /// directory it is given.
@@ -77,58 +70,38 @@ pub(crate) fn backup(
     capture: impl FnOnce(&Path) -> Result<(u64, f64)>,
 ) -> Result<BackupReport> {
     let started = Instant::now();
-    if dest.exists() {
-        return Err(Error::invalid(
-            "backup.dir",
-            format!(
-                "{} exists; a backup goes to a new directory",
-                dest.display()
-            ),
-        ));
-    }
     if dest.starts_with(&state.dir) {
         return Err(Error::invalid(
             "backup.dir",
             "inside the database directory".to_string(),
         ));
     }
-    let partial = sibling(dest, ".partial");
-    if partial.exists() {
-        // Left by a backup that did not finish.
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    }
-    std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    let (seq, capture_seconds) = match capture(&partial) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(e);
-        }
-    };
-    let mut files = Vec::new();
-    list_files(&partial, &partial, &mut files)?;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let bytes = files.iter().map(|f| f.len).sum();
-    let manifest = Manifest {
-        format: FORMAT,
-        seq,
-        files,
-    };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::backend("serde_json", e))?;
-    for f in &manifest.files {
-        let path = partial.join(&f.path);
-        std::fs::File::open(&path)
-            .and_then(|file| file.sync_all())
-            .map_err(|e| Error::io(&path, e))?;
-    }
-    crate::fsutil::write_atomic(&partial.join(MANIFEST), &json)?;
-    std::fs::rename(&partial, dest).map_err(|e| Error::io(dest, e))?;
-    if let Some(parent) = dest.parent() {
-        crate::fsutil::sync_dir(parent)?;
-    }
+    let (seq, capture_seconds, files, bytes) =
+        crate::fsutil::build_dir(dest, "backup.dir", |partial| {
+            let (seq, capture_seconds) = capture(partial)?;
+            let mut files = Vec::new();
+            list_files(partial, partial, &mut files)?;
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            let bytes = files.iter().map(|f| f.len).sum::<u64>();
+            for f in &files {
+                let path = partial.join(&f.path);
+                std::fs::File::open(&path)
+                    .and_then(|file| file.sync_all())
+                    .map_err(|e| Error::io(&path, e))?;
+            }
+            let manifest = Manifest {
+                format: FORMAT,
+                seq,
+                files,
+            };
+            let json = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| Error::backend("serde_json", e))?;
+            crate::fsutil::write_atomic(&partial.join(MANIFEST), &json)?;
+            Ok((seq, capture_seconds, manifest.files.len(), bytes))
+        })?;
     Ok(BackupReport {
         seq,
-        files: manifest.files.len(),
+        files,
         bytes,
         capture_seconds,
         seconds: started.elapsed().as_secs_f64(),

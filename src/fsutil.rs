@@ -77,3 +77,41 @@ pub(crate) fn link_files(
     }
     Ok(n)
 }
+
+/// Makes a directory's contents in `DEST.partial/` and renames it to `dest` once `fill`
+/// succeeds, so that an interrupted run never leaves something taken for a whole result
+/// (a `.partial` left by one is replaced by the next). `what` names the setting in errors.
+pub(crate) fn build_dir<T>(
+    dest: &Path,
+    what: &'static str,
+    fill: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    if dest.exists() {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "{} exists; the result goes to a new directory",
+                dest.display()
+            ),
+        ));
+    }
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    let partial = dest.with_file_name(name);
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    let out = match fill(&partial) {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    fs::rename(&partial, dest).map_err(|e| Error::io(dest, e))?;
+    if let Some(parent) = dest.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(out)
+}

@@ -17,6 +17,8 @@ mod error;
 mod eval;
 mod evaluate;
 mod events;
+#[cfg(feature = "parquet")]
+mod export;
 mod exposure;
 mod filter;
 mod fsutil;
@@ -82,6 +84,8 @@ pub use engine::{Appended, Engine, EngineBuilder, Facets, Recovery, Scored, Stat
 pub use error::{Error, KeyProblem, Result};
 pub use evaluate::{EvalOn, EvalOptions, EvalReport, EvalRow, FittedOn};
 pub use events::{Event, EventKind};
+#[cfg(feature = "parquet")]
+pub use export::ExportReport;
 pub use exposure::Exposure;
 pub use filter::Filter;
 pub use fusion::ChannelWeights;

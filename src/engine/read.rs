@@ -411,6 +411,47 @@ impl Engine {
         ))
     }
 
+    /// Writes the committed interaction log as Apache Parquet into the new directory `dir`,
+    /// one file per UTC day (`day=YYYY-MM-DD/part-0.parquet`; columns `user`, `item`,
+    /// `kind`, `value`, `ts`), in time order. Needs the `parquet` feature.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `dir` exists or the log is empty; [`Error::Io`].
+    #[cfg(feature = "parquet")]
+    pub fn export_events(
+        &self,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<crate::export::ExportReport> {
+        crate::export::events(&self.state, dir.as_ref())
+    }
+
+    /// Writes the live catalog as `DIR/products.parquet` (id, title, description, brand,
+    /// category, price, attributes as JSON, embedding). Needs the `parquet` feature.
+    ///
+    /// # Errors
+    /// As [`export_events`](Self::export_events).
+    #[cfg(feature = "parquet")]
+    pub fn export_products(
+        &self,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<crate::export::ExportReport> {
+        crate::export::products(&self.state, dir.as_ref())
+    }
+
+    /// Writes the serving generation's MF factors as `DIR/user_factors.parquet` and
+    /// `DIR/item_factors.parquet` (`id`, `features`: Spark ALS's layout). Needs the `parquet`
+    /// feature.
+    ///
+    /// # Errors
+    /// [`Error::NotTrained`] without an MF model; as [`export_events`](Self::export_events).
+    #[cfg(feature = "parquet")]
+    pub fn export_mf(
+        &self,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<crate::export::ExportReport> {
+        crate::export::mf(&self.state, dir.as_ref())
+    }
+
     /// Ids of every user with at least one committed event, sorted.
     pub fn user_ids(&self) -> Vec<String> {
         let users = self.state.users.read();

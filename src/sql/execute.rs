@@ -259,6 +259,7 @@ impl<'e> Session<'e> {
                      event is left in its files"
                 )))
             }
+            Plan::Export { data, path } => self.export(*data, path),
             Plan::Backup { path } => {
                 let p = self.resolve_path(path)?;
                 let r = engine.backup(&p)?;
@@ -785,6 +786,33 @@ impl<'e> Session<'e> {
 
     /// Writes `user`'s data (events, derived profile, explained recommendations) as one JSON
     /// document to `path`, which must lie under an allowed directory, atomically.
+    #[cfg(feature = "parquet")]
+    fn export(&self, data: crate::sql::plan::ExportData, path: &str) -> Result<ResultSet> {
+        use crate::sql::plan::ExportData;
+        let p = self.resolve_path(path)?;
+        let (what, r) = match data {
+            ExportData::Events => ("events", self.engine.export_events(&p)?),
+            ExportData::Products => ("products", self.engine.export_products(&p)?),
+            ExportData::Mf => ("MF factors", self.engine.export_mf(&p)?),
+        };
+        Ok(ResultSet::status(format!(
+            "exported {} rows of {what} to {} as Parquet: {} files, {} bytes in {:.2} s",
+            r.rows,
+            p.display(),
+            r.files,
+            r.bytes,
+            r.seconds
+        )))
+    }
+
+    #[cfg(not(feature = "parquet"))]
+    fn export(&self, _data: crate::sql::plan::ExportData, _path: &str) -> Result<ResultSet> {
+        Err(Error::invalid(
+            "export",
+            "Parquet export needs a build with the parquet feature (cargo build --features parquet)",
+        ))
+    }
+
     fn export_user(&self, user: &str, path: &str) -> Result<ResultSet> {
         let p = self.resolve_path(path)?;
         let doc = self.engine.export_user(user, 10)?;

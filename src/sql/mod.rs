@@ -73,6 +73,6 @@ pub(crate) use plan::{plan, plan_source};
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub use plan::{
-    CmpOp, Column, Field, Import, Lit, NewEvent, OrderKey, Plan, Pred, Retrieval, Retrieve, Scan,
-    Table, TrainSettings, Tuning,
+    CmpOp, Column, ExportData, Field, Import, Lit, NewEvent, OrderKey, Plan, Pred, Retrieval,
+    Retrieve, Scan, Table, TrainSettings, Tuning,
 };

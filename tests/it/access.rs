@@ -104,7 +104,7 @@ fn export_user_holds_every_event_and_the_explained_recommendations() {
     for (bad, says) in [
         (
             "EXPORT USERS 'u0002' TO 'x.json';",
-            "1:8: expected USER after EXPORT",
+            "1:8: expected USER, EVENTS, PRODUCTS or MODEL after EXPORT",
         ),
         ("EXPORT USER u0002 TO 'x.json';", "1:13: expected a user id"),
         ("EXPORT USER 'u0002';", "expected TO"),

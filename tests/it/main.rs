@@ -10,6 +10,8 @@ mod cli;
 mod concurrency;
 mod crash;
 mod damaged;
+#[cfg(feature = "parquet")]
+mod export;
 mod exposure;
 mod fuzz_corpus;
 mod io_faults;

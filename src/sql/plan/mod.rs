@@ -429,6 +429,17 @@ pub struct NewEvent {
     pub ts: Option<i64>,
 }
 
+/// What `EXPORT ... TO 'dir'` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportData {
+    /// The interaction log, by day.
+    Events,
+    /// The catalog.
+    Products,
+    /// The MF model's user and item factors.
+    Mf,
+}
+
 /// A planned statement: checked for shape and types, not yet run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
@@ -460,6 +471,14 @@ pub enum Plan {
     /// `COMPACT`: apply the retention policy and rewrite the store
     /// ([`Engine::compact`](crate::Engine::compact)).
     Compact,
+    /// `EXPORT EVENTS | PRODUCTS | MODEL mf TO 'dir'`: Apache Parquet files in a new
+    /// directory (the `parquet` feature).
+    Export {
+        /// What to write.
+        data: ExportData,
+        /// The new directory (under an allowed directory).
+        path: String,
+    },
     /// `BACKUP TO 'dir'`: an online backup into a new directory (under an allowed
     /// directory), servable read-only ([`Engine::backup`](crate::Engine::backup)).
     Backup {

@@ -231,10 +231,27 @@ fn import(c: &mut Cursor<'_>) -> Result<Plan> {
     Ok(Plan::Import(import))
 }
 
-/// `EXPORT USER 'u' TO 'file.json'`.
+/// `EXPORT USER 'u' TO 'file.json'`, `EXPORT EVENTS | PRODUCTS | MODEL mf TO 'dir'`.
 fn export(c: &mut Cursor<'_>) -> Result<Plan> {
+    let data = if c.eat("EVENTS") {
+        Some(super::ExportData::Events)
+    } else if c.eat("PRODUCTS") {
+        Some(super::ExportData::Products)
+    } else if c.eat("MODEL") {
+        if !c.eat("MF") {
+            return Err(c.error("mf after EXPORT MODEL (the model with factors)"));
+        }
+        Some(super::ExportData::Mf)
+    } else {
+        None
+    };
+    if let Some(data) = data {
+        c.expect_keyword("TO")?;
+        let path = c.string("a directory path")?;
+        return Ok(Plan::Export { data, path });
+    }
     if !c.eat("USER") {
-        return Err(c.error("USER after EXPORT"));
+        return Err(c.error("USER, EVENTS, PRODUCTS or MODEL after EXPORT"));
     }
     let user = c.string("a user id")?;
     c.expect_keyword("TO")?;

@@ -1,0 +1,342 @@
+//! Open-format export (feature `parquet`): "here is the engine's data, give it to me as files
+//! any tool reads." The interaction log, the catalog and the MF factors as Apache Parquet,
+//! written with the `parquet` crate's Arrow writer (snappy pages). The only module that names
+//! arrow or parquet.
+//!
+//! - events: `DIR/day=YYYY-MM-DD/part-0.parquet` (Hive-style partitions by the event's UTC
+//!   day, which Spark, pyarrow and DuckDB read as one partitioned data set), columns
+//!   `user`, `item`, `kind` (`view`, `click`, `cart`, `purchase`, `rating`), `value` (a
+//!   rating's number, else 0) and `ts` (unix seconds), in time order;
+//! - products: `DIR/products.parquet`: `id`, `title`, `description`, `brand`, `category`,
+//!   `price` (null when unset), `attributes` (a JSON object), `embedding` (a list of floats,
+//!   null when none);
+//! - the MF model: `DIR/user_factors.parquet` and `DIR/item_factors.parquet`, `id` and
+//!   `features` (a list of floats), the layout of Spark's `ALSModel.userFactors` /
+//!   `itemFactors` with the application's ids.
+//!
+//! Files are written in `DIR.partial/` and renamed to `DIR` when complete. The same state
+//! exports to byte-identical files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::builder::{Float32Builder, ListBuilder};
+use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::state::State;
+
+/// Rows per record batch (and so at most per row group): bounds the writer's memory.
+const BATCH_ROWS: usize = 65_536;
+
+/// What an export wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportReport {
+    /// Where the files are.
+    pub dir: PathBuf,
+    /// Parquet files written.
+    pub files: usize,
+    /// Rows written, over every file.
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+fn pq(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
+    move |e| Error::corrupt(path, format!("parquet: {e}"))
+}
+
+fn arrow_err(e: arrow_schema::ArrowError) -> Error {
+    Error::backend("arrow", e)
+}
+
+/// Writes `batches` (each a list of named columns) to one Parquet file; returns its rows.
+fn write_file(
+    path: &Path,
+    batches: impl Iterator<Item = Result<Vec<(&'static str, ArrayRef)>>>,
+) -> Result<u64> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(BATCH_ROWS))
+        .build();
+    let mut writer: Option<ArrowWriter<std::fs::File>> = None;
+    let mut file = Some(file);
+    let mut rows = 0u64;
+    for columns in batches {
+        let columns = columns?;
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            columns.into_iter().map(|(_, a)| a).collect(),
+        )
+        .map_err(arrow_err)?;
+        rows += batch.num_rows() as u64;
+        let w = match &mut writer {
+            Some(w) => w,
+            None => {
+                let f = file
+                    .take()
+                    .ok_or_else(|| Error::corrupt(path, "writer lost"))?;
+                writer
+                    .insert(ArrowWriter::try_new(f, schema, Some(props.clone())).map_err(pq(path))?)
+            }
+        };
+        w.write(&batch).map_err(pq(path))?;
+    }
+    match writer {
+        Some(w) => {
+            let f = w.into_inner().map_err(pq(path))?;
+            f.sync_all().map_err(|e| Error::io(path, e))?;
+        }
+        None => return Err(Error::invalid("export", "nothing to write")),
+    }
+    Ok(rows)
+}
+
+/// Runs `write` into `DIR.partial/` and renames it to `dir` when it succeeds.
+fn into_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<(usize, u64)>) -> Result<ExportReport> {
+    let started = Instant::now();
+    let (files, rows) = crate::fsutil::build_dir(dir, "export.dir", write)?;
+    Ok(ExportReport {
+        dir: dir.to_path_buf(),
+        files,
+        rows,
+        bytes: dir_bytes(dir)?,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        total += if path.is_dir() {
+            dir_bytes(&path)?
+        } else {
+            std::fs::metadata(&path)
+                .map_err(|e| Error::io(&path, e))?
+                .len()
+        };
+    }
+    Ok(total)
+}
+
+/// The UTC calendar date of a unix time, `YYYY-MM-DD` (days to civil date, proleptic
+/// Gregorian; the algorithm of H. Hinnant's `civil_from_days`).
+pub(crate) fn utc_day(ts: i64) -> String {
+    let z = ts.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn list_column(rows: &[Option<&[f32]>]) -> ArrayRef {
+    let mut b = ListBuilder::new(Float32Builder::new());
+    for r in rows {
+        match r {
+            Some(v) => {
+                b.values().append_slice(v);
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+/// The committed log, partitioned by day.
+pub(crate) fn events(state: &State, dir: &Path) -> Result<ExportReport> {
+    into_dir(dir, |out| {
+        let idx = state.events.read();
+        let users = state.users.read();
+        let items = state.items.read();
+        // (ts, seq, user, position in the user's list): the log in time order, 24 bytes an
+        // event beside the index the engine already holds.
+        let mut order: Vec<(i64, u64, u32, u32)> = Vec::with_capacity(idx.total as usize);
+        for (u, evs) in idx.by_user.iter().enumerate() {
+            for (i, e) in evs.iter().enumerate() {
+                order.push((e.ts, e.seq, u as u32, i as u32));
+            }
+        }
+        order.sort_unstable();
+        let (mut files, mut rows) = (0, 0);
+        let mut start = 0;
+        while start < order.len() {
+            let day = utc_day(order[start].0);
+            let end = start + order[start..].partition_point(|o| utc_day(o.0) == day);
+            let path = out.join(format!("day={day}")).join("part-0.parquet");
+            let day_rows = &order[start..end];
+            let batches = day_rows.chunks(BATCH_ROWS).map(|chunk| {
+                let mut user = Vec::with_capacity(chunk.len());
+                let mut item = Vec::with_capacity(chunk.len());
+                let mut kind = Vec::with_capacity(chunk.len());
+                let mut value = Vec::with_capacity(chunk.len());
+                let mut ts = Vec::with_capacity(chunk.len());
+                for &(_, _, u, i) in chunk {
+                    let e = idx.by_user[u as usize][i as usize];
+                    user.push(users.external(e.user).unwrap_or_default());
+                    item.push(items.name(e.item).unwrap_or_default().to_string());
+                    kind.push(e.kind.name());
+                    value.push(e.kind.value());
+                    ts.push(e.ts);
+                }
+                Ok(vec![
+                    ("user", Arc::new(StringArray::from(user)) as ArrayRef),
+                    ("item", Arc::new(StringArray::from(item)) as ArrayRef),
+                    ("kind", Arc::new(StringArray::from(kind)) as ArrayRef),
+                    ("value", Arc::new(Float32Array::from(value)) as ArrayRef),
+                    ("ts", Arc::new(Int64Array::from(ts)) as ArrayRef),
+                ])
+            });
+            rows += write_file(&path, batches)?;
+            files += 1;
+            start = end;
+        }
+        Ok((files, rows))
+    })
+}
+
+/// The live catalog, in internal id order.
+pub(crate) fn products(state: &State, dir: &Path) -> Result<ExportReport> {
+    into_dir(dir, |out| {
+        let items = state.items.read();
+        let live: Vec<u32> = (0..items.items.len() as u32)
+            .filter(|&i| items.items[i as usize].is_some())
+            .collect();
+        if live.is_empty() {
+            return Err(Error::invalid("export", "the catalog is empty"));
+        }
+        let batches = live.chunks(BATCH_ROWS).map(|chunk| {
+            let mut embeddings = Vec::with_capacity(chunk.len());
+            let mut cols: [Vec<String>; 6] = Default::default();
+            let mut price = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let Some(p) = items.items[i as usize].as_ref() else {
+                    continue;
+                };
+                let record = state.stored_product(&p.id)?;
+                embeddings.push(record.and_then(|r| r.embedding));
+                let attrs = serde_json::to_string(&p.attributes)
+                    .map_err(|e| Error::backend("serde_json", e))?;
+                for (c, v) in cols.iter_mut().zip([
+                    &p.id,
+                    &p.title,
+                    &p.description,
+                    &p.brand,
+                    &p.category,
+                    &attrs,
+                ]) {
+                    c.push(v.clone());
+                }
+                price.push(p.price);
+            }
+            let refs: Vec<Option<&[f32]>> = embeddings.iter().map(|e| e.as_deref()).collect();
+            let [id, title, description, brand, category, attributes] = cols;
+            Ok(vec![
+                ("id", Arc::new(StringArray::from(id)) as ArrayRef),
+                ("title", Arc::new(StringArray::from(title)) as ArrayRef),
+                (
+                    "description",
+                    Arc::new(StringArray::from(description)) as ArrayRef,
+                ),
+                ("brand", Arc::new(StringArray::from(brand)) as ArrayRef),
+                (
+                    "category",
+                    Arc::new(StringArray::from(category)) as ArrayRef,
+                ),
+                ("price", Arc::new(Float64Array::from(price)) as ArrayRef),
+                (
+                    "attributes",
+                    Arc::new(StringArray::from(attributes)) as ArrayRef,
+                ),
+                ("embedding", list_column(&refs)),
+            ])
+        });
+        let rows = write_file(&out.join("products.parquet"), batches)?;
+        Ok((1, rows))
+    })
+}
+
+/// The serving generation's MF factors, by the application's ids.
+pub(crate) fn mf(state: &State, dir: &Path) -> Result<ExportReport> {
+    let models = state
+        .models
+        .read()
+        .clone()
+        .ok_or(Error::NotTrained("EXPORT MODEL mf needs a trained model"))?;
+    let channel = models
+        .models
+        .typed::<crate::channel::MfChannel>()
+        .ok_or(Error::NotTrained("the serving generation has no MF model"))?;
+    let mf = &channel.mf;
+    into_dir(dir, |out| {
+        let users = state.users.read();
+        let items = state.items.read();
+        let user_rows: Vec<(String, &[f32])> = (0..mf.n_users() as u32)
+            .filter_map(|u| {
+                Some((
+                    users.external(crate::events::UserId(u))?,
+                    mf.user_vector(u)?,
+                ))
+            })
+            .collect();
+        let item_rows: Vec<(String, &[f32])> = (0..mf.n_items() as u32)
+            .filter_map(|i| {
+                let iid = crate::catalog::ItemId(i);
+                items.get(iid)?;
+                Some((items.name(iid)?.to_string(), mf.item_vector(i)?))
+            })
+            .collect();
+        let mut rows = 0;
+        for (name, table) in [("user_factors", &user_rows), ("item_factors", &item_rows)] {
+            let batches = table.chunks(BATCH_ROWS).map(|chunk| {
+                let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+                let vecs: Vec<Option<&[f32]>> = chunk.iter().map(|(_, v)| Some(*v)).collect();
+                Ok(vec![
+                    ("id", Arc::new(StringArray::from(ids)) as ArrayRef),
+                    ("features", list_column(&vecs)),
+                ])
+            });
+            rows += write_file(&out.join(format!("{name}.parquet")), batches)?;
+        }
+        Ok((2, rows))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_day;
+
+    #[test]
+    fn utc_days_match_the_calendar() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(86_399), "1970-01-01");
+        assert_eq!(utc_day(86_400), "1970-01-02");
+        assert_eq!(utc_day(951_782_400), "2000-02-29");
+        assert_eq!(utc_day(1_700_000_000), "2023-11-14");
+        assert_eq!(utc_day(1_735_689_599), "2024-12-31");
+        assert_eq!(utc_day(-1), "1969-12-31");
+    }
+}
