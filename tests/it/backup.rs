@@ -279,3 +279,25 @@ fn several_shell_processes_serve_one_backup_and_refuse_writes() {
     assert_ne!(write.code, 0);
     assert!(write.stderr.contains("read-only"), "{}", write.stderr);
 }
+
+#[test]
+fn a_replica_of_a_pseudonymous_database_needs_its_key() {
+    let tmp = tempdir();
+    let key = b"0123456789abcdef-replica-key";
+    let (db, dest) = (tmp.path().join("db"), tmp.path().join("backup"));
+    let e = Engine::builder().dim(DIM).user_key(key).open(&db).unwrap();
+    e.upsert_products((0..5).map(product).collect()).unwrap();
+    e.append_events((0..5).map(event).collect()).unwrap();
+    e.commit().unwrap();
+    e.backup(&dest).unwrap();
+    assert!(matches!(
+        Engine::open_read_only(&dest).err(),
+        Some(Error::UserKey(shopdb::KeyProblem::Missing))
+    ));
+    let replica = Engine::builder()
+        .user_key(key)
+        .read_only(true)
+        .open(&dest)
+        .unwrap();
+    assert_eq!(replica.user_history("u3", None).unwrap().len(), 1);
+}
