@@ -452,6 +452,45 @@ impl Engine {
         crate::export::mf(&self.state, dir.as_ref())
     }
 
+    /// Imports events from a Parquet file or folder (the layout of
+    /// [`export_events`](Self::export_events)), all or nothing: every file is read and
+    /// checked before one commit. Needs the `parquet` feature.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a file that is not Parquet, is cut, or lacks a column of the
+    /// right type; the staging errors of [`append_events`](Self::append_events) (unknown
+    /// items, bad timestamps). Nothing is applied then.
+    #[cfg(feature = "parquet")]
+    pub fn import_events_parquet(
+        &self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<crate::import::ImportReport> {
+        let out = crate::export::import_events(self, path.as_ref());
+        if out.is_err() {
+            self.rollback();
+        }
+        out
+    }
+
+    /// Imports products from a Parquet file or folder (the layout of
+    /// [`export_products`](Self::export_products); only `id` is required), all or nothing.
+    /// Needs the `parquet` feature.
+    ///
+    /// # Errors
+    /// As [`import_events_parquet`](Self::import_events_parquet), with the validation of
+    /// [`upsert_products`](Self::upsert_products).
+    #[cfg(feature = "parquet")]
+    pub fn import_products_parquet(
+        &self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<crate::import::ImportReport> {
+        let out = crate::export::import_products(self, path.as_ref());
+        if out.is_err() {
+            self.rollback();
+        }
+        out
+    }
+
     /// Ids of every user with at least one committed event, sorted.
     pub fn user_ids(&self) -> Vec<String> {
         let users = self.state.users.read();

@@ -796,10 +796,10 @@ impl<'e> Session<'e> {
             ExportData::Mf => ("MF factors", self.engine.export_mf(&p)?),
         };
         Ok(ResultSet::status(format!(
-            "exported {} rows of {what} to {} as Parquet: {} files, {} bytes in {:.2} s",
+            "exported {} rows of {what} to {} as Parquet: {}, {} bytes in {:.2} s",
             r.rows,
             p.display(),
-            r.files,
+            plural(r.files, "file", "files"),
             r.bytes,
             r.seconds
         )))
@@ -835,17 +835,21 @@ impl<'e> Session<'e> {
         let (what, report) = match i {
             Import::Products { path, on_error } => {
                 let p = self.resolve_path(path)?;
-                (
-                    "products",
-                    self.write_import(|| import::products_jsonl(engine, &p, *on_error))?,
-                )
+                let report = if is_parquet(&p) {
+                    self.write_import(|| parquet_products(engine, &p))?
+                } else {
+                    self.write_import(|| import::products_jsonl(engine, &p, *on_error))?
+                };
+                ("products", report)
             }
             Import::Events { path, on_error } => {
                 let p = self.resolve_path(path)?;
-                (
-                    "events",
-                    self.write_import(|| import::events_csv(engine, &p, *on_error))?,
-                )
+                let report = if is_parquet(&p) {
+                    self.write_import(|| parquet_events(engine, &p))?
+                } else {
+                    self.write_import(|| import::events_csv(engine, &p, *on_error))?
+                };
+                ("events", report)
             }
             Import::Sequences { path, on_error } => {
                 let p = self.resolve_path(path)?;
@@ -887,6 +891,39 @@ impl<'e> Session<'e> {
         }
         out
     }
+}
+
+/// Whether an import reads Parquet: a folder, or a `.parquet` file.
+fn is_parquet(p: &Path) -> bool {
+    p.is_dir() || p.extension().is_some_and(|x| x == "parquet")
+}
+
+#[cfg(feature = "parquet")]
+fn parquet_events(engine: &Engine, p: &Path) -> Result<ImportReport> {
+    engine.import_events_parquet(p)
+}
+
+#[cfg(feature = "parquet")]
+fn parquet_products(engine: &Engine, p: &Path) -> Result<ImportReport> {
+    engine.import_products_parquet(p)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn parquet_events(_engine: &Engine, _p: &Path) -> Result<ImportReport> {
+    Err(no_parquet())
+}
+
+#[cfg(not(feature = "parquet"))]
+fn parquet_products(_engine: &Engine, _p: &Path) -> Result<ImportReport> {
+    Err(no_parquet())
+}
+
+#[cfg(not(feature = "parquet"))]
+fn no_parquet() -> Error {
+    Error::invalid(
+        "import",
+        "Parquet import needs a build with the parquet feature (cargo build --features parquet)",
+    )
 }
 
 fn describe(t: Table) -> ResultSet {

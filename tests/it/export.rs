@@ -269,3 +269,156 @@ fn export_statements_in_the_shell() {
         outside.stderr
     );
 }
+
+/// A small shop, exported: (engine, products dir, events dir).
+fn exported_shop(root: &Path) -> (Engine, std::path::PathBuf, std::path::PathBuf) {
+    let e = Engine::builder().dim(4).open(root.join("db")).unwrap();
+    e.upsert_products(
+        (0..20)
+            .map(|i| {
+                let p = Product::new(format!("i{i}"))
+                    .title(format!("item {i}"))
+                    .attribute("size", "m");
+                if i % 2 == 0 {
+                    p.price(i as f64 + 0.5).embedding(vector(i, 4))
+                } else {
+                    p
+                }
+            })
+            .collect(),
+    )
+    .unwrap();
+    e.append_events(
+        (0..60u64)
+            .map(|j| {
+                let kind = if j % 7 == 0 {
+                    EventKind::Rating(4.0)
+                } else {
+                    EventKind::Click
+                };
+                Event::new(
+                    format!("u{}", j % 8),
+                    format!("i{}", j % 20),
+                    kind,
+                    T0 + (j as i64) * 7_000,
+                )
+            })
+            .collect(),
+    )
+    .unwrap();
+    e.commit().unwrap();
+    let (products, events) = (root.join("p"), root.join("e"));
+    e.export_products(&products).unwrap();
+    e.export_events(&events).unwrap();
+    (e, products, events)
+}
+
+#[test]
+fn an_export_imports_into_a_new_engine_and_exports_to_the_same_bytes() {
+    let tmp = tempdir();
+    let (source, products, events) = exported_shop(tmp.path());
+    let copy = Engine::builder()
+        .dim(4)
+        .open(tmp.path().join("copy"))
+        .unwrap();
+    assert_eq!(
+        copy.import_products_parquet(&products).unwrap().imported,
+        20
+    );
+    let n = copy.import_events_parquet(&events).unwrap().imported;
+    assert_eq!(n as u64, source.stats().events);
+    for u in source.user_ids() {
+        assert_eq!(
+            copy.user_history(&u, None).unwrap(),
+            source.user_history(&u, None).unwrap()
+        );
+    }
+    copy.export_products(tmp.path().join("p2")).unwrap();
+    copy.export_events(tmp.path().join("e2")).unwrap();
+    assert_eq!(files(&products), files(&tmp.path().join("p2")));
+    assert_eq!(files(&events), files(&tmp.path().join("e2")));
+}
+
+#[test]
+fn bad_parquet_inputs_are_typed_errors_and_apply_nothing() {
+    use arrow_array::ArrayRef;
+    use std::sync::Arc;
+    let tmp = tempdir();
+    let (e, _, events) = exported_shop(tmp.path());
+    let before = e.stats();
+    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| {
+        let path = tmp.path().join(name);
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        path
+    };
+    let s = |v: &[&str]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+    // `ts` as text instead of int64.
+    let wrong_type = write(
+        "wrong-type.parquet",
+        vec![
+            ("user", s(&["u1"])),
+            ("item", s(&["i1"])),
+            ("kind", s(&["view"])),
+            ("value", Arc::new(Float32Array::from(vec![0.0])) as ArrayRef),
+            ("ts", s(&["yesterday"])),
+        ],
+    );
+    // No `kind` column.
+    let missing = write(
+        "missing.parquet",
+        vec![
+            ("user", s(&["u1"])),
+            ("item", s(&["i1"])),
+            ("value", Arc::new(Float32Array::from(vec![0.0])) as ArrayRef),
+            ("ts", Arc::new(Int64Array::from(vec![T0])) as ArrayRef),
+        ],
+    );
+    // A product that does not exist.
+    let unknown = write(
+        "unknown.parquet",
+        vec![
+            ("user", s(&["u1"])),
+            ("item", s(&["no-such-item"])),
+            ("kind", s(&["view"])),
+            ("value", Arc::new(Float32Array::from(vec![0.0])) as ArrayRef),
+            ("ts", Arc::new(Int64Array::from(vec![T0])) as ArrayRef),
+        ],
+    );
+    // A cut file, and a file that is not Parquet at all.
+    let first = files(&events).remove(0);
+    let cut = tmp.path().join("cut.parquet");
+    std::fs::write(&cut, &first.1[..first.1.len() / 2]).unwrap();
+    let text = tmp.path().join("text.parquet");
+    std::fs::write(&text, b"user,item\nu1,i1\n").unwrap();
+    for (path, expect) in [
+        (&wrong_type, "column \"ts\" is Utf8, expected int64"),
+        (&missing, "no column \"kind\""),
+        (&cut, "parquet"),
+        (&text, "parquet"),
+    ] {
+        match e.import_events_parquet(path) {
+            Err(Error::Corrupt { reason, .. }) => assert!(reason.contains(expect), "{reason}"),
+            other => panic!("{path:?}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        e.import_events_parquet(&unknown),
+        Err(Error::UnknownItem(_))
+    ));
+    // A folder with one bad file among good ones applies nothing either.
+    let mixed = tmp.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::copy(&wrong_type, mixed.join("z.parquet")).unwrap();
+    std::fs::write(mixed.join("a.parquet"), &first.1).unwrap();
+    assert!(e.import_events_parquet(&mixed).is_err());
+    assert_eq!(e.stats(), before, "nothing applied");
+    assert_eq!(e.pending_ops(), 0);
+}
