@@ -17,10 +17,10 @@
 //! Files are written in `DIR.partial/` and renamed to `DIR` when complete. The same state
 //! exports to byte-identical files.
 //!
-//! The reverse for the log and the catalog: `import_events` / `import_products` read a
-//! Parquet file or a folder of them (these layouts, from this engine or any other writer),
-//! check every file's columns and decode everything before anything is staged, then stage
-//! all rows and commit once, so a bad file applies nothing.
+//! The reverse for the log and the catalog: `read_events` / `read_products` read a Parquet
+//! file or a folder of them (these layouts, from this engine or any other writer), checking
+//! every file's columns and decoding everything; the engine stages the rows only then and
+//! commits once, so a bad file applies nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -400,12 +400,8 @@ fn text(col: &StringArray, row: usize, name: &str, path: &Path) -> Result<String
 }
 
 /// Events from Parquet: columns `user`, `item`, `kind` (strings), `value` (float32), `ts`
-/// (int64), as `export_events` writes them. All files are read and checked before any event
-/// is staged; then one commit.
-pub(crate) fn import_events(
-    engine: &crate::Engine,
-    path: &Path,
-) -> Result<crate::import::ImportReport> {
+/// (int64), as `export_events` writes them; every file read and checked.
+pub(crate) fn read_events(path: &Path) -> Result<Vec<crate::events::Event>> {
     let mut events = Vec::new();
     for file in parquet_files(path)? {
         for b in read_batches(&file)? {
@@ -433,23 +429,13 @@ pub(crate) fn import_events(
             }
         }
     }
-    let n = events.len();
-    engine.append_events(events)?;
-    engine.commit()?;
-    Ok(crate::import::ImportReport {
-        imported: n,
-        skipped: 0,
-        errors: Vec::new(),
-    })
+    Ok(events)
 }
 
 /// Products from Parquet: `id` and optionally `title`, `description`, `brand`, `category`
 /// (strings), `price` (float64), `attributes` (a JSON object as a string), `embedding` (a
-/// list of float32), as `export_products` writes them. Checked whole, then one commit.
-pub(crate) fn import_products(
-    engine: &crate::Engine,
-    path: &Path,
-) -> Result<crate::import::ImportReport> {
+/// list of float32), as `export_products` writes them; every file read and checked.
+pub(crate) fn read_products(path: &Path) -> Result<Vec<crate::catalog::Product>> {
     let mut products = Vec::new();
     for file in parquet_files(path)? {
         for b in read_batches(&file)? {
@@ -513,14 +499,7 @@ pub(crate) fn import_products(
             }
         }
     }
-    let n = products.len();
-    engine.upsert_products(products)?;
-    engine.commit()?;
-    Ok(crate::import::ImportReport {
-        imported: n,
-        skipped: 0,
-        errors: Vec::new(),
-    })
+    Ok(products)
 }
 
 #[cfg(test)]

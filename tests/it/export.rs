@@ -321,11 +321,8 @@ fn an_export_imports_into_a_new_engine_and_exports_to_the_same_bytes() {
         .dim(4)
         .open(tmp.path().join("copy"))
         .unwrap();
-    assert_eq!(
-        copy.import_products_parquet(&products).unwrap().imported,
-        20
-    );
-    let n = copy.import_events_parquet(&events).unwrap().imported;
+    assert_eq!(copy.import_products_parquet(&products).unwrap(), 20);
+    let n = copy.import_events_parquet(&events).unwrap();
     assert_eq!(n as u64, source.stats().events);
     for u in source.user_ids() {
         assert_eq!(
