@@ -42,6 +42,15 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, e))
 }
 
+/// `dst` as a hard link to `src` (instant, and safe for a file that is never changed in
+/// place), or a copy where the file system cannot link. `NotFound` when `src` is gone.
+pub(crate) fn link_or_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
+    fs::hard_link(src, dst).or_else(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Err(e),
+        _ => fs::copy(src, dst).map(|_| ()),
+    })
+}
+
 /// Makes `to` (created) hold every file of `from` whose name `keep` accepts, recursively:
 /// hard links where the file system allows (instant, and safe for files that are never
 /// changed in place), copies elsewhere. Returns the number of files.
@@ -63,16 +72,13 @@ pub(crate) fn link_files(
         if kind.is_dir() {
             n += link_files(&src, &dst, keep)?;
         } else if kind.is_file() && keep(name_str) {
-            match std::fs::hard_link(&src, &dst) {
-                Ok(()) => {}
+            match link_or_copy(&src, &dst) {
+                Ok(()) => n += 1,
                 // The file went away (a merge or a newer snapshot replaced it): the caller
                 // checks the copy.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(_) => {
-                    std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&src, e)),
             }
-            n += 1;
         }
     }
     Ok(n)

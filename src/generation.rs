@@ -136,11 +136,7 @@ pub(crate) fn copy_current(db_dir: &Path, to: &Path) -> Result<()> {
         }
         std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
         let (src, dst) = (dir.join(&name), to.join(&name));
-        let linked = std::fs::hard_link(&src, &dst).or_else(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Err(e),
-            _ => std::fs::copy(&src, &dst).map(|_| ()),
-        });
-        match linked {
+        match crate::fsutil::link_or_copy(&src, &dst) {
             Ok(()) => return crate::fsutil::write_atomic(&to.join("CURRENT"), name.as_bytes()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(&src, e)),

@@ -149,6 +149,48 @@ impl Engine {
         *self.state.retention.read()
     }
 
+    /// Imports events from a Parquet file or folder (the layout of
+    /// [`export_events`](Self::export_events)), all or nothing: every file is read and
+    /// checked before one commit; returns the events read (exact duplicates of stored
+    /// events store nothing). Needs the `parquet` feature.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a file that is not Parquet, is cut, or lacks a column of the
+    /// right type; the staging errors of [`append_events`](Self::append_events) (unknown
+    /// items, bad timestamps). Nothing is applied then.
+    #[cfg(feature = "parquet")]
+    pub fn import_events_parquet(&self, path: impl AsRef<std::path::Path>) -> Result<usize> {
+        let events = crate::export::read_events(path.as_ref())?;
+        let imported = events.len();
+        self.stage_and_commit(|| self.append_events(events).map(|_| ()))?;
+        Ok(imported)
+    }
+
+    /// Imports products from a Parquet file or folder (the layout of
+    /// [`export_products`](Self::export_products); only `id` is required), all or nothing;
+    /// returns the products read. Needs the `parquet` feature.
+    ///
+    /// # Errors
+    /// As [`import_events_parquet`](Self::import_events_parquet), with the validation of
+    /// [`upsert_products`](Self::upsert_products).
+    #[cfg(feature = "parquet")]
+    pub fn import_products_parquet(&self, path: impl AsRef<std::path::Path>) -> Result<usize> {
+        let products = crate::export::read_products(path.as_ref())?;
+        let imported = products.len();
+        self.stage_and_commit(|| self.upsert_products(products))?;
+        Ok(imported)
+    }
+
+    /// Stages with `stage`, then commits; on any error, drops what was staged.
+    #[cfg(feature = "parquet")]
+    fn stage_and_commit(&self, stage: impl FnOnce() -> Result<()>) -> Result<()> {
+        let out = stage().and_then(|()| self.commit().map(|_| ()));
+        if out.is_err() {
+            self.rollback();
+        }
+        out
+    }
+
     /// Stages knowledge-graph triples `(head entity, relation, tail entity)`.
     ///
     /// # Errors
