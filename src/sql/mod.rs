@@ -28,6 +28,7 @@
 //! IMPORT SEQUENCES FROM 'user_sequence.txt';
 //! IMPORT MOVIELENS FROM 'ml-100k'; IMPORT KG FROM 'x.kg' LINKS 'x.link';
 //! SET RETENTION (max_age_days = 365, max_events_per_user = 500); SHOW RETENTION; COMPACT;
+//! BACKUP TO 'backups/today'; EXPORT EVENTS TO 'out/events'; IMPORT EVENTS FROM 'out/events';
 //! ```
 //!
 //! Three steps, each its own module:

@@ -48,6 +48,9 @@ Statements end with ';' and may span lines.
   IMPORT PRODUCTS FROM 'file.jsonl' [ON ERROR SKIP];  IMPORT EVENTS FROM 'file.csv';
   IMPORT SEQUENCES FROM 'user_sequence.txt';  IMPORT MOVIELENS FROM 'ml-100k';
   IMPORT KG FROM 'x.kg' LINKS 'x.link';  EXPORT USER 'u1' TO 'u1.json';
+  SELECT * FROM trending(since => 1732000000) LIMIT 10;  (distinct shoppers per product)
+  EXPORT EVENTS TO 'out/events';  EXPORT PRODUCTS TO 'out/p';  EXPORT MODEL mf TO 'out/mf';
+  IMPORT EVENTS FROM 'out/events';  (a Parquet folder or file; builds with --features parquet)
   SET RETENTION (max_age_days = 365, max_events_per_user = 500);  SET RETENTION OFF;
   SHOW RETENTION;  COMPACT;  (drops forgotten users' and expired events' bytes from the files)
   BACKUP TO 'backups/today';  (online; serve it with: shopdb backups/today --read-only)
