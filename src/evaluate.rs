@@ -45,6 +45,16 @@ pub struct EvalOptions {
     /// `exposure:<label>` (with `Exposure::new()` as a label's controls, the uncut
     /// baseline). Default none.
     pub exposures: Vec<(String, crate::exposure::Exposure)>,
+    /// MF factors fitted elsewhere on the same fitting part (e.g. Spark's ALS on the
+    /// interactions [`fit_export`](Self::fit_export) wrote), mapped by id and scored as the
+    /// model `mf_imported`, beside the engine's own `mf`. Default none.
+    pub imported_mf: Option<std::sync::Arc<crate::channel::MfFactors>>,
+    /// Write the fitting part as `interactions.parquet` (`user`, `item`, `weight`: one row per
+    /// pair, the weight MF's confidence reads) and the MF settings tuning chose as
+    /// `mf_params.json` into this folder, for training elsewhere. Needs the `parquet`
+    /// feature. Default none.
+    #[cfg(feature = "parquet")]
+    pub fit_export: Option<std::path::PathBuf>,
 }
 
 impl Default for EvalOptions {
@@ -58,6 +68,9 @@ impl Default for EvalOptions {
             candidates: crate::rerank::CANDIDATES,
             max_users: None,
             exposures: Vec::new(),
+            imported_mf: None,
+            #[cfg(feature = "parquet")]
+            fit_export: None,
         }
     }
 }
@@ -215,11 +228,29 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
         mlp: train_opts.mlp.clone().filter(|_| opts.fused),
         ..train_opts.clone()
     };
+    #[cfg(feature = "parquet")]
+    if let Some(dir) = &opts.fit_export {
+        crate::export::interactions(state, fit_data, &train_opts.mf, dir)?;
+    }
     let (base, mlp) = fit_serving(&ds, fit_data, &fit_opts, &mut timings, None)?;
     let csr = fit_data
         .history_csr(train_opts.recency)
         .map_err(model_err)?;
     let history = |u: u32| csr.row_pairs(u as usize);
+    let imported = match &opts.imported_mf {
+        Some(factors) => Some(
+            crate::train::imported_channel(
+                state,
+                factors,
+                (fit_data.n_users, fit_data.n_items),
+                &train_opts.mf,
+                &|u| Ok(history(u)),
+                &crate::channel::MfImportOptions { skip_unknown: true },
+            )?
+            .0,
+        ),
+        None => None,
+    };
     let sequences = fit_data.sequences();
     let recent = |u: u32| sequences.get(u as usize).map_or(&[][..], Vec::as_slice);
     let mut report = EvalReport {
@@ -254,6 +285,16 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
     for channel in base.iter() {
         push(
             channel.channel().name(),
+            eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
+                let h = history(u);
+                channel.score_all(&Request::shopper(Some(u), &h).with_recent(recent(u)), s);
+            }),
+        );
+    }
+    if let Some(channel) = &imported {
+        use crate::channel::Retriever;
+        push(
+            "mf_imported",
             eval::evaluate_ranking_excluding(&exclude, target, ks, |u, s| {
                 let h = history(u);
                 channel.score_all(&Request::shopper(Some(u), &h).with_recent(recent(u)), s);

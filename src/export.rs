@@ -28,7 +28,8 @@ use std::time::Instant;
 
 use arrow_array::builder::{Float32Builder, ListBuilder};
 use arrow_array::{
-    Array, ArrayRef, Float32Array, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
+    Array, ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, LargeStringArray,
+    ListArray, RecordBatch, StringArray,
 };
 use arrow_schema::{Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -333,6 +334,55 @@ pub(crate) fn mf(state: &State, dir: &Path) -> Result<ExportReport> {
     })
 }
 
+/// A training matrix, for fitting elsewhere: `DIR/interactions.parquet` (`user`, `item`,
+/// `weight`: one row per pair, by the application's ids) and `DIR/mf_params.json` (the MF
+/// settings the engine fits with: `factors`, `regularization`, `alpha`, `iterations`).
+pub(crate) fn interactions(
+    state: &State,
+    data: &crate::models::Interactions,
+    mf: &crate::models::MfParams,
+    dir: &Path,
+) -> Result<ExportReport> {
+    into_dir(dir, |out| {
+        let users = state.users.read();
+        let items = state.items.read();
+        let batches = data.rows.chunks(BATCH_ROWS).map(|chunk| {
+            let mut user = Vec::with_capacity(chunk.len());
+            let mut item = Vec::with_capacity(chunk.len());
+            let mut weight = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                user.push(
+                    users
+                        .external(crate::events::UserId(r.user))
+                        .unwrap_or_default(),
+                );
+                item.push(
+                    items
+                        .name(crate::catalog::ItemId(r.item))
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+                weight.push(r.weight);
+            }
+            Ok(vec![
+                ("user", Arc::new(StringArray::from(user)) as ArrayRef),
+                ("item", Arc::new(StringArray::from(item)) as ArrayRef),
+                ("weight", Arc::new(Float32Array::from(weight)) as ArrayRef),
+            ])
+        });
+        let rows = write_file(&out.join("interactions.parquet"), batches)?;
+        let params = serde_json::json!({
+            "factors": mf.factors,
+            "regularization": mf.regularization,
+            "alpha": mf.alpha,
+            "iterations": mf.iterations,
+        });
+        let path = out.join("mf_params.json");
+        std::fs::write(&path, params.to_string()).map_err(|e| Error::io(&path, e))?;
+        Ok((1, rows))
+    })
+}
+
 /// Every `.parquet` file of `path` (itself, or under it recursively), sorted.
 fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
     if !path.is_dir() {
@@ -500,6 +550,102 @@ pub(crate) fn read_products(path: &Path) -> Result<Vec<crate::catalog::Product>>
         }
     }
     Ok(products)
+}
+
+/// One id cell of a factor file: a string, or an integer (Spark's ids) as its decimal form.
+fn id_cell(col: &ArrayRef, row: usize, path: &Path) -> Result<String> {
+    if col.is_null(row) {
+        return Err(Error::corrupt(path, format!("null id in row {row}")));
+    }
+    let any = col.as_any();
+    if let Some(c) = any.downcast_ref::<StringArray>() {
+        Ok(c.value(row).to_string())
+    } else if let Some(c) = any.downcast_ref::<LargeStringArray>() {
+        Ok(c.value(row).to_string())
+    } else if let Some(c) = any.downcast_ref::<Int32Array>() {
+        Ok(c.value(row).to_string())
+    } else if let Some(c) = any.downcast_ref::<Int64Array>() {
+        Ok(c.value(row).to_string())
+    } else {
+        Err(Error::corrupt(
+            path,
+            format!(
+                "column \"id\" is {}, expected string or integer",
+                col.data_type()
+            ),
+        ))
+    }
+}
+
+/// One factor cell: a list of float32 or float64 without nulls.
+fn factor_cell(col: &ListArray, row: usize, id: &str, path: &Path) -> Result<Vec<f32>> {
+    if col.is_null(row) {
+        return Err(Error::corrupt(path, format!("null features for id {id:?}")));
+    }
+    let values = col.value(row);
+    if values.null_count() > 0 {
+        return Err(Error::corrupt(
+            path,
+            format!("a null value in the features of id {id:?}"),
+        ));
+    }
+    let any = values.as_any();
+    if let Some(v) = any.downcast_ref::<Float32Array>() {
+        Ok(v.values().to_vec())
+    } else if let Some(v) = any.downcast_ref::<Float64Array>() {
+        Ok(v.values().iter().map(|&x| x as f32).collect())
+    } else {
+        Err(Error::corrupt(
+            path,
+            format!(
+                "column \"features\" holds {}, expected float32 or float64",
+                values.data_type()
+            ),
+        ))
+    }
+}
+
+/// MF factors from Parquet: `DIR/user_factors` and `DIR/item_factors`, each a `.parquet`
+/// file or a folder of them (Spark writes folders of part files), columns `id` and
+/// `features`; every file read and its cells checked for type and nulls (the values
+/// themselves are checked by the import).
+pub(crate) fn read_factors(dir: &Path) -> Result<crate::channel::MfFactors> {
+    let mut sides = Vec::with_capacity(2);
+    for name in ["user_factors", "item_factors"] {
+        let file = dir.join(format!("{name}.parquet"));
+        let folder = dir.join(name);
+        let path = if file.is_file() {
+            file
+        } else if folder.is_dir() {
+            folder
+        } else {
+            return Err(Error::invalid(
+                "import",
+                format!(
+                    "{} has neither {name}.parquet nor a folder {name}/",
+                    dir.display()
+                ),
+            ));
+        };
+        let mut rows = Vec::new();
+        for file in parquet_files(&path)? {
+            for b in read_batches(&file)? {
+                let id = b
+                    .column_by_name("id")
+                    .ok_or_else(|| Error::corrupt(&file, "no column \"id\" (string or integer)"))?;
+                let features = column::<ListArray>(&b, "features", "list<float32>", &file)?;
+                for r in 0..b.num_rows() {
+                    let name = id_cell(id, r, &file)?;
+                    let f = factor_cell(features, r, &name, &file)?;
+                    rows.push((name, f));
+                }
+            }
+        }
+        sides.push(rows);
+    }
+    let items = sides.pop().unwrap_or_default();
+    let users = sides.pop().unwrap_or_default();
+    Ok(crate::channel::MfFactors { users, items })
 }
 
 #[cfg(test)]

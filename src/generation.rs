@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::options::HistoryRule;
 
 pub(crate) const MODEL_MAGIC: &[u8; 4] = b"MODL";
-pub(crate) const MODEL_VERSION: u32 = 6;
+pub(crate) const MODEL_VERSION: u32 = 7;
 
 /// What cleaning removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +49,9 @@ pub(crate) struct ModelSet {
     pub cleaning: Cleaning,
     /// What tuning tried and chose for this generation, when it ran.
     pub tuning: Option<crate::tune::TuneReport>,
+    /// Set when the MF channel's factors were imported (`IMPORT MODEL mf`) rather than
+    /// fitted with the rest of the generation.
+    pub imported_mf: Option<crate::channel::MfImportReport>,
 }
 
 /// Below this many items, scoring every item's factor beats a graph walk: at 100k items

@@ -76,7 +76,7 @@ pub use access::{
 };
 pub use backup::BackupReport;
 pub use catalog::Product;
-pub use channel::{Channel, ChannelScore, Fusion};
+pub use channel::{Channel, ChannelScore, Fusion, MfFactors, MfImportOptions, MfImportReport};
 pub use config::{Config, HnswParams, Limits, Metric};
 #[cfg(feature = "embed")]
 pub use embed::{Embedder, EmbedderInfo, MAX_TOKENS};

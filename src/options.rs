@@ -44,6 +44,10 @@ pub enum RatingWeight {
     AtLeast(f32),
 }
 
+/// A shopper's most recent events that make their history on the query path (and when an
+/// imported model folds them in).
+pub(crate) const HISTORY_EVENTS: usize = 100;
+
 impl Default for EventWeights {
     fn default() -> Self {
         EventWeights {

@@ -249,9 +249,6 @@ pub struct Hit {
 /// A fused candidate on its way to the page: item, score, channel parts, record.
 type Ranked = (ItemId, f32, Vec<ChannelScore>, Arc<Product>);
 
-/// Most recent history events used by the CF channels.
-const HISTORY: usize = 100;
-
 /// Maximal marginal relevance over the best `max(10 k, 100)` hits: each pick maximises
 /// `lambda * relevance - (1 - lambda) * max similarity to the picks so far`, with relevance
 /// min-max normalised and similarity the cosine of product embeddings (0 without one).
@@ -401,7 +398,7 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
     if let Some(user) = &q.user {
         match uid {
             Some(u) => {
-                let evs = state.user_events(u, Some(HISTORY))?;
+                let evs = state.user_events(u, Some(crate::options::HISTORY_EVENTS))?;
                 let live = || {
                     evs.iter()
                         .filter(|e| items.get(e.item).is_some())

@@ -503,6 +503,82 @@ pub(crate) fn tuned_options(
     Ok((tuned, Some(report)))
 }
 
+/// A new generation: the serving one with its MF channel built from `factors` (checked in
+/// full first: nothing is applied on an error), saved and swapped in like a training's.
+/// The other channels, the re-ranker and the fusion weights are the serving generation's:
+/// they learned from its own MF scores. Users without a factor are folded in from their
+/// live history, weighed by the generation's rule. Call with the training lock held.
+pub(crate) fn import_mf(
+    state: &State,
+    factors: &crate::channel::MfFactors,
+    opts: &crate::channel::MfImportOptions,
+) -> Result<crate::channel::MfImportReport> {
+    let current = state.models.read().clone().ok_or(Error::NotTrained(
+        "IMPORT MODEL mf replaces the MF model of a trained generation: TRAIN first",
+    ))?;
+    let params = current
+        .models
+        .typed::<crate::channel::MfChannel>()
+        .map_or_else(crate::models::MfParams::default, |c| *c.mf.params());
+    // The history is read while the import holds the user and item tables: it takes no
+    // lock of theirs (a deleted item has no imported factor, so it weighs nothing).
+    let n_items = current.models.n_items();
+    let history = |u: u32| -> Result<Vec<(u32, f32)>> {
+        let evs = state.user_events(
+            crate::events::UserId(u),
+            Some(crate::options::HISTORY_EVENTS),
+        )?;
+        Ok(current.history_rule.history(
+            evs.iter()
+                .filter(|e| (e.item.0 as usize) < n_items)
+                .map(|e| (e.item.0, e.kind, e.ts)),
+        ))
+    };
+    let dims = (current.models.n_users(), n_items);
+    let (channel, mut report) = imported_channel(state, factors, dims, &params, &history, opts)?;
+    // A copy of the serving generation (its file's form) with the MF channel replaced.
+    let mut set: ModelSet =
+        crate::codec::decode(&crate::codec::encode(&*current)?, "model generation")?;
+    if !set.models.replace(Box::new(channel)) {
+        return Err(Error::invalid(
+            "import",
+            "the serving generation has no MF channel",
+        ));
+    }
+    set.generation = current.generation + 1;
+    report.generation = set.generation;
+    set.imported_mf = Some(report.clone());
+    crate::generation::save(&models_dir(state), &set)?;
+    let set = Arc::new(set);
+    set.spawn_factor_index(&state.config.hnsw, false);
+    *state.models.write() = Some(set);
+    state.new_generation();
+    Ok(report)
+}
+
+/// The MF channel of `factors` by the engine's ids, for a generation of `(users, items)`
+/// (see [`crate::channel::import_mf`]).
+pub(crate) fn imported_channel(
+    state: &State,
+    factors: &crate::channel::MfFactors,
+    (n_users, n_items): (usize, usize),
+    params: &crate::models::MfParams,
+    history: &dyn Fn(u32) -> Result<Vec<(u32, f32)>>,
+    opts: &crate::channel::MfImportOptions,
+) -> Result<(crate::channel::MfChannel, crate::channel::MfImportReport)> {
+    let users = state.users.read();
+    let items = state.items.read();
+    let user = |name: &str| users.get(name).map(|u| u.0);
+    let item = |name: &str| items.live_iid(name).map(|i| i.0);
+    let ids = crate::channel::IdMap {
+        user: &user,
+        item: &item,
+        n_users,
+        n_items,
+    };
+    crate::channel::import_mf(factors, params, &ids, history, opts)
+}
+
 /// Trains every model from the log and swaps the new generation in.
 /// Call with the engine's training lock held (one training at a time).
 pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
@@ -545,6 +621,7 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
         categories: ds.categories,
         cleaning: ds.cleaning.clone(),
         tuning: tuning.clone(),
+        imported_mf: None,
     };
     let t = Instant::now();
     crate::generation::save(&models_dir(state), &set)?;

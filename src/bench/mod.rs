@@ -83,6 +83,15 @@ pub struct BenchOptions {
     /// every document at commit and the harness embeds the queries. Default none.
     #[cfg(feature = "embed")]
     pub embedder: Option<PathBuf>,
+    /// Write the test phase's fitting part (`interactions.parquet`, `mf_params.json`) into
+    /// this folder, for fitting MF elsewhere (`tools/spark_als.py`). Default none.
+    #[cfg(feature = "parquet")]
+    pub fit_export: Option<PathBuf>,
+    /// MF factors fitted elsewhere on that fitting part (`user_factors`, `item_factors`
+    /// Parquet), rated in the test phase as `mf_imported` beside the engine's `mf`.
+    /// Default none.
+    #[cfg(feature = "parquet")]
+    pub import_mf: Option<PathBuf>,
 }
 
 /// The exposure sweep: no control, then popularity debiasing, a long-tail share and a
@@ -127,6 +136,10 @@ impl BenchOptions {
             exposure: true,
             #[cfg(feature = "embed")]
             embedder: None,
+            #[cfg(feature = "parquet")]
+            fit_export: None,
+            #[cfg(feature = "parquet")]
+            import_mf: None,
         }
     }
 }
@@ -338,15 +351,25 @@ fn recommend_quality(
     if next_item {
         phases.push(("recommend_valid", EvalOn::Valid));
     }
+    #[cfg(feature = "parquet")]
+    let imported = match &options.import_mf {
+        Some(dir) => Some(std::sync::Arc::new(crate::export::read_factors(dir)?)),
+        None => None,
+    };
     for (task, on) in phases {
         let bar = phase.spinner("evaluating recommendations");
+        let test = on == EvalOn::Test;
         let eval = engine.evaluate(&EvalOptions {
+            #[cfg(feature = "parquet")]
+            imported_mf: imported.clone().filter(|_| test),
+            #[cfg(feature = "parquet")]
+            fit_export: options.fit_export.clone().filter(|_| test),
             split: options.split,
             ks: ks.clone(),
             on,
             max_users,
             train: train_options(options),
-            exposures: if options.exposure && on == EvalOn::Test {
+            exposures: if options.exposure && test {
                 exposure_settings()
             } else {
                 Vec::new()

@@ -10,7 +10,7 @@ use super::{
     FitInput, Request, Retriever,
 };
 use crate::catalog::{validate_vector, ItemId};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::Mf;
 use crate::vector::{Allowed, VectorIndex};
 
@@ -35,7 +35,7 @@ pub(crate) struct MfChannel {
 }
 
 impl MfChannel {
-    fn new(mf: Mf) -> Self {
+    pub(crate) fn new(mf: Mf) -> Self {
         MfChannel {
             mf,
             index: Arc::default(),
@@ -115,4 +115,191 @@ impl Retriever for MfChannel {
     fn as_any(&self) -> Option<&dyn Any> {
         Some(self)
     }
+}
+
+/// MF factors fitted outside the engine, by the application's ids: the layout of Spark's
+/// `ALSModel.userFactors` / `itemFactors` (and of `EXPORT MODEL mf`). Imported with
+/// [`Engine::import_mf`](crate::Engine::import_mf).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MfFactors {
+    /// `(user id, factor)`.
+    pub users: Vec<(String, Vec<f32>)>,
+    /// `(item id, factor)`.
+    pub items: Vec<(String, Vec<f32>)>,
+}
+
+/// Options of [`Engine::import_mf`](crate::Engine::import_mf).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MfImportOptions {
+    /// Skip the factors of ids the engine does not know (counted in the report) instead of
+    /// refusing the import. Default false.
+    pub skip_unknown: bool,
+}
+
+/// What an import of MF factors did; kept with the model generation it made.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MfImportReport {
+    /// The model generation now serving.
+    pub generation: u64,
+    /// The factors' dimension.
+    pub dim: usize,
+    /// Users served by an imported factor.
+    pub users: usize,
+    /// Items with an imported factor.
+    pub items: usize,
+    /// Users of the generation the files have no factor for, folded in from their history
+    /// against the imported item factors.
+    pub folded_users: usize,
+    /// Items of the generation the files have no factor for: the MF channel never proposes
+    /// them.
+    pub items_without: usize,
+    /// Factors of ids the engine does not know, skipped (`skip_unknown`).
+    pub unknown_users: usize,
+    /// As `unknown_users`, for items.
+    pub unknown_items: usize,
+    /// Factors of users and items the engine knows but the serving generation does not
+    /// (added after its training): skipped; they are served as new shoppers and products
+    /// until the next training.
+    pub newer: usize,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+/// How an import maps the files' ids: the generation's dense ids below `n_users` /
+/// `n_items`, `None` for an id the engine does not know.
+pub(crate) struct IdMap<'a> {
+    pub user: &'a dyn Fn(&str) -> Option<u32>,
+    pub item: &'a dyn Fn(&str) -> Option<u32>,
+    pub n_users: usize,
+    pub n_items: usize,
+}
+
+/// One side of `factors` placed by dense id; counts unknown and newer ids into `report`.
+fn place<'f>(
+    rows: &'f [(String, Vec<f32>)],
+    what: &str,
+    id: &dyn Fn(&str) -> Option<u32>,
+    n: usize,
+    dim: usize,
+    skip_unknown: bool,
+) -> Result<Placed<'f>> {
+    let mut newer = 0;
+    let mut out: Vec<Option<&[f32]>> = vec![None; n];
+    let mut missing = Vec::new();
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    for (name, f) in rows {
+        if !seen.insert(name.as_str()) {
+            return Err(Error::invalid(
+                "import",
+                format!("{what} {name:?} has two factors"),
+            ));
+        }
+        if f.len() != dim {
+            return Err(Error::invalid(
+                "import",
+                format!(
+                    "{what} {name:?} has a factor of {} values, the first one {dim}",
+                    f.len()
+                ),
+            ));
+        }
+        if let Some(v) = f.iter().find(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "import",
+                format!("{what} {name:?} has a factor holding {v}"),
+            ));
+        }
+        match id(name) {
+            None => missing.push(name.as_str()),
+            Some(i) => match out.get_mut(i as usize) {
+                Some(slot) => *slot = Some(f.as_slice()),
+                None => newer += 1,
+            },
+        }
+    }
+    if !missing.is_empty() && !skip_unknown {
+        let shown: Vec<String> = missing.iter().take(5).map(|m| format!("{m:?}")).collect();
+        return Err(Error::invalid(
+            "import",
+            format!(
+                "{} {what} ids the engine does not know (e.g. {}); nothing was imported \
+                 (skip_unknown = true imports the others)",
+                missing.len(),
+                shown.join(", ")
+            ),
+        ));
+    }
+    Ok((out, missing.len(), newer))
+}
+
+/// Factors by dense id, unknown ids skipped, newer ids skipped.
+type Placed<'f> = (Vec<Option<&'f [f32]>>, usize, usize);
+
+/// The MF channel of imported factors, checked in full before anything is built: one
+/// dimension, finite values, no id twice, ids the engine knows (or skipped with
+/// `skip_unknown`). `params` are the fold-in's regularisation and confidence; users without
+/// a factor are folded in from `history`.
+pub(crate) fn import(
+    factors: &MfFactors,
+    params: &crate::models::MfParams,
+    ids: &IdMap<'_>,
+    history: &dyn Fn(u32) -> Result<Vec<(u32, f32)>>,
+    opts: &MfImportOptions,
+) -> Result<(MfChannel, MfImportReport)> {
+    let started = std::time::Instant::now();
+    let dim = match (factors.users.first(), factors.items.first()) {
+        (Some(u), Some(_)) => u.1.len(),
+        _ => {
+            return Err(Error::invalid(
+                "import",
+                "MF factors need at least one user and one item",
+            ))
+        }
+    };
+    if dim == 0 {
+        return Err(Error::invalid("import", "MF factors of dimension 0"));
+    }
+    let mut report = MfImportReport {
+        dim,
+        ..MfImportReport::default()
+    };
+    let (users, unknown_users, newer_users) = place(
+        &factors.users,
+        "user",
+        ids.user,
+        ids.n_users,
+        dim,
+        opts.skip_unknown,
+    )?;
+    let (items, unknown_items, newer_items) = place(
+        &factors.items,
+        "item",
+        ids.item,
+        ids.n_items,
+        dim,
+        opts.skip_unknown,
+    )?;
+    let mut histories = std::collections::HashMap::new();
+    for (u, f) in users.iter().enumerate() {
+        if f.is_none() {
+            histories.insert(u as u32, history(u as u32)?);
+        }
+    }
+    let params = crate::models::MfParams {
+        factors: dim,
+        ..*params
+    };
+    let (mf, folded) = Mf::from_factors(&params, &users, &items, |u| {
+        histories.get(&u).cloned().unwrap_or_default()
+    })
+    .map_err(model_err)?;
+    report.users = users.iter().filter(|f| f.is_some()).count();
+    report.items = items.iter().filter(|f| f.is_some()).count();
+    report.folded_users = folded;
+    report.items_without = items.len() - report.items;
+    report.unknown_users = unknown_users;
+    report.unknown_items = unknown_items;
+    report.newer = newer_users + newer_items;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok((MfChannel::new(mf), report))
 }

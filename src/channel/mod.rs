@@ -29,7 +29,8 @@ use crate::filter::Filter;
 use crate::models::{Interactions, SparseScores};
 use crate::options::TrainOptions;
 
-pub(crate) use mf::MfChannel;
+pub(crate) use mf::{import as import_mf, IdMap, MfChannel};
+pub use mf::{MfFactors, MfImportOptions, MfImportReport};
 pub(crate) use sequence::SequenceChannel;
 pub(crate) use text::TextChannel;
 pub(crate) use vector::{search as search_vectors, VectorChannel};
@@ -354,6 +355,27 @@ impl Models {
     /// Items the models know (internal ids below this).
     pub fn n_items(&self) -> usize {
         self.n_items
+    }
+
+    /// Users the models know (internal ids below this).
+    pub fn n_users(&self) -> usize {
+        self.n_users
+    }
+
+    /// Puts `channel` in the place of the fitted channel of its kind (an imported model);
+    /// `false` when the generation has none of that kind.
+    pub fn replace(&mut self, channel: Box<dyn Retriever>) -> bool {
+        match self
+            .channels
+            .iter_mut()
+            .find(|c| c.channel() == channel.channel())
+        {
+            Some(slot) => {
+                *slot = channel;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The channels, in registry order.

@@ -154,6 +154,71 @@ impl Mf {
         })
     }
 
+    /// A model from factors fitted elsewhere (`users[u]`, `items[i]` by internal id, each
+    /// `params.factors` long when present). An item without a factor gets the zero vector
+    /// (never recommended by this model); a user without one is folded in from
+    /// `history(u)` against the given item factors ([`Mf::fold_in`] with `params`), as a
+    /// user newer than a model is. Returns the model and how many users were folded in.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidParam`] for bad parameters, [`ModelError::LengthMismatch`] for a
+    /// factor of another length, [`ModelError::NonFinite`] for a NaN or infinite value.
+    pub fn from_factors(
+        params: &MfParams,
+        users: &[Option<&[f32]>],
+        items: &[Option<&[f32]>],
+        history: impl Fn(u32) -> Vec<(u32, f32)>,
+    ) -> Result<(Self, usize), ModelError> {
+        params.validate()?;
+        let dim = params.factors;
+        let flatten = |rows: &[Option<&[f32]>], what: &'static str| {
+            let mut out = vec![0f32; rows.len() * dim];
+            for (row, f) in out.chunks_exact_mut(dim).zip(rows) {
+                if let Some(f) = f {
+                    if f.len() != dim {
+                        return Err(ModelError::LengthMismatch {
+                            what,
+                            expected: dim,
+                            got: f.len(),
+                        });
+                    }
+                    if f.iter().any(|v| !v.is_finite()) {
+                        return Err(ModelError::NonFinite { what });
+                    }
+                    row.copy_from_slice(f);
+                }
+            }
+            Ok(out)
+        };
+        let item_factors = flatten(items, "item factor")?;
+        let user_factors = flatten(users, "user factor")?;
+        let item_gram = gram(&item_factors, dim, 0.0)?;
+        let mut mf = Mf {
+            n_users: users.len(),
+            n_items: items.len(),
+            dim,
+            params: *params,
+            user_factors,
+            item_factors,
+            item_gram,
+        };
+        let mut folded = 0;
+        for (u, f) in users.iter().enumerate() {
+            if f.is_some() {
+                continue;
+            }
+            let x = mf.fold_in(&history(u as u32))?;
+            if x.iter().any(|v| !v.is_finite()) {
+                return Err(ModelError::NonFinite {
+                    what: "folded-in user factor",
+                });
+            }
+            mf.user_factors[u * dim..(u + 1) * dim].copy_from_slice(&x);
+            folded += 1;
+        }
+        Ok((mf, folded))
+    }
+
     /// Latent dimension.
     pub fn dim(&self) -> usize {
         self.dim

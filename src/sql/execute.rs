@@ -651,6 +651,15 @@ impl<'e> Session<'e> {
                 Value::Float(t.seconds),
             ]);
         }
+        if let Some(r) = self.engine.mf_import_report() {
+            rows.push(vec![
+                Value::Text("mf".into()),
+                Value::Text("imported".into()),
+                Value::Text(describe_mf_import(&r)),
+                Value::Null,
+                Value::Float(r.seconds),
+            ]);
+        }
         if let Some(n) = adapter::popularity_noise(self.engine) {
             rows.push(vec![
                 Value::Text("popularity".into()),
@@ -833,6 +842,14 @@ impl<'e> Session<'e> {
     fn import(&self, i: &Import) -> Result<ResultSet> {
         let engine = self.engine;
         let (what, report) = match i {
+            Import::Mf { dir, skip_unknown } => {
+                let p = self.resolve_path(dir)?;
+                let opts = crate::channel::MfImportOptions {
+                    skip_unknown: *skip_unknown,
+                };
+                let r = parquet_mf(engine, &p, &opts)?;
+                return Ok(ResultSet::status(describe_mf_import(&r)));
+            }
             Import::Products { path, on_error } => {
                 let p = self.resolve_path(path)?;
                 let report = if is_parquet(&p) {
@@ -926,6 +943,55 @@ fn parquet_events(_engine: &Engine, _p: &Path) -> Result<ImportReport> {
 #[cfg(not(feature = "parquet"))]
 fn parquet_products(_engine: &Engine, _p: &Path) -> Result<ImportReport> {
     Err(no_parquet())
+}
+
+#[cfg(feature = "parquet")]
+fn parquet_mf(
+    engine: &Engine,
+    p: &Path,
+    opts: &crate::channel::MfImportOptions,
+) -> Result<crate::channel::MfImportReport> {
+    engine.import_mf_parquet(p, opts)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn parquet_mf(
+    _engine: &Engine,
+    _p: &Path,
+    _opts: &crate::channel::MfImportOptions,
+) -> Result<crate::channel::MfImportReport> {
+    Err(no_parquet())
+}
+
+/// What an MF import did, in a sentence (the statement's status and `SHOW MODELS`).
+pub(crate) fn describe_mf_import(r: &crate::channel::MfImportReport) -> String {
+    let mut s = format!(
+        "generation {}: imported MF factors of dimension {} for {} users and {} items",
+        r.generation, r.dim, r.users, r.items
+    );
+    if r.folded_users > 0 {
+        s.push_str(&format!(
+            "; {} users without one folded in from their history",
+            r.folded_users
+        ));
+    }
+    if r.items_without > 0 {
+        s.push_str(&format!("; {} items without one", r.items_without));
+    }
+    if r.unknown_users + r.unknown_items > 0 {
+        s.push_str(&format!(
+            "; skipped {} unknown users and {} unknown items",
+            r.unknown_users, r.unknown_items
+        ));
+    }
+    if r.newer > 0 {
+        s.push_str(&format!(
+            "; skipped {} ids newer than the trained generation",
+            r.newer
+        ));
+    }
+    s.push_str(&format!(" ({:.2} s)", r.seconds));
+    s
 }
 
 #[cfg(not(feature = "parquet"))]

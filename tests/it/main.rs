@@ -14,6 +14,8 @@ mod damaged;
 mod export;
 mod exposure;
 mod fuzz_corpus;
+#[cfg(feature = "parquet")]
+mod import_model;
 mod io_faults;
 mod layering;
 mod limits;

@@ -97,6 +97,19 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     embedder: Option<PathBuf>,
 
+    /// Write the test phase's fitting part to this folder as Parquet (`interactions.parquet`:
+    /// user, item, weight) with the MF settings tuning chose (`mf_params.json`), to fit MF
+    /// elsewhere: `python3 tools/spark_als.py DIR FACTORS_DIR`.
+    #[cfg(feature = "parquet")]
+    #[arg(long, value_name = "DIR")]
+    fit_export: Option<PathBuf>,
+
+    /// Rate MF factors fitted elsewhere on that fitting part (a folder of `user_factors`
+    /// and `item_factors` Parquet, Spark ALS's layout) as `mf_imported` beside `mf`.
+    #[cfg(feature = "parquet")]
+    #[arg(long, value_name = "DIR")]
+    import_mf: Option<PathBuf>,
+
     /// Keep the benchmark database (OUT/db) instead of removing it at the end.
     #[arg(long)]
     keep_db: bool,
@@ -161,6 +174,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         exposure: !args.no_exposure,
         #[cfg(feature = "embed")]
         embedder: args.embedder.clone(),
+        #[cfg(feature = "parquet")]
+        fit_export: args.fit_export.clone(),
+        #[cfg(feature = "parquet")]
+        import_mf: args.import_mf.clone(),
         ..BenchOptions::new(dataset(args)?, &db_dir)
     };
     let result = shopdb::bench::run(&options);

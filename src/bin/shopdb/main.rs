@@ -107,7 +107,7 @@ enum Command {
     Demo(DemoArgs),
     /// Benchmark quality, latency, ingest and training on a data set; writes report.json,
     /// report.md and SVG plots into --out.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Args, Debug)]

@@ -407,6 +407,14 @@ pub enum Import {
         /// The MovieLens 100K folder.
         dir: String,
     },
+    /// `IMPORT MODEL mf FROM 'dir' [WITH (skip_unknown = true)]`: MF factors fitted
+    /// elsewhere, as a new model generation.
+    Mf {
+        /// The folder of `user_factors` and `item_factors`.
+        dir: String,
+        /// Skip the factors of unknown ids instead of refusing the import.
+        skip_unknown: bool,
+    },
     /// `IMPORT KG FROM 'x.kg' LINKS 'x.link'`.
     Kg {
         /// Triples file.

@@ -178,7 +178,8 @@ fn train(c: &mut Cursor<'_>) -> Result<Plan> {
 }
 
 /// `IMPORT PRODUCTS FROM 'f' [ON ERROR SKIP|ABORT]`, `IMPORT EVENTS FROM 'f' [...]`,
-/// `IMPORT SEQUENCES FROM 'f' [...]`, `IMPORT MOVIELENS FROM 'dir'`, `IMPORT KG FROM 'kg' LINKS 'link'`.
+/// `IMPORT SEQUENCES FROM 'f' [...]`, `IMPORT MOVIELENS FROM 'dir'`, `IMPORT KG FROM 'kg' LINKS 'link'`,
+/// `IMPORT MODEL mf FROM 'dir' [WITH (skip_unknown = true)]`.
 fn import(c: &mut Cursor<'_>) -> Result<Plan> {
     let on_error = |c: &mut Cursor<'_>| -> Result<OnError> {
         if !c.eat("ON") {
@@ -219,6 +220,30 @@ fn import(c: &mut Cursor<'_>) -> Result<Plan> {
         Import::MovieLens {
             dir: c.string("a directory path")?,
         }
+    } else if c.eat("MODEL") {
+        if !c.eat("MF") {
+            return Err(c.error("mf after IMPORT MODEL (the model with factors)"));
+        }
+        c.expect_keyword("FROM")?;
+        let dir = c.string("a directory path")?;
+        let mut skip_unknown = false;
+        if c.eat("WITH") {
+            c.expect_token(&Token::LParen)?;
+            if c.word("the setting skip_unknown")? != "skip_unknown" {
+                c.i = c.i.saturating_sub(1);
+                return Err(c.error("the setting skip_unknown"));
+            }
+            c.expect_token(&Token::Eq)?;
+            skip_unknown = if c.eat("TRUE") || c.eat("ON") {
+                true
+            } else if c.eat("FALSE") || c.eat("OFF") {
+                false
+            } else {
+                return Err(c.error("true or false"));
+            };
+            c.expect_token(&Token::RParen)?;
+        }
+        Import::Mf { dir, skip_unknown }
     } else if c.eat("KG") {
         c.expect_keyword("FROM")?;
         let kg = c.string("a .kg file path")?;
@@ -226,7 +251,7 @@ fn import(c: &mut Cursor<'_>) -> Result<Plan> {
         let links = c.string("a .link file path")?;
         Import::Kg { kg, links }
     } else {
-        return Err(c.error("PRODUCTS, EVENTS, SEQUENCES, MOVIELENS or KG after IMPORT"));
+        return Err(c.error("PRODUCTS, EVENTS, SEQUENCES, MOVIELENS, MODEL or KG after IMPORT"));
     };
     Ok(Plan::Import(import))
 }
