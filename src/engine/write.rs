@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Events per commit of a Parquet import: bounds its memory.
+#[cfg(feature = "parquet")]
+const EVENT_IMPORT_CHUNK: usize = 1_000_000;
+
 impl Engine {
     /// Stages an insert or replacement of a product; visible after [`commit`](Self::commit).
     ///
@@ -81,32 +85,36 @@ impl Engine {
     /// # Errors
     /// [`Error::UnknownItem`], [`Error::Invalid`], [`Error::LimitExceeded`].
     pub fn append_events(&self, events: Vec<Event>) -> Result<Appended> {
-        let now = now_secs();
         let mut pending = self.pending()?;
-        {
-            let items = self.state.items.read();
-            for (i, e) in events.iter().enumerate() {
-                e.validate(&self.state.config.limits, now)
-                    .map_err(|err| match err {
-                        Error::Invalid { field, reason } => Error::Invalid {
-                            field,
-                            reason: format!("batch row {i}: {reason}"),
-                        },
-                        other => other,
-                    })?;
-                let live = (items.live_iid(&e.item).is_some()
-                    && !pending.deleted.contains(&e.item))
-                    || pending.upserted.contains(&e.item);
-                if !live {
-                    return Err(Error::UnknownItem(e.item.clone()));
-                }
-            }
-        }
+        self.check_events(&events, &pending)?;
         let n = events.len();
         if n > 0 {
             pending.ops.push(Op::Events(events));
         }
         Ok(Appended { staged: n })
+    }
+
+    /// What [`append_events`](Self::append_events) checks before staging: each event valid,
+    /// its product in the catalog or staged.
+    fn check_events(&self, events: &[Event], pending: &Pending) -> Result<()> {
+        let now = now_secs();
+        let items = self.state.items.read();
+        for (i, e) in events.iter().enumerate() {
+            e.validate(&self.state.config.limits, now)
+                .map_err(|err| match err {
+                    Error::Invalid { field, reason } => Error::Invalid {
+                        field,
+                        reason: format!("batch row {i}: {reason}"),
+                    },
+                    other => other,
+                })?;
+            let live = (items.live_iid(&e.item).is_some() && !pending.deleted.contains(&e.item))
+                || pending.upserted.contains(&e.item);
+            if !live {
+                return Err(Error::UnknownItem(e.item.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// Stages removal of every event and trace of a user (their id leaves the store at this
@@ -150,9 +158,13 @@ impl Engine {
     }
 
     /// Imports events from a Parquet file or folder (the layout of
-    /// [`export_events`](Self::export_events)), all or nothing: every file is read and
-    /// checked before one commit; returns the events read (exact duplicates of stored
-    /// events store nothing). Needs the `parquet` feature.
+    /// [`export_events`](Self::export_events)); returns the events read. Every file is read
+    /// and every event checked as [`append_events`](Self::append_events) does before the
+    /// first commit, so a bad file applies nothing; then the events are read again and
+    /// committed in chunks of a million, so memory stays bounded however large the log.
+    /// Exact duplicates of stored events store nothing: should the import stop after its
+    /// check (a crash, a full disk), importing the same files again completes it. Needs the
+    /// `parquet` feature.
     ///
     /// # Errors
     /// [`Error::Corrupt`] for a file that is not Parquet, is cut, or lacks a column of the
@@ -160,10 +172,13 @@ impl Engine {
     /// items, bad timestamps). Nothing is applied then.
     #[cfg(feature = "parquet")]
     pub fn import_events_parquet(&self, path: impl AsRef<std::path::Path>) -> Result<usize> {
-        let events = crate::export::read_events(path.as_ref())?;
-        let imported = events.len();
-        self.stage_and_commit(|| self.append_events(events).map(|_| ()))?;
-        Ok(imported)
+        let path = path.as_ref();
+        crate::export::read_events(path, EVENT_IMPORT_CHUNK, |events| {
+            self.check_events(&events, &*self.pending()?)
+        })?;
+        crate::export::read_events(path, EVENT_IMPORT_CHUNK, |events| {
+            self.stage_and_commit(|| self.append_events(events).map(|_| ()))
+        })
     }
 
     /// Imports products from a Parquet file or folder (the layout of

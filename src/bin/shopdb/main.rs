@@ -128,6 +128,23 @@ struct DemoArgs {
     #[arg(long)]
     no_examples: bool,
 
+    /// Products to generate (default 3,000; 300 with --small).
+    #[arg(long, value_name = "N")]
+    products: Option<usize>,
+
+    /// Shoppers to generate (default 2,000; 150 with --small).
+    #[arg(long, value_name = "N")]
+    users: Option<usize>,
+
+    /// Events to generate, about (default 300,000; 6,000 with --small): a large log to try
+    /// export, import and training at scale.
+    #[arg(long, value_name = "N")]
+    events: Option<usize>,
+
+    /// Do not train the models at the end (nor run the examples, which need them).
+    #[arg(long)]
+    no_train: bool,
+
     /// A sentence encoder folder (see `shopdb --help`): the products' vectors come from it,
     /// and one more example searches by meaning.
     #[cfg(feature = "embed")]
@@ -289,13 +306,18 @@ fn demo(args: &DemoArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
         }
     }
+    let base = if args.small {
+        DemoOptions::small()
+    } else {
+        DemoOptions::default()
+    };
     let options = DemoOptions {
         progress: std::io::stderr().is_terminal(),
-        ..if args.small {
-            DemoOptions::small()
-        } else {
-            DemoOptions::default()
-        }
+        products: args.products.unwrap_or(base.products),
+        users: args.users.unwrap_or(base.users),
+        events: args.events.unwrap_or(base.events),
+        train: !args.no_train,
+        ..base
     };
     let started = Instant::now();
     #[cfg(feature = "embed")]
@@ -310,7 +332,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode, String> {
     let engine = open(None, dir, Some(64))?;
     let report = shopdb::demo::generate(&engine, &options).map_err(|e| format!("demo: {e}"))?;
     print_report(&report, started.elapsed().as_secs_f64());
-    if !args.no_examples {
+    if !args.no_examples && !args.no_train {
         let session = Session::new(&engine);
         let mut runner = Runner::new(&session, Mode::Table, false);
         for sql in &report.examples {
