@@ -176,8 +176,8 @@ fn list_column(rows: &[Option<&[f32]>]) -> ArrayRef {
     Arc::new(b.finish())
 }
 
-/// The committed log, partitioned by day.
-pub(crate) fn events(state: &State, dir: &Path) -> Result<ExportReport> {
+/// The committed log, partitioned by day; with `progress`, a bar of events on stderr.
+pub(crate) fn events(state: &State, dir: &Path, progress: bool) -> Result<ExportReport> {
     into_dir(dir, |out| {
         let idx = state.events.read();
         let users = state.users.read();
@@ -191,6 +191,7 @@ pub(crate) fn events(state: &State, dir: &Path) -> Result<ExportReport> {
             }
         }
         order.sort_unstable();
+        let bar = events_bar(progress, order.len() as u64, "exporting");
         let (mut files, mut rows) = (0, 0);
         let mut start = 0;
         while start < order.len() {
@@ -221,11 +222,32 @@ pub(crate) fn events(state: &State, dir: &Path) -> Result<ExportReport> {
                 ])
             });
             rows += write_file(&path, batches)?;
+            bar.set_position(rows);
             files += 1;
             start = end;
         }
+        bar.finish_and_clear();
         Ok((files, rows))
     })
+}
+
+/// A bar of `len` events doing `what` (a counter when `len` is 0: not known yet), or a
+/// hidden one.
+pub(crate) fn events_bar(progress: bool, len: u64, what: &str) -> crate::progress::Progress {
+    use crate::progress::Progress;
+    if !progress {
+        return Progress::hidden();
+    }
+    let bar = if len == 0 {
+        Progress::spinner("{spinner} {msg} {human_pos} events {elapsed}")
+    } else {
+        Progress::bar(
+            len,
+            "{msg} [{bar:30}] {human_pos}/{human_len} events {elapsed}",
+        )
+    };
+    bar.set_message(what.to_string());
+    bar
 }
 
 /// The live catalog, in internal id order.

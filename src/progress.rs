@@ -74,7 +74,17 @@ impl Progress {
 /// Without the `cli` feature: the calls the library makes, each doing nothing.
 #[cfg(not(feature = "cli"))]
 impl Progress {
+    #[cfg(feature = "parquet")]
+    pub fn hidden() -> Self {
+        Progress {}
+    }
+
     pub(crate) fn bar(_len: u64, _template: &str) -> Self {
+        Progress {}
+    }
+
+    #[cfg(feature = "parquet")]
+    pub(crate) fn spinner(_template: &str) -> Self {
         Progress {}
     }
 

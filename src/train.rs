@@ -513,6 +513,7 @@ pub(crate) fn import_mf(
     factors: &crate::channel::MfFactors,
     opts: &crate::channel::MfImportOptions,
 ) -> Result<crate::channel::MfImportReport> {
+    let started = Instant::now();
     let current = state.models.read().clone().ok_or(Error::NotTrained(
         "IMPORT MODEL mf replaces the MF model of a trained generation: TRAIN first",
     ))?;
@@ -547,6 +548,7 @@ pub(crate) fn import_mf(
     }
     set.generation = current.generation + 1;
     report.generation = set.generation;
+    report.seconds = started.elapsed().as_secs_f64();
     set.imported_mf = Some(report.clone());
     crate::generation::save(&models_dir(state), &set)?;
     let set = Arc::new(set);

@@ -161,7 +161,8 @@ pub struct MfImportReport {
     /// (added after its training): skipped; they are served as new shoppers and products
     /// until the next training.
     pub newer: usize,
-    /// Seconds taken.
+    /// Seconds taken to check the factors and build the generation (before its file is
+    /// written).
     pub seconds: f64,
 }
 

@@ -422,7 +422,7 @@ impl Engine {
         &self,
         dir: impl AsRef<std::path::Path>,
     ) -> Result<crate::export::ExportReport> {
-        crate::export::events(&self.state, dir.as_ref())
+        crate::export::events(&self.state, dir.as_ref(), false)
     }
 
     /// Writes the live catalog as `DIR/products.parquet` (id, title, description, brand,

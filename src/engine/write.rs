@@ -172,13 +172,32 @@ impl Engine {
     /// items, bad timestamps). Nothing is applied then.
     #[cfg(feature = "parquet")]
     pub fn import_events_parquet(&self, path: impl AsRef<std::path::Path>) -> Result<usize> {
-        let path = path.as_ref();
-        crate::export::read_events(path, EVENT_IMPORT_CHUNK, |events| {
+        self.import_events_parquet_with(path.as_ref(), false)
+    }
+
+    /// [`import_events_parquet`](Self::import_events_parquet), with a bar of events on
+    /// stderr for each pass when `progress` is set (the shell's `IMPORT EVENTS`).
+    #[cfg(feature = "parquet")]
+    pub(crate) fn import_events_parquet_with(
+        &self,
+        path: &std::path::Path,
+        progress: bool,
+    ) -> Result<usize> {
+        let bar = crate::export::events_bar(progress, 0, "checking");
+        let n = crate::export::read_events(path, EVENT_IMPORT_CHUNK, |events| {
+            bar.inc(events.len() as u64);
             self.check_events(&events, &*self.pending()?)
         })?;
-        crate::export::read_events(path, EVENT_IMPORT_CHUNK, |events| {
-            self.stage_and_commit(|| self.append_events(events).map(|_| ()))
-        })
+        bar.finish_and_clear();
+        let bar = crate::export::events_bar(progress, n as u64, "importing");
+        let imported = crate::export::read_events(path, EVENT_IMPORT_CHUNK, |events| {
+            let len = events.len() as u64;
+            self.stage_and_commit(|| self.append_events(events).map(|_| ()))?;
+            bar.inc(len);
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        Ok(imported)
     }
 
     /// Imports products from a Parquet file or folder (the layout of

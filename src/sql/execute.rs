@@ -61,7 +61,8 @@ impl<'e> Session<'e> {
         }
     }
 
-    /// Makes `TRAIN` draw a progress bar on stderr (off by default).
+    /// Makes `TRAIN`, and `EXPORT` and `IMPORT` of Parquet events, draw a progress bar on
+    /// stderr (off by default).
     pub fn set_train_progress(&mut self, on: bool) {
         self.train_progress = on;
     }
@@ -800,7 +801,10 @@ impl<'e> Session<'e> {
         use crate::sql::plan::ExportData;
         let p = self.resolve_path(path)?;
         let (what, r) = match data {
-            ExportData::Events => ("events", self.engine.export_events(&p)?),
+            ExportData::Events => (
+                "events",
+                crate::export::events(&self.engine.state, &p, self.train_progress)?,
+            ),
             ExportData::Products => ("products", self.engine.export_products(&p)?),
             ExportData::Mf => ("MF factors", self.engine.export_mf(&p)?),
         };
@@ -862,7 +866,7 @@ impl<'e> Session<'e> {
             Import::Events { path, on_error } => {
                 let p = self.resolve_path(path)?;
                 let report = if is_parquet(&p) {
-                    self.write_import(|| parquet_events(engine, &p))?
+                    self.write_import(|| parquet_events(engine, &p, self.train_progress))?
                 } else {
                     self.write_import(|| import::events_csv(engine, &p, *on_error))?
                 };
@@ -916,8 +920,8 @@ fn is_parquet(p: &Path) -> bool {
 }
 
 #[cfg(feature = "parquet")]
-fn parquet_events(engine: &Engine, p: &Path) -> Result<ImportReport> {
-    engine.import_events_parquet(p).map(imported)
+fn parquet_events(engine: &Engine, p: &Path, progress: bool) -> Result<ImportReport> {
+    engine.import_events_parquet_with(p, progress).map(imported)
 }
 
 #[cfg(feature = "parquet")]
@@ -936,7 +940,7 @@ fn imported(n: usize) -> ImportReport {
 }
 
 #[cfg(not(feature = "parquet"))]
-fn parquet_events(_engine: &Engine, _p: &Path) -> Result<ImportReport> {
+fn parquet_events(_engine: &Engine, _p: &Path, _progress: bool) -> Result<ImportReport> {
     Err(no_parquet())
 }
 

@@ -398,3 +398,92 @@ fn spark_als_factors_round_trip_through_the_engine() {
         "{scored:?}"
     );
 }
+
+#[test]
+fn the_harness_exports_its_fitting_part_and_rates_imported_factors() {
+    use super::cli::shopdb;
+    use arrow_array::Array;
+    let tmp = tempdir();
+    // Relative paths, as a shell user types them.
+    let bench = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "bench",
+            "--dataset",
+            "generated",
+            "--scale",
+            "tiny",
+            "--queries",
+            "10",
+            "--typos",
+            "0",
+            "--no-exposure",
+            "--no-tune",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        shopdb(tmp.path(), &args, None).ok()
+    };
+    bench(&["--fit-export", "fit"], "own");
+    let params: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("fit/mf_params.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(params["factors"], 64);
+    // Factors for every user and item of the fitting part: each user's factor points at
+    // their own items, so the imported model is a real (if crude) one.
+    let file = std::fs::File::open(tmp.path().join("fit/interactions.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let (mut users, mut items) = (
+        std::collections::BTreeMap::new(),
+        std::collections::BTreeSet::new(),
+    );
+    for b in reader {
+        let b = b.unwrap();
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone()
+        };
+        let (u, i) = (col("user"), col("item"));
+        assert!(!u.is_empty());
+        for r in 0..u.len() {
+            users
+                .entry(u.value(r).to_string())
+                .or_insert_with(Vec::new)
+                .push(i.value(r).to_string());
+            items.insert(i.value(r).to_string());
+        }
+    }
+    let items: Vec<String> = items.into_iter().collect();
+    let slot = |i: &str| items.iter().position(|x| x == i).unwrap() % 8;
+    let item_rows: Vec<(&str, Vec<f32>)> = items
+        .iter()
+        .map(|i| {
+            let mut f = vec![0.0; 8];
+            f[slot(i)] = 1.0;
+            (i.as_str(), f)
+        })
+        .collect();
+    let user_rows: Vec<(&str, Vec<f32>)> = users
+        .iter()
+        .map(|(u, seen)| {
+            let mut f = vec![0.01; 8];
+            for i in seen {
+                f[slot(i)] += 1.0;
+            }
+            (u.as_str(), f)
+        })
+        .collect();
+    factor_dir(&tmp.path().join("factors"), &user_rows, &item_rows);
+    let said = bench(&["--import-mf", "factors"], "imported");
+    assert!(said.stdout.contains("| mf_imported |"), "{}", said.stdout);
+    let own = std::fs::read_to_string(tmp.path().join("own/report.md")).unwrap();
+    assert!(!own.contains("mf_imported"));
+}
