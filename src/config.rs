@@ -94,6 +94,12 @@ pub struct HnswParams {
     /// exactly instead of walking the graph (filtered graph walks slow down sharply when few
     /// nodes pass). Default 0.05.
     pub exact_scan_below: f64,
+    /// An index whose float vectors take at most this many bytes is searched by an exact
+    /// scan instead of a graph walk: exact results at a small cost (the scan reads int8
+    /// codes, a quarter of these bytes; SciFact's 5,183 x 384 vectors, 8 MB, take 0.07 ms a
+    /// query, against 0.05 ms for the walk at recall@10 0.99). Default 10,240,000 (10,000
+    /// KiB, Qdrant's `full_scan_threshold`); 0 always walks.
+    pub exact_scan_bytes: usize,
     /// Changes applied since the last snapshot that trigger a new snapshot at commit, or a
     /// quarter of the index's size when larger (a snapshot writes the whole graph, so
     /// snapshots at a fixed interval would cost time quadratic in the catalog).
@@ -108,6 +114,7 @@ impl Default for HnswParams {
             ef_construction: 100,
             ef_search: 64,
             exact_scan_below: 0.05,
+            exact_scan_bytes: 10_240_000,
             snapshot_every: 20_000,
         }
     }

@@ -640,6 +640,12 @@ impl VectorIndex {
         }
     }
 
+    /// Whether a search without a list of allowed items scans every vector instead of
+    /// walking the graph: a small index is scanned whole, exact at little cost.
+    fn scans_whole(&self, inner: &Inner) -> bool {
+        inner.live.saturating_mul(self.dim * 4) <= self.params.exact_scan_bytes
+    }
+
     /// The items to re-score exactly: an exact scan of the listed items, or a graph walk.
     #[inline(always)]
     fn candidates<K: Kernels>(
@@ -650,9 +656,15 @@ impl VectorIndex {
         k: usize,
         allowed: &Allowed<'_>,
     ) -> Vec<u32> {
+        let small = self.scans_whole(inner);
+        let n = u32::try_from(inner.item_slot.len()).unwrap_or(u32::MAX);
         match allowed {
             Allowed::Exact(items) => self.scan(kern, inner, q, k, items.iter().map(|i| i.0)),
             Allowed::Every(n) => self.scan(kern, inner, q, k, 0..*n),
+            Allowed::All if small => self.scan(kern, inner, q, k, 0..n),
+            Allowed::Predicate(p) if small => {
+                self.scan(kern, inner, q, k, (0..n).filter(|&i| p(ItemId(i))))
+            }
             Allowed::All => self.walk(kern, inner, q, k, None),
             Allowed::Predicate(p) => self.walk(kern, inner, q, k, Some(*p)),
         }
@@ -939,8 +951,10 @@ mod tests {
     /// Builds an in-memory index in insert batches (so the search loop's copy of the graph is
     /// kept by incremental updates, not taken whole).
     fn index(metric: Metric, data: &[Vec<f32>]) -> VectorIndex {
+        // These tests are about the graph walk: never the small index's exact scan.
         let params = HnswParams {
             ef_search: 64,
+            exact_scan_bytes: 0,
             ..HnswParams::default()
         };
         let index = VectorIndex::in_memory(data[0].len(), metric, &params, data.len());
@@ -1040,6 +1054,43 @@ mod tests {
             "recall under a predicate {:.3}",
             r_even / n
         );
+    }
+
+    #[test]
+    fn a_small_index_is_scanned_exactly_and_a_large_one_walked() {
+        let data = vectors(2000, 24, 8);
+        let queries = vectors(30, 24, 31);
+        let odd = |item: ItemId| item.0 % 2 == 1;
+        // 2,000 x 24 floats = 192,000 bytes: scanned under the default threshold.
+        let small = VectorIndex::in_memory(24, Metric::Cosine, &HnswParams::default(), 2000);
+        let items: Vec<(ItemId, &[f32])> = data
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (ItemId(i as u32), v.as_slice()))
+            .collect();
+        small.upsert(&items);
+        small.remove(ItemId(4));
+        assert!(small.scans_whole(&small.inner.read()));
+        for q in &queries {
+            let ids = |h: Vec<VectorHit>| h.into_iter().map(|h| h.item.0).collect::<Vec<_>>();
+            let want = brute(Metric::Cosine, &data, q, 10, |i| i != 4);
+            assert_eq!(ids(small.search(q, 10, Allowed::All)), want);
+            let want_odd = brute(Metric::Cosine, &data, q, 10, |i| i % 2 == 1);
+            assert_eq!(ids(small.search(q, 10, Allowed::Predicate(&odd))), want_odd);
+        }
+        // One byte under its size, the same index walks the graph.
+        let walked = VectorIndex::in_memory(
+            24,
+            Metric::Cosine,
+            &HnswParams {
+                exact_scan_bytes: 1999 * 24 * 4 - 1,
+                ..HnswParams::default()
+            },
+            2000,
+        );
+        walked.upsert(&items);
+        walked.remove(ItemId(4));
+        assert!(!walked.scans_whole(&walked.inner.read()));
     }
 
     #[test]
