@@ -236,7 +236,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "IMPORT STUFF FROM 'x'",
         "1:8",
-        "expected PRODUCTS, EVENTS, SEQUENCES, MOVIELENS or KG",
+        "expected PRODUCTS, EVENTS, SEQUENCES, MOVIELENS, MODEL or KG",
     ),
     (
         "SELECT * FROM search('x', usr => 'u')",
