@@ -92,7 +92,9 @@ pub struct HnswParams {
     pub ef_search: usize,
     /// Below this fraction of items passing a filter, vector search scans the allowed items
     /// exactly instead of walking the graph (filtered graph walks slow down sharply when few
-    /// nodes pass). Default 0.05.
+    /// nodes pass). Default 0.05: on 100,000 x 64 vectors the two cost the same at about
+    /// 5.8% (`cargo run --release --example filter_switch`: at 5% the scan took 0.83 ms
+    /// against 1.02 ms for the walk, at 10% 1.40 against 0.67 ms).
     pub exact_scan_below: f64,
     /// An index whose float vectors take at most this many bytes is searched by an exact
     /// scan instead of a graph walk: exact results at a small cost (the scan reads int8

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use tantivy::collector::TopDocs;
 use tantivy::query::{
     AllQuery, BooleanQuery, ConstScoreQuery, FuzzyTermQuery, InvertedIndexRangeQuery, Occur, Query,
-    TermQuery,
+    RangeQuery, TermQuery,
 };
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STRING,
@@ -630,6 +630,11 @@ impl TextIndex {
     }
 
     fn filter_query(&self, filter: &Filter) -> Box<dyn Query> {
+        self.filter_clause(filter, false)
+    }
+
+    /// `filter` as a tantivy query; `excluded` when a `Not` encloses it.
+    fn filter_clause(&self, filter: &Filter, excluded: bool) -> Box<dyn Query> {
         let f = &self.fields;
         let term = |field: Field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
@@ -658,15 +663,22 @@ impl TextIndex {
                     ),
                     _ => (bound(min), bound(max)),
                 };
-                // The inverted index, not the fast column: tantivy's fast-field range doc set
-                // overflows (a panic in debug builds) when a conjunction holding it is
-                // excluded, as in `Not(And([Price, ..]))`.
-                Box::new(InvertedIndexRangeQuery::new(lo, hi))
+                // The fast column reads a range in one pass over the prices (a range over
+                // the inverted index visits every distinct price in it: 30 ms for a range
+                // holding 100k products, against well under 1 ms). Under a `Not`, the
+                // inverted index: tantivy's fast-field range doc set overflows (a panic in
+                // debug builds) when a conjunction holding it is excluded, as in
+                // `Not(And([Price, ..]))`.
+                if excluded {
+                    Box::new(InvertedIndexRangeQuery::new(lo, hi))
+                } else {
+                    Box::new(RangeQuery::new(lo, hi))
+                }
             }
             Filter::Attribute { key, value } => term(f.attr, &format!("{key}{ATTR_SEP}{value}")),
             Filter::And(v) => Box::new(BooleanQuery::new(
                 v.iter()
-                    .map(|c| (Occur::Must, self.filter_query(c)))
+                    .map(|c| (Occur::Must, self.filter_clause(c, excluded)))
                     .collect(),
             )),
             Filter::Or(v) => {
@@ -678,14 +690,14 @@ impl TextIndex {
                 } else {
                     Box::new(BooleanQuery::new(
                         v.iter()
-                            .map(|c| (Occur::Should, self.filter_query(c)))
+                            .map(|c| (Occur::Should, self.filter_clause(c, excluded)))
                             .collect(),
                     ))
                 }
             }
             Filter::Not(c) => Box::new(BooleanQuery::new(vec![
                 (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
-                (Occur::MustNot, self.filter_query(c)),
+                (Occur::MustNot, self.filter_clause(c, true)),
             ])),
         }
     }
@@ -1151,6 +1163,55 @@ mod tests {
             .into_iter()
             .map(|h| h.item.0)
             .collect()
+    }
+
+    #[test]
+    fn filters_select_exactly_what_matches_on_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = TextIndex::open(dir.path()).unwrap();
+        let products: Vec<Product> = (0..300)
+            .map(|i| {
+                let p = Product::new(format!("p{i}"))
+                    .brand(if i % 3 == 0 { "Acme" } else { "Other" })
+                    .category(if i % 2 == 0 { "shoes/running" } else { "shirts" });
+                if i % 10 == 3 {
+                    p
+                } else {
+                    p.price((i % 97) as f64 + 0.5)
+                }
+            })
+            .collect();
+        for (i, p) in products.iter().enumerate() {
+            index.upsert(ItemId(i as u32), p).unwrap();
+        }
+        index.commit(1).unwrap();
+        let range = |lo: f64, hi: f64| Filter::price(Some(lo), Some(hi));
+        let filters = [
+            range(10.0, 20.0),
+            Filter::price(None, Some(5.0)),
+            Filter::price(Some(90.0), None),
+            range(10.0, 60.0).and(Filter::brand("Acme")),
+            range(0.0, 3.0).or(range(95.0, 100.0)),
+            range(0.0, 50.0).not(),
+            range(0.0, 50.0).and(Filter::brand("Acme")).not(),
+            Filter::category("shoes").and(range(20.0, 80.0).not()),
+            Filter::category("shoes").or(range(1.0, 2.0)).not(),
+        ];
+        for f in &filters {
+            let mut got: Vec<u32> = index
+                .filtered(f, usize::MAX)
+                .unwrap()
+                .unwrap()
+                .into_iter()
+                .map(|i| i.0)
+                .collect();
+            got.sort_unstable();
+            let want: Vec<u32> = (0..300u32)
+                .filter(|&i| f.matches(&products[i as usize]))
+                .collect();
+            assert!(!want.is_empty(), "{f:?} selects nothing");
+            assert_eq!(got, want, "{f:?}");
+        }
     }
 
     const SHOP: &[&str] = &[

@@ -126,3 +126,87 @@ fn filtered_vector_search_returns_only_passing_products_and_finds_the_nearest() 
     assert_eq!(hits.first().map(|h| h.id.as_str()), Some("p0"));
     assert!(hits.iter().all(|h| h.id != "p7"));
 }
+
+/// Price ranges are read from the fast column, and from the inverted index under a `Not`:
+/// with every filtered search answered from the text index's allowed set, each combination
+/// returns exactly the nearest passing products.
+#[test]
+fn price_ranges_in_every_position_of_a_filter_select_what_they_should() {
+    let dir = tempdir();
+    let e = Engine::builder()
+        .dim(DIM)
+        .metric(Metric::Cosine)
+        .hnsw(shopdb::HnswParams {
+            exact_scan_below: 1.0,
+            ..shopdb::HnswParams::default()
+        })
+        .open(dir.path())
+        .unwrap();
+    let n = 2000usize;
+    let vs: Vec<Vec<f32>> = (0..n).map(|i| vector(i as u64, DIM)).collect();
+    let price = |i: usize| (i % 97) as f64 + 0.5;
+    e.upsert_products(
+        (0..n)
+            .map(|i| {
+                let p = Product::new(format!("p{i}"))
+                    .brand(brand(i))
+                    .embedding(vs[i].clone());
+                // Every 10th product has no price: no range holds it.
+                if i % 10 == 3 {
+                    p
+                } else {
+                    p.price(price(i))
+                }
+            })
+            .collect(),
+    )
+    .unwrap();
+    e.commit().unwrap();
+    let priced = |i: usize| i % 10 != 3;
+    let within = move |i: usize, lo: f64, hi: f64| priced(i) && price(i) >= lo && price(i) <= hi;
+    type Passes = Box<dyn Fn(usize) -> bool>;
+    let range = |lo: f64, hi: f64| Filter::price(Some(lo), Some(hi));
+    let cases: Vec<(Filter, Passes)> = vec![
+        (range(10.0, 20.0), Box::new(move |i| within(i, 10.0, 20.0))),
+        (
+            Filter::price(None, Some(5.0)),
+            Box::new(move |i| within(i, f64::MIN, 5.0)),
+        ),
+        (
+            Filter::price(Some(90.0), None),
+            Box::new(move |i| within(i, 90.0, f64::MAX)),
+        ),
+        (
+            range(10.0, 60.0).and(Filter::brand("Odd")),
+            Box::new(move |i| within(i, 10.0, 60.0) && brand(i) == "Odd"),
+        ),
+        (
+            range(0.0, 3.0).or(range(95.0, 100.0)),
+            Box::new(move |i| within(i, 0.0, 3.0) || within(i, 95.0, 100.0)),
+        ),
+        (
+            range(0.0, 50.0).not(),
+            Box::new(move |i| !within(i, 0.0, 50.0)),
+        ),
+        (
+            range(0.0, 50.0).and(Filter::brand("Even")).not(),
+            Box::new(move |i| !(within(i, 0.0, 50.0) && brand(i) == "Even")),
+        ),
+        (
+            Filter::brand("Odd").and(range(20.0, 80.0).not()),
+            Box::new(move |i| brand(i) == "Odd" && !within(i, 20.0, 80.0)),
+        ),
+    ];
+    for (filter, pass) in &cases {
+        for qi in 0..10 {
+            let q = vector(30_000 + qi, DIM);
+            let ids: Vec<String> = e
+                .search_vector(&q, filter, 10)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.id)
+                .collect();
+            assert_eq!(ids, brute(&vs, &q, 10, pass), "{filter:?}");
+        }
+    }
+}
