@@ -29,6 +29,7 @@
 //! IMPORT MOVIELENS FROM 'ml-100k'; IMPORT KG FROM 'x.kg' LINKS 'x.link';
 //! SET RETENTION (max_age_days = 365, max_events_per_user = 500); SHOW RETENTION; COMPACT;
 //! BACKUP TO 'backups/today'; EXPORT EVENTS TO 'out/events'; IMPORT EVENTS FROM 'out/events';
+//! IMPORT MODEL mf FROM 'spark/factors' WITH (skip_unknown = true);
 //! ```
 //!
 //! Three steps, each its own module:

@@ -1173,7 +1173,11 @@ mod tests {
             .map(|i| {
                 let p = Product::new(format!("p{i}"))
                     .brand(if i % 3 == 0 { "Acme" } else { "Other" })
-                    .category(if i % 2 == 0 { "shoes/running" } else { "shirts" });
+                    .category(if i % 2 == 0 {
+                        "shoes/running"
+                    } else {
+                        "shirts"
+                    });
                 if i % 10 == 3 {
                     p
                 } else {

@@ -51,6 +51,7 @@ Statements end with ';' and may span lines.
   SELECT * FROM trending(since => 1732000000) LIMIT 10;  (distinct shoppers per product)
   EXPORT EVENTS TO 'out/events';  EXPORT PRODUCTS TO 'out/p';  EXPORT MODEL mf TO 'out/mf';
   IMPORT EVENTS FROM 'out/events';  (a Parquet folder or file; builds with --features parquet)
+  IMPORT MODEL mf FROM 'spark/factors';  (MF factors fitted elsewhere, e.g. tools/spark_als.py)
   SET RETENTION (max_age_days = 365, max_events_per_user = 500);  SET RETENTION OFF;
   SHOW RETENTION;  COMPACT;  (drops forgotten users' and expired events' bytes from the files)
   BACKUP TO 'backups/today';  (online; serve it with: shopdb backups/today --read-only)
