@@ -158,7 +158,8 @@ impl Mf {
     /// `params.factors` long when present). An item without a factor gets the zero vector
     /// (never recommended by this model); a user without one is folded in from
     /// `history(u)` against the given item factors ([`Mf::fold_in`] with `params`), as a
-    /// user newer than a model is. Returns the model and how many users were folded in.
+    /// user newer than a model is (one without a history keeps the zero vector). Returns
+    /// the model and how many users were folded in.
     ///
     /// # Errors
     /// [`ModelError::InvalidParam`] for bad parameters, [`ModelError::LengthMismatch`] for a
@@ -207,7 +208,11 @@ impl Mf {
             if f.is_some() {
                 continue;
             }
-            let x = mf.fold_in(&history(u as u32))?;
+            let h = history(u as u32);
+            if h.is_empty() {
+                continue; // nothing to fold in: the zero vector, as for a new shopper
+            }
+            let x = mf.fold_in(&h)?;
             if x.iter().any(|v| !v.is_finite()) {
                 return Err(ModelError::NonFinite {
                     what: "folded-in user factor",
