@@ -27,13 +27,7 @@ impl Engine {
         let mut seen = HashSet::new();
         for (i, p) in products.iter_mut().enumerate() {
             p.validate(&self.state.config.limits, self.state.config.dim)
-                .map_err(|e| match e {
-                    Error::Invalid { field, reason } => Error::Invalid {
-                        field,
-                        reason: format!("batch row {i}: {reason}"),
-                    },
-                    other => other,
-                })?;
+                .map_err(|e| in_row(i, e))?;
             if !seen.insert(p.id.clone()) {
                 return Err(Error::invalid(
                     "product.id",
@@ -101,13 +95,7 @@ impl Engine {
         let items = self.state.items.read();
         for (i, e) in events.iter().enumerate() {
             e.validate(&self.state.config.limits, now)
-                .map_err(|err| match err {
-                    Error::Invalid { field, reason } => Error::Invalid {
-                        field,
-                        reason: format!("batch row {i}: {reason}"),
-                    },
-                    other => other,
-                })?;
+                .map_err(|err| in_row(i, err))?;
             let live = (items.live_iid(&e.item).is_some() && !pending.deleted.contains(&e.item))
                 || pending.upserted.contains(&e.item);
             if !live {
@@ -469,4 +457,15 @@ fn product_text(p: &Product) -> String {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A validation error of row `i` of a batch, saying which row.
+fn in_row(i: usize, e: Error) -> Error {
+    match e {
+        Error::Invalid { field, reason } => Error::Invalid {
+            field,
+            reason: format!("batch row {i}: {reason}"),
+        },
+        other => other,
+    }
 }
