@@ -6,7 +6,9 @@
 //!
 //! `cargo bench --bench query` (set `SHOPDB_BENCH_PRODUCTS` / `SHOPDB_BENCH_EVENTS` to scale;
 //! `SHOPDB_BENCH_SEQUENCE=N` also trains the sequence model for N epochs: its query cost does
-//! not depend on how long it trained).
+//! not depend on how long it trained). `SHOPDB_BENCH_DB=DIR` keeps the built shop in `DIR`
+//! and reuses it when `DIR` already holds a trained one, so a change to the query path is
+//! measured again without building and training again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
 
@@ -37,6 +39,10 @@ fn build(dir: &std::path::Path) -> (Engine, Shop) {
     };
     let mut shop = shopdb::demo::shop(&options, DIM);
     let e = Engine::builder().dim(DIM).open(dir).expect("open");
+    if dir.join("models").join("CURRENT").exists() {
+        eprintln!("reusing the shop in {}", dir.display());
+        return (e, shop);
+    }
     let hidden = shopdb::demo::Progress::hidden();
     let t = Instant::now();
     let products = std::mem::take(&mut shop.products);
@@ -82,8 +88,11 @@ fn percentiles(name: &str, e: &Engine, queries: &[Query]) {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (e, shop) = build(dir.path());
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = std::env::var_os("SHOPDB_BENCH_DB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let (e, shop) = build(&dir);
     let users: Vec<String> = {
         let mut u: Vec<String> = shop.events.iter().map(|ev| ev.user.clone()).collect();
         u.dedup();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{MfChannel, Models};
+use crate::channel::Models;
 use crate::error::{Error, Result};
 use crate::options::HistoryRule;
 
@@ -54,53 +54,36 @@ pub(crate) struct ModelSet {
     pub imported_mf: Option<crate::channel::MfImportReport>,
 }
 
-/// Below this many items, scoring every item's factor beats a graph walk: at 100k items
-/// and 64 factors, a recommendation took 9 ms scoring every item and 53 ms walking the graph
-/// (the inner-product walk looks at 4k candidates to re-score them exactly).
-pub(crate) const FACTOR_ANN_MIN_ITEMS: usize = 1_000_000;
-
 impl ModelSet {
-    /// Builds the factor index when the catalog is large: on a background thread at open
-    /// (queries score every item until it is ready), in the caller's thread after training.
-    /// Returns whether the catalog is large enough to have one.
-    pub(crate) fn spawn_factor_index(
+    /// Prepares the factor channels' item sides (`channel::factors::ItemSide`): their int8
+    /// codes, and in large catalogs a graph over their item vectors, on a background thread
+    /// at open (queries scan until it is ready), in the caller's thread after training.
+    /// Returns whether the catalog is large enough to have a graph.
+    pub(crate) fn prepare_item_sides(
         self: &Arc<Self>,
         params: &crate::config::HnswParams,
         background: bool,
     ) -> bool {
-        let n_items = self.models.n_items();
-        if n_items < FACTOR_ANN_MIN_ITEMS {
-            return false;
-        }
+        let large = self
+            .models
+            .iter()
+            .filter_map(|r| r.item_side())
+            .any(|(_, rows)| crate::channel::ItemSide::wants_index(rows));
         let set = Arc::clone(self);
         let params = params.clone();
         let build = move || {
-            let Some(channel) = set.models.typed::<MfChannel>() else {
-                return;
-            };
-            let mf = &channel.mf;
-            let dim = mf.dim();
-            let index = crate::vector::VectorIndex::in_memory(
-                dim,
-                crate::config::Metric::Dot,
-                &params,
-                n_items,
-            );
-            let factors: Vec<(crate::catalog::ItemId, &[f32])> = (0..n_items as u32)
-                .filter_map(|i| mf.item_vector(i).map(|v| (crate::catalog::ItemId(i), v)))
-                .filter(|(_, v)| crate::catalog::validate_vector(v, dim).is_ok())
-                .collect();
-            for chunk in factors.chunks(10_000) {
-                index.upsert(chunk);
+            for r in set.models.iter() {
+                if let Some((side, rows)) = r.item_side() {
+                    side.prepare(rows, &params);
+                }
             }
-            let _ = channel.index.set(index);
         };
-        if background {
+        if background && large {
             std::thread::spawn(build);
         } else {
             build();
         }
-        true
+        large
     }
 }
 

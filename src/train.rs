@@ -552,7 +552,7 @@ pub(crate) fn import_mf(
     set.imported_mf = Some(report.clone());
     crate::generation::save(&models_dir(state), &set)?;
     let set = Arc::new(set);
-    set.spawn_factor_index(&state.config.hnsw, false);
+    set.prepare_item_sides(&state.config.hnsw, false);
     *state.models.write() = Some(set);
     state.new_generation();
     Ok(report)
@@ -651,7 +651,7 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
         .map(|c| c.epochs);
     let set = Arc::new(set);
     let t = Instant::now();
-    if set.spawn_factor_index(&state.config.hnsw, false) {
+    if set.prepare_item_sides(&state.config.hnsw, false) {
         timings.push(("factor_index".to_string(), t.elapsed().as_secs_f64()));
     }
     *state.models.write() = Some(set);

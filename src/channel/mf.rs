@@ -1,18 +1,16 @@
 //! Matrix factorisation (implicit ALS) as a channel: a known shopper's factor against every
-//! item's (or a graph walk over the item factors in large catalogs), a new shopper folded in
-//! from their history.
+//! item's (`factors::ItemSide`: a scan, or a graph walk in large catalogs), a new shopper
+//! folded in from their history.
 
 use std::any::Any;
-use std::sync::{Arc, OnceLock};
 
+use super::factors::{ItemSide, Rows};
 use super::{
-    load_model, model_err, pick, save_model, top_dense, Allow, Channel, ChannelHits, ChannelSpec,
-    FitInput, Request, Retriever,
+    load_model, model_err, pick, save_model, Allow, Channel, ChannelHits, ChannelSpec, FitInput,
+    Request, Retriever,
 };
-use crate::catalog::{validate_vector, ItemId};
 use crate::error::{Error, Result};
-use crate::models::Mf;
-use crate::vector::{Allowed, VectorIndex};
+use crate::models::{linalg, Mf};
 
 pub(crate) const SPEC: ChannelSpec = ChannelSpec {
     channel: Channel::Mf,
@@ -26,35 +24,34 @@ pub(crate) const SPEC: ChannelSpec = ChannelSpec {
     },
 };
 
-/// The factors, and their item side in an HNSW graph (inner product) once built.
+/// The factors, and the search structures over their item side.
 pub(crate) struct MfChannel {
     pub mf: Mf,
-    /// Built in the background after training or loading when the catalog is large (see
-    /// `ModelSet::spawn_factor_index`); until then MF scores every item.
-    pub index: Arc<OnceLock<VectorIndex>>,
+    pub items: ItemSide,
 }
 
 impl MfChannel {
     pub(crate) fn new(mf: Mf) -> Self {
         MfChannel {
             mf,
-            index: Arc::default(),
+            items: ItemSide::default(),
         }
     }
 
-    /// Large catalogs: user-to-item recall as a graph walk over the item factors.
-    fn walk(&self, user: u32, n: usize, ok: &Allow<'_>) -> Option<ChannelHits> {
-        let index = self.index.get()?;
-        let uf = self.mf.user_vector(user)?;
-        validate_vector(uf, self.mf.dim()).ok()?;
-        let keep = |i: ItemId| ok(i.0);
-        let hits = index.search(uf, n, Allowed::Predicate(&keep));
-        Some(
-            hits.into_iter()
-                .filter(|h| h.score > 0.0)
-                .map(|h| (h.item.0, h.score))
-                .collect(),
-        )
+    fn rows(&self) -> Rows<'_> {
+        Rows {
+            rows: self.mf.item_factors(),
+            dim: self.mf.dim(),
+        }
+    }
+
+    /// The shopper's factor: a known shopper's own, else folded in from the history.
+    fn query(&self, req: &Request<'_>) -> Option<Vec<f32>> {
+        match req.user.and_then(|u| self.mf.user_vector(u)) {
+            Some(uf) => Some(uf.to_vec()),
+            None if !req.history.is_empty() => self.mf.fold_in(req.history).ok(),
+            None => None,
+        }
     }
 }
 
@@ -64,41 +61,18 @@ impl Retriever for MfChannel {
     }
 
     fn propose(&self, req: &Request<'_>, n: usize, ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
-        let n_items = self.mf.n_items();
-        Ok(match req.user {
-            Some(u) => self
-                .walk(u, n, ok)
-                .or_else(|| top_dense(n_items, n, ok, &|s| self.mf.score_user(u, s).is_ok())),
-            None if !req.history.is_empty() => top_dense(n_items, n, ok, &|s| {
-                self.mf.score_history(req.history, s).is_ok()
-            }),
-            None => None,
-        })
+        Ok(self.query(req).map(|q| {
+            let mut hits = self.items.top(self.rows(), &q, n, ok);
+            hits.retain(|(_, s)| *s > 0.0);
+            hits
+        }))
     }
 
     fn score(&self, req: &Request<'_>, cands: &[u32]) -> Option<ChannelHits> {
-        match req.user.and_then(|u| self.mf.user_vector(u)) {
-            Some(uf) => {
-                let mut v: ChannelHits = cands
-                    .iter()
-                    .filter_map(|&i| {
-                        let f = self.mf.item_vector(i)?;
-                        let s: f32 = uf.iter().zip(f).map(|(a, c)| a * c).sum();
-                        (s.is_finite() && s > 0.0).then_some((i, s))
-                    })
-                    .collect();
-                v.sort_by(|a, c| c.1.total_cmp(&a.1).then(a.0.cmp(&c.0)));
-                Some(v)
-            }
-            None if !req.history.is_empty() => {
-                let mut scores = vec![0f32; self.mf.n_items()];
-                self.mf
-                    .score_history(req.history, &mut scores)
-                    .is_ok()
-                    .then(|| pick(cands, &|i| scores.get(i as usize).copied().unwrap_or(0.0)))
-            }
-            None => None,
-        }
+        let q = self.query(req)?;
+        Some(pick(cands, &|i| {
+            self.mf.item_vector(i).map_or(0.0, |f| linalg::dot(&q, f))
+        }))
     }
 
     fn score_all(&self, req: &Request<'_>, scores: &mut [f32]) {
@@ -106,6 +80,10 @@ impl Retriever for MfChannel {
             Some(u) => self.mf.score_user(u, scores),
             None => self.mf.score_history(req.history, scores),
         };
+    }
+
+    fn item_side(&self) -> Option<(&ItemSide, Rows<'_>)> {
+        Some((&self.items, self.rows()))
     }
 
     fn save(&self) -> Result<Vec<u8>> {

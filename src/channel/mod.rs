@@ -11,6 +11,7 @@
 //! and the indexes, never the query path, training or the engine.
 
 mod content;
+mod factors;
 mod item_cf;
 mod kg;
 mod mf;
@@ -29,6 +30,7 @@ use crate::filter::Filter;
 use crate::models::{Interactions, SparseScores};
 use crate::options::TrainOptions;
 
+pub(crate) use factors::ItemSide;
 pub(crate) use mf::{import as import_mf, IdMap, MfChannel};
 pub use mf::{MfFactors, MfImportOptions, MfImportReport};
 pub(crate) use sequence::SequenceChannel;
@@ -256,6 +258,12 @@ pub(crate) trait Retriever: Send + Sync {
     /// For the few typed reads outside the channel (the re-ranker's item features); model
     /// channels return themselves.
     fn as_any(&self) -> Option<&dyn Any> {
+        None
+    }
+
+    /// A factor channel's item vectors and the search structures over them, which the model
+    /// generation prepares after training and loading (`ModelSet::prepare_item_sides`).
+    fn item_side(&self) -> Option<(&factors::ItemSide, factors::Rows<'_>)> {
         None
     }
 }
@@ -506,49 +514,6 @@ pub(crate) fn model_err(e: crate::models::ModelError) -> Error {
     Error::invalid("training", e.to_string())
 }
 
-/// The top `n` items of a score vector that pass `ok`, best first. `ok` is called in score
-/// order on as few items as possible (a filter check costs more than a comparison).
-pub(crate) fn top_allowed(scores: &[f32], n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
-    let positive = |s: &f32| s.is_finite() && *s > 0.0;
-    // Large score vectors: a threshold read off a strided sample keeps about eight times
-    // what the first round needs, instead of collecting every positive score. Exact: every
-    // item at or above the threshold is kept, so when `n` of them pass `ok` they are the
-    // top `n` of the whole vector.
-    let first = (n * 2).max(16);
-    if scores.len() > 64 * first {
-        let stride = (scores.len() / 4_096).max(1);
-        let mut sample: Vec<f32> = scores
-            .iter()
-            .step_by(stride)
-            .copied()
-            .filter(positive)
-            .collect();
-        let keep = (8 * first) as f64 / scores.len() as f64;
-        let k = ((sample.len() as f64 * keep).ceil() as usize).max(1);
-        if k < sample.len() {
-            sample.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-            let threshold = sample[k - 1];
-            let head: Vec<(u32, f32)> = scores
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| positive(s) && **s >= threshold)
-                .map(|(i, s)| (i as u32, *s))
-                .collect();
-            let out = top_allowed_of(head, n, ok);
-            if out.len() >= n {
-                return out;
-            }
-        }
-    }
-    let v: Vec<(u32, f32)> = scores
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| positive(s))
-        .map(|(i, s)| (i as u32, *s))
-        .collect();
-    top_allowed_of(v, n, ok)
-}
-
 /// The top `n` of `v` that pass `ok`, best first, checking `ok` in score order.
 fn top_allowed_of(mut v: Vec<(u32, f32)>, n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
     let mut out = Vec::with_capacity(n);
@@ -614,17 +579,6 @@ pub(crate) fn history_score(
     Some(pick(cands, &|i| s.get(i)))
 }
 
-/// The best `n` of a dense score vector filled by `fill` (`None` when it fails).
-pub(crate) fn top_dense(
-    n_items: usize,
-    n: usize,
-    ok: &Allow<'_>,
-    fill: &dyn Fn(&mut [f32]) -> bool,
-) -> Option<ChannelHits> {
-    let mut scores = vec![0f32; n_items];
-    fill(&mut scores).then(|| top_allowed(&scores, n, ok))
-}
-
 /// Given candidates scored by `score`: positive finite scores, best first.
 pub(crate) fn pick(cands: &[u32], score: &dyn Fn(u32) -> f32) -> ChannelHits {
     let mut v: ChannelHits = cands
@@ -656,48 +610,6 @@ pub(crate) fn union<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Sorting everything, then filtering: what `top_allowed` must return.
-    fn brute(scores: &[f32], n: usize, ok: &dyn Fn(u32) -> bool) -> ChannelHits {
-        let mut v: Vec<(u32, f32)> = scores
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.is_finite() && **s > 0.0 && ok(*i as u32))
-            .map(|(i, s)| (i as u32, *s))
-            .collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        v.truncate(n);
-        v
-    }
-
-    #[test]
-    fn top_allowed_equals_a_full_sort_on_large_vectors() {
-        let mut rng = crate::models::SplitMix64::new(11);
-        let scores: Vec<f32> = (0..200_000)
-            .map(|i| match i % 7 {
-                0 => 0.0,
-                1 => -1.0,
-                2 => f32::NAN,
-                // Many ties, so the threshold lands on equal scores.
-                3 => 0.5,
-                _ => rng.next_f64() as f32,
-            })
-            .collect();
-        let filters: [&dyn Fn(u32) -> bool; 4] = [
-            &|_| true,
-            &|i| i % 3 == 0,
-            // Only a few items pass: the fast path falls back to the full scan.
-            &|i| i % 10_007 == 5,
-            &|_| false,
-        ];
-        for ok in filters {
-            for n in [1, 10, 100, 500] {
-                assert_eq!(top_allowed(&scores, n, ok), brute(&scores, n, ok), "n {n}");
-            }
-        }
-        let small = [0.3, 0.9, 0.0, 0.9, 0.1];
-        assert_eq!(top_allowed(&small, 2, &|_| true), vec![(1, 0.9), (3, 0.9)]);
-    }
 
     #[test]
     fn channel_names_round_trip_and_index_the_table() {

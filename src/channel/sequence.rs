@@ -7,11 +7,13 @@ use std::any::Any;
 
 use serde::{Deserialize, Serialize};
 
+use super::factors::{ItemSide, Rows};
 use super::{
-    load_model, model_err, save_model, top_dense, Allow, Channel, ChannelHits, ChannelSpec,
-    FitInput, FitStage, Reason, Request, Retriever,
+    load_model, model_err, save_model, Allow, Channel, ChannelHits, ChannelSpec, FitInput,
+    FitStage, Reason, Request, Retriever,
 };
 use crate::error::{Error, Result};
+use crate::models::linalg::dot;
 use crate::models::{SeqConfig, SeqHooks, SeqModel};
 
 /// A fitted sequence model, or none (the channel is off).
@@ -20,6 +22,9 @@ pub(crate) struct SequenceChannel {
     pub model: Option<SeqModel>,
     /// The epochs early stopping chose (what a later fit on more data trains for).
     pub epochs: usize,
+    /// The search structures over the item embeddings (derived, not stored).
+    #[serde(skip)]
+    pub items: ItemSide,
 }
 
 pub(crate) const SPEC: ChannelSpec = ChannelSpec {
@@ -75,6 +80,7 @@ fn fit(i: &FitInput<'_>) -> Result<SequenceChannel> {
         Ok(SequenceChannel {
             model: Some(model),
             epochs: cfg.max_epochs,
+            items: ItemSide::default(),
         })
     };
     if let FitStage::ServeAfter(prior) = i.stage {
@@ -98,6 +104,7 @@ fn fit(i: &FitInput<'_>) -> Result<SequenceChannel> {
         return Ok(SequenceChannel {
             model: Some(first),
             epochs,
+            items: ItemSide::default(),
         });
     }
     refit(epochs)
@@ -112,19 +119,46 @@ fn fit_err(e: crate::models::ModelError) -> Error {
 }
 
 impl SequenceChannel {
+    /// The model and the encoded recent history, when some recent item is known to it.
+    fn encoded(&self, req: &Request<'_>) -> Option<(&SeqModel, Vec<f32>)> {
+        let m = self.model.as_ref()?;
+        let known = req.recent.iter().any(|&i| (i as usize) < m.n_items());
+        let q = m.encode(req.recent).ok().filter(|_| known)?;
+        Some((m, q))
+    }
+
     /// Every item's score after the shopper's recent items, as `exp(s - max)`: the model's
     /// order, in (0, 1] (dot products can be negative, and channels propose positive scores).
     fn scores(&self, req: &Request<'_>, out: &mut [f32]) -> bool {
-        let scored = match &self.model {
-            Some(m) if !req.recent.is_empty() => m.score_history(req.recent, out).unwrap_or(false),
-            _ => false,
+        let Some((m, q)) = self.encoded(req) else {
+            return false;
         };
-        if scored {
-            let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            out.iter_mut().for_each(|s| *s = (*s - max).exp());
+        if m.score_vector(&q, out).is_err() {
+            return false;
         }
-        scored
+        let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        out.iter_mut().for_each(|s| *s = (*s - max).exp());
+        true
     }
+}
+
+/// The model's item embeddings.
+fn rows(m: &SeqModel) -> Rows<'_> {
+    Rows {
+        rows: m.item_embeddings(),
+        dim: m.dim(),
+    }
+}
+
+/// `exp(s - max)` of raw dot products, kept when positive and finite, best first.
+fn squash(raw: Vec<(u32, f32)>, max: f32) -> ChannelHits {
+    let mut hits: ChannelHits = raw
+        .into_iter()
+        .map(|(i, s)| (i, (s - max).exp()))
+        .filter(|(_, s)| s.is_finite() && *s > 0.0)
+        .collect();
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    hits
 }
 
 impl Retriever for SequenceChannel {
@@ -132,32 +166,32 @@ impl Retriever for SequenceChannel {
         Channel::Sequence
     }
 
+    /// The top of the raw dot products (`factors::ItemSide`: a scan of the embeddings'
+    /// codes, or a graph walk in large catalogs), as `exp(s - max)` with the max over the
+    /// proposals: min-max normalisation cancels the constant.
     fn propose(&self, req: &Request<'_>, n: usize, ok: &Allow<'_>) -> Result<Option<ChannelHits>> {
-        let Some(m) = &self.model else {
+        let Some((m, q)) = self.encoded(req) else {
             return Ok(None);
         };
-        if req.recent.is_empty() {
-            return Ok(None);
-        }
-        Ok(top_dense(m.n_items(), n, ok, &|s| self.scores(req, s)))
+        let raw = self.items.top(rows(m), &q, n, ok);
+        let max = raw.first().map_or(0.0, |h| h.1);
+        Ok(Some(squash(raw, max)))
     }
 
+    /// Only the candidates' dot products, `exp(s - max)` with the max over the candidates:
+    /// min-max normalisation cancels the constant, and the catalog is never scanned.
     fn score(&self, req: &Request<'_>, cands: &[u32]) -> Option<ChannelHits> {
-        let m = self.model.as_ref()?;
-        if req.recent.is_empty() {
-            return None;
-        }
-        let mut all = vec![0f32; m.n_items()];
-        if !self.scores(req, &mut all) {
-            return None;
-        }
-        Some(
-            cands
-                .iter()
-                .filter_map(|&c| all.get(c as usize).map(|s| (c, *s)))
-                .filter(|(_, s)| s.is_finite())
-                .collect(),
-        )
+        let (m, q) = self.encoded(req)?;
+        let raw: Vec<(u32, f32)> = cands
+            .iter()
+            .filter_map(|&c| Some((c, dot(&q, m.item_vector(c)?))))
+            .collect();
+        let max = raw
+            .iter()
+            .map(|(_, s)| *s)
+            .filter(|s| s.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+        max.is_finite().then(|| squash(raw, max))
     }
 
     fn score_all(&self, req: &Request<'_>, scores: &mut [f32]) {
@@ -179,6 +213,10 @@ impl Retriever for SequenceChannel {
 
     fn save(&self) -> Result<Vec<u8>> {
         save_model(self)
+    }
+
+    fn item_side(&self) -> Option<(&ItemSide, Rows<'_>)> {
+        self.model.as_ref().map(|m| (&self.items, rows(m)))
     }
 
     fn as_any(&self) -> Option<&dyn Any> {
@@ -208,6 +246,7 @@ mod tests {
         SequenceChannel {
             model: Some(model),
             epochs: 2,
+            items: ItemSide::default(),
         }
     }
 
@@ -237,5 +276,52 @@ mod tests {
                 m.score_all(&req, &mut out);
             }
         }
+    }
+
+    /// Proposals are the top of the full scoring (`score_all`), and scoring given
+    /// candidates keeps their order: both with the same min-max normalised values (the
+    /// constant of `exp(s - max)` differs, min-max normalisation cancels it). Unknown recent
+    /// items alone give nothing.
+    #[test]
+    fn proposals_and_candidate_scores_agree_with_the_full_scoring() {
+        let c = fitted();
+        let history = [4u32, 5, 6];
+        let req = Request::shopper(None, &[]).with_recent(&history);
+        let mut all = vec![0f32; 10];
+        c.score_all(&req, &mut all);
+        let norm = |v: &[(u32, f32)]| {
+            let (lo, hi) = v
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), x| (l.min(x.1), h.max(x.1)));
+            v.iter()
+                .map(|x| (x.0, (x.1 - lo) / (hi - lo)))
+                .collect::<Vec<_>>()
+        };
+        let same = |got: &[(u32, f32)], want: &[(u32, f32)]| {
+            assert_eq!(got.len(), want.len());
+            for (a, b) in norm(got).iter().zip(&norm(want)) {
+                assert_eq!(a.0, b.0);
+                assert!((a.1 - b.1).abs() < 1e-4, "{a:?} vs {b:?}");
+            }
+        };
+        let best = |items: &mut dyn Iterator<Item = u32>, n: usize| {
+            let mut v: Vec<(u32, f32)> = items.map(|i| (i, all[i as usize])).collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            v.truncate(n);
+            v
+        };
+        let ok = |i: u32| !history.contains(&i);
+        let hits = c
+            .propose(&req, 4, &ok)
+            .unwrap_or_else(|e| panic!("propose: {e}"))
+            .unwrap_or_else(|| panic!("no proposals"));
+        same(&hits, &best(&mut (0..10u32).filter(|&i| ok(i)), 4));
+        let cands = [9u32, 0, 3, 7];
+        let scored = c.score(&req, &cands).unwrap_or_else(|| panic!("no scores"));
+        same(&scored, &best(&mut cands.iter().copied(), 4));
+        let unknown = [50u32, 60];
+        let cold = Request::shopper(None, &[]).with_recent(&unknown);
+        assert!(c.propose(&cold, 4, &ok).ok().flatten().is_none());
+        assert!(c.score(&cold, &cands).is_none());
     }
 }

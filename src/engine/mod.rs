@@ -565,7 +565,7 @@ impl Engine {
             Ok(m) => {
                 let m = m.map(Arc::new);
                 if let Some(m) = &m {
-                    m.spawn_factor_index(&engine.state.config.hnsw, true);
+                    m.prepare_item_sides(&engine.state.config.hnsw, true);
                 }
                 *engine.state.models.write() = m;
             }

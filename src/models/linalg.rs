@@ -17,6 +17,25 @@ pub(crate) trait Kernels: Copy + Send + Sync {
     /// `sum a[k] * b[k]` of int8 codes over the common length, exactly (in `i32`); codes lie
     /// in `-127..=127` ([`quantize_i8`]).
     fn dot_i8(self, a: &[i8], b: &[i8]) -> i32;
+    /// [`Kernels::dot_i8`] of `q` with four rows at once (a scan's inner step: one
+    /// horizontal reduction for the four).
+    #[inline(always)]
+    fn dot_i8_x4(self, q: &[i8], rows: [&[i8]; 4]) -> [i32; 4] {
+        rows.map(|r| self.dot_i8(q, r))
+    }
+    /// `out[r] = rows[r] . q` for the row-major `rows` (`q.len()` floats a row, as many rows
+    /// as `out` has slots and `rows` holds): a dense scan of every item's vector, the factor
+    /// models' full scoring.
+    #[inline(always)]
+    fn gemv(self, rows: &[f32], q: &[f32], out: &mut [f32]) {
+        if q.is_empty() {
+            out.iter_mut().for_each(|o| *o = 0.0);
+            return;
+        }
+        for (o, row) in out.iter_mut().zip(rows.chunks_exact(q.len())) {
+            *o = self.dot(q, row);
+        }
+    }
     /// `out = m * x` for a symmetric row-major `dim x dim` matrix `m`, computed as
     /// `sum_k x[k] * m[k, :]` (vertical updates only, no horizontal reductions).
     #[inline(always)]
@@ -163,6 +182,32 @@ impl Kernels for Avx2Fma {
     }
 
     #[inline(always)]
+    fn dot_i8_x4(self, q: &[i8], rows: [&[i8]; 4]) -> [i32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: an `Avx2Fma` value exists only if AVX2 and FMA were detected.
+            unsafe { x86::dot_i8_x4(q, rows) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Portable.dot_i8_x4(q, rows)
+        }
+    }
+
+    #[inline(always)]
+    fn gemv(self, rows: &[f32], q: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: an `Avx2Fma` value exists only if AVX2 and FMA were detected.
+            unsafe { x86::gemv(rows, q, out) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Portable.gemv(rows, q, out)
+        }
+    }
+
+    #[inline(always)]
     fn symv(self, m: &[f32], x: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -183,8 +228,8 @@ mod x86 {
 
     use std::arch::x86_64::{
         _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
-        _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm_add_ps,
-        _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps,
+        _mm256_hadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps, _mm_storeu_ps,
     };
 
     /// `sum a[k] * b[k]` over the common length.
@@ -271,6 +316,55 @@ mod x86 {
         s
     }
 
+    /// [`dot_i8`] of `q` with four rows, 32 codes at a time, `|q|` and its signs computed
+    /// once for the four, and one horizontal reduction for all four sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn dot_i8_x4(q: &[i8], rows: [&[i8]; 4]) -> [i32; 4] {
+        use std::arch::x86_64::{
+            __m128i, __m256i, _mm256_add_epi32, _mm256_castsi256_si128, _mm256_extracti128_si256,
+            _mm256_hadd_epi32, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+            _mm256_set1_epi16, _mm256_setzero_si256, _mm256_sign_epi8, _mm_add_epi32,
+            _mm_storeu_si128,
+        };
+        let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
+        let pq = q.as_ptr();
+        let p = rows.map(<[i8]>::as_ptr);
+        let mut i = 0usize;
+        let mut out = [0i32; 4];
+        // SAFETY: loads read bytes `[i, i + 32)` with `i + 32 <= n`, inside `q` and every
+        // row; the store writes the 16 bytes of `out`.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_si256(); 4];
+            while i + 32 <= n {
+                let vq = _mm256_loadu_si256(pq.add(i).cast::<__m256i>());
+                let aq = _mm256_sign_epi8(vq, vq);
+                for (a, &pr) in acc.iter_mut().zip(&p) {
+                    let vr = _mm256_loadu_si256(pr.add(i).cast::<__m256i>());
+                    let p16 = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(vr, vq));
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(p16, ones));
+                }
+                i += 32;
+            }
+            let h = _mm256_hadd_epi32(
+                _mm256_hadd_epi32(acc[0], acc[1]),
+                _mm256_hadd_epi32(acc[2], acc[3]),
+            );
+            let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            _mm_storeu_si128(out.as_mut_ptr().cast::<__m128i>(), s);
+        }
+        for (o, r) in out.iter_mut().zip(rows) {
+            for k in i..n {
+                *o += i32::from(q[k]) * i32::from(r[k]);
+            }
+        }
+        out
+    }
+
     /// `out = m * x` for a symmetric row-major `dim x dim` matrix (`dim = x.len()`), as
     /// `sum_k x[k] * m[k, :]`, 32 output columns at a time held in registers. Falls back to
     /// scalar code for shapes that do not match.
@@ -320,6 +414,69 @@ mod x86 {
         }
     }
 
+    /// `out[r] = rows[r] . q` over whole rows of `q.len()` floats. Four rows at a time, each
+    /// with its own accumulator and `q` loaded once per eight columns, then one horizontal
+    /// reduction for the four: the per-row call and reduction of a `dot` loop cost as much as
+    /// the arithmetic at 64 dimensions.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn gemv(rows: &[f32], q: &[f32], out: &mut [f32]) {
+        let d = q.len();
+        if d == 0 {
+            out.iter_mut().for_each(|o| *o = 0.0);
+            return;
+        }
+        let n = out.len().min(rows.len() / d);
+        let wide = d - d % 8;
+        let (pr, pq, po) = (rows.as_ptr(), q.as_ptr(), out.as_mut_ptr());
+        let mut r = 0usize;
+        // SAFETY: rows `r..r + 4` lie inside `rows` (`r + 4 <= n <= rows.len() / d`); loads
+        // read columns `[k, k + 8)` with `k + 8 <= wide <= d`, of `q` and of those rows; the
+        // store writes `out[r..r + 4]` with `r + 4 <= n <= out.len()`.
+        unsafe {
+            while r + 4 <= n {
+                let (r0, r1, r2, r3) = (
+                    pr.add(r * d),
+                    pr.add((r + 1) * d),
+                    pr.add((r + 2) * d),
+                    pr.add((r + 3) * d),
+                );
+                let mut a0 = _mm256_setzero_ps();
+                let mut a1 = _mm256_setzero_ps();
+                let mut a2 = _mm256_setzero_ps();
+                let mut a3 = _mm256_setzero_ps();
+                let mut k = 0usize;
+                while k < wide {
+                    let v = _mm256_loadu_ps(pq.add(k));
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(k)), v, a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(k)), v, a1);
+                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(k)), v, a2);
+                    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(k)), v, a3);
+                    k += 8;
+                }
+                // Lane sums of the four accumulators into one vector of four.
+                let h01 = _mm256_hadd_ps(a0, a1);
+                let h23 = _mm256_hadd_ps(a2, a3);
+                let h = _mm256_hadd_ps(h01, h23);
+                let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+                _mm_storeu_ps(po.add(r), s);
+                r += 4;
+            }
+        }
+        for row in r..n {
+            out[row] = super::dot(&rows[row * d..(row + 1) * d], q);
+        }
+        if wide < d {
+            for row in 0..r {
+                let tail = &rows[row * d + wide..(row + 1) * d];
+                out[row] += tail.iter().zip(&q[wide..]).map(|(a, b)| a * b).sum::<f32>();
+            }
+        }
+    }
+
     /// `y += alpha * x` over the common length.
     ///
     /// # Safety
@@ -348,18 +505,20 @@ mod x86 {
 
 /// Asks the CPU to bring the first cache lines of `v` (up to 256 bytes) towards L1; a hint
 /// with no effect on results (and none off x86-64). The graph walk calls it for a node's
-/// neighbours' codes before scoring them, as hnswlib does for its vectors.
+/// neighbours' codes before scoring them, as hnswlib does for its vectors, and the exact scan
+/// for the float vectors it is about to score.
 #[inline(always)]
-pub(crate) fn prefetch_bytes(v: &[i8]) {
+pub(crate) fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let lines = v.len().div_ceil(64).min(4);
+        let lines = std::mem::size_of_val(v).div_ceil(64).min(4);
+        let p = v.as_ptr().cast::<i8>();
         for l in 0..lines {
             // SAFETY: a prefetch never faults and reads nothing the program sees; the address
-            // stays inside `v` (line `l` starts at byte `64 * l < v.len()`), and SSE is part of
-            // the x86-64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(64 * l)) }
+            // stays inside `v` (line `l` starts at byte `64 * l < size_of_val(v)`), and SSE
+            // is part of the x86-64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(64 * l)) }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -453,6 +612,22 @@ mod tests {
                 .map(|(x, y)| i32::from(*x) * i32::from(*y))
                 .sum();
             assert_eq!(k.dot_i8(&ca, &cb), want_i, "dot_i8 n={n}");
+            let rows: Vec<Vec<i8>> = (0..4)
+                .map(|r| {
+                    cb.iter()
+                        .map(|c| c.wrapping_mul(r as i8 + 1).max(-127))
+                        .collect()
+                })
+                .collect();
+            let got = k.dot_i8_x4(&ca, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+            for (g, row) in got.iter().zip(&rows) {
+                let want: i32 = ca
+                    .iter()
+                    .zip(row)
+                    .map(|(x, y)| i32::from(*x) * i32::from(*y))
+                    .sum();
+                assert_eq!(*g, want, "dot_i8_x4 n={n}");
+            }
             let mut y = b.clone();
             k.axpy(0.5, &a, &mut y);
             for ((yi, ai), bi) in y.iter().zip(&a).zip(&b) {
@@ -472,6 +647,21 @@ mod tests {
             for (r, o) in out.iter().enumerate() {
                 let want: f32 = (0..dim).map(|c| m[r * dim + c] * x[c]).sum();
                 assert!(close(*o, want), "symv dim={dim} row={r}");
+            }
+        }
+        for dim in [0, 1, 3, 8, 17, 64, 70] {
+            for n in [0, 1, 3, 4, 5, 9, 33] {
+                let rows = data(n * dim, 5);
+                let q = data(dim, 6);
+                let mut out = vec![f32::NAN; n];
+                k.gemv(&rows, &q, &mut out);
+                for (r, o) in out.iter().enumerate() {
+                    let want: f32 = (0..dim).map(|c| rows[r * dim + c] * q[c]).sum();
+                    assert!(
+                        close(*o, want),
+                        "gemv dim={dim} n={n} row={r}: {o} vs {want}"
+                    );
+                }
             }
         }
     }

@@ -14,7 +14,7 @@
 //! Users unseen at training time are handled by [`Mf::fold_in`], an exact solve of the same
 //! normal equations (Cholesky, `O(dim³ + |history| · dim²)`).
 
-use super::linalg::{cholesky_solve, dot, Avx2Fma, Kernels, Portable};
+use super::linalg::{cholesky_solve, Avx2Fma, Kernels, Portable};
 use super::{check_len, check_param, Csr, Interactions, ModelError, SplitMix64};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
@@ -293,11 +293,9 @@ impl Mf {
                 got: vector.len(),
             });
         }
-        for (s, y) in scores
-            .iter_mut()
-            .zip(self.item_factors.chunks_exact(self.dim))
-        {
-            *s = dot(vector, y);
+        match Avx2Fma::detect() {
+            Some(k) => k.gemv(&self.item_factors, vector, scores),
+            None => Portable.gemv(&self.item_factors, vector, scores),
         }
         Ok(())
     }

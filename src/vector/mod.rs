@@ -27,9 +27,11 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::models::linalg::{self, Avx2Fma, Kernels, Portable};
 
+mod codes;
 mod walk;
 
-use walk::{Cand, FlatGraph, Space, TopK};
+pub(crate) use codes::Codes;
+use walk::{Cand, FlatGraph, Space};
 
 /// No slot.
 const NONE: u32 = u32::MAX;
@@ -162,19 +164,15 @@ struct Inner {
     /// By item: `1 / |v|` under dot (the graph is walked by angle), `|v|^2` under L2; empty
     /// under cosine.
     aux: Vec<f32>,
-    /// The vectors as int8 codes (`dim` per item, [`linalg::quantize_i8`]), which the graph
-    /// walk reads: a quarter of the bytes, so four times the vectors per cache line. Its
-    /// candidates are re-scored on the float vectors.
-    codes: Vec<i8>,
-    /// By item: the scale of its codes.
-    code_scale: Vec<f32>,
-    /// By item: `|v|_1`, for the bound on the codes' error that keeps the scan exact.
-    code_l1: Vec<f32>,
+    /// The vectors as int8 codes, which the graph walk and the exact scan read: a quarter of
+    /// the bytes, so four times the vectors per cache line. Candidates are re-scored on the
+    /// float vectors.
+    codes: Codes,
     live: usize,
 }
 
 impl Inner {
-    fn new(graph: Graph) -> Inner {
+    fn new(graph: Graph, dim: usize) -> Inner {
         Inner {
             flat: FlatGraph::new(graph.max_connections()),
             graph,
@@ -182,9 +180,7 @@ impl Inner {
             item_slot: Vec::new(),
             vectors: Vec::new(),
             aux: Vec::new(),
-            codes: Vec::new(),
-            code_scale: Vec::new(),
-            code_l1: Vec::new(),
+            codes: Codes::new(dim),
             live: 0,
         }
     }
@@ -198,7 +194,6 @@ struct Walk<'a, K> {
     /// The query's int8 codes and their scale.
     q: &'a [i8],
     q_scale: f32,
-    dim: usize,
     metric: Metric,
     inner: &'a Inner,
     pred: Option<&'a (dyn Fn(ItemId) -> bool + Sync)>,
@@ -206,20 +201,19 @@ struct Walk<'a, K> {
 
 impl<K: Kernels> Walk<'_, K> {
     #[inline(always)]
-    fn codes(&self, slot: u32) -> Option<(usize, &[i8])> {
+    fn codes(&self, slot: u32) -> Option<(usize, &[i8], f32)> {
         let item = *self.inner.slot_item.get(slot as usize)? as usize;
-        let at = item * self.dim;
-        Some((item, self.inner.codes.get(at..at + self.dim)?))
+        let (codes, scale) = self.inner.codes.get(item)?;
+        Some((item, codes, scale))
     }
 }
 
 impl<K: Kernels> Space for Walk<'_, K> {
     #[inline(always)]
     fn dist(&self, slot: u32) -> f32 {
-        let Some((item, v)) = self.codes(slot) else {
+        let Some((item, v, scale)) = self.codes(slot) else {
             return f32::INFINITY;
         };
-        let scale = self.inner.code_scale.get(item).copied().unwrap_or(0.0);
         let dot = self.kern.dot_i8(self.q, v) as f32 * (self.q_scale * scale);
         let aux = || self.inner.aux.get(item).copied().unwrap_or(0.0);
         match self.metric {
@@ -240,8 +234,8 @@ impl<K: Kernels> Space for Walk<'_, K> {
 
     #[inline(always)]
     fn prefetch(&self, slot: u32) {
-        if let Some((_, v)) = self.codes(slot) {
-            linalg::prefetch_bytes(v);
+        if let Some((_, v, _)) = self.codes(slot) {
+            linalg::prefetch(v);
         }
     }
 }
@@ -306,7 +300,7 @@ impl VectorIndex {
         params: &HnswParams,
     ) -> Result<(VectorIndex, u64, LoadOutcome)> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let fresh = || Inner::new(Graph::new(metric, params, 0));
+        let fresh = || Inner::new(Graph::new(metric, params, 0), dim);
         let (inner, gen, applied, outcome) = match Self::load_snapshot(dir, dim, metric) {
             Ok(Some((inner, m))) => (inner, m.generation, m.applied_seq, LoadOutcome::Loaded),
             Ok(None) => (fresh(), 0, 0, LoadOutcome::Fresh),
@@ -397,7 +391,7 @@ impl VectorIndex {
         }
         let graph = Graph::load(metric, &gdir, &m.basename)?;
         let live = slots.item_slot.iter().filter(|s| **s != NONE).count();
-        let mut inner = Inner::new(graph);
+        let mut inner = Inner::new(graph, dim);
         inner.flat = inner.graph.flatten();
         inner.slot_item = slots.slot_item;
         inner.item_slot = slots.item_slot;
@@ -417,7 +411,7 @@ impl VectorIndex {
             dim,
             metric,
             params: params.clone(),
-            inner: RwLock::new(Inner::new(Graph::new(metric, params, capacity))),
+            inner: RwLock::new(Inner::new(Graph::new(metric, params, capacity), dim)),
             snap: parking_lot::Mutex::new((0, 0, 0)),
         }
     }
@@ -437,19 +431,8 @@ impl VectorIndex {
             inner.vectors.resize(at + dim, 0.0);
         }
         inner.vectors[at..at + dim].copy_from_slice(v);
-        if inner.codes.len() < at + dim {
-            inner.codes.resize(at + dim, 0);
-        }
-        let scale = linalg::quantize_i8(v, &mut inner.codes[at..at + dim]);
         let i = item.0 as usize;
-        if inner.code_scale.len() <= i {
-            inner.code_scale.resize(i + 1, 0.0);
-        }
-        inner.code_scale[i] = scale;
-        if inner.code_l1.len() <= i {
-            inner.code_l1.resize(i + 1, 0.0);
-        }
-        inner.code_l1[i] = v.iter().map(|x| x.abs()).sum();
+        inner.codes.set(i, v);
         let norm2 = linalg::dot(v, v);
         let aux = match self.metric {
             Metric::Cosine => return,
@@ -659,74 +642,41 @@ impl VectorIndex {
         let small = self.scans_whole(inner);
         let n = u32::try_from(inner.item_slot.len()).unwrap_or(u32::MAX);
         match allowed {
-            Allowed::Exact(items) => self.scan(kern, inner, q, k, items.iter().map(|i| i.0)),
-            Allowed::Every(n) => self.scan(kern, inner, q, k, 0..*n),
-            Allowed::All if small => self.scan(kern, inner, q, k, 0..n),
+            Allowed::Exact(items) => self.scan(inner, q, k, items.iter().map(|i| i.0)),
+            Allowed::Every(n) => self.scan(inner, q, k, 0..*n),
+            Allowed::All if small => self.scan(inner, q, k, 0..n),
             Allowed::Predicate(p) if small => {
-                self.scan(kern, inner, q, k, (0..n).filter(|&i| p(ItemId(i))))
+                self.scan(inner, q, k, (0..n).filter(|&i| p(ItemId(i))))
             }
             Allowed::All => self.walk(kern, inner, q, k, None),
             Allowed::Predicate(p) => self.walk(kern, inner, q, k, Some(*p)),
         }
     }
 
-    /// The best `k` of `items` by an exact scan with a bounded heap. Under L2 it ranks by
-    /// `2 q.v - |v|^2` (the same order as the distance).
-    ///
-    /// It reads the int8 codes (a quarter of the float vectors' bytes: the scan is bound by
-    /// memory speed) and computes the float score only for an item whose code score, plus
-    /// a bound on the codes' error, reaches the `k`-th best float score so far: the result
-    /// is the exact top `k`. With `|e| <= scale / 2` per component on either side,
-    /// `|q.v - s_q s_v (c_q . c_v)| <= s_q / 2 * (s_v |c_q|_1 + |v|_1)`.
+    /// The best `k` of `items` by an exact scan of the codes ([`Codes::top`]). Under L2 it
+    /// ranks by `2 q.v - |v|^2` (the same order as the distance).
     #[inline(always)]
-    fn scan<K: Kernels>(
+    fn scan(
         &self,
-        kern: K,
         inner: &Inner,
         q: &[f32],
         k: usize,
         items: impl Iterator<Item = u32>,
     ) -> Vec<u32> {
-        let dim = self.dim;
-        let mut q_codes = vec![0i8; dim];
-        let q_scale = linalg::quantize_i8(q, &mut q_codes);
-        let q_l1: f32 = q_codes.iter().map(|c| f32::from(c.unsigned_abs())).sum();
         let l2 = self.metric == Metric::L2;
-        let mut top = TopK::new(k);
-        for item in items {
-            let i = item as usize;
+        let affine = |i: usize| {
             if inner.item_slot.get(i).is_none_or(|s| *s == NONE) {
-                continue;
+                return None;
             }
-            let aux = if l2 {
-                inner.aux.get(i).copied().unwrap_or(0.0)
+            Some(if l2 {
+                (2.0, -inner.aux.get(i).copied().unwrap_or(0.0))
             } else {
-                0.0
-            };
-            if let (Some(c), Some(&sv), Some(&l1)) = (
-                inner.codes.get(i * dim..i * dim + dim),
-                inner.code_scale.get(i),
-                inner.code_l1.get(i),
-            ) {
-                let approx = kern.dot_i8(&q_codes, c) as f32 * (q_scale * sv);
-                // The bound, with room for the float rounding of both scores.
-                let err = 0.5 * q_scale * (sv * q_l1 + l1) * 1.001 + 1e-6;
-                let (a, e) = if l2 {
-                    (2.0 * approx - aux, 2.0 * err)
-                } else {
-                    (approx, err)
-                };
-                if a + e < top.threshold() {
-                    continue;
-                }
-            }
-            let Some(v) = inner.vectors.get(i * dim..i * dim + dim) else {
-                continue;
-            };
-            let dot = kern.dot(q, v);
-            top.push(if l2 { 2.0 * dot - aux } else { dot }, item);
-        }
-        top.into_sorted()
+                (1.0, 0.0)
+            })
+        };
+        inner
+            .codes
+            .top(&inner.vectors, q, k, items, affine, |_| true)
             .into_iter()
             .map(|(_, item)| item)
             .collect()
@@ -766,7 +716,6 @@ impl VectorIndex {
             kern,
             q: &q_codes,
             q_scale,
-            dim,
             metric: self.metric,
             inner,
             pred,
@@ -791,7 +740,7 @@ impl VectorIndex {
         let n = u32::try_from(inner.item_slot.len()).unwrap_or(u32::MAX);
         let items = match Avx2Fma::detect() {
             Some(kern) => self.candidates_simd(kern, &inner, &q, k, &Allowed::Every(n)),
-            None => self.scan(Portable, &inner, &q, k, 0..n),
+            None => self.scan(&inner, &q, k, 0..n),
         };
         self.rescore(&inner, &q, items, k)
     }

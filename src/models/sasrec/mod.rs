@@ -426,19 +426,60 @@ impl SeqModel {
     /// [`ModelError::InvalidParam`] for a model whose shapes are inconsistent.
     pub fn score_history(&self, history: &[u32], out: &mut [f32]) -> Result<bool, ModelError> {
         check_len(out, self.n_items)?;
-        let lay = self.layout()?;
         let (items, _) = self.window(history);
         if items.is_empty() {
             out.iter_mut().for_each(|s| *s = 0.0);
             return Ok(false);
         }
         let q = self.encode(&items)?;
+        self.score_vector(&q, out)?;
+        Ok(true)
+    }
+
+    /// Scores every item against an encoded history `q` ([`SeqModel::encode`]) into `out`
+    /// (`n_items` slots): one dense scan of the item embeddings.
+    ///
+    /// # Errors
+    /// [`ModelError::LengthMismatch`] when `q` is not `dim` long or `out` not `n_items`,
+    /// [`ModelError::InvalidParam`] for a model whose shapes are inconsistent.
+    pub fn score_vector(&self, q: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
+        check_len(out, self.n_items)?;
+        if q.len() != self.dim {
+            return Err(ModelError::LengthMismatch {
+                what: "encoded history",
+                expected: self.dim,
+                got: q.len(),
+            });
+        }
+        let lay = self.layout()?;
         let emb = &self.weights[lay.item..lay.item + self.n_items * self.dim];
         match Avx2Fma::detect() {
-            Some(k) => score_all(k, &q, emb, out),
-            None => score_all(Portable, &q, emb, out),
+            Some(k) => k.gemv(emb, q, out),
+            None => Portable.gemv(emb, q, out),
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// The embedding of item `i` (what [`SeqModel::score_vector`] multiplies `q` with), or
+    /// `None` past `n_items` or for a model whose shapes are inconsistent.
+    pub fn item_vector(&self, i: u32) -> Option<&[f32]> {
+        let i = i as usize;
+        if i >= self.n_items {
+            return None;
+        }
+        self.item_embeddings().get(i * self.dim..(i + 1) * self.dim)
+    }
+
+    /// Every item's embedding, row-major (`n_items x dim`); empty for a model whose shapes
+    /// are inconsistent.
+    pub fn item_embeddings(&self) -> &[f32] {
+        self.layout()
+            .ok()
+            .and_then(|lay| {
+                self.weights
+                    .get(lay.item..lay.item + self.n_items * self.dim)
+            })
+            .unwrap_or(&[])
     }
 
     /// Attention of the last history position over the history (one weight per entry of
@@ -482,13 +523,5 @@ impl SeqModel {
         }
         train::check_targets(histories.len(), self.n_items, targets)?;
         train::evaluate(&lay, &self.weights, histories, targets, k)
-    }
-}
-
-/// `out[j] = q . emb[j]` for every item row.
-fn score_all<K: Kernels>(k: K, q: &[f32], emb: &[f32], out: &mut [f32]) {
-    let d = q.len().max(1);
-    for (o, row) in out.iter_mut().zip(emb.chunks_exact(d)) {
-        *o = k.dot(q, row);
     }
 }
