@@ -8,7 +8,8 @@
 //! `SHOPDB_BENCH_SEQUENCE=N` also trains the sequence model for N epochs: its query cost does
 //! not depend on how long it trained). `SHOPDB_BENCH_DB=DIR` keeps the built shop in `DIR`
 //! and reuses it when `DIR` already holds a trained one, so a change to the query path is
-//! measured again without building and training again.
+//! measured again without building and training again; `SHOPDB_BENCH_ONLY=NAME` prints the
+//! percentiles of that query kind only (`recommend_mlp`, ...), for a profile of one path.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic on failure
 
@@ -131,6 +132,9 @@ fn bench(c: &mut Criterion) {
         (3, "personalized_filtered"),
         (4, "recommend_linear"),
     ] {
+        if std::env::var("SHOPDB_BENCH_ONLY").is_ok_and(|only| only != name) {
+            continue;
+        }
         // Only distinct requests: a repeated one would be answered by the cache.
         let mut seen = std::collections::HashSet::new();
         let qs: Vec<Query> = (0..500)

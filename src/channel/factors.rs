@@ -12,10 +12,11 @@ use crate::config::{HnswParams, Metric};
 use crate::vector::{Allowed, Codes, VectorIndex};
 
 /// From this many items on, a factor channel proposes by a graph walk instead of a scan.
-/// Measured on the 100k-product bench shop with 64-d factors: the scan of the codes took
-/// about 0.2 ms a channel, while walking an inner-product graph looks at thousands of
-/// candidates to re-score them exactly (53 ms in the build that first measured it); a
-/// million items scan in about 2 ms, and the graph costs minutes to build.
+/// On the 100k-product bench shop with 64-d factors, the two scans of a recommendation (MF
+/// and the sequence model) take about a third of its time (perf; about 0.5 ms each, bound by
+/// reading the codes); an inner-product graph walk re-scores thousands of candidates
+/// exactly (53 ms a recommendation when it was first measured, before the engine's own
+/// search loop; not measured since) and costs minutes to build at a million items.
 pub(crate) const ANN_MIN_ITEMS: usize = 1_000_000;
 
 /// The derived search structures over a factor channel's item vectors (never stored: rebuilt
