@@ -107,3 +107,58 @@ impl ItemSide {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::SplitMix64;
+
+    /// Both ways of proposing (the scan of the codes, and an index of the vectors, which a
+    /// catalog this small scans exactly) give the exact top `n` by dot product among the
+    /// items `ok` passes, negative products included; a zero or wrong-length query gives
+    /// nothing.
+    #[test]
+    fn the_scan_and_the_index_propose_the_exact_top() {
+        let (n_items, dim) = (3_000, 24);
+        let mut rng = SplitMix64::new(5);
+        let rows: Vec<f32> = (0..n_items * dim).map(|_| rng.gauss() as f32).collect();
+        let q: Vec<f32> = (0..dim).map(|_| rng.gauss() as f32).collect();
+        let r = Rows { rows: &rows, dim };
+        let ok = |i: u32| i % 5 != 0;
+        let mut want: Vec<(u32, f32)> = (0..n_items as u32)
+            .filter(|&i| ok(i))
+            .map(|i| {
+                let v = &rows[i as usize * dim..(i as usize + 1) * dim];
+                (i, v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>())
+            })
+            .collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let check = |got: &ChannelHits, n: usize| {
+            let ids = |v: &[(u32, f32)]| v.iter().map(|h| h.0).collect::<Vec<_>>();
+            assert_eq!(ids(got), ids(&want[..n]));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g.1 - w.1).abs() < 1e-3, "{g:?} vs {w:?}");
+            }
+        };
+        let scan = ItemSide::default();
+        assert!(!scan.prepare(r, &HnswParams::default()));
+        check(&scan.top(r, &q, 50, &ok), 50);
+        // Every allowed item, so the last ones have negative products.
+        let all = want.len();
+        check(&scan.top(r, &q, all, &ok), all);
+        assert!(want[all - 1].1 < 0.0);
+        assert!(scan.top(r, &vec![0.0; dim], 10, &ok).is_empty());
+        assert!(scan.top(r, &q[1..], 10, &ok).is_empty());
+
+        let walk = ItemSide::default();
+        let index = VectorIndex::in_memory(dim, Metric::Dot, &HnswParams::default(), n_items);
+        let vectors: Vec<(ItemId, &[f32])> = rows
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(i, v)| (ItemId(i as u32), v))
+            .collect();
+        index.upsert(&vectors);
+        assert!(walk.index.set(index).is_ok());
+        check(&walk.top(r, &q, 50, &ok), 50);
+    }
+}
