@@ -124,7 +124,7 @@ mod tests {
         let rows: Vec<f32> = (0..n_items * dim).map(|_| rng.gauss() as f32).collect();
         let q: Vec<f32> = (0..dim).map(|_| rng.gauss() as f32).collect();
         let r = Rows { rows: &rows, dim };
-        let ok = |i: u32| i % 5 != 0;
+        let ok = |i: u32| !i.is_multiple_of(5);
         let mut want: Vec<(u32, f32)> = (0..n_items as u32)
             .filter(|&i| ok(i))
             .map(|i| {
