@@ -99,9 +99,8 @@ impl ItemSide {
                 .map(|h| (h.item.0, h.score))
                 .collect();
         }
-        let all = u32::try_from(rows.n_items()).unwrap_or(u32::MAX);
         self.codes(rows)
-            .top(rows.rows, q, n, 0..all, |_| Some((1.0, 0.0)), ok)
+            .top_every(rows.rows, q, n, ok)
             .into_iter()
             .map(|(s, i)| (i, s))
             .collect()

@@ -234,27 +234,150 @@ impl Codes {
             let err = half_scale * (sv * q_l1 + l1) + 1e-6;
             floor = admit(ids[j], aff[j], approx, err);
         }
-        // Pass 2: the float score of every candidate that can still be in the top k, their
-        // vectors prefetched a few items ahead (they are scattered over the catalog).
-        cands.retain(|c| c.3 >= floor);
-        let row = |i: u32| {
-            let i = i as usize;
-            s.vectors.get(i * dim..i * dim + dim)
-        };
-        let mut top = TopK::new(s.k);
-        for (j, &(item, a, b, _)) in cands.iter().enumerate() {
-            if let Some(v) = cands.get(j + 8).and_then(|c| row(c.0)) {
-                linalg::prefetch(v);
+        rescore(kern, cands, floor, s.vectors, s.q, s.k)
+    }
+
+    /// [`Codes::top`] over every item `0..n` with its codes, `a = 1`, `b = 0`: the factor
+    /// channels' scan. The same two passes, with the four items of a group read as one
+    /// run of codes and of scales (no per-item lookups), which halves the scan's time.
+    pub(crate) fn top_every<P>(
+        &self,
+        vectors: &[f32],
+        q: &[f32],
+        k: usize,
+        keep: P,
+    ) -> Vec<(f32, u32)>
+    where
+        P: Fn(u32) -> bool,
+    {
+        match Avx2Fma::detect() {
+            Some(kern) => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    /// Compiled for AVX2 + FMA as a whole (see [`Codes::top`]).
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn run<P: Fn(u32) -> bool>(
+                        codes: &Codes,
+                        kern: Avx2Fma,
+                        vectors: &[f32],
+                        q: &[f32],
+                        k: usize,
+                        keep: P,
+                    ) -> Vec<(f32, u32)> {
+                        codes.scan_every(kern, vectors, q, k, keep)
+                    }
+                    // SAFETY: an `Avx2Fma` value exists only if AVX2 and FMA were detected.
+                    unsafe { run(self, kern, vectors, q, k, keep) }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    self.scan_every(kern, vectors, q, k, keep)
+                }
             }
-            if let Some(v) = row(item) {
-                let score = a * kern.dot(s.q, v) + b;
-                if score.is_finite() {
-                    top.push(score, item);
+            None => self.scan_every(Portable, vectors, q, k, keep),
+        }
+    }
+
+    #[inline(always)]
+    fn scan_every<K: Kernels, P: Fn(u32) -> bool>(
+        &self,
+        kern: K,
+        vectors: &[f32],
+        q: &[f32],
+        k: usize,
+        keep: P,
+    ) -> Vec<(f32, u32)> {
+        let dim = self.dim;
+        if q.len() != dim || dim == 0 {
+            return Vec::new();
+        }
+        let n = self
+            .scale
+            .len()
+            .min(self.l1.len())
+            .min(self.codes.len() / dim);
+        let mut q_codes = vec![0i8; dim];
+        let q_scale = linalg::quantize_i8(q, &mut q_codes);
+        let q_l1: f32 = q_codes.iter().map(|c| f32::from(c.unsigned_abs())).sum();
+        let half_scale = 0.5 * q_scale * 1.001;
+        let mut lower = TopK::new(k);
+        let mut cands: Vec<(u32, f32, f32, f32)> = Vec::new();
+        let mut floor = f32::NEG_INFINITY;
+        let mut admit = |item: u32, approx: f32, err: f32| -> f32 {
+            if keep(item) {
+                lower.push(approx - err, item);
+                cands.push((item, 1.0, 0.0, approx + err));
+            }
+            lower.threshold()
+        };
+        let groups = n / 4;
+        let runs = self.codes[..groups * 4 * dim]
+            .chunks_exact(4 * dim)
+            .zip(self.scale.chunks_exact(4))
+            .zip(self.l1.chunks_exact(4));
+        for (g, ((c, sv), l1)) in runs.enumerate() {
+            let (r01, r23) = c.split_at(2 * dim);
+            let (r0, r1) = r01.split_at(dim);
+            let (r2, r3) = r23.split_at(dim);
+            let dots = kern.dot_i8_x4(&q_codes, [r0, r1, r2, r3]);
+            let mut approx = [0f32; 4];
+            let mut upper = [0f32; 4];
+            let mut err = [0f32; 4];
+            for j in 0..4 {
+                approx[j] = dots[j] as f32 * (q_scale * sv[j]);
+                err[j] = half_scale * (sv[j] * q_l1 + l1[j]) + 1e-6;
+                upper[j] = approx[j] + err[j];
+            }
+            if upper.iter().all(|u| *u < floor) {
+                continue;
+            }
+            for j in 0..4 {
+                if upper[j] >= floor {
+                    floor = admit((g * 4 + j) as u32, approx[j], err[j]);
                 }
             }
         }
-        top.into_sorted()
+        for i in groups * 4..n {
+            let sv = self.scale[i];
+            let approx = kern.dot_i8(&q_codes, self.row(i)) as f32 * (q_scale * sv);
+            let err = half_scale * (sv * q_l1 + self.l1[i]) + 1e-6;
+            floor = admit(i as u32, approx, err);
+        }
+        rescore(kern, cands, floor, vectors, q, k)
     }
+}
+
+/// Pass 2 of a scan: the float score `a * (q . v) + b` of every candidate `(item, a, b,
+/// upper bound)` whose bound reaches `floor` (the k-th best lower bound), their vectors
+/// prefetched a few items ahead (they are scattered over the catalog); the best `k`.
+#[inline(always)]
+fn rescore<K: Kernels>(
+    kern: K,
+    mut cands: Vec<(u32, f32, f32, f32)>,
+    floor: f32,
+    vectors: &[f32],
+    q: &[f32],
+    k: usize,
+) -> Vec<(f32, u32)> {
+    let dim = q.len();
+    cands.retain(|c| c.3 >= floor);
+    let row = |i: u32| {
+        let i = i as usize;
+        vectors.get(i * dim..i * dim + dim)
+    };
+    let mut top = TopK::new(k);
+    for (j, &(item, a, b, _)) in cands.iter().enumerate() {
+        if let Some(v) = cands.get(j + 8).and_then(|c| row(c.0)) {
+            linalg::prefetch(v);
+        }
+        if let Some(v) = row(item) {
+            let score = a * kern.dot(q, v) + b;
+            if score.is_finite() {
+                top.push(score, item);
+            }
+        }
+    }
+    top.into_sorted()
 }
 
 /// One call of [`Codes::top`].
@@ -282,7 +405,7 @@ mod tests {
     #[test]
     fn the_scan_is_the_exact_top_k() {
         for dim in [3, 16, 64, 70] {
-            let n = 2_000;
+            let n = 2_003;
             let v = rows(n, dim, dim as u64);
             let q = rows(1, dim, 99);
             let codes = Codes::of_rows(&v, dim);
@@ -310,6 +433,10 @@ mod tests {
                 want.truncate(k);
                 let ids = |v: &[(f32, u32)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
                 assert_eq!(ids(&got), ids(&want), "dim {dim} k {k}");
+                // The whole-catalog scan, without the affine map and the skip list.
+                let every = codes.top_every(&v, &q, k, keep);
+                let plain = codes.top(&v, &q, k, 0..n as u32, |_| Some((1.0, 0.0)), keep);
+                assert_eq!(ids(&every), ids(&plain), "every: dim {dim} k {k}");
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g.0 - w.0).abs() < 1e-4, "dim {dim} k {k}");
                 }
