@@ -1,7 +1,8 @@
 //! The item side of the factor channels (MF and the sequence model): each item has a vector,
 //! a shopper is one query vector, and the channel proposes the items with the largest dot
 //! products. Below [`ANN_MIN_ITEMS`] items that is an exact scan of the vectors' int8 codes
-//! ([`Codes::top`]: the float vectors are read only for items that can still enter the top);
+//! ([`Codes::top_every`]: the float vectors are read only for items that can still enter the
+//! top);
 //! above it, a graph walk over an HNSW index of the vectors, built in the background.
 
 use std::sync::{Arc, OnceLock};
@@ -13,10 +14,10 @@ use crate::vector::{Allowed, Codes, VectorIndex};
 
 /// From this many items on, a factor channel proposes by a graph walk instead of a scan.
 /// On the 100k-product bench shop with 64-d factors, the two scans of a recommendation (MF
-/// and the sequence model) take about a third of its time (perf; about 0.5 ms each, bound by
-/// reading the codes); an inner-product graph walk re-scores thousands of candidates
-/// exactly (53 ms a recommendation when it was first measured, before the engine's own
-/// search loop; not measured since) and costs minutes to build at a million items.
+/// and the sequence model) are still its largest part (perf); an inner-product graph walk
+/// re-scores thousands of candidates exactly (53 ms a recommendation when it was first
+/// measured, before the engine's own search loop; not measured since) and costs minutes to
+/// build at a million items.
 pub(crate) const ANN_MIN_ITEMS: usize = 1_000_000;
 
 /// The derived search structures over a factor channel's item vectors (never stored: rebuilt
