@@ -161,7 +161,7 @@ impl Codes {
         P: Fn(u32) -> bool,
     {
         let dim = self.dim;
-        if s.q.len() != dim {
+        if s.q.len() != dim || s.k == 0 {
             return Vec::new();
         }
         let mut q_codes = vec![0i8; dim];
@@ -288,7 +288,7 @@ impl Codes {
         keep: P,
     ) -> Vec<(f32, u32)> {
         let dim = self.dim;
-        if q.len() != dim || dim == 0 {
+        if q.len() != dim || dim == 0 || k == 0 {
             return Vec::new();
         }
         let n = self
