@@ -122,9 +122,10 @@ impl SequenceChannel {
     /// The model and the encoded recent history, when some recent item is known to it.
     fn encoded(&self, req: &Request<'_>) -> Option<(&SeqModel, Vec<f32>)> {
         let m = self.model.as_ref()?;
-        let known = req.recent.iter().any(|&i| (i as usize) < m.n_items());
-        let q = m.encode(req.recent).ok().filter(|_| known)?;
-        Some((m, q))
+        if !req.recent.iter().any(|&i| (i as usize) < m.n_items()) {
+            return None;
+        }
+        Some((m, m.encode(req.recent).ok()?))
     }
 
     /// Every item's score after the shopper's recent items, as `exp(s - max)`: the model's

@@ -90,6 +90,36 @@ pub(crate) fn quantize_i8(v: &[f32], out: &mut [i8]) -> f32 {
     max / 127.0
 }
 
+/// Every item's score against a query vector: `out[r] = rows[r] . q` for the row-major
+/// `rows` of `q.len()` floats, on the fastest kernels this CPU has (a factor model's full
+/// scoring). `what` names the query in the error.
+///
+/// # Errors
+/// [`ModelError::LengthMismatch`] when `out` does not have `n_items` slots or `q` is not
+/// `dim` long.
+pub(crate) fn score_rows(
+    rows: &[f32],
+    q: &[f32],
+    dim: usize,
+    out: &mut [f32],
+    n_items: usize,
+    what: &'static str,
+) -> Result<(), ModelError> {
+    super::check_len(out, n_items)?;
+    if q.len() != dim {
+        return Err(ModelError::LengthMismatch {
+            what,
+            expected: dim,
+            got: q.len(),
+        });
+    }
+    match Avx2Fma::detect() {
+        Some(k) => k.gemv(rows, q, out),
+        None => Portable.gemv(rows, q, out),
+    }
+    Ok(())
+}
+
 /// `sum a[k] * b[k]` over the common length (portable).
 #[inline]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {

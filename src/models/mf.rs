@@ -14,8 +14,8 @@
 //! Users unseen at training time are handled by [`Mf::fold_in`], an exact solve of the same
 //! normal equations (Cholesky, `O(dim³ + |history| · dim²)`).
 
-use super::linalg::{cholesky_solve, Avx2Fma, Kernels, Portable};
-use super::{check_len, check_param, Csr, Interactions, ModelError, SplitMix64};
+use super::linalg::{self, cholesky_solve, Avx2Fma, Kernels, Portable};
+use super::{check_param, Csr, Interactions, ModelError, SplitMix64};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -285,19 +285,14 @@ impl Mf {
     /// # Errors
     /// [`ModelError::LengthMismatch`] when `vector.len() != dim` or `scores.len() != n_items`.
     pub fn score_vector(&self, vector: &[f32], scores: &mut [f32]) -> Result<(), ModelError> {
-        check_len(scores, self.n_items)?;
-        if vector.len() != self.dim {
-            return Err(ModelError::LengthMismatch {
-                what: "user vector",
-                expected: self.dim,
-                got: vector.len(),
-            });
-        }
-        match Avx2Fma::detect() {
-            Some(k) => k.gemv(&self.item_factors, vector, scores),
-            None => Portable.gemv(&self.item_factors, vector, scores),
-        }
-        Ok(())
+        linalg::score_rows(
+            &self.item_factors,
+            vector,
+            self.dim,
+            scores,
+            self.n_items,
+            "user vector",
+        )
     }
 
     /// Solves a user factor from a history of `(item, weight)` for a user not in training

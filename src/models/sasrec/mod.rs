@@ -55,7 +55,7 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use self::net::{Batch, Dims, Layout, Work};
-use crate::models::linalg::{Avx2Fma, Kernels, Portable};
+use crate::models::linalg;
 use crate::models::{check_len, ModelError};
 
 /// Largest accepted embedding width.
@@ -443,21 +443,9 @@ impl SeqModel {
     /// [`ModelError::LengthMismatch`] when `q` is not `dim` long or `out` not `n_items`,
     /// [`ModelError::InvalidParam`] for a model whose shapes are inconsistent.
     pub fn score_vector(&self, q: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
-        check_len(out, self.n_items)?;
-        if q.len() != self.dim {
-            return Err(ModelError::LengthMismatch {
-                what: "encoded history",
-                expected: self.dim,
-                got: q.len(),
-            });
-        }
-        let lay = self.layout()?;
-        let emb = &self.weights[lay.item..lay.item + self.n_items * self.dim];
-        match Avx2Fma::detect() {
-            Some(k) => k.gemv(emb, q, out),
-            None => Portable.gemv(emb, q, out),
-        }
-        Ok(())
+        self.layout()?;
+        let emb = self.item_embeddings();
+        linalg::score_rows(emb, q, self.dim, out, self.n_items, "encoded history")
     }
 
     /// The embedding of item `i` (what [`SeqModel::score_vector`] multiplies `q` with), or
