@@ -19,6 +19,103 @@ pub(crate) struct Codes {
     scale: Vec<f32>,
     /// By item: `|v|_1`, for the bound on the codes' error.
     l1: Vec<f32>,
+    /// The same codes sixteen items to a block, for [`Codes::top_every`] on a CPU with
+    /// AVX-512 VNNI (built by [`Codes::of_rows`] there, empty elsewhere).
+    blocks: Blocks,
+}
+
+/// Codes laid out for `vpdpbusd` (AVX-512 VNNI), which adds four `u8 x i8` products into
+/// each of sixteen `i32` lanes, and ordered by the items' norms, largest first.
+///
+/// Position `p` holds item `order[p]`; block `b` holds positions `16 b .. 16 b + 16`: for
+/// each group `g` of four dimensions, the four codes of each of its sixteen items, offset
+/// by 128 into `u8` (64 bytes a group). One instruction then advances sixteen items' dot
+/// products by four dimensions, where the row layout needs a horizontal sum per item. The
+/// offset adds `128 * sum(q)` to every dot product, which the scan subtracts once.
+/// Dimensions past `dim` (up to a multiple of four) and positions past the last item are
+/// code 0 (byte 128).
+///
+/// The order lets a scan stop early: no item of block `b` or later scores above
+/// `|q| * max_norm[b]` (Cauchy-Schwarz), so once the `k`-th best lower bound passes that,
+/// the rest of the catalog cannot enter. Factor models give popular items long vectors
+/// and rare ones short, so a scan reads the long head and skips much of the tail.
+#[derive(Clone, Debug, Default)]
+struct Blocks {
+    /// Groups of four dimensions: `dim.div_ceil(4)`.
+    groups: usize,
+    /// `64 * groups` bytes a block.
+    bytes: Vec<u8>,
+    /// By position: the item.
+    order: Vec<u32>,
+    /// By position (padded to whole blocks with 0): the codes' scale and `|v|_1`.
+    scale: Vec<f32>,
+    l1: Vec<f32>,
+    /// By block: the largest `|v|_2` in it (its first item's).
+    max_norm: Vec<f32>,
+}
+
+impl Blocks {
+    /// The blocked copy of the codes of `c` whose float rows are `rows`, if this CPU can
+    /// scan it.
+    fn of(c: &Codes, rows: &[f32]) -> Blocks {
+        let dim = c.dim;
+        if dim == 0 || !vnni_detected() {
+            return Blocks::default();
+        }
+        let n = (c.codes.len() / dim)
+            .min(rows.len() / dim)
+            .min(c.scale.len())
+            .min(c.l1.len());
+        let norms: Vec<f32> = rows
+            .chunks_exact(dim)
+            .take(n)
+            .map(|v| v.iter().map(|x| x * x).sum::<f32>().sqrt())
+            .collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by(|&a, &b| {
+            norms[b as usize]
+                .total_cmp(&norms[a as usize])
+                .then(a.cmp(&b))
+        });
+        let groups = dim.div_ceil(4);
+        let blocks = n.div_ceil(16);
+        let mut bytes = vec![128u8; blocks * 64 * groups];
+        let mut scale = vec![0f32; blocks * 16];
+        let mut l1 = vec![0f32; blocks * 16];
+        let mut max_norm = vec![0f32; blocks];
+        for (pos, &item) in order.iter().enumerate() {
+            let item = item as usize;
+            let (block, lane) = (pos / 16, pos % 16);
+            for (d, &code) in c.codes[item * dim..item * dim + dim].iter().enumerate() {
+                let at = (block * groups + d / 4) * 64 + lane * 4 + d % 4;
+                bytes[at] = (i16::from(code) + 128) as u8;
+            }
+            scale[pos] = c.scale[item];
+            l1[pos] = c.l1[item];
+            max_norm[block] = max_norm[block].max(norms[item]);
+        }
+        Blocks {
+            groups,
+            bytes,
+            order,
+            scale,
+            l1,
+            max_norm,
+        }
+    }
+}
+
+/// Whether this CPU has AVX-512 VNNI (and the AVX-512 foundation it builds on).
+fn vnni_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 impl Codes {
@@ -36,6 +133,7 @@ impl Codes {
             for (i, v) in rows.chunks_exact(dim).enumerate() {
                 c.set(i, v);
             }
+            c.blocks = Blocks::of(&c, rows);
         }
         c
     }
@@ -48,6 +146,8 @@ impl Codes {
             self.codes.resize(at + dim, 0);
         }
         let scale = linalg::quantize_i8(v, &mut self.codes[at..at + dim]);
+        // The blocked copy is built whole by `of_rows`; a changed row drops it.
+        self.blocks = Blocks::default();
         if self.scale.len() <= item {
             self.scale.resize(item + 1, 0.0);
             self.l1.resize(item + 1, 0.0);
@@ -250,6 +350,14 @@ impl Codes {
     where
         P: Fn(u32) -> bool,
     {
+        #[cfg(target_arch = "x86_64")]
+        if !self.blocks.bytes.is_empty() {
+            if let Some(kern) = Avx2Fma::detect() {
+                // SAFETY: blocks are built only when AVX-512 F and VNNI were detected, and
+                // an `Avx2Fma` value exists only if AVX2 and FMA were.
+                return unsafe { vnni::scan_blocks(self, kern, vectors, q, k, keep) };
+            }
+        }
         match Avx2Fma::detect() {
             Some(kern) => {
                 #[cfg(target_arch = "x86_64")]
@@ -380,6 +488,125 @@ fn rescore<K: Kernels>(
     top.into_sorted()
 }
 
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    //! [`Codes::top_every`] over the blocked codes with AVX-512 VNNI: pass 1 computes
+    //! sixteen items' dot products, bounds and the comparison with the floor in registers;
+    //! pass 2 is the shared [`rescore`].
+
+    use std::arch::x86_64::{
+        _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32,
+        _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps,
+        _mm512_setzero_si512, _mm512_storeu_ps, _mm512_sub_epi32, _CMP_GE_OQ,
+    };
+
+    use super::{rescore, Codes, TopK};
+    use crate::models::linalg::{self, Avx2Fma};
+
+    /// # Safety
+    /// The CPU must have AVX-512 F and VNNI, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx512vnni,avx2,fma")]
+    pub(super) unsafe fn scan_blocks<P: Fn(u32) -> bool>(
+        codes: &Codes,
+        kern: Avx2Fma,
+        vectors: &[f32],
+        q: &[f32],
+        k: usize,
+        keep: P,
+    ) -> Vec<(f32, u32)> {
+        let dim = codes.dim;
+        let groups = codes.blocks.groups;
+        if q.len() != dim || dim == 0 || k == 0 || groups == 0 {
+            return Vec::new();
+        }
+        let blocks = &codes.blocks;
+        let n = blocks.order.len();
+        let mut q_codes = vec![0i8; groups * 4];
+        let q_scale = linalg::quantize_i8(q, &mut q_codes[..dim]);
+        let q_l1: f32 = q_codes.iter().map(|c| f32::from(c.unsigned_abs())).sum();
+        let q_sum: i32 = q_codes.iter().map(|&c| i32::from(c)).sum();
+        let half_scale = 0.5 * q_scale * 1.001;
+        // With room for the float rounding of a score against the product of two norms.
+        let q_norm = q.iter().map(|x| x * x).sum::<f32>().sqrt() * 1.0001;
+        // The query's four codes of each group, as one `i32` to broadcast.
+        let q_words: Vec<i32> = q_codes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]))
+            .collect();
+        let mut lower = TopK::new(k);
+        let mut cands: Vec<(u32, f32, f32, f32)> = Vec::new();
+        let mut floor = f32::NEG_INFINITY;
+        let offset = _mm512_set1_epi32(128 * q_sum);
+        let v_q_scale = _mm512_set1_ps(q_scale);
+        let v_half = _mm512_set1_ps(half_scale);
+        let v_q_l1 = _mm512_set1_ps(q_l1);
+        let v_eps = _mm512_set1_ps(1e-6);
+        let mut approx = [0f32; 16];
+        let mut err = [0f32; 16];
+        let mut upper = [0f32; 16];
+        let runs = blocks
+            .bytes
+            .chunks_exact(64 * groups)
+            .zip(blocks.scale.chunks_exact(16))
+            .zip(blocks.l1.chunks_exact(16))
+            .zip(&blocks.max_norm);
+        for (b, (((block, sv), l1), &max_norm)) in runs.enumerate() {
+            if floor > q_norm * max_norm + 1e-6 {
+                // Every item from here on is shorter: none can reach the k best.
+                break;
+            }
+            let first = b * 16;
+            let lanes = n.saturating_sub(first).min(16);
+            let valid: u16 = if lanes == 16 {
+                u16::MAX
+            } else {
+                (1u16 << lanes) - 1
+            };
+            let mut acc = _mm512_setzero_si512();
+            for (g, &w) in block.chunks_exact(64).zip(&q_words) {
+                // SAFETY: `g` is 64 bytes; an unaligned load reads exactly those.
+                let a = unsafe { _mm512_loadu_si512(g.as_ptr().cast()) };
+                acc = _mm512_dpbusd_epi32(acc, a, _mm512_set1_epi32(w));
+            }
+            let dots = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
+            // SAFETY: `sv` and `l1` are 16 floats each.
+            let (sv, l1) = unsafe { (_mm512_loadu_ps(sv.as_ptr()), _mm512_loadu_ps(l1.as_ptr())) };
+            let a = _mm512_mul_ps(dots, _mm512_mul_ps(v_q_scale, sv));
+            let e = _mm512_add_ps(
+                _mm512_mul_ps(v_half, _mm512_add_ps(_mm512_mul_ps(sv, v_q_l1), l1)),
+                v_eps,
+            );
+            let u = _mm512_add_ps(a, e);
+            let hit = _mm512_cmp_ps_mask(u, _mm512_set1_ps(floor), _CMP_GE_OQ) & valid;
+            if hit == 0 {
+                continue;
+            }
+            // SAFETY: each store writes 16 floats into a 16-float array.
+            unsafe {
+                _mm512_storeu_ps(approx.as_mut_ptr(), a);
+                _mm512_storeu_ps(err.as_mut_ptr(), e);
+                _mm512_storeu_ps(upper.as_mut_ptr(), u);
+            }
+            let mut bits = hit;
+            while bits != 0 {
+                let j = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if upper[j] >= floor {
+                    let Some(&item) = blocks.order.get(first + j) else {
+                        continue;
+                    };
+                    if keep(item) {
+                        lower.push(approx[j] - err[j], item);
+                        cands.push((item, 1.0, 0.0, upper[j]));
+                    }
+                    floor = lower.threshold();
+                }
+            }
+        }
+        rescore(kern, cands, floor, vectors, q, k)
+    }
+}
+
 /// One call of [`Codes::top`].
 struct Scan<'a, I, A, P> {
     vectors: &'a [f32],
@@ -441,6 +668,50 @@ mod tests {
                     assert!((g.0 - w.0).abs() < 1e-4, "dim {dim} k {k}");
                 }
             }
+        }
+    }
+
+    /// On a CPU with AVX-512 VNNI the whole-catalog scan reads the blocked codes; its
+    /// answer is the row scan's, for dimensions that are and are not multiples of four and
+    /// a last block that is not full, and a changed row falls back to the rows.
+    #[test]
+    fn the_blocked_scan_is_the_row_scan() {
+        for dim in [5, 32, 64] {
+            let n = 1_000 + dim;
+            let mut v = rows(n, dim, 7 + dim as u64);
+            // Lengths that fall off as factor models' do (the scan stops early on them),
+            // with two equally long items in every few.
+            for (i, row) in v.chunks_exact_mut(dim).enumerate() {
+                let len = 1.0 / (1.0 + (i / 2 % 97) as f32);
+                row.iter_mut().for_each(|x| *x *= len);
+            }
+            let q = rows(1, dim, 3);
+            let mut codes = Codes::of_rows(&v, dim);
+            assert_eq!(codes.blocks.bytes.is_empty(), !vnni_detected(), "dim {dim}");
+            let ids = |v: &[(f32, u32)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+            let keep = |i: u32| i % 5 != 2;
+            for k in [1, 10, 100] {
+                let every = codes.top_every(&v, &q, k, keep);
+                let plain = codes.top(&v, &q, k, 0..n as u32, |_| Some((1.0, 0.0)), keep);
+                assert_eq!(every.len(), k);
+                assert_eq!(ids(&every), ids(&plain), "dim {dim} k {k}");
+                let mut want: Vec<(f32, u32)> = (0..n as u32)
+                    .filter(|&i| keep(i))
+                    .map(|i| {
+                        let row = &v[i as usize * dim..(i as usize + 1) * dim];
+                        (q.iter().zip(row).map(|(x, y)| x * y).sum(), i)
+                    })
+                    .collect();
+                want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                want.truncate(k);
+                assert_eq!(ids(&every), ids(&want), "brute force: dim {dim} k {k}");
+            }
+            // Item 0 becomes the best match: the blocks are dropped and the rows answer.
+            let far: Vec<f32> = q.iter().map(|x| 10.0 * x).collect();
+            v[..dim].copy_from_slice(&far);
+            codes.set(0, &far);
+            assert!(codes.blocks.bytes.is_empty());
+            assert_eq!(codes.top_every(&v, &q, 1, keep)[0].1, 0);
         }
     }
 }
