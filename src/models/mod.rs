@@ -608,7 +608,7 @@ impl Neighbours {
     /// some history row reaches, summed in the same order (so each score equals the dense
     /// one bit for bit). `j >= n_items` is skipped.
     pub(crate) fn accumulate_sparse(&self, history: &[(u32, f32)], n_items: usize) -> SparseScores {
-        let mut out = SparseScores::default();
+        let mut out = SparseScores::new(n_items);
         for &(i, w) in history {
             if !w.is_finite() {
                 continue;
@@ -715,63 +715,125 @@ pub(crate) fn check_param(name: &'static str, x: f32, min: f32) -> Result<(), Mo
     Ok(())
 }
 
-/// A hasher for dense `u32` ids: one multiplication and a fold (SipHash made sparse
-/// scoring slower than a pass over a 100k-item catalog).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
-        }
-    }
-
-    fn write_u32(&mut self, x: u32) {
-        self.write_u64(u64::from(x));
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        let h = (x ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 29);
-    }
-}
-
 /// Scores of the items a sparse model reaches (the others score 0): what a query needs when
 /// a catalog has a million items and a history reaches a few thousand.
-#[derive(Clone, Debug, Default)]
+///
+/// The scores sit in a dense array by item, borrowed from a pool of this thread's and
+/// handed back on drop with only the reached entries cleared: an add is one array update,
+/// where a hash map (the previous layout) hashed, probed and grew; a user-CF history
+/// reaches tens of thousands of (item, score) pairs. A pooled array costs 4 bytes per
+/// catalog item per thread that scored.
+#[derive(Debug, Default)]
 pub struct SparseScores {
-    scores: std::collections::HashMap<u32, f32, std::hash::BuildHasherDefault<IdHasher>>,
+    /// By item: the score; 0 where unreached.
+    dense: Vec<f32>,
+    /// By item, one bit each: reached.
+    seen: Vec<u64>,
+    /// The reached items, in the order first reached.
+    reached: Vec<u32>,
+}
+
+/// Dense arrays kept per thread for [`SparseScores`] (at most this many).
+const SPARSE_POOL: usize = 4;
+
+thread_local! {
+    static SPARSE_ARRAYS: std::cell::RefCell<Vec<(Vec<f32>, Vec<u64>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl SparseScores {
+    /// Empty scores over items `0..n_items` (adds past the end are ignored).
+    pub fn new(n_items: usize) -> SparseScores {
+        let (mut dense, mut seen) = SPARSE_ARRAYS
+            .try_with(|p| p.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        // A pooled array is all zeros: `drop` clears what it reached.
+        dense.resize(n_items, 0.0);
+        seen.resize(n_items.div_ceil(64), 0);
+        SparseScores {
+            dense,
+            seen,
+            reached: Vec::new(),
+        }
+    }
+
     /// Adds `x` to item `j`'s score.
+    #[inline]
     pub fn add(&mut self, j: u32, x: f32) {
-        *self.scores.entry(j).or_insert(0.0) += x;
+        let j = j as usize;
+        let (Some(s), Some(bits)) = (self.dense.get_mut(j), self.seen.get_mut(j / 64)) else {
+            return;
+        };
+        let bit = 1u64 << (j % 64);
+        if *bits & bit == 0 {
+            *bits |= bit;
+            self.reached.push(j as u32);
+        }
+        *s += x;
     }
 
     /// Item `j`'s score (0 when unreached).
+    #[inline]
     pub fn get(&self, j: u32) -> f32 {
-        self.scores.get(&j).copied().unwrap_or(0.0)
+        self.dense.get(j as usize).copied().unwrap_or(0.0)
     }
 
     /// Number of reached items.
     pub fn len(&self) -> usize {
-        self.scores.len()
+        self.reached.len()
     }
 
     /// Whether no item was reached.
     pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
+        self.reached.is_empty()
     }
 
-    /// `(item, score)` of every reached item, in no particular order.
+    /// `(item, score)` of every reached item, in the order first reached.
     pub fn into_entries(self) -> Vec<(u32, f32)> {
-        self.scores.into_iter().collect()
+        self.reached
+            .iter()
+            .map(|&j| (j, self.dense.get(j as usize).copied().unwrap_or(0.0)))
+            .collect()
+    }
+}
+
+impl Clone for SparseScores {
+    fn clone(&self) -> SparseScores {
+        let mut c = SparseScores::new(self.dense.len());
+        for (j, x) in self.reached.iter().map(|&j| (j, self.get(j))) {
+            c.add(j, x);
+        }
+        c
+    }
+}
+
+impl Drop for SparseScores {
+    fn drop(&mut self) {
+        for &j in &self.reached {
+            let j = j as usize;
+            if let Some(s) = self.dense.get_mut(j) {
+                *s = 0.0;
+            }
+            if let Some(bits) = self.seen.get_mut(j / 64) {
+                *bits = 0;
+            }
+        }
+        if self.dense.is_empty() {
+            return;
+        }
+        let arrays = (
+            std::mem::take(&mut self.dense),
+            std::mem::take(&mut self.seen),
+        );
+        // A thread that is exiting has no pool: the arrays are freed instead.
+        let _ = SPARSE_ARRAYS.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < SPARSE_POOL {
+                p.push(arrays);
+            }
+        });
     }
 }
 

@@ -420,6 +420,58 @@ fn mf_fold_in_matches_trained_user() {
     assert!(m.score_user(999, &mut s1).is_err());
 }
 
+/// Sparse scoring gives every item its dense score, also when the thread's pooled arrays
+/// are reused, and an item whose score sums back to 0 is listed once.
+#[test]
+fn sparse_scores_equal_dense_scores() {
+    let (data, _) = gen_clustered(200, 150, 4000, 4, 0.85, 9);
+    let user_cf = UserCf::fit(&data, &UserCfParams::default()).unwrap();
+    let item_cf = ItemCf::fit(&data, &ItemCfParams::default()).unwrap();
+    let h = histories(&data);
+    let mut dense = vec![0f32; 150];
+    let check = |sparse: SparseScores, dense: &[f32], what: &str| {
+        let entries = sparse.into_entries();
+        let mut ids: Vec<u32> = entries.iter().map(|e| e.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), entries.len(), "{what}: an item listed twice");
+        let reached: HashMap<u32, f32> = entries.into_iter().collect();
+        for (j, &d) in dense.iter().enumerate() {
+            let got = reached.get(&(j as u32)).copied().unwrap_or(0.0);
+            assert!(
+                (got - d).abs() <= 1e-5 * d.abs().max(1.0),
+                "{what}: item {j}"
+            );
+        }
+        assert!(
+            reached.values().any(|&x| x > 0.0),
+            "{what}: nothing reached"
+        );
+    };
+    // Several users in a row: each result starts from the arrays the one before cleared.
+    for u in [3u32, 17, 3, 42] {
+        user_cf.score_user(u, &mut dense).unwrap();
+        check(user_cf.score_user_sparse(u).unwrap(), &dense, "user-CF");
+        item_cf.score_history(&h[u as usize], &mut dense).unwrap();
+        check(
+            item_cf.score_history_sparse(&h[u as usize]),
+            &dense,
+            "item-CF",
+        );
+    }
+    let mut s = SparseScores::new(10);
+    s.add(4, 1.0);
+    s.add(4, -1.0);
+    s.add(4, 2.0);
+    s.add(10, 5.0);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.clone().into_entries(), vec![(4, 2.0)]);
+    drop(s);
+    let fresh = SparseScores::new(10);
+    assert_eq!(fresh.get(4), 0.0);
+    assert!(fresh.is_empty());
+}
+
 #[test]
 fn usercf_history_matches_training_user() {
     let (data, _) = gen_clustered(200, 150, 4000, 4, 0.85, 5);

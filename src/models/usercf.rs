@@ -207,7 +207,7 @@ impl UserCf {
     }
 
     fn sparse_from_neighbours(&self, nb: &[(u32, f32)]) -> super::SparseScores {
-        let mut out = super::SparseScores::default();
+        let mut out = super::SparseScores::new(self.n_items);
         for &(v, s) in nb {
             let (items, ws) = self.user_items.row(v as usize);
             for (&j, &w) in items.iter().zip(ws) {
