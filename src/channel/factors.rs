@@ -1,8 +1,8 @@
 //! The item side of the factor channels (MF and the sequence model): each item has a vector,
 //! a shopper is one query vector, and the channel proposes the items with the largest dot
 //! products. Below [`ANN_MIN_ITEMS`] items that is an exact scan of the vectors' int8 codes
-//! ([`Codes::top_every`]: the float vectors are read only for items that can still enter the
-//! top);
+//! ([`CatalogCodes::top`]: the float vectors are read only for items that can still enter the
+//! top, and the scan stops once no shorter vector can);
 //! above it, a graph walk over an HNSW index of the vectors, built in the background.
 
 use std::sync::{Arc, OnceLock};
@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use super::{Allow, ChannelHits};
 use crate::catalog::{validate_vector, ItemId};
 use crate::config::{HnswParams, Metric};
-use crate::vector::{Allowed, Codes, VectorIndex};
+use crate::vector::{Allowed, CatalogCodes, VectorIndex};
 
 /// From this many items on, a factor channel proposes by a graph walk instead of a scan.
 /// On the 100k-product bench shop with 64-d factors, the two scans of a recommendation (MF
@@ -24,7 +24,7 @@ pub(crate) const ANN_MIN_ITEMS: usize = 1_000_000;
 /// from the model file).
 #[derive(Clone, Default)]
 pub(crate) struct ItemSide {
-    codes: OnceLock<Codes>,
+    codes: OnceLock<CatalogCodes>,
     /// Large catalogs only; queries scan until it is built.
     index: Arc<OnceLock<VectorIndex>>,
 }
@@ -52,9 +52,9 @@ impl Rows<'_> {
 }
 
 impl ItemSide {
-    fn codes(&self, rows: Rows<'_>) -> &Codes {
+    fn codes(&self, rows: Rows<'_>) -> &CatalogCodes {
         self.codes
-            .get_or_init(|| Codes::of_rows(rows.rows, rows.dim))
+            .get_or_init(|| CatalogCodes::of_rows(rows.rows, rows.dim))
     }
 
     /// Builds what queries need: the codes, and when the catalog has at least
@@ -101,7 +101,7 @@ impl ItemSide {
                 .collect();
         }
         self.codes(rows)
-            .top_every(rows.rows, q, n, ok)
+            .top(rows.rows, q, n, ok)
             .into_iter()
             .map(|(s, i)| (i, s))
             .collect()

@@ -30,7 +30,7 @@ use crate::models::linalg::{self, Avx2Fma, Kernels, Portable};
 mod codes;
 mod walk;
 
-pub(crate) use codes::Codes;
+pub(crate) use codes::{CatalogCodes, Codes};
 use walk::{Cand, FlatGraph, Space};
 
 /// No slot.
