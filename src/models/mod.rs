@@ -723,7 +723,6 @@ pub(crate) fn check_param(name: &'static str, x: f32, min: f32) -> Result<(), Mo
 /// where a hash map (the previous layout) hashed, probed and grew; a user-CF history
 /// reaches tens of thousands of (item, score) pairs. A pooled array costs 4 bytes per
 /// catalog item per thread that scored.
-#[derive(Debug, Default)]
 pub struct SparseScores {
     /// By item: the score; 0 where unreached.
     dense: Vec<f32>,
@@ -796,6 +795,15 @@ impl SparseScores {
             .iter()
             .map(|&j| (j, self.dense.get(j as usize).copied().unwrap_or(0.0)))
             .collect()
+    }
+}
+
+impl std::fmt::Debug for SparseScores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparseScores")
+            .field("items", &self.dense.len())
+            .field("reached", &self.reached.len())
+            .finish()
     }
 }
 
