@@ -89,8 +89,13 @@ impl ItemSide {
 
     /// The best `n` items passing `ok` by `q . v`, best first, with their dot products (any
     /// sign). Exact below [`ANN_MIN_ITEMS`] items; a graph walk once its index is built.
+    ///
+    /// Nothing when no score can be told from zero (`|q|` times the longest item vector at
+    /// most [`CatalogCodes::MIN_SCORE`]): such a vector, as MF folds in from a history of
+    /// products without factors, ties every item, and ranking them read every item's vector
+    /// (33 ms a similar-item query on the 100k shop).
     pub(crate) fn top(&self, rows: Rows<'_>, q: &[f32], n: usize, ok: &Allow<'_>) -> ChannelHits {
-        if validate_vector(q, rows.dim).is_err() {
+        if validate_vector(q, rows.dim).is_err() || !self.codes(rows).ranks(q) {
             return Vec::new();
         }
         if let Some(index) = self.index.get() {

@@ -100,6 +100,18 @@ impl CatalogCodes {
         c
     }
 
+    /// Scores at most this large cannot be told from zero: the scan's bounds carry this
+    /// much room for float rounding.
+    pub(crate) const MIN_SCORE: f32 = 1e-6;
+
+    /// Whether some item can score above [`CatalogCodes::MIN_SCORE`] against `q` (by
+    /// Cauchy-Schwarz, `|q|` times the longest item vector).
+    pub(crate) fn ranks(&self, q: &[f32]) -> bool {
+        let q_norm = q.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let longest = self.max_norm.first().copied().unwrap_or(0.0);
+        q_norm * longest > Self::MIN_SCORE
+    }
+
     /// The best `k` items by `q . v`, exactly, best first, where `v` is the item's float row
     /// in `vectors` (row-major, `dim` a row); `keep(item)` is asked only of items that could
     /// still enter the top. The two passes of [`Codes::top`], sixteen items a step.
@@ -172,7 +184,7 @@ impl CatalogCodes {
             .zip(self.l1.chunks_exact(16))
             .zip(&self.max_norm);
         for (b, (((block, sv), l1), &max_norm)) in runs.enumerate() {
-            if floor > q_norm * max_norm + 1e-6 {
+            if floor > q_norm * max_norm + Self::MIN_SCORE {
                 // Every item from here on is shorter: none can reach the k best.
                 break;
             }
@@ -184,7 +196,7 @@ impl CatalogCodes {
             let mut upper = [0f32; 16];
             for j in 0..16 {
                 approx[j] = raw[j] as f32 * (q_scale * sv[j]);
-                err[j] = half_scale * (sv[j] * q_l1 + l1[j]) + 1e-6;
+                err[j] = half_scale * (sv[j] * q_l1 + l1[j]) + Self::MIN_SCORE;
                 upper[j] = approx[j] + err[j];
             }
             if upper.iter().all(|u| *u < floor) {
@@ -617,5 +629,12 @@ mod tests {
         assert!(CatalogCodes::of_rows(&[], 0)
             .top(&[], &[], 3, |_| true)
             .is_empty());
+        // A query that ties every item at about zero ranks nothing; a short one still ranks.
+        let v = rows(100, 8, 1);
+        let codes = CatalogCodes::of_rows(&v, 8);
+        assert!(!codes.ranks(&[0.0; 8]));
+        assert!(!codes.ranks(&[1e-9; 8]));
+        assert!(codes.ranks(&[1e-3; 8]));
+        assert!(!CatalogCodes::default().ranks(&[1.0; 8]));
     }
 }
