@@ -102,7 +102,7 @@ impl CatalogCodes {
 
     /// Scores at most this large cannot be told from zero: the scan's bounds carry this
     /// much room for float rounding.
-    pub(crate) const MIN_SCORE: f32 = 1e-6;
+    pub(crate) const MIN_SCORE: f32 = MARGIN;
 
     /// Whether some item can score above [`CatalogCodes::MIN_SCORE`] against `q` (by
     /// Cauchy-Schwarz, `|q|` times the longest item vector).
@@ -161,15 +161,12 @@ impl CatalogCodes {
         if q.len() != dim || dim == 0 || k == 0 {
             return Vec::new();
         }
-        let mut q_codes = vec![0i8; groups * 4];
-        let q_scale = linalg::quantize_i8(q, &mut q_codes[..dim]);
-        let q_l1: f32 = q_codes.iter().map(|c| f32::from(c.unsigned_abs())).sum();
-        // Half a code step of the query, with room for the float rounding of both scores.
-        let half_scale = 0.5 * q_scale * 1.001;
+        let qc = QueryCodes::of(q, groups * 4);
         // With room for the float rounding of a score against the product of two norms.
         let q_norm = q.iter().map(|x| x * x).sum::<f32>().sqrt() * 1.0001;
         // The query's four codes of each group, as one `i32` to broadcast.
-        let q_words: Vec<i32> = q_codes
+        let q_words: Vec<i32> = qc
+            .codes
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]))
             .collect();
@@ -195,8 +192,7 @@ impl CatalogCodes {
             let mut err = [0f32; 16];
             let mut upper = [0f32; 16];
             for j in 0..16 {
-                approx[j] = raw[j] as f32 * (q_scale * sv[j]);
-                err[j] = half_scale * (sv[j] * q_l1 + l1[j]) + Self::MIN_SCORE;
+                (approx[j], err[j]) = qc.bound(raw[j], sv[j], l1[j]);
                 upper[j] = approx[j] + err[j];
             }
             if upper.iter().all(|u| *u < floor) {
@@ -236,6 +232,49 @@ fn block_dots(block: &[i8], q_words: &[i32]) -> [i32; 16] {
         }
     }
     acc
+}
+
+/// Room a scan's bounds leave for the float rounding of a score: scores at most this large
+/// cannot be told from zero.
+const MARGIN: f32 = 1e-6;
+
+/// A query's int8 codes and what the bound on a code score's error needs of them.
+///
+/// With `|e| <= scale / 2` per component on either side,
+/// `|q.v - s_q s_v (c_q . c_v)| <= s_q / 2 * (s_v |c_q|_1 + |v|_1)`.
+struct QueryCodes {
+    /// `len` codes: the query's, then zeros.
+    codes: Vec<i8>,
+    scale: f32,
+    /// `|c_q|_1`.
+    l1: f32,
+    /// Half a code step of the query, with room for the float rounding of both scores.
+    half_scale: f32,
+}
+
+impl QueryCodes {
+    /// The codes of `q`, padded with zeros to `len` (at least `q.len()`).
+    fn of(q: &[f32], len: usize) -> QueryCodes {
+        let mut codes = vec![0i8; len.max(q.len())];
+        let scale = linalg::quantize_i8(q, &mut codes[..q.len()]);
+        let l1 = codes.iter().map(|c| f32::from(c.unsigned_abs())).sum();
+        QueryCodes {
+            codes,
+            scale,
+            l1,
+            half_scale: 0.5 * scale * 1.001,
+        }
+    }
+
+    /// The score an item's code dot product `dot` stands for, and the bound on its error,
+    /// for an item whose codes have scale `sv` and whose vector has `|v|_1 = l1`.
+    #[inline(always)]
+    fn bound(&self, dot: i32, sv: f32, l1: f32) -> (f32, f32) {
+        (
+            dot as f32 * (self.scale * sv),
+            self.half_scale * (sv * self.l1 + l1) + MARGIN,
+        )
+    }
 }
 
 impl Codes {
@@ -370,11 +409,7 @@ impl Codes {
         if s.q.len() != dim || s.k == 0 {
             return Vec::new();
         }
-        let mut q_codes = vec![0i8; dim];
-        let q_scale = linalg::quantize_i8(s.q, &mut q_codes);
-        let q_l1: f32 = q_codes.iter().map(|c| f32::from(c.unsigned_abs())).sum();
-        // Half a code step of the query, with room for the float rounding of both scores.
-        let half_scale = 0.5 * q_scale * 1.001;
+        let qc = QueryCodes::of(s.q, dim);
         // Pass 1 over the codes, four items at a time: an item stays a candidate while the
         // upper bound of its score reaches the k-th best lower bound among the candidates
         // so far (items whose codes are missing always stay).
@@ -408,7 +443,7 @@ impl Codes {
                 continue;
             }
             held = 0;
-            let dots = kern.dot_i8_x4(&q_codes, ids.map(|i| self.row(i as usize)));
+            let dots = kern.dot_i8_x4(&qc.codes, ids.map(|i| self.row(i as usize)));
             // The four bounds lane by lane (straight-line code the compiler vectorises), and
             // one branch for the four: most groups have no item that can enter.
             let mut approx = [0f32; 4];
@@ -418,9 +453,7 @@ impl Codes {
                 let i = ids[j] as usize;
                 let sv = self.scale.get(i).copied().unwrap_or(0.0);
                 let l1 = self.l1.get(i).copied().unwrap_or(f32::INFINITY);
-                approx[j] = dots[j] as f32 * (q_scale * sv);
-                // The bound, with room for the float rounding of both scores.
-                err[j] = half_scale * (sv * q_l1 + l1) + 1e-6;
+                (approx[j], err[j]) = qc.bound(dots[j], sv, l1);
                 upper[j] = aff[j].0 * (approx[j] + err[j]) + aff[j].1;
             }
             if upper.iter().all(|u| *u < floor) {
@@ -436,8 +469,7 @@ impl Codes {
             let i = ids[j] as usize;
             let sv = self.scale.get(i).copied().unwrap_or(0.0);
             let l1 = self.l1.get(i).copied().unwrap_or(f32::INFINITY);
-            let approx = kern.dot_i8(&q_codes, self.row(i)) as f32 * (q_scale * sv);
-            let err = half_scale * (sv * q_l1 + l1) + 1e-6;
+            let (approx, err) = qc.bound(kern.dot_i8(&qc.codes, self.row(i)), sv, l1);
             floor = admit(ids[j], aff[j], approx, err);
         }
         rescore(kern, cands, floor, s.vectors, s.q, s.k)
