@@ -233,6 +233,7 @@ pub(crate) fn evaluate(state: &State, opts: &EvalOptions) -> Result<EvalReport> 
         crate::export::interactions(state, fit_data, &train_opts.mf, dir)?;
     }
     let (base, mlp) = fit_serving(&ds, fit_data, &fit_opts, &mut timings, None)?;
+    let tuning = crate::train::with_race(tuning, &base);
     let csr = fit_data
         .history_csr(train_opts.recency)
         .map_err(model_err)?;

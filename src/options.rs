@@ -151,7 +151,9 @@ pub struct TrainOptions {
     pub content: ContentParams,
     /// The sequence model (a self-attentive next-item model trained on each shopper's items
     /// in order); `None` leaves the channel empty. Default `None`: on Amazon Toys (19k
-    /// shoppers) it trains for minutes, where every other model takes seconds.
+    /// shoppers) it trains for minutes, where every other model takes seconds. With tuning
+    /// on, this setting is the baseline of a race of dropout rates
+    /// ([`TuneOptions::sequence_budget`](crate::TuneOptions::sequence_budget)).
     pub sequence: Option<SeqConfig>,
     /// The MLP re-ranker; `None` skips it (fusion then falls back to linear).
     pub mlp: Option<MlpConfig>,
@@ -161,8 +163,8 @@ pub struct TrainOptions {
     /// [`Engine::evaluate`](crate::Engine::evaluate) uses its own split's rule instead.
     pub holdout: SplitKind,
     /// Per-shop tuning of item-CF, user-CF and MF on a held-out part of the log before the
-    /// final fit ([`TuneOptions`](crate::TuneOptions)); `None` fits the parameters above as
-    /// they are.
+    /// final fit, and of the sequence model's dropout within its fit
+    /// ([`TuneOptions`](crate::TuneOptions)); `None` fits the parameters above as they are.
     /// Default on, with a 60 s budget.
     pub tune: Option<crate::tune::TuneOptions>,
     /// Show a progress bar on stderr.

@@ -449,6 +449,21 @@ fn models_dir(state: &State) -> PathBuf {
     state.dir.join("models")
 }
 
+/// The tuning report with the sequence model's race of settings added, when its fit ran one.
+pub(crate) fn with_race(
+    tuning: Option<crate::tune::TuneReport>,
+    models: &Models,
+) -> Option<crate::tune::TuneReport> {
+    let mut tuning = tuning?;
+    let race = models
+        .typed::<crate::channel::SequenceChannel>()
+        .and_then(|c| c.race.as_ref());
+    if let Some(race) = race {
+        crate::tune::add_race(&mut tuning, race);
+    }
+    Some(tuning)
+}
+
 /// What tuning rates settings on: a part of the data to fit on and a held-out part.
 pub(crate) enum TuneOn<'a> {
     /// Hold out part of this data by the rule of the split kind.
@@ -497,7 +512,6 @@ pub(crate) fn tuned_options(
         item_cf: chosen.item_cf,
         user_cf: chosen.user_cf,
         mf: chosen.mf,
-        tune: None,
         ..opts.clone()
     };
     Ok((tuned, Some(report)))
@@ -610,6 +624,7 @@ pub(crate) fn train(state: &State, opts: &TrainOptions) -> Result<TrainReport> {
     }
     let (base, mlp) = fit_serving(&ds, &ds.data, opts, &mut timings, pb.as_ref())?;
     check_cancel(opts.cancel.as_ref())?;
+    let tuning = with_race(tuning, &base);
     if let Some(p) = &pb {
         p.set_message("saving");
     }

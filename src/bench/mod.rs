@@ -72,6 +72,9 @@ pub struct BenchOptions {
     pub tune: bool,
     /// Train the sequence model too (off by default, as in the engine).
     pub sequence: bool,
+    /// Seconds the sequence model's race of settings may take when tuning (finite, `>= 0`;
+    /// `None`: [`TuneOptions`](crate::TuneOptions)'s default).
+    pub sequence_budget: Option<f64>,
     /// Queries of the typo benchmark (`typo`), made from the catalog's titles; 0 skips
     /// it. Default 1,000.
     pub typos: usize,
@@ -132,6 +135,7 @@ impl BenchOptions {
             progress: false,
             tune: true,
             sequence: false,
+            sequence_budget: None,
             typos: 1_000,
             exposure: true,
             #[cfg(feature = "embed")]
@@ -230,6 +234,15 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     if options.k == 0 {
         return Err(Error::invalid("k", "must be at least 1"));
     }
+    if options
+        .sequence_budget
+        .is_some_and(|s| !(s.is_finite() && s >= 0.0))
+    {
+        return Err(Error::invalid(
+            "sequence_budget",
+            "must be a finite number of seconds >= 0",
+        ));
+    }
     let occupied = std::fs::read_dir(&options.db_dir).is_ok_and(|mut d| d.next().is_some());
     if occupied {
         return Err(Error::invalid(
@@ -304,6 +317,13 @@ fn train_options(options: &BenchOptions) -> TrainOptions {
     }
     if options.sequence {
         t.sequence = Some(crate::models::SeqConfig::default());
+    }
+    // `run` checked the budget is finite and not negative.
+    let budget = options
+        .sequence_budget
+        .filter(|s| s.is_finite() && *s >= 0.0);
+    if let (Some(secs), Some(tune)) = (budget, t.tune.as_mut()) {
+        tune.sequence_budget = std::time::Duration::from_secs_f64(secs.min(86_400.0));
     }
     t
 }

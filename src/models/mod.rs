@@ -46,7 +46,9 @@ pub use kg::{KgParams, KgRelatedness};
 pub use mf::{Mf, MfParams};
 pub use popularity::{NoiseInfo, Popularity, PopularityParams, ScoreNoise};
 pub use rating::{ItemKnnRating, RatingParams, UserKnnRating};
-pub use sasrec::{SeqConfig, SeqEpoch, SeqFitReport, SeqHooks, SeqModel};
+pub use sasrec::{
+    SeqConfig, SeqEnd, SeqEntry, SeqEpoch, SeqFitReport, SeqHooks, SeqModel, SeqRace,
+};
 pub use usercf::{UserCf, UserCfParams};
 
 /// One cleaned, weighted interaction: dense ids, 0-based.

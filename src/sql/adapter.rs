@@ -112,8 +112,13 @@ pub(crate) fn train(
     if settings.sequence == Some(true) {
         opts.sequence = Some(crate::models::SeqConfig::default());
     }
-    if let (Some(secs), Some(t)) = (settings.tune_budget_secs, opts.tune.as_mut()) {
-        t.budget = std::time::Duration::from_secs_f64(secs);
+    if let Some(t) = opts.tune.as_mut() {
+        if let Some(secs) = settings.tune_budget_secs {
+            t.budget = std::time::Duration::from_secs_f64(secs);
+        }
+        if let Some(secs) = settings.sequence_budget_secs {
+            t.sequence_budget = std::time::Duration::from_secs_f64(secs);
+        }
     }
     engine.train(&opts)
 }

@@ -245,7 +245,19 @@ fn tuning_never_reads_the_test_part() {
             tune: Some(shopdb::TuneOptions {
                 // Large enough that every planned setting is tried on any machine.
                 budget: std::time::Duration::from_secs(3_600),
+                sequence_budget: std::time::Duration::from_secs(3_600),
                 ..shopdb::TuneOptions::default()
+            }),
+            // The sequence model's race of settings is tuning too.
+            sequence: Some(shopdb::SeqConfig {
+                dim: 8,
+                max_len: 8,
+                negatives: 8,
+                batch_size: 32,
+                max_epochs: 20,
+                eval_every: 2,
+                threads: 1,
+                ..shopdb::SeqConfig::default()
             }),
             ..shopdb::TrainOptions::default()
         },
@@ -268,6 +280,9 @@ fn tuning_never_reads_the_test_part() {
         poisoned.1.tuning.as_ref().unwrap(),
     );
     assert!(!a.budget_exhausted && a.trials.len() > 10, "{a:?}");
+    let raced = a.trials.iter().filter(|t| t.model == "sequence").count();
+    assert_eq!(raced, 3, "the configured dropout and two lower ones: {a:?}");
+    assert!(a.chosen("sequence").is_some(), "{a:?}");
     assert_eq!(a.chosen, b.chosen);
     let rated = |r: &shopdb::TuneReport| -> Vec<(String, String, f64)> {
         r.trials

@@ -169,7 +169,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     (
         "TRAIN WITH (epochs = 3)",
         "1:13",
-        "expected a setting: tune, tune_budget or sequence, found epochs",
+        "expected a setting: tune, tune_budget, sequence or sequence_budget, found epochs",
     ),
     ("IMPORT SEQUENCES 'x.txt'", "1:18", "expected FROM"),
     (
@@ -497,7 +497,11 @@ fn the_planner_is_pure_and_typed() {
     assert!(matches!(plan("TRAIN;"), Ok(Plan::Train(t)) if t == TrainSettings::default()));
     assert!(matches!(
         plan("train with (TUNE = off, tune_budget = 2.5)"),
-        Ok(Plan::Train(TrainSettings { tune: Some(false), tune_budget_secs: Some(b), sequence: None })) if b == 2.5
+        Ok(Plan::Train(TrainSettings { tune: Some(false), tune_budget_secs: Some(b), sequence: None, sequence_budget_secs: None })) if b == 2.5
+    ));
+    assert!(matches!(
+        plan("TRAIN WITH (sequence = on, sequence_budget = 0)"),
+        Ok(Plan::Train(TrainSettings { sequence: Some(true), sequence_budget_secs: Some(b), .. })) if b == 0.0
     ));
     assert!(matches!(
         plan("TRAIN WITH (sequence = on)"),

@@ -80,6 +80,11 @@ pub struct BenchArgs {
     #[arg(long)]
     sequence: bool,
 
+    /// Seconds the sequence model's race of settings (its dropout rates) may take, when
+    /// tuning; 0 keeps the default setting without a race. Default: the engine's (60).
+    #[arg(long, value_name = "SECONDS")]
+    sequence_budget: Option<f64>,
+
     /// Queries of the typo benchmark (made from the catalog's titles, searched as typed and
     /// with typos); 0 skips it.
     #[arg(long, default_value_t = 1000)]
@@ -170,6 +175,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         vectors: !args.no_vectors,
         tune: !args.no_tune,
         sequence: args.sequence,
+        sequence_budget: args.sequence_budget,
         typos: args.typos,
         exposure: !args.no_exposure,
         #[cfg(feature = "embed")]

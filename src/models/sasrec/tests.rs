@@ -307,6 +307,136 @@ fn one_thread_fits_are_bit_identical_and_report_every_epoch() {
 }
 
 #[test]
+fn a_race_keeps_the_baseline_unless_another_setting_rates_clearly_better() {
+    let (mut train, n_items) = chain_log(20, 8, 600, 5);
+    let valid: Vec<(usize, u32)> = train
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(u, s)| Some((u, s.pop()?)))
+        .collect();
+    let good = SeqConfig {
+        dim: 16,
+        max_len: 8,
+        dropout: 0.1,
+        negatives: 32,
+        batch_size: 64,
+        learning_rate: 5e-3,
+        max_epochs: 40,
+        patience: 3,
+        eval_every: 2,
+        threads: 1,
+        ..SeqConfig::default()
+    };
+    // Learns nothing in the epochs it has.
+    let stuck = SeqConfig {
+        learning_rate: 1e-7,
+        ..good.clone()
+    };
+    let hooks = SeqHooks::default();
+    let hour = std::time::Duration::from_secs(3_600);
+    let (plain, plain_report) = SeqModel::fit(&train, n_items, &good, &valid, &hooks).unwrap();
+    let (plain_stuck, stuck_report) =
+        SeqModel::fit(&train, n_items, &stuck, &valid, &hooks).unwrap();
+
+    // A setting that learns replaces a baseline that cannot, with the model a plain fit of
+    // it gives.
+    let settings = [stuck.clone(), good.clone()];
+    let (m, report, race) =
+        SeqModel::fit_raced(&train, n_items, &settings, &valid, hour, &hooks).unwrap();
+    assert_eq!(race.chosen, 1, "{race:?}");
+    assert!(!race.budget_exhausted);
+    assert_eq!(race.entries[0].epochs, stuck_report.epochs);
+    assert_eq!(race.entries[1].end, SeqEnd::Finished);
+    assert!(race.entries[1].ndcg.unwrap() > 2.0 * race.entries[0].ndcg.unwrap());
+    assert_eq!(race.entries[1].epochs, plain_report.epochs);
+    assert_eq!(m, plain);
+    assert_eq!(report.valid_ndcg, plain_report.valid_ndcg);
+
+    // A baseline that rates best stays, with the plain fit's model; the challenger that
+    // cannot learn falls behind its curve and is dropped early.
+    let settings = [good.clone(), stuck.clone()];
+    let (m, _, race) =
+        SeqModel::fit_raced(&train, n_items, &settings, &valid, hour, &hooks).unwrap();
+    assert_eq!(race.chosen, 0, "{race:?}");
+    assert_eq!(m, plain);
+    assert_eq!(race.entries[1].end, SeqEnd::Behind);
+    assert_eq!(race.entries[1].epochs, BEHIND_EVALS * good.eval_every);
+
+    // The same setting twice: equal ratings never move the choice.
+    let settings = [good.clone(), good.clone()];
+    let (_, _, race) =
+        SeqModel::fit_raced(&train, n_items, &settings, &valid, hour, &hooks).unwrap();
+    assert_eq!(race.chosen, 0, "{race:?}");
+
+    // No budget: the baseline alone.
+    let zero = std::time::Duration::ZERO;
+    let settings = [stuck.clone(), good.clone()];
+    let (m, _, race) =
+        SeqModel::fit_raced(&train, n_items, &settings, &valid, zero, &hooks).unwrap();
+    assert!(race.budget_exhausted);
+    assert_eq!(race.entries[1].end, SeqEnd::Budget);
+    assert_eq!((race.chosen, race.entries[1].epochs), (0, 0), "{race:?}");
+    assert_eq!(m, plain_stuck);
+
+    // One setting, or no validation targets: no race.
+    let (m, _, race) = SeqModel::fit_raced(
+        &train,
+        n_items,
+        std::slice::from_ref(&good),
+        &valid,
+        hour,
+        &hooks,
+    )
+    .unwrap();
+    assert_eq!((race.entries.len(), race.chosen), (1, 0));
+    assert_eq!(m, plain);
+    let (_, _, race) = SeqModel::fit_raced(&train, n_items, &settings, &[], hour, &hooks).unwrap();
+    assert_eq!(race.entries[1].end, SeqEnd::Skipped);
+    assert!(
+        (race.chosen, race.budget_exhausted) == (0, false),
+        "{race:?}"
+    );
+    // Every setting is checked before any trains.
+    let bad = SeqConfig {
+        dropout: 2.0,
+        ..good.clone()
+    };
+    let err = SeqModel::fit_raced(&train, n_items, &[good, bad], &valid, hour, &hooks);
+    assert!(matches!(
+        err,
+        Err(ModelError::InvalidParam {
+            name: "dropout",
+            ..
+        })
+    ));
+    let err = SeqModel::fit_raced(&train, n_items, &[], &valid, hour, &hooks);
+    assert!(matches!(err, Err(ModelError::InvalidParam { .. })));
+}
+
+#[test]
+fn clearly_better_needs_the_gain_and_the_standard_errors() {
+    use super::race::clearly_better;
+    // Every target 0.1 better: no spread in the differences.
+    let leader = vec![0.5; 100];
+    let up: Vec<f64> = leader.iter().map(|x| x + 0.1).collect();
+    assert!(clearly_better(&up, &leader));
+    assert!(!clearly_better(&leader, &up));
+    assert!(!clearly_better(&leader, &leader));
+    // A 2% gain in the mean made of a few large swings among many targets: within the noise.
+    let mut noisy = vec![0.0; 1000];
+    let mut base = vec![0.0; 1000];
+    for i in 0..50 {
+        noisy[i] = 1.0;
+        base[i + 50] = 1.0;
+    }
+    noisy[100] = 1.0;
+    assert!(!clearly_better(&noisy, &base));
+    // Mismatched or empty targets never win.
+    assert!(!clearly_better(&up[..10], &leader));
+    assert!(!clearly_better(&[], &[]));
+}
+
+#[test]
 fn a_cancelled_fit_returns_cancelled() {
     let (seqs, n_items) = small_log(4);
     let cancel = AtomicBool::new(true);

@@ -72,15 +72,29 @@ struct EvalScratch {
     scores: Vec<f32>,
 }
 
-/// NDCG@k and HR@k of ranking each target after its history (see [`SeqModel::evaluate`]);
-/// runs on the current rayon pool.
-pub(super) fn evaluate(
+/// Mean NDCG@k and HR@k of per-target NDCG@k values.
+pub(super) fn summary(each: &[f64]) -> SeqEval {
+    let users = each.len();
+    let denom = (users as f64).max(1.0);
+    let ndcg: f64 = each.iter().sum();
+    let hits = each.iter().filter(|&&x| x > 0.0).count();
+    SeqEval {
+        users,
+        ndcg: ndcg / denom,
+        hit_rate: hits as f64 / denom,
+    }
+}
+
+/// The NDCG@k of ranking each target after its history, in the order of `targets` (0 for a
+/// target outside the top k, an empty history, or a target in its own history); runs on the
+/// current rayon pool.
+pub(super) fn evaluate_each(
     lay: &Layout,
     w: &[f32],
     histories: &[Vec<u32>],
     targets: &[(usize, u32)],
     k: usize,
-) -> Result<SeqEval, ModelError> {
+) -> Result<Vec<f64>, ModelError> {
     let Dims {
         n_items,
         dim: d,
@@ -90,7 +104,7 @@ pub(super) fn evaluate(
     let emb = w
         .get(lay.item..lay.item + n_items * d)
         .ok_or_else(|| ModelError::Numerical("weights too short".into()))?;
-    let sums: Vec<Result<(f64, f64), ModelError>> = targets
+    let parts: Vec<Result<Vec<f64>, ModelError>> = targets
         .par_chunks(EVAL_CHUNK)
         .map_init(EvalScratch::default, |s, chunk| {
             s.batch.clear();
@@ -126,8 +140,8 @@ pub(super) fn evaluate(
                 0.0,
                 &mut s.scores,
             )?;
-            let (mut ndcg, mut hits) = (0f64, 0f64);
-            for (&(u, target), row) in chunk.iter().zip(&rows) {
+            let mut out = vec![0f64; chunk.len()];
+            for ((&(u, target), row), gain) in chunk.iter().zip(&rows).zip(out.iter_mut()) {
                 let Some(q) = *row else {
                     continue;
                 };
@@ -153,26 +167,17 @@ pub(super) fn evaluate(
                 // ranks above it; excluded items score -inf (below any finite target score).
                 let rank = scores.iter().filter(|&&x| x >= ts).count();
                 if rank <= k {
-                    hits += 1.0;
-                    ndcg += 1.0 / ((rank + 1) as f64).log2();
+                    *gain = 1.0 / ((rank + 1) as f64).log2();
                 }
             }
-            Ok((ndcg, hits))
+            Ok(out)
         })
         .collect();
-    let (mut ndcg, mut hits) = (0f64, 0f64);
-    for r in sums {
-        let (n, h) = r?;
-        ndcg += n;
-        hits += h;
+    let mut each = Vec::with_capacity(targets.len());
+    for p in parts {
+        each.extend(p?);
     }
-    let users = targets.len();
-    let denom = (users as f64).max(1.0);
-    Ok(SeqEval {
-        users,
-        ndcg: ndcg / denom,
-        hit_rate: hits / denom,
-    })
+    Ok(each)
 }
 
 /// A training worker: its share of the mini-batch, its activations and its gradient.
@@ -363,14 +368,14 @@ impl Adam {
     }
 }
 
-/// See [`SeqModel::fit`].
-pub(super) fn fit(
+/// Checks a fit's inputs: the configuration, the catalog size, every item and every
+/// validation target.
+pub(super) fn check_inputs(
     train: &[Vec<u32>],
     n_items: usize,
     cfg: &SeqConfig,
     valid: &[(usize, u32)],
-    hooks: &SeqHooks<'_>,
-) -> Result<(SeqModel, SeqFitReport), ModelError> {
+) -> Result<(), ModelError> {
     cfg.validate()?;
     if n_items == 0 || n_items > u32::MAX as usize {
         return Err(ModelError::InvalidParam {
@@ -387,7 +392,11 @@ pub(super) fn fit(
             });
         }
     }
-    check_targets(train.len(), n_items, valid)?;
+    check_targets(train.len(), n_items, valid)
+}
+
+/// The parameter layout of a model of `cfg` over `n_items`, within [`MAX_PARAMS`].
+pub(super) fn layout_of(n_items: usize, cfg: &SeqConfig) -> Result<Layout, ModelError> {
     let dims = Dims {
         n_items,
         dim: cfg.dim,
@@ -396,73 +405,174 @@ pub(super) fn fit(
         heads: cfg.heads,
         ffn: cfg.dim,
     };
-    let lay = Layout::new(dims)
+    Layout::new(dims)
         .filter(|l| l.total <= MAX_PARAMS)
         .ok_or_else(|| ModelError::InvalidParam {
             name: "n_items/dim",
             reason: "too many parameters".into(),
-        })?;
-    let rows: Vec<usize> = train
-        .iter()
-        .map(|s| s.len().saturating_sub(1).min(cfg.max_len))
-        .collect();
-    let mut order: Vec<usize> = (0..train.len()).filter(|&u| rows[u] > 0).collect();
-    if order.is_empty() {
-        return Err(ModelError::Empty("no sequence with two or more items"));
-    }
-    let threads = if cfg.threads == 0 {
+        })
+}
+
+/// The worker threads of `threads` (`0`: one per core) and their pool.
+pub(super) fn pool_of(threads: usize) -> Result<(usize, rayon::ThreadPool), ModelError> {
+    let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
-        cfg.threads
+        threads
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .map_err(|e| ModelError::Numerical(format!("thread pool: {e}")))?;
+    Ok((threads, pool))
+}
 
-    let mut rng = SplitMix64::new(cfg.seed);
-    let mut w = init_weights(&lay, &mut rng);
-    let mut adam = Adam::new(&lay);
-    let mut workers: Vec<Worker> = (0..threads)
-        .map(|_| Worker {
-            work: Work::default(),
-            batch: Batch::default(),
-            grad: vec![0.0; lay.total],
-            loss: 0.0,
-            active: false,
+/// One model in training: its weights, optimiser state, workers and early-stopping state,
+/// advanced an epoch at a time, so that several settings can be trained side by side
+/// ([`race`]). Its generator is its own: interleaving trainers changes none of them.
+pub(super) struct Trainer<'a> {
+    train: &'a [Vec<u32>],
+    valid: &'a [(usize, u32)],
+    cfg: SeqConfig,
+    lay: Layout,
+    /// Predicted positions of each sequence.
+    rows: Vec<usize>,
+    /// The sequences with something to predict, in this epoch's order.
+    order: Vec<usize>,
+    rng: SplitMix64,
+    w: Vec<f32>,
+    adam: Adam,
+    workers: Vec<Worker>,
+    negs: Vec<u32>,
+    report: SeqFitReport,
+    best: Option<(f64, Vec<f32>)>,
+    /// Each validation target's NDCG@10 at the best evaluation.
+    best_each: Vec<f64>,
+    since_best: usize,
+    /// Early stopping's patience ran out or `max_epochs` were run.
+    done: bool,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer at epoch 0, after [`check_inputs`].
+    pub(super) fn new(
+        train: &'a [Vec<u32>],
+        n_items: usize,
+        cfg: &SeqConfig,
+        valid: &'a [(usize, u32)],
+        threads: usize,
+    ) -> Result<Self, ModelError> {
+        let lay = layout_of(n_items, cfg)?;
+        let rows: Vec<usize> = train
+            .iter()
+            .map(|s| s.len().saturating_sub(1).min(cfg.max_len))
+            .collect();
+        let order: Vec<usize> = (0..train.len()).filter(|&u| rows[u] > 0).collect();
+        if order.is_empty() {
+            return Err(ModelError::Empty("no sequence with two or more items"));
+        }
+        let mut rng = SplitMix64::new(cfg.seed);
+        let w = init_weights(&lay, &mut rng);
+        let adam = Adam::new(&lay);
+        let workers = (0..threads)
+            .map(|_| Worker {
+                work: Work::default(),
+                batch: Batch::default(),
+                grad: vec![0.0; lay.total],
+                loss: 0.0,
+                active: false,
+            })
+            .collect();
+        Ok(Trainer {
+            train,
+            valid,
+            cfg: cfg.clone(),
+            lay,
+            rows,
+            order,
+            rng,
+            w,
+            adam,
+            workers,
+            negs: vec![0u32; cfg.negatives],
+            report: SeqFitReport::default(),
+            best: None,
+            best_each: Vec::new(),
+            since_best: 0,
+            done: false,
         })
-        .collect();
-    let dropout_rate = cfg.dropout;
-    let mut report = SeqFitReport::default();
-    let mut best: Option<(f64, Vec<f32>)> = None;
-    let mut since_best = 0usize;
-    let mut negs = vec![0u32; cfg.negatives];
+    }
 
-    for epoch in 1..=cfg.max_epochs {
+    /// Epochs run so far.
+    pub(super) fn epochs(&self) -> usize {
+        self.report.epochs
+    }
+
+    /// Whether training is over (patience ran out, or the last epoch was run).
+    pub(super) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The best validation NDCG@10 so far.
+    pub(super) fn best_ndcg(&self) -> Option<f64> {
+        self.best.as_ref().map(|(n, _)| *n)
+    }
+
+    /// Each validation target's NDCG@10 at the best evaluation, in the order of the targets
+    /// (empty before the first).
+    pub(super) fn best_each(&self) -> &[f64] {
+        &self.best_each
+    }
+
+    /// Ends training here (as early stopping would).
+    pub(super) fn stop(&mut self) {
+        self.done = true;
+    }
+
+    /// The fit report so far.
+    pub(super) fn report(&self) -> &SeqFitReport {
+        &self.report
+    }
+
+    /// Runs the next epoch on `pool`, and its validation when due (every
+    /// [`SeqConfig::eval_every`] epochs and at the last); marks the trainer done when
+    /// early stopping's patience runs out or the last epoch was run.
+    pub(super) fn epoch(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        hooks: &SeqHooks<'_>,
+    ) -> Result<(), ModelError> {
+        if self.done {
+            return Ok(());
+        }
+        let epoch = self.report.epochs + 1;
+        let n_items = self.lay.dims.n_items;
+        let threads = self.workers.len();
         let started = Instant::now();
-        rng.shuffle(&mut order);
+        self.rng.shuffle(&mut self.order);
         let (mut loss_sum, mut row_sum) = (0f64, 0usize);
-        for chunk in order.chunks(cfg.batch_size) {
+        for chunk in self.order.chunks(self.cfg.batch_size) {
             if hooks.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(ModelError::Cancelled);
             }
-            for n in negs.iter_mut() {
-                *n = rng.below(n_items as u64) as u32;
+            for n in self.negs.iter_mut() {
+                *n = self.rng.below(n_items as u64) as u32;
             }
-            let step_seed = rng.next_u64();
-            let total: usize = chunk.iter().map(|&u| rows[u]).sum();
-            let parts = split_by_rows(chunk, &rows, threads);
+            let step_seed = self.rng.next_u64();
+            let total: usize = chunk.iter().map(|&u| self.rows[u]).sum();
+            let parts = split_by_rows(chunk, &self.rows, threads);
             let input = StepInput {
-                lay: &lay,
-                w: &w,
-                train,
-                negs: &negs,
-                dropout: (dropout_rate > 0.0).then_some(Dropout {
-                    rate: dropout_rate,
+                lay: &self.lay,
+                w: &self.w,
+                train: self.train,
+                negs: &self.negs,
+                dropout: (self.cfg.dropout > 0.0).then_some(Dropout {
+                    rate: self.cfg.dropout,
                     seed: step_seed,
                 }),
                 inv_total: 1.0 / total as f32,
             };
+            let workers = &mut self.workers;
             let results: Vec<Result<(), ModelError>> = pool.install(|| {
                 workers
                     .par_iter_mut()
@@ -473,12 +583,15 @@ pub(super) fn fit(
             for r in results {
                 r?;
             }
-            loss_sum += workers.iter().map(|wk| wk.loss).sum::<f64>();
+            loss_sum += self.workers.iter().map(|wk| wk.loss).sum::<f64>();
             row_sum += total;
-            pool.install(|| adam.step(&mut w, &mut workers, cfg.learning_rate, cfg.weight_decay));
+            let (lr, wd) = (self.cfg.learning_rate, self.cfg.weight_decay);
+            let (adam, w, workers) = (&mut self.adam, &mut self.w, &mut self.workers);
+            pool.install(|| adam.step(w, workers, lr, wd));
         }
         let seconds = started.elapsed().as_secs_f64();
         let loss = loss_sum / row_sum.max(1) as f64;
+        let report = &mut self.report;
         report.epochs = epoch;
         report.epoch_seconds.push(seconds);
         report.losses.push(loss);
@@ -486,23 +599,27 @@ pub(super) fn fit(
             return Err(ModelError::Numerical("training diverged".into()));
         }
         let mut valid_ndcg = None;
-        let mut stop = false;
-        if !valid.is_empty() && (epoch.is_multiple_of(cfg.eval_every) || epoch == cfg.max_epochs) {
+        let last = epoch >= self.cfg.max_epochs;
+        if !self.valid.is_empty() && (epoch.is_multiple_of(self.cfg.eval_every) || last) {
             let t0 = Instant::now();
-            let eval = pool.install(|| evaluate(&lay, &w, train, valid, VALID_K))?;
+            let (lay, w, train, valid) = (&self.lay, &self.w, self.train, self.valid);
+            let each = pool.install(|| evaluate_each(lay, w, train, valid, VALID_K))?;
+            let eval = summary(&each);
             report.eval_seconds += t0.elapsed().as_secs_f64();
             report.valid_ndcg.push((epoch, eval.ndcg));
             valid_ndcg = Some(eval.ndcg);
-            if best.as_ref().is_none_or(|(b, _)| eval.ndcg > *b) {
-                best = Some((eval.ndcg, w.clone()));
+            if self.best.as_ref().is_none_or(|(b, _)| eval.ndcg > *b) {
+                self.best = Some((eval.ndcg, self.w.clone()));
+                self.best_each = each;
                 report.best_epoch = epoch;
                 report.best_ndcg = Some(eval.ndcg);
-                since_best = 0;
+                self.since_best = 0;
             } else {
-                since_best += 1;
-                stop = since_best >= cfg.patience.max(1);
+                self.since_best += 1;
+                self.done = self.since_best >= self.cfg.patience.max(1);
             }
         }
+        self.done |= last;
         if let Some(cb) = hooks.on_epoch {
             cb(&SeqEpoch {
                 epoch,
@@ -511,29 +628,44 @@ pub(super) fn fit(
                 valid_ndcg,
             });
         }
-        if stop {
-            break;
-        }
+        Ok(())
     }
-    let weights = match best {
-        Some((_, b)) => b,
-        None => {
-            report.best_epoch = report.epochs;
-            w
+
+    /// Trains until done.
+    pub(super) fn run(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        hooks: &SeqHooks<'_>,
+    ) -> Result<(), ModelError> {
+        while !self.done {
+            self.epoch(pool, hooks)?;
         }
-    };
-    let model = SeqModel {
-        n_items,
-        dim: cfg.dim,
-        max_len: cfg.max_len,
-        blocks: cfg.blocks,
-        heads: cfg.heads,
-        weights,
-    };
-    model
-        .validate()
-        .map_err(|_| ModelError::Numerical("training diverged (non-finite weights)".into()))?;
-    Ok((model, report))
+        Ok(())
+    }
+
+    /// The best evaluation's weights (the last weights without validation targets).
+    pub(super) fn finish(self) -> Result<(SeqModel, SeqFitReport), ModelError> {
+        let mut report = self.report;
+        let weights = match self.best {
+            Some((_, b)) => b,
+            None => {
+                report.best_epoch = report.epochs;
+                self.w
+            }
+        };
+        let model = SeqModel {
+            n_items: self.lay.dims.n_items,
+            dim: self.cfg.dim,
+            max_len: self.cfg.max_len,
+            blocks: self.cfg.blocks,
+            heads: self.cfg.heads,
+            weights,
+        };
+        model
+            .validate()
+            .map_err(|_| ModelError::Numerical("training diverged (non-finite weights)".into()))?;
+        Ok((model, report))
+    }
 }
 
 impl SeqModel {
@@ -556,7 +688,11 @@ impl SeqModel {
         valid: &[(usize, u32)],
         hooks: &SeqHooks<'_>,
     ) -> Result<(SeqModel, SeqFitReport), ModelError> {
-        fit(train, n_items, cfg, valid, hooks)
+        check_inputs(train, n_items, cfg, valid)?;
+        let (threads, pool) = pool_of(cfg.threads)?;
+        let mut t = Trainer::new(train, n_items, cfg, valid, threads)?;
+        t.run(&pool, hooks)?;
+        t.finish()
     }
 }
 

@@ -365,8 +365,8 @@ pub struct Scan {
     pub offset: usize,
 }
 
-/// The settings of `TRAIN WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off)`;
-/// unset ones keep the defaults.
+/// The settings of `TRAIN WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off,
+/// sequence_budget = SECONDS)`; unset ones keep the defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TrainSettings {
     /// Tune each model on a held-out part of the log first (default on).
@@ -375,6 +375,8 @@ pub struct TrainSettings {
     pub tune_budget_secs: Option<f64>,
     /// Train the sequence model (default off).
     pub sequence: Option<bool>,
+    /// The budget of the sequence model's race of settings, in seconds.
+    pub sequence_budget_secs: Option<f64>,
 }
 
 /// An `IMPORT` statement; paths as written, resolved and checked when run.

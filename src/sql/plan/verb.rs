@@ -1,5 +1,5 @@
 //! The keyword verbs sqlparser does not know, planned from their significant tokens:
-//! `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off)]`, `EVALUATE` and
+//! `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off, sequence_budget = SECONDS)]`, `EVALUATE` and
 //! `IMPORT ...`, `EXPORT USER ...`, `SET RETENTION ...`, `COMPACT` and `BACKUP TO ...`.
 
 use sqlparser::tokenizer::{Token, TokenWithSpan};
@@ -139,7 +139,7 @@ impl Cursor<'_> {
     }
 }
 
-/// `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off)]`.
+/// `TRAIN [WITH (tune = on|off, tune_budget = SECONDS, sequence = on|off, sequence_budget = SECONDS)]`.
 fn train(c: &mut Cursor<'_>) -> Result<Plan> {
     let mut settings = TrainSettings::default();
     if !c.eat("WITH") {
@@ -147,7 +147,7 @@ fn train(c: &mut Cursor<'_>) -> Result<Plan> {
     }
     c.expect_token(&Token::LParen)?;
     loop {
-        let name = c.word("a setting: tune, tune_budget or sequence")?;
+        let name = c.word("a setting: tune, tune_budget, sequence or sequence_budget")?;
         c.expect_token(&Token::Eq)?;
         let on_off = |c: &mut Cursor<'_>| -> Result<bool> {
             if c.eat("ON") || c.eat("TRUE") {
@@ -165,9 +165,13 @@ fn train(c: &mut Cursor<'_>) -> Result<Plan> {
                 settings.tune_budget_secs =
                     Some(c.number("a number of seconds such as 30")?.min(86_400.0));
             }
+            "sequence_budget" => {
+                settings.sequence_budget_secs =
+                    Some(c.number("a number of seconds such as 60")?.min(86_400.0));
+            }
             _ => {
                 c.i = c.i.saturating_sub(2);
-                return Err(c.error("a setting: tune, tune_budget or sequence"));
+                return Err(c.error("a setting: tune, tune_budget, sequence or sequence_budget"));
             }
         }
         if c.eat_token(&Token::RParen) {
