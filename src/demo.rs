@@ -60,11 +60,14 @@ impl Default for DemoOptions {
     }
 }
 
-/// The demo's sequence model: small and quick.
+/// The demo's sequence model: small and quick. Dropout 0.2: per-shop tuning's race chose it
+/// over the default 0.5 on this shop (validation NDCG@10 0.040 against 0.010 in 10 epochs);
+/// starting there, the race only tries 0.3 beside it.
 fn demo_sequence() -> crate::models::SeqConfig {
     crate::models::SeqConfig {
         dim: 32,
         max_len: 20,
+        dropout: 0.2,
         negatives: 256,
         max_epochs: 10,
         eval_every: 2,
