@@ -23,6 +23,7 @@
 //! DELETE FROM products WHERE id IN ('p1', 'p2');
 //! DELETE FROM users WHERE id = 'u1';
 //! TRAIN; TRAIN WITH (tune = off, tune_budget = 30); EVALUATE; SHOW MODELS;
+//! TRAIN WITH (sequence = on, sequence_budget = 60);
 //! SHOW STATS; SHOW TABLES; DESCRIBE products;
 //! IMPORT PRODUCTS FROM 'products.jsonl'; IMPORT EVENTS FROM 'events.csv';
 //! IMPORT SEQUENCES FROM 'user_sequence.txt';

@@ -44,6 +44,7 @@ Statements end with ';' and may span lines.
   INSERT INTO events (user_id, item_id, kind, ts) VALUES ('u1', 'p1', 'purchase', 1732000000);
   DELETE FROM products WHERE id IN ('p1', 'p2');  DELETE FROM users WHERE id = 'u1';
   TRAIN;  TRAIN WITH (tune = off);  TRAIN WITH (tune_budget = 30);  EVALUATE;
+  TRAIN WITH (sequence = on, sequence_budget = 60);  (the sequence model; its race's seconds)
   SHOW MODELS;  SHOW STATS;  SHOW TABLES;  SHOW SYNONYMS;  DESCRIBE products;
   IMPORT PRODUCTS FROM 'file.jsonl' [ON ERROR SKIP];  IMPORT EVENTS FROM 'file.csv';
   IMPORT SEQUENCES FROM 'user_sequence.txt';  IMPORT MOVIELENS FROM 'ml-100k';
