@@ -141,8 +141,16 @@ pub(crate) fn is_backup(dir: &Path) -> bool {
 /// CRC-32, nothing a path outside the directory. Returns the backup's sequence.
 ///
 /// # Errors
-/// [`Error::Corrupt`] naming the first file that differs.
+/// [`Error::Corrupt`] naming the first file that differs, or the directory when it is an
+/// interrupted backup's `DEST.partial` (a backup killed after its manifest was written but
+/// before the rename to `DEST` looks whole; it is still not taken for one).
 pub(crate) fn verify(dir: &Path) -> Result<u64> {
+    if crate::fsutil::is_partial(dir) {
+        return Err(Error::corrupt(
+            dir,
+            "an interrupted backup (never renamed from .partial): take the backup again",
+        ));
+    }
     let path = dir.join(MANIFEST);
     let manifest: Manifest = serde_json::from_slice(&crate::fsutil::read(&path)?)
         .map_err(|e| Error::corrupt(&path, e.to_string()))?;

@@ -90,6 +90,16 @@ pub(crate) fn link_files(
     Ok(n)
 }
 
+/// The suffix of the directory [`build_dir`] fills before renaming it.
+pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Whether `dir` is named as [`build_dir`]'s unfinished directory (`DEST.partial`): a run
+/// killed after filling it but before the rename leaves one whose contents look whole.
+pub(crate) fn is_partial(dir: &Path) -> bool {
+    dir.file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(PARTIAL_SUFFIX))
+}
+
 /// Makes a directory's contents in `DEST.partial/` and renames it to `dest` once `fill`
 /// succeeds, so that an interrupted run never leaves something taken for a whole result
 /// (a `.partial` left by one is replaced by the next). `what` names the setting in errors.
@@ -108,7 +118,7 @@ pub(crate) fn build_dir<T>(
         ));
     }
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
+    name.push(PARTIAL_SUFFIX);
     let partial = dest.with_file_name(name);
     if partial.exists() {
         fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;

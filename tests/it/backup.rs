@@ -227,6 +227,19 @@ fn a_damaged_or_partial_backup_is_refused() {
     std::fs::create_dir_all(partial.join("text")).unwrap();
     std::fs::write(partial.join("store.dump"), b"half").unwrap();
     assert!(Engine::open_read_only(&partial).is_err());
+    // One killed after its manifest was written but before the rename holds a whole copy;
+    // it is still not taken for a backup, read-only or restored.
+    let whole = tmp.path().join("whole.partial");
+    copy_dir(&dest, &whole);
+    for open in [
+        Engine::open_read_only(&whole).err(),
+        Engine::open(&whole).err(),
+    ] {
+        assert!(
+            matches!(&open, Some(Error::Corrupt { reason, .. }) if reason.contains("interrupted backup")),
+            "{open:?}"
+        );
+    }
     e.backup(tmp.path().join("next")).unwrap();
     assert!(!partial.exists());
     assert_eq!(
