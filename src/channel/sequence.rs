@@ -93,8 +93,7 @@ fn fit(i: &FitInput<'_>) -> Result<SequenceChannel> {
     };
     if let FitStage::ServeAfter(prior) = i.stage {
         if let Some(c) = prior.typed::<SequenceChannel>().filter(|c| c.epochs > 0) {
-            let chosen = c.race.as_ref().and_then(|r| r.entries.get(r.chosen));
-            let setting = chosen.map_or(cfg, |e| &e.config);
+            let setting = c.race.as_ref().and_then(SeqRace::winner).unwrap_or(cfg);
             return refit(setting, c.epochs, c.race.clone());
         }
     }
@@ -130,8 +129,8 @@ fn fit(i: &FitInput<'_>) -> Result<SequenceChannel> {
     let epochs = report.best_epoch.max(1);
     let chosen = race
         .as_ref()
-        .and_then(|r| r.entries.get(r.chosen))
-        .map_or(cfg, |e| &e.config)
+        .and_then(SeqRace::winner)
+        .unwrap_or(cfg)
         .clone();
     if valid.is_empty() || matches!(i.stage, FitStage::HeldOut) {
         return Ok(SequenceChannel {

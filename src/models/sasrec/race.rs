@@ -65,6 +65,13 @@ pub struct SeqRace {
     pub seconds: f64,
 }
 
+impl SeqRace {
+    /// The winner's setting.
+    pub fn winner(&self) -> Option<&SeqConfig> {
+        self.entries.get(self.chosen).map(|e| &e.config)
+    }
+}
+
 /// The baseline's best validation NDCG@10 up to `epoch` (its last one when it stopped
 /// sooner).
 fn best_until(report: &SeqFitReport, epoch: usize) -> f64 {
