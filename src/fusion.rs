@@ -166,17 +166,29 @@ fn is_collaborative(c: Channel) -> bool {
 }
 
 /// One channel's candidates, indexed for scoring: raw score and rank per item, and the
-/// range that min-max normalisation uses.
+/// range that normalisation uses.
+///
+/// A content channel (text, vector) whose best score is positive is scaled by that best
+/// score (`max(raw, 0) / best`): BM25 and cosine have a natural zero (no shared term, an
+/// unrelated vector), so a candidate keeps its share of the best match, where min-max over
+/// the top candidates gives the last one 0 however well it matched. Every other channel, and
+/// a content channel with no positive score (Euclidean, scored as the negated distance), is
+/// min-max normalised. Chosen on SciFact's training queries (BM25 + MiniLM, equal weights,
+/// the vector channel also scoring the text candidates): 0.7375 nDCG@10 against 0.7321 for
+/// min-max; the gain comes from the text channel's scale, and the weight between the two
+/// channels peaked at equal under both scales.
 pub(crate) struct ChannelNorm<K> {
     channel: Channel,
     raw: HashMap<K, (f32, usize)>,
     min: f32,
     max: f32,
+    by_best: bool,
 }
 
 impl<K: Copy + Eq + Hash> ChannelNorm<K> {
     /// Indexes a channel's hits (best first).
     pub fn new(channel: Channel, hits: &[(K, f32)]) -> Self {
+        let max = hits.iter().map(|h| h.1).fold(f32::NEG_INFINITY, f32::max);
         ChannelNorm {
             channel,
             raw: hits
@@ -185,15 +197,19 @@ impl<K: Copy + Eq + Hash> ChannelNorm<K> {
                 .map(|(r, (i, s))| (*i, (*s, r + 1)))
                 .collect(),
             min: hits.iter().map(|h| h.1).fold(f32::INFINITY, f32::min),
-            max: hits.iter().map(|h| h.1).fold(f32::NEG_INFINITY, f32::max),
+            max,
+            by_best: channel.is_content() && max > 0.0 && max.is_finite(),
         }
     }
 
-    /// The channel's score of `item`, min-max normalised over its candidates (1 when they
-    /// all scored the same), with its part of the fused score under `formula`.
+    /// The channel's score of `item`, normalised over its candidates (see the type; 1 when
+    /// they all scored the same under min-max), with its part of the fused score under
+    /// `formula`.
     pub fn score(&self, item: K, formula: &Formula) -> Option<ChannelScore> {
         let (raw, rank) = *self.raw.get(&item)?;
-        let normalized = if self.max > self.min {
+        let normalized = if self.by_best {
+            raw.max(0.0) / self.max
+        } else if self.max > self.min {
             (raw - self.min) / (self.max - self.min)
         } else {
             1.0
@@ -281,5 +297,30 @@ mod tests {
         let (total, parts) = fuse_item(&[n, single], 1, &Formula::linear(0.5, 0.5, &[]));
         assert_eq!(parts.len(), 1);
         assert_eq!(total, parts[0].contribution);
+    }
+
+    #[test]
+    fn content_channels_are_scaled_by_their_best_score() {
+        let rrf = Formula::Rrf { k: 60.0 };
+        let text = ChannelNorm::new(Channel::Text, &[(1u32, 8.0), (2, 4.0), (3, 2.0)]);
+        assert_eq!(text.score(1, &rrf).unwrap().normalized, 1.0);
+        assert_eq!(text.score(2, &rrf).unwrap().normalized, 0.5);
+        assert_eq!(
+            text.score(3, &rrf).unwrap().normalized,
+            0.25,
+            "not 0 as min-max"
+        );
+        let cosine = ChannelNorm::new(Channel::Vector, &[(1u32, 0.8), (2, -0.2)]);
+        assert_eq!(
+            cosine.score(2, &rrf).unwrap().normalized,
+            0.0,
+            "below 0 counts 0"
+        );
+        // Euclidean scores are negated distances: no natural zero, so min-max.
+        let l2 = ChannelNorm::new(Channel::Vector, &[(1u32, -1.0), (2, -2.0), (3, -3.0)]);
+        assert_eq!(l2.score(2, &rrf).unwrap().normalized, 0.5);
+        // Model channels keep min-max.
+        let cf = ChannelNorm::new(Channel::ItemCf, &[(1u32, 8.0), (2, 4.0), (3, 2.0)]);
+        assert_eq!(cf.score(3, &rrf).unwrap().normalized, 0.0);
     }
 }

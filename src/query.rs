@@ -6,7 +6,7 @@
 //! search and the collaborative channels re-rank its candidates; without them it is a
 //! recommendation and every channel proposes candidates. Every channel honours the filter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -491,6 +491,20 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
         deadline.check(stage)?;
         if let Some(hits) = channel.propose(&req, n, &ok)? {
             channels.push((channel.channel(), hits));
+        }
+    }
+    // The vector channel also scores the text candidates it did not propose: their part is
+    // their real similarity, not the nothing of an item outside its list.
+    if let [(Channel::Text, text_hits), (Channel::Vector, vector_hits)] = channels.as_mut_slice() {
+        let proposed: HashSet<u32> = vector_hits.iter().map(|(i, _)| *i).collect();
+        let missing: Vec<u32> = text_hits
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|i| !proposed.contains(i))
+            .collect();
+        if let Some(more) = vector.score(&req, &missing) {
+            vector_hits.extend(more);
+            vector_hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         }
     }
     deadline.check("the model channels")?;

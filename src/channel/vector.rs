@@ -45,8 +45,12 @@ impl Retriever for VectorChannel<'_> {
         Ok(Some(hits.into_iter().map(|(i, s)| (i.0, s)).collect()))
     }
 
-    fn score(&self, _req: &Request<'_>, _cands: &[u32]) -> Option<ChannelHits> {
-        None
+    /// The exact similarity of each candidate that has a vector (a search's text candidates
+    /// that the walk did not reach), so that their part is their score rather than nothing.
+    fn score(&self, req: &Request<'_>, cands: &[u32]) -> Option<ChannelHits> {
+        let v = req.vector?;
+        let hits = self.index.score_items(v, cands.to_vec());
+        Some(hits.into_iter().map(|h| (h.item.0, h.score)).collect())
     }
 }
 

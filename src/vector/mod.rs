@@ -567,6 +567,15 @@ impl VectorIndex {
         self.rescore(&inner, &q, items, k)
     }
 
+    /// The live ones of `items` scored exactly by the engine's metric, best first (items
+    /// without a vector are left out). `q` must be validated by the caller.
+    pub fn score_items(&self, q: &[f32], items: Vec<u32>) -> Vec<VectorHit> {
+        let q = self.prepare(q);
+        let inner = self.inner.read();
+        let k = items.len();
+        self.rescore(&inner, &q, items, k)
+    }
+
     /// The live ones of `items` scored exactly by the engine's metric, best `k` first.
     fn rescore(&self, inner: &Inner, q: &[f32], items: Vec<u32>, k: usize) -> Vec<VectorHit> {
         let mut hits: Vec<VectorHit> = items
