@@ -300,9 +300,16 @@ pub fn read_vector_files(f32_path: &Path, ids_path: &Path) -> Result<HashMap<Str
 /// # Errors
 /// [`Error::Io`] for a missing or unreadable file, [`Error::BadRow`] for a malformed line or a
 /// qrels query absent from `queries.jsonl`, [`Error::Corrupt`] for `.f32` files whose size does
-/// not match their ids or whose corpus and query widths differ.
+/// not match their ids or whose corpus and query widths differ, [`Error::Invalid`] for a
+/// `split` that is not a plain file name.
 pub fn load(dir: impl AsRef<Path>, split: &str) -> Result<BeirSet> {
     let dir = dir.as_ref();
+    if split.is_empty() || split.starts_with('.') || split.contains(['/', '\\']) {
+        return Err(Error::invalid(
+            "beir.split",
+            format!("{split:?} is not a qrels file name (test, train, dev)"),
+        ));
+    }
     let corpus = read_corpus(&dir.join("corpus.jsonl"))?;
     let mut all_queries = read_queries(&dir.join("queries.jsonl"))?;
     let qrels_path: PathBuf = dir.join("qrels").join(format!("{split}.tsv"));

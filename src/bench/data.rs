@@ -175,7 +175,7 @@ pub(super) fn load(options: &super::BenchOptions, phase: &Phase) -> Result<Loade
     #[cfg(feature = "embed")]
     if let Some(model) = &options.embedder {
         return match dataset {
-            Dataset::Beir(dir) => load_beir_embedded(dir, model, db_dir, phase),
+            Dataset::Beir(dir) => load_beir_embedded(dir, &options.qrels, model, db_dir, phase),
             _ => Err(Error::invalid(
                 "bench.embedder",
                 "a sentence encoder applies to BEIR folders (their documents and queries are text)",
@@ -194,7 +194,7 @@ pub(super) fn load(options: &super::BenchOptions, phase: &Phase) -> Result<Loade
         }
         Dataset::Shop { shop, .. } => load_shop((**shop).clone(), db_dir, phase, vectors),
         Dataset::MovieLens(dir) => load_movielens(dir, db_dir, phase),
-        Dataset::Beir(dir) => load_beir(dir, db_dir, phase),
+        Dataset::Beir(dir) => load_beir(dir, &options.qrels, db_dir, phase),
         Dataset::Sequences(file) => load_sequences(file, db_dir, phase),
         Dataset::Generic {
             products,
@@ -358,9 +358,9 @@ fn load_sequences(file: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
     })
 }
 
-fn load_beir(dir: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
+fn load_beir(dir: &Path, qrels: &str, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
     let bar = phase.spinner("reading the BEIR folder");
-    let set = crate::beir::load(dir, "test")?;
+    let set = crate::beir::load(dir, qrels)?;
     bar.finish_and_clear();
     let dim = set
         .corpus_vectors
@@ -380,9 +380,15 @@ fn load_beir(dir: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
 /// ignored, every document is embedded at commit (the products rate includes it) and the
 /// queries by the same model.
 #[cfg(feature = "embed")]
-fn load_beir_embedded(dir: &Path, model: &Path, db_dir: &Path, phase: &Phase) -> Result<Loaded> {
+fn load_beir_embedded(
+    dir: &Path,
+    qrels: &str,
+    model: &Path,
+    db_dir: &Path,
+    phase: &Phase,
+) -> Result<Loaded> {
     let bar = phase.spinner("reading the BEIR folder");
-    let mut set = crate::beir::load(dir, "test")?;
+    let mut set = crate::beir::load(dir, qrels)?;
     set.corpus_vectors = None;
     set.query_vectors = None;
     bar.finish_and_clear();

@@ -54,6 +54,9 @@ pub struct BenchOptions {
     pub dataset: Dataset,
     /// The recommendation split. Default RecBole (random 80/10/10 per user, seed 2020).
     pub split: SplitKind,
+    /// A BEIR folder's judged queries to rate: `qrels/<qrels>.tsv`. Default `test`; `train`
+    /// is where search settings are chosen.
+    pub qrels: String,
     /// The metrics' cut-off. Default 10.
     pub k: usize,
     /// Requests per operation and thread count in the latency phase. Default 1,000.
@@ -127,6 +130,7 @@ impl BenchOptions {
         BenchOptions {
             dataset,
             split: SplitKind::RecBole { seed: 2020 },
+            qrels: "test".to_string(),
             k: 10,
             queries: 1_000,
             speed: true,
@@ -258,7 +262,7 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     let mut report = Report {
         dataset: options.dataset.name(),
         split: match options.dataset {
-            Dataset::Beir(_) => "test".to_string(),
+            Dataset::Beir(_) => options.qrels.clone(),
             _ => split_name(options.split).to_string(),
         },
         ingest: loaded.ingest.clone(),

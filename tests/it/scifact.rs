@@ -346,6 +346,12 @@ fn beir_reader_and_metrics() {
         Err(Error::BadRow { line: 2, .. })
     ));
     assert!(matches!(beir::load(d, "missing"), Err(Error::Io { .. })));
+    for split in ["", "../test", "qrels/test", ".hidden"] {
+        assert!(
+            matches!(beir::load(d, split), Err(Error::Invalid { .. })),
+            "{split:?}"
+        );
+    }
     write("embeddings/corpus.f32", &[0u8; 10]);
     assert!(matches!(beir::load(d, "test"), Err(Error::Corrupt { .. })));
     write("corpus.jsonl", b"{\"_id\": \"d1\"}\nnot json\n");

@@ -53,6 +53,11 @@ pub struct BenchArgs {
     #[arg(long, default_value = "recbole")]
     split: String,
 
+    /// A BEIR folder's judged queries to rate (qrels/<NAME>.tsv): test, or train to choose
+    /// search settings on.
+    #[arg(long, default_value = "test")]
+    qrels: String,
+
     /// Cut-off of every quality metric.
     #[arg(long, default_value_t = 10)]
     k: usize,
@@ -169,6 +174,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     clear_db(&db_dir)?;
     let options = BenchOptions {
         split,
+        qrels: args.qrels.clone(),
         k: args.k,
         queries: args.queries,
         progress: std::io::stderr().is_terminal(),
