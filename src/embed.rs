@@ -6,30 +6,29 @@
 //! each file before use; [`Embedder::embed`] turns texts into unit-length vectors the way
 //! sentence-transformers does: WordPiece tokens framed by `[CLS]` and `[SEP]`, at most
 //! [`MAX_TOKENS`], the BERT forward pass, the mean of the last hidden states over the real
-//! (unpadded) tokens, L2 normalisation.
+//! (unpadded) tokens, L2 normalisation. candle only parses the config and the safetensors
+//! file; the forward pass is hand-written in `bert` (see there why).
 //!
 //! Architecture Invariant: nothing here panics on a bad model folder: every shape the
 //! forward pass relies on is checked against the weights at load.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::error::{Error, Result};
 use crate::fsutil::read;
 
+mod bert;
+
 /// Tokens per text, `[CLS]` and `[SEP]` included: all-MiniLM-L6-v2's `max_seq_length`
 /// (the vectors it was evaluated with were cut there; longer texts are truncated).
 pub const MAX_TOKENS: usize = 256;
-
-/// Texts per forward pass. Texts are sorted by length first, so a batch pads little. 8 ran
-/// no slower than 32 on 2 cores and keeps a batch's attention scores (texts x 12 heads x
-/// 256 x 256 floats for all-MiniLM-L6-v2) at 25 MB instead of 100 MB.
-const BATCH: usize = 8;
 
 /// Layers above this are refused as a damaged config rather than allocated.
 const MAX_LAYERS: usize = 64;
@@ -53,13 +52,15 @@ pub struct EmbedderInfo {
 
 /// A sentence encoder loaded from a local folder. `Send + Sync`: share it behind an `Arc`.
 pub struct Embedder {
-    model: BertModel,
+    bert: bert::Bert,
     tokenizer: Tokenizer,
     info: EmbedderInfo,
     /// Tokens per text after truncation: [`MAX_TOKENS`], or less if the model's position
     /// table is shorter.
     max_tokens: usize,
-    device: Device,
+    /// Buffers of finished lone-text forward passes, for the next ones: fresh buffers of a
+    /// few megabytes each cost page faults and page clearing on every query.
+    scratch: Mutex<Vec<bert::Scratch>>,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -114,19 +115,19 @@ impl Embedder {
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = read(&weights_path)?;
         let checksum = hex(&Sha256::digest(&weights));
-        let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load_buffer(&weights, &device)
+        let tensors = candle_core::safetensors::load_buffer(&weights, &Device::Cpu)
             .map_err(|e| Error::corrupt(&weights_path, e.to_string()))?;
         drop(weights);
         check_weights(&config, &tensors).map_err(|reason| {
             Error::corrupt(&weights_path, format!("{reason} (per {CONFIG_FILE})"))
         })?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| Error::corrupt(&weights_path, e.to_string()))?;
+        let bert = bert::Bert::load(&config, &tensors).map_err(|reason| {
+            Error::corrupt(&weights_path, format!("{reason} (per {CONFIG_FILE})"))
+        })?;
+        drop(tensors);
 
         Ok(Embedder {
-            model,
+            bert,
             tokenizer,
             info: EmbedderInfo {
                 name,
@@ -134,7 +135,7 @@ impl Embedder {
                 checksum,
             },
             max_tokens,
-            device,
+            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -164,8 +165,9 @@ impl Embedder {
 
     /// One unit-length vector of [`dim`](Self::dim) floats per text, in order. Texts longer
     /// than [`MAX_TOKENS`] tokens are truncated; an empty text still gets a vector (that of
-    /// `[CLS] [SEP]`). Texts are run in batches sorted by length; the result does not depend
-    /// on the batching beyond float rounding.
+    /// `[CLS] [SEP]`). Each text runs on its own, unpadded: a lone text shares its matrix
+    /// products between rayon's threads, several texts run in parallel, longest first. The
+    /// result does not depend on the batch.
     ///
     /// # Errors
     ///
@@ -178,60 +180,59 @@ impl Embedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| Error::backend("tokenizers", e))?;
+        let ids = |i: usize| {
+            let ids = encodings[i].get_ids();
+            &ids[..ids.len().min(self.max_tokens)]
+        };
+        if texts.len() == 1 {
+            let pool = || self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut scratch = pool().pop().unwrap_or_default();
+            let v = self.forward(ids(0), true, &mut scratch);
+            pool().push(scratch);
+            return Ok(vec![v?]);
+        }
+        // Longest first, so the last texts to start are the shortest (less idle time).
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        order.sort_by_key(|&i| std::cmp::Reverse(ids(i).len()));
+        let vectors = order
+            .par_iter()
+            .with_max_len(1)
+            .map_init(bert::Scratch::default, |scratch, &i| {
+                self.forward(ids(i), false, scratch)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(BATCH) {
-            let ids: Vec<&[u32]> = chunk
-                .iter()
-                .map(|&i| {
-                    let ids = encodings[i].get_ids();
-                    &ids[..ids.len().min(self.max_tokens)]
-                })
-                .collect();
-            for (&i, v) in chunk.iter().zip(self.forward(&ids)?) {
-                out[i] = v;
-            }
+        for (&i, v) in order.iter().zip(vectors) {
+            out[i] = v;
         }
         Ok(out)
     }
 
-    /// The pooled, normalised vectors of one batch of token ids.
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let rows = batch.len();
-        let width = batch.iter().map(|ids| ids.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![0u32; rows * width];
-        let mut mask = vec![0u32; rows * width];
-        for (r, row) in batch.iter().enumerate() {
-            ids[r * width..r * width + row.len()].copy_from_slice(row);
-            mask[r * width..r * width + row.len()].fill(1);
-        }
-        let run = || -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
-            let ids = Tensor::from_vec(ids, (rows, width), &self.device)?;
-            let types = ids.zeros_like()?;
-            let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
-            self.model.forward(&ids, &types, Some(&mask))?.to_vec3()
-        };
-        let hidden = run().map_err(|e| Error::backend("candle", e))?;
-        Ok(hidden
-            .iter()
-            .zip(batch)
-            .map(|(states, row)| mean_normalised(&states[..row.len()], self.info.dim))
-            .collect())
+    /// The pooled, normalised vector of one text's token ids; `split` shares the matrix
+    /// products between threads.
+    fn forward(&self, ids: &[u32], split: bool, scratch: &mut bert::Scratch) -> Result<Vec<f32>> {
+        let states = self
+            .bert
+            .forward(ids, split, scratch)
+            .map_err(|e| Error::backend("shopdb bert", e))?;
+        Ok(mean_normalised(states, self.info.dim))
     }
 }
 
-/// The L2-normalised mean of `states` (the hidden states of a text's real tokens).
-fn mean_normalised(states: &[Vec<f32>], dim: usize) -> Vec<f32> {
+/// The L2-normalised mean of `states` (the row-major hidden states of a text's real tokens,
+/// `dim` floats each).
+fn mean_normalised(states: &[f32], dim: usize) -> Vec<f32> {
     let mut sum = vec![0f32; dim];
-    for state in states {
+    let mut count = 0usize;
+    for state in states.chunks_exact(dim.max(1)) {
         for (s, x) in sum.iter_mut().zip(state) {
             *s += x;
         }
+        count += 1;
     }
     // The mean's scale cancels in the normalisation; divide anyway so the rounding matches
     // sentence-transformers' (sum / count, then normalise).
-    let count = states.len().max(1) as f32;
+    let count = count.max(1) as f32;
     sum.iter_mut().for_each(|s| *s /= count);
     let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
@@ -258,8 +259,13 @@ fn model_name(dir: &Path, config: &[u8]) -> String {
         .unwrap_or_else(|| "unnamed".to_owned())
 }
 
-/// The config values that candle divides by or allocates from, checked before it does.
+/// The config values the forward pass divides by or allocates from, and the one activation
+/// it implements (exact GELU), checked before use.
 fn check_config(c: &BertConfig) -> std::result::Result<(), String> {
+    if c.hidden_act != HiddenAct::Gelu {
+        let act = format!("{:?}", c.hidden_act).to_lowercase();
+        return Err(format!("hidden_act {act} is not supported (only gelu)"));
+    }
     let positive = [
         ("vocab_size", c.vocab_size),
         ("hidden_size", c.hidden_size),
@@ -300,7 +306,7 @@ fn check_config(c: &BertConfig) -> std::result::Result<(), String> {
 
 /// Checks that the weights are the config's: the word embeddings' shape (vocabulary x
 /// hidden size) and a last layer at the config's depth. The remaining tensors' shapes are
-/// checked by candle as the model is built.
+/// checked by [`bert::Bert::load`] as it packs them.
 fn check_weights(
     c: &BertConfig,
     tensors: &std::collections::HashMap<String, Tensor>,

@@ -106,6 +106,15 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Short texts of every kind: words the vocabulary has, none, punctuation, unknown words.
+const SAMPLE_TEXTS: [&str; 5] = [
+    "red running shoes",
+    "",
+    "The blue jacket.",
+    "zzz qqq unknown-ish words 123",
+    "shoe",
+];
+
 #[test]
 fn embeds_unit_vectors_deterministically() {
     let dir = tiny_model();
@@ -115,13 +124,7 @@ fn embeds_unit_vectors_deterministically() {
     assert_eq!(e.info().checksum.len(), 64);
 
     assert!(e.embed(&[]).unwrap().is_empty());
-    let texts = [
-        "red running shoes",
-        "",
-        "The blue jacket.",
-        "zzz qqq unknown-ish words 123",
-        "shoe",
-    ];
+    let texts = SAMPLE_TEXTS;
     let vs = e.embed(&texts).unwrap();
     assert_eq!(vs.len(), texts.len());
     for v in &vs {
@@ -139,10 +142,10 @@ fn embeds_unit_vectors_deterministically() {
 }
 
 #[test]
-fn batches_larger_than_one_forward_pass_keep_the_order() {
+fn large_batches_keep_the_order() {
     let dir = tiny_model();
     let e = Embedder::load(dir.path()).unwrap();
-    let texts: Vec<String> = (0..BATCH * 2 + 5)
+    let texts: Vec<String> = (0..21)
         .map(|i| "red shoe ".repeat(i % 7 + 1) + &"x".repeat(i % 3))
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -166,6 +169,129 @@ fn long_texts_are_truncated() {
     assert!(max_diff(&vs[0], &vs[1]) < 1e-5);
     assert!(max_diff(&vs[0], &vs[2]) < 1e-5);
     assert!(max_diff(&vs[0], &vs[3]) > 1e-4, "truncated at 8 tokens?");
+}
+
+/// The hand-written forward pass agrees with candle's `BertModel` (one text at a time, no
+/// padding, the same pooling) on the tiny random model.
+#[test]
+fn forward_matches_candle_bert() {
+    let dir = tiny_model();
+    let e = Embedder::load(dir.path()).unwrap();
+    let config: BertConfig =
+        serde_json::from_slice(&std::fs::read(dir.path().join(CONFIG_FILE)).unwrap()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.path().join(WEIGHTS_FILE), &Device::Cpu).unwrap();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let model = BertModel::load(vb, &config).unwrap();
+    let long = "red shoe the blue jacket running ".repeat(12);
+    let texts: Vec<&str> = SAMPLE_TEXTS.into_iter().chain([long.as_str()]).collect();
+    let ours = e.embed(&texts).unwrap();
+    for (t, v) in texts.iter().zip(&ours) {
+        let ids = e.tokenizer.encode(*t, true).unwrap().get_ids().to_vec();
+        let n = ids.len();
+        let ids = candle_core::Tensor::from_vec(ids, (1, n), &Device::Cpu).unwrap();
+        let types = ids.zeros_like().unwrap();
+        let states: Vec<f32> = model
+            .forward(&ids, &types, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = mean_normalised(&states, HIDDEN);
+        let diff = max_diff(v, &want);
+        assert!(diff <= 1e-5, "{t:?}: max abs diff {diff}");
+        // A lone text (products split between threads) gives the same vector.
+        assert!(max_diff(&e.embed(&[t]).unwrap()[0], &want) <= 1e-5, "{t:?}");
+    }
+}
+
+/// The packed matrix product, on the SIMD and the portable path, against a naive triple
+/// loop at odd shapes (partial register tiles and panels, strided rows, with and without
+/// bias, split between threads or not).
+#[test]
+fn matmul_matches_a_naive_product() {
+    use super::bert::{matmul, pack, Kern};
+    let mut kerns = vec![Kern::Portable];
+    kerns.extend(Kern::detect_simd());
+    let value = |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
+    for &rows in &[1usize, 5, 7, 13] {
+        for &k in &[3usize, 17, 384] {
+            // 80 columns x 13 rows x 384 is enough work to be split between threads.
+            for &n in &[1usize, 15, 16, 17, 33, 80] {
+                let lda = k + 3;
+                let a: Vec<f32> = (0..rows * lda).map(|i| value(i, 1)).collect();
+                let w: Vec<f32> = (0..n * k).map(|i| value(i, 2)).collect();
+                let bias: Vec<f32> = (0..n.div_ceil(16) * 16).map(|i| value(i, 3)).collect();
+                let mut packed = Vec::new();
+                pack(&mut packed, n, k, |j, kk| w[j * k + kk]);
+                for &kern in &kerns {
+                    for with_bias in [false, true] {
+                        for split in [false, true] {
+                            let mut out = vec![f32::NAN; rows * n.div_ceil(16) * 16];
+                            let b = with_bias.then_some(&bias[..]);
+                            matmul(kern, &a, lda, rows, k, n, &packed, b, &mut out, split);
+                            for r in 0..rows {
+                                for j in 0..n {
+                                    let mut want = if with_bias { bias[j] } else { 0.0 };
+                                    for kk in 0..k {
+                                        want += a[r * lda + kk] * w[j * k + kk];
+                                    }
+                                    let got = out[(j / 16) * rows * 16 + r * 16 + j % 16];
+                                    assert!(
+                                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                        "{kern:?} rows {rows} k {k} n {n} ({r}, {j}): \
+                                         {got} vs {want}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The vectorisable `erf` and `exp` against std's and libm-quality references.
+#[test]
+fn erf_and_exp_are_accurate() {
+    use super::bert::{erf, exp};
+    let mut worst_erf = 0f64;
+    for i in -60_000..=60_000 {
+        let x = i as f64 / 10_000.0;
+        worst_erf = worst_erf.max((erf(x as f32) as f64 - erf_ref(x)).abs());
+    }
+    assert!(worst_erf <= 1e-6, "erf max abs error {worst_erf}");
+    for i in -8700..=8800 {
+        let x = i as f32 / 100.0;
+        let want = (x as f64).exp();
+        let rel = ((exp(x) as f64 - want) / want).abs();
+        assert!(rel <= 1e-6, "exp({x}): relative error {rel}");
+    }
+}
+
+/// erf by its Taylor series (|x| < 3) or continued fraction, in f64: far more accurate than
+/// the f32 approximation under test.
+fn erf_ref(x: f64) -> f64 {
+    let a = x.abs();
+    let v = if a < 3.0 {
+        let (mut term, mut sum, mut n) = (a, a, 0.0);
+        while term.abs() > 1e-17 {
+            n += 1.0;
+            term *= -a * a / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(a) = exp(-a^2) / sqrt(pi) * 1 / (a + 1/2 / (a + 1 / (a + 3/2 / (a + ...))))
+        let mut f = a;
+        for k in (1..60).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
+    };
+    v.copysign(x)
 }
 
 fn expect_io(dir: &Path, file: &str) {
@@ -336,6 +462,9 @@ fn real_minilm_matches_the_shipped_scifact_vectors() {
         assert!(cos >= 0.9999, "doc {id}: cosine {cos}");
         assert!(diff <= 1e-4, "doc {id}: max abs diff {diff}");
     }
+    // A lone text (its products split between threads) gives the batch's vector.
+    let alone = e.embed(&texts[..1]).unwrap();
+    assert!(max_diff(&alone[0], &got[0]) <= 1e-5);
 }
 
 /// An engine opened with an encoder embeds products at commit and text queries, stores the
