@@ -121,7 +121,8 @@ pub enum Fusion {
     Auto,
     /// The MLP re-ranker's probability (recommendations; searches fall back to linear).
     Mlp,
-    /// The seed's formula with min-max normalised scores:
+    /// The seed's formula over normalised scores (the text and vector channels scaled by
+    /// their best score, the others min-max):
     /// `alpha * content + beta * collaborative + 0.05 * (popularity + content from the
     /// history)`, where `content` is the mean of the text and vector channels present and
     /// `collaborative` the mean of item-CF, user-CF, MF and KG present.
@@ -159,7 +160,8 @@ pub struct ChannelScore {
     pub channel: Channel,
     /// Its raw score.
     pub raw: f32,
-    /// Min-max normalised over the channel's candidates.
+    /// Normalised over the channel's candidates: by the best score for the text and vector
+    /// channels (when it is positive), min-max for the others.
     pub normalized: f32,
     /// 1-based rank in the channel.
     pub rank: usize,
