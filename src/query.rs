@@ -493,18 +493,28 @@ pub(crate) fn run(state: &State, q: &Query) -> Result<Vec<Hit>> {
             channels.push((channel.channel(), hits));
         }
     }
-    // The vector channel also scores the text candidates it did not propose: their part is
-    // their real similarity, not the nothing of an item outside its list.
-    if let [(Channel::Text, text_hits), (Channel::Vector, vector_hits)] = channels.as_mut_slice() {
-        let proposed: HashSet<u32> = vector_hits.iter().map(|(i, _)| *i).collect();
-        let missing: Vec<u32> = text_hits
+    // Each content channel also scores the others' candidates it did not propose (the vector
+    // channel gives a text candidate its real similarity; the text channel only proposes).
+    let content = crate::channel::union(&channels, &ok);
+    for (c, hits) in channels.iter_mut() {
+        let Some(channel) = [&text as &dyn Retriever, &vector]
+            .into_iter()
+            .find(|r| r.channel() == *c)
+        else {
+            continue;
+        };
+        let proposed: HashSet<u32> = hits.iter().map(|(i, _)| *i).collect();
+        let missing: Vec<u32> = content
             .iter()
-            .map(|(i, _)| *i)
+            .copied()
             .filter(|i| !proposed.contains(i))
             .collect();
-        if let Some(more) = vector.score(&req, &missing) {
-            vector_hits.extend(more);
-            vector_hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if missing.is_empty() {
+            continue;
+        }
+        if let Some(more) = channel.score(&req, &missing) {
+            hits.extend(more);
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         }
     }
     deadline.check("the model channels")?;

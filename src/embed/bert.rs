@@ -5,7 +5,7 @@
 //! gemm microkernel itself, about 8% clearing fresh pages for each op's new tensor, 5% thread
 //! barriers and 8% scalar libm `erf`/`exp`. Here the weights are packed once at load into the
 //! layout the microkernel reads, every buffer is reused across layers, GELU and softmax use
-//! vectorisable `erf`/`exp` approximations (errors near 1e-7) and texts run unpadded, so
+//! vectorisable `erf`/`exp` approximations (`exp` shared with the sequence model) (errors near 1e-7) and texts run unpadded, so
 //! neither an attention mask nor padded rows cost anything.
 //!
 //! Layout: activations are row-major `tokens x width` `f32`. A matrix product writes
@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_transformers::models::bert::Config as BertConfig;
 
-use crate::models::linalg::Avx2Fma;
+use crate::models::linalg::{fast_exp as exp, Avx2Fma};
 
 /// Output columns per packed panel (two AVX2 registers).
 const NR: usize = 16;
@@ -599,27 +599,6 @@ pub(super) fn erf(x: f32) -> f32 {
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
     (1.0 - poly * exp(-a * a)).copysign(x)
-}
-
-/// `e^x` by Cephes' `expf` (relative error about 1e-7): `2^n e^r` with `r` in
-/// `[-ln2/2, ln2/2]`, branch-free; `x` is clamped to `[-87, 88]` (NaN stays NaN), so the result is a
-/// normal float (tiny, not zero, far below; finite far above).
-#[inline(always)]
-pub(super) fn exp(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer.
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = t - MAGIC;
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_2e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 0.166_666_65;
-    let p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    let bits = (t.to_bits() as i32 - MAGIC.to_bits() as i32 + 127) << 23;
-    e * f32::from_bits(bits as u32)
 }
 
 #[cfg(target_arch = "x86_64")]

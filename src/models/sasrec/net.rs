@@ -15,7 +15,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use crate::models::linalg::dot;
+use crate::models::linalg::{dot, fast_exp};
 use crate::models::{ModelError, SplitMix64};
 
 /// Layer-norm variance epsilon.
@@ -747,30 +747,6 @@ pub(super) fn exp_shifted(x: &mut [f32], shift: f32) {
     for v in x.iter_mut() {
         *v = fast_exp(*v - shift);
     }
-}
-
-/// `e^x` to about 2e-7 relative error for `x` in `[-87, 88]` (clamped there; `-inf` gives
-/// about 1e-38, not 0): `x = n ln 2 + r` with `|r| <= ln 2 / 2`, a degree-6 Taylor polynomial
-/// of `e^r`, and `2^n` built in the exponent bits. `n` is rounded by adding and subtracting
-/// 1.5 * 2^23 (no `floor` call, which the baseline x86-64 target cannot vectorise).
-#[inline(always)]
-fn fast_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let shifted = x * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // The low mantissa bits of `shifted` hold `n` (two's complement offset by 2^22).
-    let ni = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let bits = (ni.wrapping_add(127) as u32) << 23;
-    p * f32::from_bits(bits)
 }
 
 /// Sampled softmax over the next item at every row of the batch: the target against the
