@@ -382,6 +382,20 @@ const EVENT_BATCH: usize = 50_000;
 /// Products staged per commit.
 const PRODUCT_BATCH: usize = 2_000;
 
+/// Products of one product line: a brand's products of one category leaf, in id order, are
+/// cut into lines of this many (the models, sizes and colours a shopper compares). A line's
+/// size does not grow with the catalog, so neither does what a model can learn from which
+/// products are looked at together.
+const LINE_SIZE: usize = 8;
+
+/// Chance that the next product of a session comes from the current product's line (the
+/// shopper compares variants) rather than from a fresh look at the leaf.
+const STAY_IN_LINE: f64 = 0.6;
+
+/// Chance that a session starts from a line the shopper has engaged with before (a return
+/// visit) rather than from a fresh look at one of their favourite leaves.
+const RETURN_TO_LINE: f64 = 0.3;
+
 fn top_of(path: &str) -> &str {
     path.split('/').next().unwrap_or(path)
 }
@@ -473,8 +487,11 @@ pub struct ShopQuery {
     pub text: String,
     /// The concept's embedding (category, leaf and brand directions, unit length).
     pub vector: Vec<f32>,
-    /// Ids of the products of that leaf and brand.
-    pub relevant: Vec<String>,
+    /// The products of that leaf and brand with their relevance grade: 2 for the fifth of
+    /// them shoppers go for most (by the hidden popularity their choices follow), 1 for the
+    /// rest. Every one matches the words; the grades ask for the wanted ones first, which is
+    /// what tells search methods apart once a catalog holds thousands of matches.
+    pub relevant: Vec<(String, u32)>,
 }
 
 /// The hidden structure the catalog's embeddings are built from, kept to build the
@@ -541,6 +558,7 @@ fn catalog(rng: &mut SplitMix64, dirs: &Directions, n: usize) -> (Vec<Product>, 
     let dim = dirs.top_centroids.first().map_or(0, Vec::len);
     let mut items: Vec<Item> = Vec::with_capacity(n);
     let mut products: Vec<Product> = Vec::with_capacity(n);
+    let mut directions: Vec<Vec<f64>> = Vec::with_capacity(n);
     for i in 0..n {
         let li = rng.below32(LEAVES.len());
         let lf = &LEAVES[li];
@@ -574,8 +592,8 @@ fn catalog(rng: &mut SplitMix64, dirs: &Directions, n: usize) -> (Vec<Product>, 
             .brand(brand)
             .category(lf.path)
             .price(price)
-            .attribute("color", color_en)
-            .embedding(normalise(&v));
+            .attribute("color", color_en);
+        directions.push(v);
         if let Some(a) = audience {
             p = p.attribute("gender", ["men", "women", "kids", "unisex"][a]);
         }
@@ -588,6 +606,18 @@ fn catalog(rng: &mut SplitMix64, dirs: &Directions, n: usize) -> (Vec<Product>, 
             popularity: (rng.gauss() * 0.9).exp(),
         });
     }
+    // A line's products look alike: they share a direction of their own.
+    let (line_of, lines) = product_lines(&items);
+    let line_offsets: Vec<Vec<f64>> = lines.iter().map(|_| gauss_vec(rng, dim, 0.2)).collect();
+    let products = products
+        .into_iter()
+        .zip(directions)
+        .zip(&line_of)
+        .map(|((p, mut v), line)| {
+            add(&mut v, &line_offsets[*line]);
+            p.embedding(normalise(&v))
+        })
+        .collect();
     (products, items)
 }
 
@@ -667,6 +697,11 @@ fn interactions(
     let stocked: Vec<usize> = (0..LEAVES.len())
         .filter(|l| !by_leaf[*l].is_empty())
         .collect();
+    let (line_of, lines) = product_lines(items);
+    let line_cum: Vec<Vec<f64>> = lines
+        .iter()
+        .map(|ids| cumulative(ids.iter().map(|i| items[*i].popularity)))
+        .collect();
     let end = end_of(options);
     let start = end - 365 * SECONDS_PER_DAY;
     let total_activity: f64 = tastes.iter().map(|t| t.activity).sum::<f64>().max(1e-9);
@@ -680,6 +715,8 @@ fn interactions(
             most_active = (u, budget);
         }
         let mut made = 0;
+        // The lines this shopper has looked at, in the order first met.
+        let mut seen_lines: Vec<usize> = Vec::new();
         while made < budget && !stocked.is_empty() {
             let leaf = if rng.chance(0.75) && !taste.leaves.is_empty() {
                 taste.leaves[rng.below32(taste.leaves.len())]
@@ -687,26 +724,48 @@ fn interactions(
                 stocked[rng.below32(stocked.len())]
             };
             let mut ts = start + (rng.next_f64() * (end - start - 3_600) as f64) as i64;
-            for _ in 0..1 + rng.below32(3) {
-                // Sample a few items by popularity; the user goes for the one closest to
-                // their taste most of the time.
-                let mut best: Option<(usize, f64)> = None;
-                for _ in 0..6 {
-                    let i = by_leaf[leaf][sample(rng, &leaf_cum[leaf])];
-                    let it = &items[i];
-                    let mut s = rng.next_f64() * 0.8;
-                    if taste.brands.contains(&it.brand) {
-                        s += 1.5;
+            let mut current: Option<usize> = None;
+            if !seen_lines.is_empty() && rng.chance(RETURN_TO_LINE) {
+                let line = seen_lines[rng.below32(seen_lines.len())];
+                current = Some(lines[line][sample(rng, &line_cum[line])]);
+            }
+            for step in 0..1 + rng.below32(3) {
+                let next = match current {
+                    // A return visit's first product is already chosen.
+                    Some(i) if step == 0 => i,
+                    // Comparing variants: another product of the same line.
+                    Some(i) if rng.chance(STAY_IN_LINE) => {
+                        let line = line_of[i];
+                        lines[line][sample(rng, &line_cum[line])]
                     }
-                    s += 1.0 - (it.tier / taste.tier).ln().abs();
-                    if it.audience.is_some() && it.audience == taste.audience {
-                        s += 0.7;
+                    // Sample a few items of the leaf by popularity; the user goes for the
+                    // one closest to their taste most of the time.
+                    _ => {
+                        let mut best: Option<(usize, f64)> = None;
+                        for _ in 0..6 {
+                            let i = by_leaf[leaf][sample(rng, &leaf_cum[leaf])];
+                            let it = &items[i];
+                            let mut s = rng.next_f64() * 0.8;
+                            if taste.brands.contains(&it.brand) {
+                                s += 1.5;
+                            }
+                            s += 1.0 - (it.tier / taste.tier).ln().abs();
+                            if it.audience.is_some() && it.audience == taste.audience {
+                                s += 0.7;
+                            }
+                            if best.is_none_or(|(_, b)| s > b) {
+                                best = Some((i, s));
+                            }
+                        }
+                        let Some((i, _)) = best else { break };
+                        i
                     }
-                    if best.is_none_or(|(_, b)| s > b) {
-                        best = Some((i, s));
-                    }
+                };
+                current = Some(next);
+                if !seen_lines.contains(&line_of[next]) {
+                    seen_lines.push(line_of[next]);
                 }
-                let Some((i, _)) = best else { break };
+                let i = next;
                 let item = format!("p{:05}", i + 1);
                 let fan = taste.brands.contains(&items[i].brand);
                 let mut push = |kind: EventKind, ts: &mut i64, rng: &mut SplitMix64| {
@@ -733,23 +792,55 @@ fn interactions(
     (events, most_active.0)
 }
 
+/// The product lines: each product's line, and each line's products. A brand's products of
+/// one leaf, in id order, are cut into lines of [`LINE_SIZE`] (the last may be shorter).
+fn product_lines(items: &[Item]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut groups: std::collections::BTreeMap<(usize, &str), Vec<usize>> =
+        std::collections::BTreeMap::new();
+    for (i, it) in items.iter().enumerate() {
+        groups.entry((it.leaf, it.brand)).or_default().push(i);
+    }
+    let mut line_of = vec![0; items.len()];
+    let mut lines = Vec::new();
+    for ids in groups.values() {
+        for chunk in ids.chunks(LINE_SIZE) {
+            for &i in chunk {
+                line_of[i] = lines.len();
+            }
+            lines.push(chunk.to_vec());
+        }
+    }
+    (line_of, lines)
+}
+
 /// One labelled search per stocked (leaf, brand): the products of that leaf and brand are
 /// the relevant answers.
 fn labelled_queries(dirs: &Directions, items: &[Item]) -> Vec<ShopQuery> {
-    let mut groups: std::collections::BTreeMap<(usize, &str), Vec<String>> =
+    let mut groups: std::collections::BTreeMap<(usize, &str), Vec<usize>> =
         std::collections::BTreeMap::new();
     for (i, it) in items.iter().enumerate() {
-        groups
-            .entry((it.leaf, it.brand))
-            .or_default()
-            .push(format!("p{:05}", i + 1));
+        groups.entry((it.leaf, it.brand)).or_default().push(i);
     }
     groups
         .into_iter()
-        .map(|((leaf, brand), relevant)| ShopQuery {
-            text: format!("{} {}", brand, LEAVES[leaf].en).to_lowercase(),
-            vector: normalise(&dirs.concept(leaf, brand)),
-            relevant,
+        .map(|((leaf, brand), mut ids)| {
+            // Most popular first; the top fifth (at least one) is graded 2.
+            ids.sort_by(|a, b| items[*b].popularity.total_cmp(&items[*a].popularity));
+            let favoured = ids.len().div_ceil(5);
+            ShopQuery {
+                text: format!("{} {}", brand, LEAVES[leaf].en).to_lowercase(),
+                vector: normalise(&dirs.concept(leaf, brand)),
+                relevant: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, i)| {
+                        (
+                            format!("p{:05}", i + 1),
+                            if rank < favoured { 2 } else { 1 },
+                        )
+                    })
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -932,6 +1023,90 @@ mod tests {
             counts[r.below32(4)] += 1;
         }
         assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+    }
+
+    /// What a model can learn from does not thin out as the catalog grows: products seen one
+    /// after the other in a session share a product line about as often at 30,000 products
+    /// as at 3,000 (lines keep their size; a leaf's products grow tenfold), and every line is
+    /// one brand's products of one leaf.
+    #[test]
+    fn sessions_follow_product_lines_at_every_catalog_size() {
+        let mut shares = Vec::new();
+        for products in [3_000, 30_000] {
+            let options = DemoOptions {
+                products,
+                users: 400,
+                events: 30_000,
+                seed: 5,
+                end_ts: Some(1_700_000_000),
+                train: false,
+                sequence: None,
+                progress: false,
+            };
+            // The same draws as `shop` makes first, so the same items.
+            let mut rng = SplitMix64::new(options.seed);
+            let dirs = Directions::new(&mut rng, 8);
+            let (_, items) = catalog(&mut rng, &dirs, products);
+            let (line_of, lines) = product_lines(&items);
+            for line in &lines {
+                assert!(!line.is_empty() && line.len() <= LINE_SIZE);
+                let (leaf, brand) = (items[line[0]].leaf, items[line[0]].brand);
+                assert!(line
+                    .iter()
+                    .all(|i| items[*i].leaf == leaf && items[*i].brand == brand));
+            }
+            let shop = shop(&options, 8);
+            let index = |id: &str| id[1..].parse::<usize>().map(|n| n - 1);
+            let mut by_user: std::collections::BTreeMap<&str, Vec<(i64, usize)>> =
+                std::collections::BTreeMap::new();
+            for e in &shop.events {
+                let i = index(&e.item).expect("a generated id");
+                by_user.entry(&e.user).or_default().push((e.ts, i));
+            }
+            let (mut steps, mut same) = (0usize, 0usize);
+            for evs in by_user.values_mut() {
+                evs.sort();
+                for w in evs.windows(2) {
+                    // A session's next product follows within minutes.
+                    if w[0].1 != w[1].1 && w[1].0 - w[0].0 <= 300 {
+                        steps += 1;
+                        same += usize::from(line_of[w[0].1] == line_of[w[1].1]);
+                    }
+                }
+            }
+            assert!(steps > 1_000, "{steps} session steps");
+            shares.push(same as f64 / steps as f64);
+        }
+        assert!(
+            shares.iter().all(|s| *s >= 0.4) && (shares[0] - shares[1]).abs() <= 0.1,
+            "share of session steps within a line at 3k and 30k products: {shares:?}"
+        );
+    }
+
+    /// A labelled search's products are graded: the most popular fifth (at least one) 2,
+    /// the rest 1.
+    #[test]
+    fn labelled_searches_grade_the_favoured_fifth() {
+        let options = DemoOptions {
+            products: 2_000,
+            users: 50,
+            events: 500,
+            train: false,
+            sequence: None,
+            ..DemoOptions::default()
+        };
+        let shop = shop(&options, 8);
+        assert!(!shop.queries.is_empty());
+        let mut total = 0;
+        for q in &shop.queries {
+            let twos = q.relevant.iter().filter(|(_, g)| *g == 2).count();
+            assert_eq!(twos, q.relevant.len().div_ceil(5), "{}", q.text);
+            assert!(q.relevant.iter().all(|(_, g)| *g == 1 || *g == 2));
+            // Graded 2 first: the list is ordered by popularity.
+            assert!(q.relevant.windows(2).all(|w| w[0].1 >= w[1].1));
+            total += q.relevant.len();
+        }
+        assert_eq!(total, options.products, "every product answers one search");
     }
 
     #[test]

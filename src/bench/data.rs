@@ -211,10 +211,8 @@ fn shop_queries(shop: &Shop) -> BeirSet {
     for (i, q) in shop.queries.iter().enumerate() {
         let id = format!("q{i}");
         set.queries.insert(id.clone(), q.text.clone());
-        set.qrels.insert(
-            id.clone(),
-            q.relevant.iter().map(|r| (r.clone(), 1)).collect(),
-        );
+        set.qrels
+            .insert(id.clone(), q.relevant.iter().cloned().collect());
         vectors.insert(id, q.vector.clone());
     }
     set.query_vectors = Some(vectors);
