@@ -82,15 +82,18 @@ pub(crate) fn graded_at_k(
 }
 
 /// NDCG@10 of the order `scores` gives to candidates with binary `labels` (`> 0` relevant;
-/// both slices cut to the shorter): candidates sorted by descending score (a stable sort,
-/// so equal scores keep their input order), ideal DCG over `min(positives, 10)` positions,
-/// 0 without a positive. The re-ranker's holdout measure.
+/// both slices cut to the shorter): candidates sorted by descending score with
+/// **pessimistic ties**, as the evaluation ranks them (`select_top_k_pessimistic`):
+/// at an equal score the negatives come first, then the positives in input order. Ideal DCG
+/// over `min(positives, 10)` positions, 0 without a positive. The re-ranker's holdout
+/// measure, and what its channel weights are fitted on: with ties broken by input order, a
+/// channel that scores nothing kept the candidate list's own order and could win the fit.
 pub(crate) fn ndcg_at_10(scores: &[f32], labels: &[f32]) -> f64 {
     let n = scores.len().min(labels.len());
     let (scores, labels) = (&scores[..n], &labels[..n]);
     // Each positive's place in that order without sorting (the fitting of channel weights
-    // calls this hundreds of times per user): the candidates scored above it, and those
-    // scored equal that come before it.
+    // calls this hundreds of times per user): the candidates scored above it, the negatives
+    // scored equal, and the positives scored equal that come before it.
     let mut ranks: Vec<usize> = Vec::new();
     let mut positives = 0;
     for (i, (s, _)) in scores
@@ -104,7 +107,7 @@ pub(crate) fn ndcg_at_10(scores: &[f32], labels: &[f32]) -> f64 {
         for (j, t) in scores.iter().enumerate() {
             match t.total_cmp(s) {
                 std::cmp::Ordering::Greater => rank += 1,
-                std::cmp::Ordering::Equal if j < i => rank += 1,
+                std::cmp::Ordering::Equal if j < i || (j != i && labels[j] <= 0.0) => rank += 1,
                 _ => {}
             }
             if rank >= 10 {
@@ -188,7 +191,14 @@ mod tests {
     /// bit.
     fn rerank_reference(scores: &[f32], labels: &[f32]) -> f64 {
         let mut order: Vec<usize> = (0..scores.len().min(labels.len())).collect();
-        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+        // Descending score; at equal scores negatives first (a stable sort keeps the rest
+        // in input order).
+        let positive = |i: usize| labels[i] > 0.0;
+        order.sort_by(|a, b| {
+            scores[*b]
+                .total_cmp(&scores[*a])
+                .then(positive(*a).cmp(&positive(*b)))
+        });
         let dcg: f64 = order
             .iter()
             .take(10)
@@ -223,5 +233,9 @@ mod tests {
             }
         }
         assert_eq!(ndcg_at_10(&[1.0, 2.0], &[1.0]), 1.0);
+        // A positive tied with a negative ranks below it, whatever the input order.
+        let second = 1.0 / 3f64.log2();
+        assert_eq!(ndcg_at_10(&[0.0, 0.0], &[1.0, 0.0]), second);
+        assert_eq!(ndcg_at_10(&[0.0, 0.0], &[0.0, 1.0]), second);
     }
 }
