@@ -595,6 +595,26 @@ pub(crate) fn cholesky_solve(a: &mut [f64], b: &[f64]) -> Result<Vec<f64>, Model
             got: a.len(),
         });
     }
+    cholesky_factor(a, n)?;
+    let mut x = b.to_vec();
+    cholesky_apply(a, &mut x);
+    Ok(x)
+}
+
+/// Overwrites the lower triangle of the symmetric positive definite row-major `n x n`
+/// matrix `a` with its Cholesky factor `L` (`a = L Lᵀ`); the upper triangle is left as is.
+///
+/// # Errors
+/// [`ModelError::Numerical`] when a pivot is not positive; [`ModelError::LengthMismatch`]
+/// when `a` is not `n x n`.
+pub(crate) fn cholesky_factor(a: &mut [f64], n: usize) -> Result<(), ModelError> {
+    if a.len() != n * n {
+        return Err(ModelError::LengthMismatch {
+            what: "cholesky matrix",
+            expected: n * n,
+            got: a.len(),
+        });
+    }
     for j in 0..n {
         let mut d = a[j * n + j];
         for k in 0..j {
@@ -615,24 +635,29 @@ pub(crate) fn cholesky_solve(a: &mut [f64], b: &[f64]) -> Result<Vec<f64>, Model
             a[i * n + j] = s / d;
         }
     }
+    Ok(())
+}
+
+/// Solves `L Lᵀ x = b` in place (`b` becomes `x`) with the factor [`cholesky_factor`] left
+/// in the lower triangle of `l` (`b.len()` rows).
+pub(crate) fn cholesky_apply(l: &[f64], b: &mut [f64]) {
+    let n = b.len();
     // Forward: L y = b.
-    let mut y = b.to_vec();
     for i in 0..n {
-        let mut s = y[i];
+        let mut s = b[i];
         for k in 0..i {
-            s -= a[i * n + k] * y[k];
+            s -= l[i * n + k] * b[k];
         }
-        y[i] = s / a[i * n + i];
+        b[i] = s / l[i * n + i];
     }
-    // Backward: L^T x = y.
+    // Backward: Lᵀ x = y.
     for i in (0..n).rev() {
-        let mut s = y[i];
+        let mut s = b[i];
         for k in (i + 1)..n {
-            s -= a[k * n + i] * y[k];
+            s -= l[k * n + i] * b[k];
         }
-        y[i] = s / a[i * n + i];
+        b[i] = s / l[i * n + i];
     }
-    Ok(y)
 }
 
 #[cfg(test)]

@@ -420,6 +420,84 @@ fn mf_fold_in_matches_trained_user() {
     assert!(m.score_user(999, &mut s1).is_err());
 }
 
+/// A short history is folded in by the Woodbury identity on the cached factor of
+/// `YᵀY + λI`; it solves the same system as the direct factorisation, built here by hand.
+#[test]
+fn mf_fold_in_of_a_short_history_equals_the_direct_solve() {
+    let (data, _) = gen_clustered(200, 150, 4000, 4, 0.85, 3);
+    let p = MfParams {
+        factors: 16,
+        iterations: 8,
+        cg_steps: 3,
+        regularization: 1.0,
+        alpha: 2.0,
+        ..MfParams::default()
+    };
+    let m = Mf::fit(&data, &p).unwrap();
+    let d = 16;
+    let histories: [&[(u32, f32)]; 4] = [
+        &[(5, 1.0)],
+        &[(5, 1.0), (9, 4.0), (5, 2.0)],
+        &[(1, 1.0), (2, -1.0), (3, 8.0), (140, 0.5)],
+        &[
+            (0, 1.0),
+            (10, 1.0),
+            (20, 2.0),
+            (30, 1.0),
+            (40, 1.0),
+            (50, 3.0),
+            (60, 1.0),
+        ],
+    ];
+    for h in histories {
+        let got = m.fold_in(h).unwrap();
+        // The direct solve: (YᵀY + λI + Σ (c−1) y yᵀ) x = Σ c p y, duplicates summed.
+        let mut merged: HashMap<u32, f32> = HashMap::new();
+        for (i, w) in h {
+            *merged.entry(*i).or_default() += w;
+        }
+        let gram = m
+            .item_factors()
+            .chunks(d)
+            .fold(vec![0f64; d * d], |mut g, y| {
+                for r in 0..d {
+                    for c in 0..d {
+                        g[r * d + c] += f64::from(y[r]) * f64::from(y[c]);
+                    }
+                }
+                g
+            });
+        let mut a = gram;
+        for k in 0..d {
+            a[k * d + k] += 1.0;
+        }
+        let mut b = vec![0f64; d];
+        for (i, w) in &merged {
+            let y = m.item_vector(*i).unwrap();
+            let cm1 = 2.0 * f64::from(w.abs());
+            let cp = if *w > 0.0 {
+                1.0 + 2.0 * f64::from(*w)
+            } else {
+                0.0
+            };
+            for r in 0..d {
+                b[r] += cp * f64::from(y[r]);
+                for c in 0..d {
+                    a[r * d + c] += cm1 * f64::from(y[r]) * f64::from(y[c]);
+                }
+            }
+        }
+        let want = crate::models::linalg::cholesky_solve(&mut a, &b).unwrap();
+        let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (f64::from(*g) - w).abs() <= 1e-5 * scale.max(1e-6),
+                "{h:?}: {got:?} against {want:?}"
+            );
+        }
+    }
+}
+
 /// Sparse scoring gives every item its dense score, also when the thread's pooled arrays
 /// are reused, and an item whose score sums back to 0 is listed once.
 #[test]
