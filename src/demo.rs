@@ -39,7 +39,8 @@ pub struct DemoOptions {
     pub train: bool,
     /// The sequence model's settings when training; `None` leaves it out. Default: a small
     /// model (32 dimensions, the last 20 items, a few epochs), enough to show the channel at
-    /// work on this shop, whose shoppers follow tastes rather than an order.
+    /// work on this shop, whose shoppers follow tastes and product lines rather than an
+    /// order.
     pub sequence: Option<crate::models::SeqConfig>,
     /// Show progress on stderr. Default false.
     pub progress: bool,
@@ -679,7 +680,8 @@ fn end_of(options: &DemoOptions) -> i64 {
 }
 
 /// Generates the interaction log from the users' tastes: sessions of views, some clicks,
-/// fewer carts and purchases. Returns the events and the busiest user's index.
+/// fewer carts and purchases, moving within product lines ([`STAY_IN_LINE`]) and coming
+/// back to them ([`RETURN_TO_LINE`]). Returns the events and the busiest user's index.
 fn interactions(
     rng: &mut SplitMix64,
     items: &[Item],
@@ -765,9 +767,8 @@ fn interactions(
                 if !seen_lines.contains(&line_of[next]) {
                     seen_lines.push(line_of[next]);
                 }
-                let i = next;
-                let item = format!("p{:05}", i + 1);
-                let fan = taste.brands.contains(&items[i].brand);
+                let item = format!("p{:05}", next + 1);
+                let fan = taste.brands.contains(&items[next].brand);
                 let mut push = |kind: EventKind, ts: &mut i64, rng: &mut SplitMix64| {
                     *ts += 5 + rng.below32(240) as i64;
                     events.push(Event::new(user.clone(), item.clone(), kind, (*ts).min(end)));
@@ -792,17 +793,24 @@ fn interactions(
     (events, most_active.0)
 }
 
-/// The product lines: each product's line, and each line's products. A brand's products of
-/// one leaf, in id order, are cut into lines of [`LINE_SIZE`] (the last may be shorter).
-fn product_lines(items: &[Item]) -> (Vec<usize>, Vec<Vec<usize>>) {
-    let mut groups: std::collections::BTreeMap<(usize, &str), Vec<usize>> =
+/// Each (leaf, brand)'s products, in id order.
+fn by_leaf_and_brand(
+    items: &[Item],
+) -> std::collections::BTreeMap<(usize, &'static str), Vec<usize>> {
+    let mut groups: std::collections::BTreeMap<(usize, &'static str), Vec<usize>> =
         std::collections::BTreeMap::new();
     for (i, it) in items.iter().enumerate() {
         groups.entry((it.leaf, it.brand)).or_default().push(i);
     }
+    groups
+}
+
+/// The product lines: each product's line, and each line's products. A brand's products of
+/// one leaf, in id order, are cut into lines of [`LINE_SIZE`] (the last may be shorter).
+fn product_lines(items: &[Item]) -> (Vec<usize>, Vec<Vec<usize>>) {
     let mut line_of = vec![0; items.len()];
     let mut lines = Vec::new();
-    for ids in groups.values() {
+    for ids in by_leaf_and_brand(items).values() {
         for chunk in ids.chunks(LINE_SIZE) {
             for &i in chunk {
                 line_of[i] = lines.len();
@@ -814,14 +822,9 @@ fn product_lines(items: &[Item]) -> (Vec<usize>, Vec<Vec<usize>>) {
 }
 
 /// One labelled search per stocked (leaf, brand): the products of that leaf and brand are
-/// the relevant answers.
+/// the relevant answers, graded by popularity ([`ShopQuery::relevant`]).
 fn labelled_queries(dirs: &Directions, items: &[Item]) -> Vec<ShopQuery> {
-    let mut groups: std::collections::BTreeMap<(usize, &str), Vec<usize>> =
-        std::collections::BTreeMap::new();
-    for (i, it) in items.iter().enumerate() {
-        groups.entry((it.leaf, it.brand)).or_default().push(i);
-    }
-    groups
+    by_leaf_and_brand(items)
         .into_iter()
         .map(|((leaf, brand), mut ids)| {
             // Most popular first; the top fifth (at least one) is graded 2.
