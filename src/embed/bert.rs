@@ -5,8 +5,9 @@
 //! gemm microkernel itself, about 8% clearing fresh pages for each op's new tensor, 5% thread
 //! barriers and 8% scalar libm `erf`/`exp`. Here the weights are packed once at load into the
 //! layout the microkernel reads, every buffer is reused across layers, GELU and softmax use
-//! vectorisable `erf`/`exp` approximations (`exp` shared with the sequence model) (errors near 1e-7) and texts run unpadded, so
-//! neither an attention mask nor padded rows cost anything.
+//! vectorisable `erf`/`exp` approximations (errors near 1e-7; `exp` is the sequence model's
+//! `models::linalg::fast_exp`) and texts run unpadded, so neither an attention mask nor
+//! padded rows cost anything.
 //!
 //! Layout: activations are row-major `tokens x width` `f32`. A matrix product writes
 //! *panel-major* tiles ([`NR`] output columns a panel, all rows of a panel contiguous), so
